@@ -53,3 +53,4 @@ def test_demo_data_notebook_smoke_run(tmp_path):
     run_dir = tmp_path / "runs" / "smoke" / "00_demo_data"
     assert (run_dir / "cohort_summary.tsv").is_file() and (run_dir / "volumes_by_diagnosis.png").is_file()
     assert (tmp_path / "data" / "participants.tsv").is_file()
+    assert (tmp_path / "data" / "split.tsv").is_file()

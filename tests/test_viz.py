@@ -1,0 +1,46 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from synth7t import viz
+
+
+def _img(shape=(20, 24, 18), zoom=1.0, axcodes="RAS"):
+    from nibabel import orientations as o
+
+    d = np.zeros(shape, np.float32)
+    d[5:15, 6:18, 4:14] = 1.0
+    aff = np.diag([zoom, zoom, zoom, 1.0])
+    if axcodes != "RAS":
+        ornt = o.ornt_transform(o.axcodes2ornt("RAS"), o.axcodes2ornt(axcodes))
+        d, aff = o.apply_orientation(d, ornt), aff @ o.inv_ornt_aff(ornt, shape)
+    return nib.Nifti1Image(d, aff)
+
+
+def test_orthoslices_pick_the_same_world_point_across_orientations():
+    ras, lia = _img(), _img(axcodes="LIA")
+    p = [9.0, 11.0, 8.0]
+    a, b = viz.orthoslices(ras, p), viz.orthoslices(lia, p)
+    for plane in viz.PLANES:
+        np.testing.assert_array_equal(a[plane][0], b[plane][0])
+        assert a[plane][1] == b[plane][1]
+
+
+def test_plot_planes_returns_a_figure_with_a_row_per_image():
+    fig = viz.plot_planes({"a": _img(), "b": _img(zoom=0.7)}, labels=nib.Nifti1Image(
+        (np.asarray(_img().dataobj) * 17).astype(np.uint8), np.eye(4)), title="t")
+    assert len(fig.axes) == 9
+    rgba = viz.label_rgb(np.array([[0, 17], [53, 999]]))
+    assert rgba[0, 0, 3] == 0 and rgba[0, 1, 3] == 1 and np.allclose(rgba[0, 1], rgba[1, 0])
+
+
+def test_artefact_and_volume_plots():
+    fig = viz.plot_artefact_slices(_img(), [(2, 4)])
+    assert fig.axes[0].patches  # the shaded band
+    table = pd.DataFrame({"diagnosis": ["CN", "AD", "CN"], "v": [3.0, 2.0, 3.5]})
+    fig = viz.plot_volumes_by_group(table, ["v"])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["CN", "AD"]
