@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:  # a stage not built yet contributes no command
+            if exc.name and name.startswith(exc.name):  # a stage not built yet contributes no command
                 continue
             raise
         add: Optional[Callable] = getattr(mod, "add_cli", None)
