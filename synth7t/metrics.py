@@ -1,0 +1,151 @@
+"""Image and segmentation metrics as the paper defines them (§2.8.1).
+
+PSNR and SSIM are computed on whole normalised 3D images (clipped min-max, values in [0, 1]), over the voxels
+that are neither background nor in an excluded (artefact) axial slice:
+
+- ``PSNR(I, I') = -10 log10(MSE(I, I'))`` (the peak is 1 after normalisation);
+- a *global* SSIM, one value per image pair:
+  ``SSIM = (2 E(I) E(I') + c1)(2 C(I, I') + c2) / ((E(I)² + E(I')² + c1)(V(I) + V(I') + c2))``
+  with ``c1 = 1e-4`` and ``c2 = 9e-4`` and E, C, V the mean, covariance and variance over the evaluated voxels.
+
+Dice is computed per label; the paper's mean Dice leaves out the cerebellum (artefacts in the 7T).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+C1 = 1e-4
+C2 = 9e-4
+CEREBELLUM_LABELS = (7, 8, 46, 47)
+
+
+def evaluation_mask(
+    reference: np.ndarray,
+    *,
+    brain_mask: Optional[np.ndarray] = None,
+    excluded_slices: Optional[Iterable[int]] = None,
+    axis: int = 2,
+) -> np.ndarray:
+    """Voxels on which image metrics are computed: not background, not in an excluded axial slice.
+
+    Args:
+        reference: the reference (real 7T) volume ``(X, Y, Z)``; without ``brain_mask`` its non-zero voxels
+            are the foreground (preprocessed images are brain-masked, background exactly 0).
+        brain_mask: explicit foreground mask of the same shape.
+        excluded_slices: indices along ``axis`` to drop (annotated 7T artefact slices).
+        axis: the axial axis (2 for RAS volumes).
+
+    Returns:
+        Boolean mask of the reference's shape.
+    """
+    ref = np.asarray(reference)
+    if ref.ndim != 3:
+        raise ValueError(f"reference must be a 3D volume, got shape {ref.shape}")
+    if brain_mask is not None:
+        m = np.asarray(brain_mask).astype(bool)
+        if m.shape != ref.shape:
+            raise ValueError(f"brain_mask shape {m.shape} differs from the reference's {ref.shape}")
+        m = m.copy()
+    else:
+        m = ref != 0
+    if excluded_slices is not None:
+        idx = np.asarray(list(excluded_slices), dtype=int)
+        if idx.size:
+            if idx.min() < 0 or idx.max() >= ref.shape[axis]:
+                raise ValueError(f"excluded slice indices must lie in [0, {ref.shape[axis] - 1}], "
+                                 f"got {idx.min()}..{idx.max()}")
+            sl = [slice(None)] * 3
+            sl[axis] = idx
+            m[tuple(sl)] = False
+    return m
+
+
+def _pair(reference, prediction, mask):
+    ref = np.asarray(reference, dtype=np.float64)
+    pred = np.asarray(prediction, dtype=np.float64)
+    if ref.shape != pred.shape:
+        raise ValueError(f"images must have the same shape, got {ref.shape} and {pred.shape}")
+    if mask is None:
+        return ref.ravel(), pred.ravel()
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != ref.shape:
+        raise ValueError(f"mask shape {m.shape} differs from the images' {ref.shape}")
+    if not m.any():
+        raise ValueError("the evaluation mask is empty (all background or excluded)")
+    return ref[m], pred[m]
+
+
+def psnr(reference: np.ndarray, prediction: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
+    """``-10 log10(MSE)`` over the masked voxels of two normalised images (peak 1). Identical images: ``inf``."""
+    a, b = _pair(reference, prediction, mask)
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else float(-10.0 * np.log10(mse))
+
+
+def ssim_global(reference: np.ndarray, prediction: np.ndarray, mask: Optional[np.ndarray] = None,
+                c1: float = C1, c2: float = C2) -> float:
+    """The paper's global SSIM over the masked voxels (population variance and covariance)."""
+    a, b = _pair(reference, prediction, mask)
+    ma, mb = a.mean(), b.mean()
+    va, vb = a.var(), b.var()
+    cov = float(np.mean((a - ma) * (b - mb)))
+    return float((2 * ma * mb + c1) * (2 * cov + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2)))
+
+
+def dice(a: np.ndarray, b: np.ndarray, labels: Optional[Sequence[int]] = None) -> dict[int, float]:
+    """Dice per label between two label maps; NaN where a label is absent from both.
+
+    Args:
+        a, b: integer label maps of the same shape.
+        labels: labels to score (default: every non-zero label in either map).
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"label maps must have the same shape, got {a.shape} and {b.shape}")
+    if labels is None:
+        labels = sorted(set(np.unique(a).tolist()) | set(np.unique(b).tolist()) - {0})
+    ai = a.ravel().astype(np.int64)
+    bi = b.ravel().astype(np.int64)
+    top = int(max(ai.max(initial=0), bi.max(initial=0), max(labels, default=0))) + 1
+    ca = np.bincount(ai, minlength=top)
+    cb = np.bincount(bi, minlength=top)
+    both = np.bincount(ai[ai == bi], minlength=top)
+    out = {}
+    for lab in labels:
+        denom = ca[lab] + cb[lab]
+        out[int(lab)] = float(2 * both[lab] / denom) if denom else float("nan")
+    return out
+
+
+def mean_dice(scores: Mapping[int, float], exclude: Iterable[int] = CEREBELLUM_LABELS) -> float:
+    """Mean of the per-label Dice scores, leaving out ``exclude`` (the cerebellum, as in the paper) and NaNs."""
+    ex = set(exclude)
+    vals = [v for k, v in scores.items() if k not in ex and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def image_metrics(reference, prediction, *, brain_mask=None, excluded_slices=None, axis: int = 2) -> dict:
+    """PSNR and SSIM of one pair on the paper's evaluation mask, with the number of voxels used."""
+    m = evaluation_mask(reference, brain_mask=brain_mask, excluded_slices=excluded_slices, axis=axis)
+    return {"psnr": psnr(reference, prediction, m), "ssim": ssim_global(reference, prediction, m),
+            "n_voxels": int(m.sum())}
+
+
+def summarise(table: pd.DataFrame, by: str = "image_type", columns: Sequence[str] = ("psnr", "ssim", "mean_dice"),
+              order: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """The Table 1 layout: ``mean ± SD`` per image type for each metric, from a tidy per-subject table."""
+    cols = [c for c in columns if c in table.columns]
+    g = table.groupby(by)[cols]
+    mean, sd = g.mean(), g.std(ddof=1)
+    out = pd.DataFrame(index=mean.index)
+    for c in cols:
+        out[c] = [f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}" for m, s in zip(mean[c], sd[c])]
+    out["n"] = g.size()
+    if order is not None:
+        out = out.reindex([o for o in order if o in out.index])
+    return out

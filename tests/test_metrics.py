@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from synth7t import metrics
+
+
+def test_psnr_by_hand():
+    a = np.zeros((2, 2, 2))
+    b = np.zeros((2, 2, 2))
+    b[0, 0, 0] = 0.4  # MSE over 8 voxels = 0.16 / 8 = 0.02
+    assert metrics.psnr(a, b) == pytest.approx(-10 * np.log10(0.02))
+    assert metrics.psnr(a, a) == float("inf")
+
+
+def test_global_ssim_by_hand():
+    a = np.array([0.1, 0.2, 0.3, 0.4]).reshape(1, 2, 2)
+    b = np.array([0.1, 0.1, 0.4, 0.4]).reshape(1, 2, 2)
+    ma, mb = 0.25, 0.25
+    va, vb = 0.0125, 0.0225
+    cov = np.mean((a.ravel() - ma) * (b.ravel() - mb))  # 0.015
+    expected = (2 * ma * mb + 1e-4) * (2 * cov + 9e-4) / ((ma**2 + mb**2 + 1e-4) * (va + vb + 9e-4))
+    assert metrics.ssim_global(a, b) == pytest.approx(expected)
+    assert cov == pytest.approx(0.015)
+    assert metrics.ssim_global(a, a) == pytest.approx(1.0)
+
+
+def test_evaluation_mask_drops_background_and_artefact_slices():
+    ref = np.zeros((3, 3, 4))
+    ref[1, 1, :] = 1.0
+    m = metrics.evaluation_mask(ref, excluded_slices=[0, 3])
+    assert m.sum() == 2 and m[1, 1, 1] and m[1, 1, 2] and not m[1, 1, 0]
+    pred = ref.copy()
+    pred[1, 1, 0] = 0.0  # an error only inside an excluded slice...
+    pred[0, 0, 1] = 0.9  # ...and one in the background: neither counts
+    out = metrics.image_metrics(ref, pred, excluded_slices=[0, 3])
+    assert out["psnr"] == float("inf") and out["n_voxels"] == 2
+    with pytest.raises(ValueError, match="excluded slice indices"):
+        metrics.evaluation_mask(ref, excluded_slices=[4])
+    with pytest.raises(ValueError, match="empty"):
+        metrics.psnr(ref, pred, np.zeros_like(ref, bool))
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.psnr(ref, ref[:2])
+
+
+def test_dice_per_label_and_mean_without_cerebellum():
+    a = np.array([[1, 1, 2, 0], [8, 8, 0, 0]])
+    b = np.array([[1, 0, 2, 2], [0, 8, 0, 0]])
+    d = metrics.dice(a, b)
+    assert d[1] == pytest.approx(2 * 1 / 3)
+    assert d[2] == pytest.approx(2 * 1 / 3)
+    assert d[8] == pytest.approx(2 * 1 / 3)
+    assert np.isnan(metrics.dice(a, b, labels=[5])[5])
+    assert metrics.mean_dice({1: 0.5, 2: 1.0, 8: 0.0}) == pytest.approx(0.75)
+
+
+def test_summary_table_layout():
+    import pandas as pd
+
+    t = pd.DataFrame({"image_type": ["3T", "3T", "U-Net", "U-Net"], "psnr": [20.0, 22.0, 25.0, 27.0],
+                      "ssim": [0.8, 0.9, 0.9, 0.95]})
+    s = metrics.summarise(t, order=["3T", "U-Net"])
+    assert list(s.index) == ["3T", "U-Net"] and s.loc["3T", "psnr"] == "21.000 ± 1.414"

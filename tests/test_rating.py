@@ -1,0 +1,138 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synth7t import rating, stats
+
+VARIANTS = ["3T", "7T", "U-Net", "GAN U-Net", "V-Net", "WATNet"]
+
+
+@pytest.fixture
+def session(tmp_path):
+    rng = np.random.default_rng(0)
+    base = np.zeros((24, 28, 20), np.float32)
+    base[4:20, 4:24, 3:17] = 1.0
+    vols = {v: {f"sub-{s:02d}": base * (1 + i) + rng.random(base.shape).astype(np.float32) * base
+                for s in range(5)} for i, v in enumerate(VARIANTS)}
+    return rating.build_session(tmp_path / "session", vols, seed=1)
+
+
+def test_session_is_blinded_and_keyed(session):
+    key = rating.read_key(session.dir)
+    assert len(session.queries()) == 5 and len(key) == 5 * 6
+    assert all(sorted(g["variant"]) == sorted(VARIANTS) for _, g in key.groupby("query_index"))
+    # positions are shuffled per query
+    orders = [tuple(g.sort_values("position")["variant"]) for _, g in key.groupby("query_index")]
+    assert len(set(orders)) > 1
+    # nothing the widget reads names a variant
+    visible = (session.dir / "session.json").read_text()
+    visible += " ".join(p.name for p in (session.dir / "images").iterdir())
+    for v in VARIANTS:
+        assert v not in visible
+        assert v.encode() not in b"".join(p.read_bytes() for p in (session.dir / "images").iterdir())
+
+
+def test_record_validates(session):
+    with pytest.raises(ValueError, match="exactly once"):
+        session.record("r1", 0, "looks_best", list("ABCDE"))
+    with pytest.raises(ValueError, match="criterion"):
+        session.record("r1", 0, "prettiest", list("ABCDEF"))
+    with pytest.raises(ValueError, match="query_index"):
+        session.record("r1", 9, "looks_best", list("ABCDEF"))
+    with pytest.raises(ValueError, match="rater_id"):
+        session.record(" ", 0, "looks_best", list("ABCDEF"))
+
+
+def test_answers_survive_a_crash_between_answers(session):
+    code = textwrap.dedent(f"""
+        import os
+        from synth7t.rating import RatingStore
+        s = RatingStore({str(session.dir)!r})
+        s.record("crash", 0, "looks_best", list("ABCDEF"))
+        s.record("crash", 0, "most_detailed", list("FEDCBA"))
+        s.record("crash", 1, "looks_best", list("BACDEF"))
+        os._exit(9)  # dies before answering query 1's second criterion, without any cleanup
+    """)
+    proc = subprocess.run([sys.executable, "-c", code])
+    assert proc.returncode == 9
+    ans = session.answers("crash")
+    assert len(ans) == 3
+    assert ans.set_index(["query_index", "criterion"]).loc[(0, "most_detailed"), "ranking"] == list("FEDCBA")
+    assert session.next_unanswered("crash") == 1
+    assert session.progress("crash") == (1, 5)
+
+
+def test_widget_shows_no_variant_and_resumes(session):
+    app = rating.RaterApp(session.dir, "r1")
+    assert app.current == 0
+    text = " ".join(app.visible_text())
+    assert "Query 1 of 5" in text
+    for v in VARIANTS:
+        assert v not in text
+    app.answer({"looks_best": list("ABCDEF"), "most_detailed": list("ABCDEF")})
+    app.answer({"looks_best": list("FEDCBA"), "most_detailed": list("BADCFE")})
+    assert app.current == 2
+    # an incomplete ranking is refused, nothing is saved
+    app.menus["looks_best"]["A"].value = 1
+    app.save_button.click()
+    assert "different rank" in app.message.value and app.current == 2
+    # a new kernel: the same rater continues at the first unanswered query
+    again = rating.RaterApp(session.dir, "r1")
+    assert again.current == 2
+    assert rating.RaterApp(session.dir, "r2").current == 0
+    for _ in range(3):
+        again.answer({"looks_best": list("ABCDEF"), "most_detailed": list("ABCDEF")})
+    assert again.current is None and again.save_button.disabled
+
+
+def _simulate(session, quality, raters=("r1", "r2", "r3"), seed=0, noise=1.0):
+    key = rating.read_key(session.dir)
+    rng = np.random.default_rng(seed)
+    for r in raters:
+        app = rating.RaterApp(session.dir, r)
+        while app.current is not None:
+            q = key[key.query_index == app.current]
+            pos = dict(zip(q["variant"], q["position"]))
+            app.answer({c: rating.simulated_ranking(quality, pos, rng, noise) for c in session.criteria})
+    return rating.ranks_table(session.dir)
+
+
+def test_anova_finds_a_planted_effect_and_none_in_noise(tmp_path):
+    rng = np.random.default_rng(3)
+    base = np.ones((8, 8, 8), np.float32)
+    vols = {v: {f"s{i:02d}": base * rng.random() for i in range(12)} for v in VARIANTS}
+    planted = rating.build_session(tmp_path / "planted", vols, seed=0)
+    ranks = _simulate(planted, {v: 3.0 - i for i, v in enumerate(VARIANTS)}, seed=1)
+    one = ranks[ranks.criterion == "looks_best"]
+    res = stats.rm_anova(one, subject="rater_id")
+    assert res["p"] < 1e-3 and res["df_effect"] == 5 and res["df_error"] == 10
+    tk = stats.tukey_table(one)
+    # the best and the worst planted variants differ; Tukey sorts pair names alphabetically
+    assert bool(tk.loc[(tk.a == "3T") & (tk.b == "WATNet"), "reject"].item())
+    summary = stats.rank_summary(ranks, order=VARIANTS)
+    lb = summary[summary.criterion == "looks_best"]
+    assert lb["mean_rank"].iloc[0] < lb["mean_rank"].iloc[-1]
+
+    null = rating.build_session(tmp_path / "null", vols, seed=0)
+    ranks0 = _simulate(null, {v: 0.0 for v in VARIANTS}, seed=2)
+    res0 = stats.rm_anova(ranks0[ranks0.criterion == "looks_best"], subject="query_index")
+    assert res0["p"] > 0.05
+
+
+def test_rm_anova_matches_statsmodels():
+    from statsmodels.stats.anova import AnovaRM
+
+    rng = np.random.default_rng(0)
+    rows = [(s, v, rng.normal(i * 0.3 + s * 0.1, 1.0)) for s in range(6) for i, v in enumerate("abcd")]
+    df = pd.DataFrame(rows, columns=["rater_id", "variant", "rank"])
+    ours = stats.rm_anova(df)
+    ref = AnovaRM(df, "rank", "rater_id", within=["variant"]).fit().anova_table
+    assert ours["F"] == pytest.approx(ref["F Value"].iloc[0])
+    assert ours["p"] == pytest.approx(ref["Pr > F"].iloc[0])
+    bt = stats.bonferroni_table(df)
+    assert len(bt) == 6 and (bt["p_bonferroni"] >= bt["p"]).all()
