@@ -231,3 +231,67 @@ def plot_volumes_by_group(table, columns: Sequence[str], *, group: str = "diagno
     axes[0].set_ylabel("volume (mm³)")
     fig.tight_layout()
     return fig
+
+
+def plot_rank_violins(ranks, *, order: Optional[Sequence[str]] = None, axes=None):
+    """Figure 4C analogue: violins of the ranks given to each image type, one panel per criterion.
+
+    Args:
+        ranks: tidy table with ``criterion``, ``variant``, ``rank`` (1 = best).
+        order: variant order on the x axis (default: by mean rank).
+    """
+    import matplotlib.pyplot as plt
+
+    crits = list(dict.fromkeys(ranks["criterion"]))
+    if axes is None:
+        fig, axes = plt.subplots(1, len(crits), figsize=(4.2 * len(crits), 3.4), squeeze=False)
+        axes = axes[0]
+    else:
+        axes = np.ravel(axes)
+        fig = axes[0].figure
+    n_pos = int(ranks["rank"].max())
+    for ax, crit in zip(axes, crits):
+        sub = ranks[ranks["criterion"] == crit]
+        names = list(order) if order is not None else list(sub.groupby("variant")["rank"].mean().sort_values().index)
+        data = [sub.loc[sub["variant"] == v, "rank"].to_numpy(float) for v in names]
+        parts = ax.violinplot([d if len(d) else [np.nan] for d in data], showmeans=True, showextrema=False)
+        for body in parts["bodies"]:
+            body.set_alpha(0.5)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(1, n_pos + 1))
+        ax.invert_yaxis()  # rank 1 (best) on top
+        ax.set_ylabel("rank (1 = best)")
+        ax.set_title(crit.replace("_", " "))
+    fig.tight_layout()
+    return fig
+
+
+def plot_rater_stacked_ranks(ranks, rater_id: str, *, order: Optional[Sequence[str]] = None, axes=None):
+    """Figures A.8-A.11 analogue: for one rater, the share of each rank per image type (stacked bars)."""
+    import matplotlib.pyplot as plt
+
+    sub = ranks[ranks["rater_id"] == rater_id]
+    crits = list(dict.fromkeys(ranks["criterion"]))
+    n_pos = int(ranks["rank"].max())
+    if axes is None:
+        fig, axes = plt.subplots(1, len(crits), figsize=(4.2 * len(crits), 3.2), squeeze=False)
+        axes = axes[0]
+    else:
+        axes = np.ravel(axes)
+        fig = axes[0].figure
+    colours = plt.get_cmap("RdYlGn_r")(np.linspace(0, 1, n_pos))
+    for ax, crit in zip(axes, crits):
+        c = sub[sub["criterion"] == crit]
+        names = list(order) if order is not None else sorted(set(ranks["variant"]))
+        counts = (c.groupby(["variant", "rank"]).size().unstack(fill_value=0)
+                  .reindex(index=names, columns=range(1, n_pos + 1), fill_value=0))
+        bottom = np.zeros(len(names))
+        for r in range(1, n_pos + 1):
+            ax.bar(range(len(names)), counts[r].to_numpy(), bottom=bottom, color=colours[r - 1], label=f"rank {r}")
+            bottom += counts[r].to_numpy()
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("queries")
+        ax.set_title(f"{rater_id}: {crit.replace('_', ' ')}")
+    axes[-1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    return fig

@@ -44,3 +44,14 @@ def test_artefact_and_volume_plots():
     table = pd.DataFrame({"diagnosis": ["CN", "AD", "CN"], "v": [3.0, 2.0, 3.5]})
     fig = viz.plot_volumes_by_group(table, ["v"])
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["CN", "AD"]
+
+
+def test_rating_figures():
+    rows = [(r, q, c, v, rank) for r in ("r1", "r2") for q in range(3) for c in ("looks_best", "most_detailed")
+            for rank, v in enumerate(["7T", "3T", "GAN"], start=1)]
+    ranks = pd.DataFrame(rows, columns=["rater_id", "query_index", "criterion", "variant", "rank"])
+    fig = viz.plot_rank_violins(ranks)
+    assert len(fig.axes) == 2 and [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["7T", "3T", "GAN"]
+    fig = viz.plot_rater_stacked_ranks(ranks, "r1", order=["3T", "7T", "GAN"])
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert sum(heights) == 9  # 3 queries x 3 variants
