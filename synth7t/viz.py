@@ -295,3 +295,127 @@ def plot_rater_stacked_ranks(ranks, rater_id: str, *, order: Optional[Sequence[s
     axes[-1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.tight_layout()
     return fig
+
+
+class SliceViewer:
+    """Synchronised three-plane views of several volumes on one grid, for JupyterLab.
+
+    One slider per axis moves every volume together; window/level sliders set the display range (in units of
+    each volume's robust intensity range, so images with different scales stay comparable); a zoom box crops
+    every view around the cursor; toggles choose which image types are shown. After interacting, call
+    :meth:`figure` for a static copy (the book shows that, since it has no kernel).
+
+    Args:
+        volumes: ``{name: image}`` on one grid (shapes must match after reorientation to RAS).
+        labels: optional label map on the same grid, drawn as outlines.
+    """
+
+    def __init__(self, volumes: Mapping[str, ImageLike], labels: Optional[ImageLike] = None):
+        self.names = list(volumes)
+        if not self.names:
+            raise ValueError("SliceViewer needs at least one volume")
+        self.data = {}
+        for n, v in volumes.items():
+            can = _as_canonical(v)
+            self.data[n] = np.asarray(can.dataobj, dtype=np.float32)
+        shapes = {n: d.shape for n, d in self.data.items()}
+        if len(set(shapes.values())) != 1:
+            raise ValueError(f"volumes must share one grid, got shapes {shapes}; resample them first")
+        self.shape = next(iter(shapes.values()))
+        self.labels = np.asarray(_as_canonical(labels).dataobj) if labels is not None else None
+        self.ranges = {n: _window(d) for n, d in self.data.items()}
+        centre = np.argwhere(self.data[self.names[0]] > self.ranges[self.names[0]][0])
+        self.cursor = [int(c) for c in (centre.mean(0) if len(centre) else np.array(self.shape) / 2)]
+        self.level, self.width, self.zoom = 0.5, 1.0, 1.0
+        self.shown = list(self.names)
+        self._widget = None
+
+    def _crop(self, sl: np.ndarray, cx: int, cy: int):
+        if self.zoom <= 1.0:
+            return sl, (0, sl.shape[1], 0, sl.shape[0])
+        h, w = sl.shape
+        hh, hw = max(4, int(h / self.zoom / 2)), max(4, int(w / self.zoom / 2))
+        y0, x0 = int(np.clip(cy - hh, 0, max(h - 2 * hh, 0))), int(np.clip(cx - hw, 0, max(w - 2 * hw, 0)))
+        return sl[y0:y0 + 2 * hh, x0:x0 + 2 * hw], (x0, x0 + 2 * hw, y0, y0 + 2 * hh)
+
+    def planes(self, name: str) -> dict[str, np.ndarray]:
+        """The three slices of one volume through the cursor, after zoom (display orientation, origin lower)."""
+        d = self.data[name]
+        i, j, k = self.cursor
+        raw = {"sagittal": (d[i].T, j, k), "coronal": (d[:, j].T, i, k), "axial": (d[:, :, k].T, i, j)}
+        return {p: self._crop(sl, cx, cy)[0] for p, (sl, cx, cy) in raw.items()}
+
+    def figure(self, ax=None):
+        """A static figure of the current view (rows: shown image types; columns: planes)."""
+        import matplotlib.pyplot as plt
+
+        rows = len(self.shown)
+        if rows == 0:
+            raise ValueError("no image type is toggled on")
+        if ax is None:
+            fig, axes = plt.subplots(rows, 3, figsize=(8.4, 2.8 * rows), squeeze=False)
+        else:
+            axes = np.asarray(ax).reshape(rows, 3)
+            fig = axes[0, 0].figure
+        i, j, k = self.cursor
+        for r, name in enumerate(self.shown):
+            lo, hi = self.ranges[name]
+            span = hi - lo
+            centre = lo + self.level * span
+            vmin, vmax = centre - self.width * span / 2, centre + self.width * span / 2
+            for c, (plane, sl) in enumerate(self.planes(name).items()):
+                a = axes[r, c]
+                a.clear()
+                a.imshow(sl, cmap="gray", vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest")
+                if self.labels is not None:
+                    lab = {"sagittal": self.labels[i].T, "coronal": self.labels[:, j].T,
+                           "axial": self.labels[:, :, k].T}[plane]
+                    cx, cy = {"sagittal": (j, k), "coronal": (i, k), "axial": (i, j)}[plane]
+                    lab = self._crop(lab, cx, cy)[0]
+                    if lab.any():
+                        a.contour(lab, levels=np.unique(lab)[1:] - 0.5, colors="yellow", linewidths=0.4)
+                a.set_xticks([]), a.set_yticks([])
+                if c == 0:
+                    a.set_ylabel(name)
+                if r == 0:
+                    a.set_title(f"{plane} ({'ijk'[['sagittal', 'coronal', 'axial'].index(plane)]}="
+                                f"{self.cursor[['sagittal', 'coronal', 'axial'].index(plane)]})")
+        fig.tight_layout()
+        return fig
+
+    @property
+    def widget(self):
+        """The ipywidgets control panel and an output area that redraws on every change."""
+        if self._widget is not None:
+            return self._widget
+        import ipywidgets as w
+        import matplotlib.pyplot as plt
+
+        out = w.Output()
+        sliders = [w.IntSlider(value=self.cursor[a], min=0, max=self.shape[a] - 1, description=n,
+                               continuous_update=False) for a, n in enumerate(("sagittal", "coronal", "axial"))]
+        level = w.FloatSlider(value=self.level, min=0.0, max=1.0, step=0.02, description="level",
+                              continuous_update=False)
+        width = w.FloatSlider(value=self.width, min=0.05, max=2.0, step=0.05, description="window",
+                              continuous_update=False)
+        zoom = w.FloatSlider(value=self.zoom, min=1.0, max=6.0, step=0.5, description="zoom", continuous_update=False)
+        show = [w.Checkbox(value=True, description=n, indent=False) for n in self.names]
+
+        def redraw(_=None):
+            self.cursor = [s.value for s in sliders]
+            self.level, self.width, self.zoom = level.value, width.value, zoom.value
+            self.shown = [n for n, cb in zip(self.names, show) if cb.value] or [self.names[0]]
+            with out:
+                out.clear_output(wait=True)
+                fig = self.figure()
+                from IPython.display import display
+
+                display(fig)
+                plt.close(fig)
+
+        for ctl in (*sliders, level, width, zoom, *show):
+            ctl.observe(redraw, names="value")
+        self._controls = dict(sliders=sliders, level=level, width=width, zoom=zoom, show=show)
+        self._widget = w.VBox([w.HBox(sliders), w.HBox([level, width, zoom]), w.HBox(show), out])
+        redraw()
+        return self._widget

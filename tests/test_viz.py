@@ -55,3 +55,27 @@ def test_rating_figures():
     fig = viz.plot_rater_stacked_ranks(ranks, "r1", order=["3T", "7T", "GAN"])
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert sum(heights) == 9  # 3 queries x 3 variants
+
+
+def test_slice_viewer_syncs_volumes_and_controls():
+    a, b = _img(), _img()
+    b = nib.Nifti1Image(np.asarray(b.dataobj) * 2, b.affine)
+    v = viz.SliceViewer({"3T": a, "7T": b}, labels=nib.Nifti1Image(np.asarray(a.dataobj).astype(np.uint8), a.affine))
+    panel = v.widget
+    ctl = v._controls
+    ctl["sliders"][2].value = 5
+    assert v.cursor[2] == 5
+    np.testing.assert_array_equal(v.planes("3T")["axial"], np.asarray(a.dataobj)[:, :, 5].T)
+    ctl["zoom"].value = 2.0
+    assert v.planes("7T")["axial"].shape[0] < 24
+    ctl["show"][0].value = False
+    assert v.shown == ["7T"]
+    fig = v.figure()
+    assert len(fig.axes) == 3
+    assert panel is v.widget
+    try:
+        viz.SliceViewer({"a": _img(), "b": _img(shape=(10, 10, 10))})
+    except ValueError as e:
+        assert "share one grid" in str(e)
+    else:
+        raise AssertionError("different grids must be refused")
