@@ -1,0 +1,37 @@
+"""Networks of synth7t: the paper's conditional U-Net (also the GAN generator), its WGAN-GP patch critic,
+the V-Net and WATNet baselines, and the frozen backbones of the perceptual losses.
+
+Entry points: :func:`build_model` (any generator preset, config or config dict), :func:`build_discriminator`,
+:func:`get_model_config` / :data:`MODEL_PRESETS`, :func:`make_context` (the (B, 4) conditioning tensor) and
+:mod:`synth7t.models.facts` (parameters and FLOPs of every preset).
+"""
+
+from .build import build_model, resolve_config
+from .config import (DISCRIMINATOR_PRESETS, MODEL_PRESETS, DiscriminatorConfig, UNetConfig, VNetConfig,
+                     WATNetConfig, config_from_dict, get_discriminator_config, get_model_config, list_presets)
+from .discriminator import PatchCritic, build_discriminator
+from .unet import ConditionalUNet, make_context, slice_location
+from .vnet import VNet
+from .watnet import WATNet
+
+__all__ = [
+    "build_model",
+    "resolve_config",
+    "build_discriminator",
+    "get_model_config",
+    "get_discriminator_config",
+    "config_from_dict",
+    "list_presets",
+    "MODEL_PRESETS",
+    "DISCRIMINATOR_PRESETS",
+    "UNetConfig",
+    "DiscriminatorConfig",
+    "VNetConfig",
+    "WATNetConfig",
+    "ConditionalUNet",
+    "PatchCritic",
+    "VNet",
+    "WATNet",
+    "make_context",
+    "slice_location",
+]

@@ -1,0 +1,244 @@
+"""The conditional 2.5D U-Net of Gicquel et al. (§2.4, Figure A.6): the "U-Net" model and the GAN generator.
+
+Input: ``n_input_slices`` neighbouring axial 3T slices ``(B, n_input_slices, H, W)`` and the context
+``(B, 4)`` (age in years, sex, diagnosis, slice location; see :func:`make_context`). Output: the
+synthetic 7T centre slice ``(B, 1, H, W)``. There is no final normalisation layer (§2.4, third change).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Optional, Union
+
+import numpy as np
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .blocks import AttentionBlock, ContextEncoder, Downsample, ResBlock, Upsample, check_divisible
+from .config import UNetConfig
+
+__all__ = ["ConditionalUNet", "make_context", "slice_location"]
+
+_SEX_CODES = {"f": 0.0, "female": 0.0, "m": 1.0, "male": 1.0}
+
+
+def slice_location(s: Union[float, Tensor], top: Union[float, Tensor], bot: Union[float, Tensor]
+                   ) -> Union[float, Tensor]:
+    """Approximate slice location of §2.4: ``(2s - (top + bot)) / (top - bot)``.
+
+    ``top`` and ``bot`` are the indices of the highest and lowest axial slices that contain brain; the
+    middle slice maps to 0, ``top`` to 1 and ``bot`` to -1.
+
+    Raises:
+        ValueError: when ``top == bot`` (a scalar input), which has no defined location.
+    """
+    if not isinstance(top, Tensor) and not isinstance(bot, Tensor) and top == bot:
+        raise ValueError(f"slice_location needs top != bot (the brain's highest and lowest slices), got {top}")
+    return (2 * s - (top + bot)) / (top - bot)
+
+
+def _sex_value(v: object) -> float:
+    if isinstance(v, str):
+        key = v.strip().lower()
+        if key not in _SEX_CODES:
+            raise ValueError(f"sex must be 0/1 or one of {sorted(_SEX_CODES)}, got {v!r}")
+        return _SEX_CODES[key]
+    f = float(v)  # type: ignore[arg-type]
+    if f not in (0.0, 1.0):
+        raise ValueError(f"sex must be 0 (female) or 1 (male), got {v!r}")
+    return f
+
+
+def _diagnosis_value(v: object) -> float:
+    if v is None:
+        return math.nan
+    f = float(v)  # type: ignore[arg-type]
+    if f not in (0.0, 1.0) and not math.isnan(f):
+        raise ValueError(f"impaired must be 0, 1, True, False or None (unknown), got {v!r}")
+    return f
+
+
+def _column(value: object, name: str, convert: Optional[Callable[[object], float]] = None) -> Tensor:
+    """One context column as a float32 1-D tensor; ``convert`` maps each element (codes, None)."""
+    if isinstance(value, Tensor):
+        items: object = value.detach().cpu().reshape(-1).tolist() if value.ndim <= 1 else value
+    elif isinstance(value, np.ndarray):
+        items = value.reshape(-1).tolist() if value.ndim <= 1 else value
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [value]
+    if not isinstance(items, list):
+        shape = tuple(getattr(value, "shape", ()))
+        raise ValueError(f"{name} must be a scalar or a 1-D sequence, got shape {shape}")
+    values = [convert(v) if convert is not None else float(v) for v in items]  # type: ignore[arg-type]
+    return torch.tensor(values, dtype=torch.float32, device="cpu")  # CPU even inside a device context
+
+
+def make_context(age: object, sex: object, impaired: object, slice_location: object) -> Tensor:
+    """Build the (B, 4) context tensor that :class:`ConditionalUNet` expects.
+
+    Columns (in this order): age in **years** (the model standardises it itself as
+    ``(age - 70) / 10``, see :class:`~synth7t.models.config.UNetConfig`), sex (0 female, 1 male;
+    ``"F"``/``"M"``/``"female"``/``"male"`` accepted), diagnosis (1 cognitively impaired, i.e. MCI or
+    dementia; 0 unimpaired, i.e. CN or SCD; ``None`` for unknown, stored as NaN, which only a
+    ``use_diagnosis=False`` model may receive) and slice location in [-1, 1] (see :func:`slice_location`).
+    Each argument is a scalar or a 1-D sequence/array/tensor; scalars broadcast to the batch size.
+
+    Returns:
+        float32 tensor (B, 4) on the CPU.
+
+    Raises:
+        ValueError: on mismatched lengths, an unknown sex code, or a diagnosis other than 0/1/None.
+    """
+    cols = [_column(age, "age"), _column(sex, "sex", _sex_value),
+            _column(impaired, "impaired", _diagnosis_value), _column(slice_location, "slice_location")]
+    n = max(c.numel() for c in cols)
+    for c, name in zip(cols, ("age", "sex", "impaired", "slice_location")):
+        if c.numel() not in (1, n):
+            raise ValueError(f"{name} has {c.numel()} values but the batch has {n}; give one value or one per sample")
+    return torch.stack([c.expand(n) for c in cols], dim=1).contiguous()
+
+
+class _Step(nn.Module):
+    """A residual block optionally followed by an attention block (the figure's "Res" / "Res+CA")."""
+
+    def __init__(self, res: ResBlock, attn: Optional[AttentionBlock]) -> None:
+        super().__init__()
+        self.res = res
+        self.attn = attn
+
+    def forward(self, x: Tensor, tokens: Optional[Tensor]) -> Tensor:
+        x = self.res(x)
+        if self.attn is not None:
+            x = self.attn(x, tokens)
+        return x
+
+
+class ConditionalUNet(nn.Module):
+    """Attention U-Net with AdaDM residual blocks and context cross-attention (Figure A.6).
+
+    Layout (``k = len(channel_mult)`` stages, ``c_i = channels * channel_mult[i-1]``):
+
+    * input 3x3 convolution ``n_input_slices -> c_1``;
+    * encoder stage ``i``: ``num_res_blocks`` residual blocks (each followed by an attention block when
+      ``i`` is in ``ca_stages``), then a strided-convolution downsampling except after the last stage;
+    * bottleneck: residual block, self- + cross-attention block (``bottleneck_attention``), residual block;
+    * decoder stage ``i`` (deepest first): ``num_res_blocks + 1`` residual blocks, each reading the
+      concatenation of the running features and one encoder skip, with attention as in the encoder, then a
+      nearest + convolution upsampling except at stage 1;
+    * output: SiLU then 3x3 convolution ``c_1 -> out_channels``, no normalisation.
+
+    Args:
+        config: the architecture.
+
+    Shapes:
+        ``x`` (B, n_input_slices, H, W) with H, W divisible by ``2**(len(channel_mult)-1)``;
+        ``context`` (B, 4) -> (B, out_channels, H, W).
+    """
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        if not isinstance(config, UNetConfig):
+            raise ValueError(f"ConditionalUNet needs a UNetConfig, got {type(config).__name__}")
+        self.config = config
+        cfg = config
+        chans = cfg.stage_channels
+
+        self.context_encoder: Optional[ContextEncoder] = (
+            ContextEncoder(cfg.context_dim, cfg.use_diagnosis, cfg.age_center, cfg.age_scale)
+            if cfg.uses_context else None)
+
+        def attention(ch: int, stage: int) -> Optional[AttentionBlock]:
+            if stage not in cfg.ca_stages:
+                return None
+            return AttentionBlock(ch, cfg.num_groups, cfg.context_dim, cfg.num_heads,
+                                  self_attention=cfg.ca_self_attention, cross_attention=True,
+                                  ff_mult=cfg.ff_mult, dropout=cfg.dropout,
+                                  positional_encoding=cfg.use_positional_encoding)
+
+        def res(cin: int, cout: int) -> ResBlock:
+            return ResBlock(cin, cout, cfg.num_groups, cfg.dropout, cfg.use_adadm)
+
+        self.input_conv = nn.Conv2d(cfg.n_input_slices, chans[0], 3, padding=1)
+        skip_channels: List[int] = [chans[0]]
+        self.encoder = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        ch = chans[0]
+        for stage, stage_ch in enumerate(chans, start=1):
+            steps = nn.ModuleList()
+            for _ in range(cfg.num_res_blocks):
+                steps.append(_Step(res(ch, stage_ch), attention(stage_ch, stage)))
+                ch = stage_ch
+                skip_channels.append(ch)
+            self.encoder.append(steps)
+            if stage < cfg.n_stages:
+                self.downsamples.append(Downsample(ch))
+                skip_channels.append(ch)
+
+        self.mid_res1 = res(ch, ch)
+        self.mid_attn: Optional[AttentionBlock] = (
+            AttentionBlock(ch, cfg.num_groups, cfg.context_dim, cfg.num_heads, self_attention=True,
+                           cross_attention=True, ff_mult=cfg.ff_mult, dropout=cfg.dropout,
+                           positional_encoding=cfg.use_positional_encoding)
+            if cfg.bottleneck_attention else None)
+        self.mid_res2 = res(ch, ch)
+
+        self.decoder = nn.ModuleList()
+        self.upsamples = nn.ModuleList()
+        for stage in range(cfg.n_stages, 0, -1):
+            stage_ch = chans[stage - 1]
+            steps = nn.ModuleList()
+            for _ in range(cfg.num_res_blocks + 1):
+                steps.append(_Step(res(ch + skip_channels.pop(), stage_ch), attention(stage_ch, stage)))
+                ch = stage_ch
+            self.decoder.append(steps)
+            if stage > 1:
+                self.upsamples.append(Upsample(ch))
+
+        self.output_conv = nn.Conv2d(ch, cfg.out_channels, 3, padding=1)
+
+    def encode_context(self, context: Tensor) -> Optional[Tensor]:
+        """Context tokens (B, T, context_dim), or ``None`` for a network without cross-attention."""
+        if self.context_encoder is None:
+            return None
+        return self.context_encoder(context.to(self.input_conv.weight.dtype))
+
+    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1] != cfg.n_input_slices:
+            raise ValueError(f"input must have shape (B, {cfg.n_input_slices}, H, W) (n_input_slices="
+                             f"{cfg.n_input_slices} neighbouring slices), got {tuple(x.shape)}")
+        check_divisible(tuple(x.shape[2:]), cfg.n_downsamplings, "input", "the paper crops to 288x224")
+        tokens: Optional[Tensor] = None
+        if self.context_encoder is not None:
+            if context is None:
+                raise ValueError("this U-Net is conditioned: pass context of shape (B, 4) built with "
+                                 "synth7t.models.make_context(age, sex, impaired, slice_location)")
+            if context.shape[0] != x.shape[0]:
+                raise ValueError(f"context batch {context.shape[0]} differs from input batch {x.shape[0]}")
+            tokens = self.encode_context(context)
+
+        h = self.input_conv(x)
+        skips = [h]
+        for i, steps in enumerate(self.encoder):
+            for step in steps:
+                h = step(h, tokens)
+                skips.append(h)
+            if i < len(self.downsamples):
+                h = self.downsamples[i](h)
+                skips.append(h)
+
+        h = self.mid_res1(h)
+        if self.mid_attn is not None:
+            h = self.mid_attn(h, tokens)
+        h = self.mid_res2(h)
+
+        for i, steps in enumerate(self.decoder):
+            for step in steps:
+                h = step(torch.cat([h, skips.pop()], dim=1), tokens)
+            if i < len(self.upsamples):
+                h = self.upsamples[i](h)
+        return self.output_conv(F.silu(h))
