@@ -17,7 +17,7 @@ then renders
 - a **3T** member on a 1 mm grid stored in FreeSurfer's LIA orientation: blurred, noisier, lower grey/white
   contrast, with a bias field and a small rigid misalignment to the 7T;
 - a **label map** on the 7T grid (FreeSurfer label numbers) carried by the same deformation, i.e. an exact
-  ground-truth segmentation.
+  ground-truth segmentation, and ground-truth brain masks of both members (``_desc-brain_mask``).
 
 Nothing here is real 7T data; every image's JSON sidecar says ``"Simulated": true``. Generation is seeded
 (subject ``i`` depends only on ``(seed, i)``), cached (a rerun skips subjects whose files and sidecar
@@ -45,7 +45,7 @@ from scipy import ndimage as ndi
 from . import io as sio
 from .layout import ARTEFACTS_FILE, PARTICIPANTS_FILE, discover, write_artefacts
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 
 SIMULATION_NOTICE = (
     "Simulated data: the demo cohort is generated from MNI template anatomy (ICBM 2009c/2009a) with random "
@@ -154,6 +154,7 @@ class Templates:
     base7: np.ndarray       # 7T-like contrast, sharpened; white matter ~ 1
     base3: np.ndarray       # 3T-like contrast, softer; white matter ~ 1
     gm: np.ndarray          # grey-matter probability
+    mask: np.ndarray        # brain mask (0/1 float)
     labels: np.ndarray      # FreeSurfer label numbers
     grad_mtl: np.ndarray    # (3, X, Y, Z) unit-peak gradient of the smoothed amygdala+hippocampus mask
     grad_vent: np.ndarray   # (3, X, Y, Z) same for the lateral ventricles
@@ -241,7 +242,7 @@ def load_templates() -> Templates:
     cb_world = sio.voxel_to_world(affine, cb)[0]
     bidx = np.argwhere(mask)
     box = (sio.voxel_to_world(affine, bidx.min(0))[0], sio.voxel_to_world(affine, bidx.max(0))[0])
-    return Templates(affine=affine, base7=np.clip(b7, 0, None).astype(np.float32),
+    return Templates(affine=affine, mask=mask.astype(np.float32), base7=np.clip(b7, 0, None).astype(np.float32),
                      base3=np.clip(b3, 0, None).astype(np.float32), gm=gm.astype(np.float32), labels=labels,
                      grad_mtl=grad_mtl, grad_vent=grad_vent, cerebellum_centre=cb_world, brain_box=box)
 
@@ -532,7 +533,8 @@ def simulate_subject(params: SubjectParams, config: Optional[DemoConfig] = None)
 
     (shape7, aff7), (shape3, aff3) = demo_grids(cfg)
     v7 = cfg.voxel_7t
-    ch, labels, tmm = _render(tpl, aff7, shape7, np.eye(4), {"base": tpl.base7, "gm": tpl.gm}, True, warp)
+    ch, labels, tmm = _render(tpl, aff7, shape7, np.eye(4), {"base": tpl.base7, "gm": tpl.gm, "mask": tpl.mask},
+                              True, warp)
     t7 = ch["base"] - params.gm_contrast_7t * ch["gm"]
     _paint_vessels(t7, labels, v7, cfg.n_vessels, rng)
     # cerebellar signal loss: a smooth dark region centred below and behind the cerebellum
@@ -557,7 +559,7 @@ def simulate_subject(params: SubjectParams, config: Optional[DemoConfig] = None)
 
     # ---- 3T: 1 mm grid in the 3T scanner frame; the head sits in a slightly different pose
     pose = _rigid(params.pose_3t_rotation_deg, params.pose_3t_translation_mm)
-    ch3, _, _ = _render(tpl, aff3, shape3, pose, {"base": tpl.base3}, False, warp)
+    ch3, _, _ = _render(tpl, aff3, shape3, pose, {"base": tpl.base3, "mask": tpl.mask}, False, warp)
     v3 = cfg.voxel_3t
     t3 = ndi.gaussian_filter(ch3["base"], 0.45 / v3)
     t3 *= _smooth_field(shape3, rng, 0.18, 40.0 / v3)  # bias field
@@ -566,8 +568,10 @@ def simulate_subject(params: SubjectParams, config: Optional[DemoConfig] = None)
     t3 = np.sqrt((t3 + rng.normal(0, noise3, shape3).astype(np.float32)) ** 2
                  + rng.normal(0, noise3, shape3).astype(np.float32) ** 2)
     t3_lia, aff3_lia = _to_lia(t3, aff3)
+    mask3_lia, _ = _to_lia((ch3["mask"] > 0.5).astype(np.uint8), aff3)
     return dict(t7=t7.astype(np.float32), t7_affine=aff7, labels=labels, t3=t3_lia.astype(np.float32),
-                t3_affine=aff3_lia, artefact_slices=art_ranges, loss=loss)
+                t3_affine=aff3_lia, artefact_slices=art_ranges, loss=loss,
+                mask7=(ch["mask"] > 0.5).astype(np.uint8), mask3=mask3_lia)
 
 
 # ------------------------------------------------------------------------------------------ the cohort
@@ -578,6 +582,7 @@ def _anat_paths(data_dir: Path, pid: str) -> dict[str, Path]:
     return {
         "t3": anat / f"{pid}_acq-3T_T1w.nii.gz", "t7": anat / f"{pid}_acq-7T_T1w.nii.gz",
         "labels": anat / f"{pid}_acq-7T_dseg.nii.gz", "sidecar": anat / f"{pid}_acq-7T_T1w.json",
+        "mask7": anat / f"{pid}_acq-7T_desc-brain_mask.nii.gz", "mask3": anat / f"{pid}_acq-3T_desc-brain_mask.nii.gz",
         "sidecar3": anat / f"{pid}_acq-3T_T1w.json",
     }
 
@@ -587,7 +592,7 @@ def _fingerprint(params: SubjectParams, cfg: DemoConfig) -> dict:
 
 
 def _is_done(paths: dict, fingerprint: dict) -> bool:
-    if not all(paths[k].exists() for k in ("t3", "t7", "labels", "sidecar")):
+    if not all(paths[k].exists() for k in ("t3", "t7", "labels", "mask7", "mask3", "sidecar")):
         return False
     try:
         meta = json.loads(paths["sidecar"].read_text())
@@ -625,6 +630,9 @@ def generate_subject(data_dir: Union[str, Path], params: SubjectParams, config: 
     sio.save_volume(paths["t7"], np.clip(sim["t7"] * 1500.0, 0, 32767), sim["t7_affine"], dtype=np.int16)
     sio.save_volume(paths["t3"], np.clip(sim["t3"] * 1000.0, 0, 32767), sim["t3_affine"], dtype=np.int16)
     sio.save_volume(paths["labels"], sim["labels"], sim["t7_affine"], dtype=np.uint8)
+    # ground-truth brain masks (the template's, warped): preprocessing may use them (mask_backend="given")
+    sio.save_volume(paths["mask7"], sim["mask7"], sim["t7_affine"], dtype=np.uint8)
+    sio.save_volume(paths["mask3"], sim["mask3"], sim["t3_affine"], dtype=np.uint8)
     _write_json(paths["sidecar3"], {"MagneticFieldStrength": 3, "Simulated": True, "Notice": SIMULATION_NOTICE,
                                     "Pose3TRotationDeg": params.pose_3t_rotation_deg,
                                     "Pose3TTranslationMm": params.pose_3t_translation_mm})

@@ -72,6 +72,10 @@ def test_cohort_files_layout_and_metadata(coarse_cohort):
         assert lab.shape == t7.shape and np.allclose(lab.affine, t7.affine)
         present = set(np.unique(np.asarray(lab.dataobj)).tolist())
         assert set(REQUIRED_LABELS) <= present
+        m7, m3 = (nib.load(str(p)) for p in (s.t7_mask, s.t3_mask))
+        vol7 = np.asarray(m7.dataobj).sum() * np.prod(m7.header.get_zooms())
+        vol3 = np.asarray(m3.dataobj).sum() * np.prod(m3.header.get_zooms())
+        assert 1.2e6 < vol7 < 2.8e6 and abs(vol3 / vol7 - 1) < 0.1  # mm³ (MNI-sized brains), the same in both members
         side = json.loads(s.t7.with_name(s.t7.name.replace(".nii.gz", ".json")).read_text())
         assert side["Simulated"] is True
         assert 40 <= s.age <= 90 and s.sex in ("F", "M") and s.diagnosis in layout.DIAGNOSES
