@@ -16,6 +16,8 @@ _COMMAND_MODULES = (
     "synth7t.demo",
     "synth7t.layout",
     "synth7t.profiles",
+    "synth7t.preprocess",
+    "synth7t.predict",
     "synth7t.models.facts",
 )
 

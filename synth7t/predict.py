@@ -186,3 +186,178 @@ def uncrop_to_space(prediction: np.ndarray, record: dict) -> tuple[np.ndarray, n
 
     box = GridBox.from_dict(record["grid"])
     return uncrop_from_grid(np.asarray(prediction), box), np.asarray(box.space_affine, float)
+
+
+# ------------------------------------------------------------------------------------- lone 3T files
+
+
+def _expand_inputs(inputs: Sequence[PathLike]) -> list[Path]:
+    """Files, folders (every ``*.nii``/``*.nii.gz`` inside, recursively) and ``.txt`` lists of paths."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if sio.is_nifti_path(q) and q.is_file())
+        elif p.suffix == ".txt" and p.is_file():
+            out += [Path(line.strip()) for line in p.read_text().splitlines() if line.strip()]
+        else:
+            out.append(p)
+    if not out:
+        raise ValueError(f"no input images found in {', '.join(map(str, inputs))}")
+    return out
+
+
+def predict_file(
+    t3_path: PathLike, out_path: PathLike, model, *, age: float, sex: str, impaired: Optional[bool],
+    method: str = "template", generalised=None, preprocess_preset="quick", work_dir: Optional[PathLike] = None,
+    native: bool = False, batch_size: int = 16, device: str = "cpu", t3_mask: Optional[PathLike] = None,
+) -> dict:
+    """Synthetic 7T from a lone 3T file: lone-3T preprocessing (template or generalised affine), prediction,
+    output on the aligned 0.7 mm grid (and, with ``native``, resampled back onto the input 3T grid).
+
+    Args:
+        model: a model folder or a ``(generator, meta)`` pair from :func:`load_model`.
+        method: ``"template"`` (register to the MNI 2009c T1) or ``"generalised"`` (the paper's affine from
+            training pairs; pass ``generalised``).
+        preprocess_preset: a preprocessing preset name or a ``PreprocessConfig``.
+        t3_mask: a brain mask of the 3T to use instead of the configured brain extraction.
+
+    Returns:
+        A record of what was written.
+    """
+    import tempfile
+
+    from . import preprocess as pp
+
+    t3_path, out_path = Path(t3_path), Path(out_path)
+    sio.read_nifti(t3_path)  # one clear error for a bad input before any work
+    if not sio.is_nifti_path(out_path):
+        raise ValueError(f"{out_path}: output must end in .nii or .nii.gz")
+    generator, meta = load_model(model, device) if not isinstance(model, tuple) else model
+    uses_dx = meta["model_config"].get("use_diagnosis", True) and _uses_context(generator)
+    if uses_dx and impaired is None:
+        raise ValueError("this model is conditioned on the diagnosis: give --impaired 0 or 1 (or use a -nodiag model)")
+    if sex not in ("F", "M"):
+        raise ValueError(f"sex must be F or M, got {sex!r}")
+    if not 0 < float(age) < 130:
+        raise ValueError(f"age must be in years (0-130), got {age}")
+    cfg = pp.make_config(preprocess_preset, qc_figure=False) if isinstance(preprocess_preset, str) \
+        else preprocess_preset
+    if t3_mask is not None:
+        cfg = pp.config_from_dict({**cfg.to_dict(), "mask_backend": "given"})
+    with tempfile.TemporaryDirectory(prefix="synth7t-predict.", dir=work_dir) as tmp:
+        rec = pp.preprocess_lone_3t(t3_path, tmp, cfg, method=method, generalised=generalised, t3_mask=t3_mask)
+        t3 = sio.load_volume(rec["files"]["t3"])
+        mask = sio.load_volume(rec["files"]["mask"], dtype=None).data
+    vol = predict_volume(generator, t3.data, age=float(age), sex=sex, impaired=impaired,
+                         bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=mask, batch_size=batch_size)
+    sio.save_volume(out_path, vol, t3.affine, dtype=np.float32)
+    written = {"output": str(out_path), "space": rec["space"], "shape": list(vol.shape)}
+    if native:
+        src = sio.read_nifti(t3_path, reorient=True, check_values=False)
+        world_map = np.asarray(rec["alignment"]["world_map"], float)  # output world -> 3T world
+        nat = pp.resample(vol, t3.affine, src.shape, src.affine, world_map=np.linalg.inv(world_map), order=1)
+        native_path = out_path.with_name(out_path.name.replace(".nii", "_space-native.nii", 1))
+        sio.save_volume(native_path, nat, src.affine, dtype=np.float32)
+        written["native"] = str(native_path)
+    return written
+
+
+def _cmd_predict(args) -> int:
+    import time
+
+    import pandas as pd
+
+    from . import preprocess as pp
+    from .layout import read_participants
+
+    inputs = _expand_inputs(args.inputs)
+    many = len(inputs) > 1 or Path(args.inputs[0]).is_dir() or str(args.inputs[0]).endswith(".txt")
+    if many and not args.output_dir:
+        raise ValueError("several inputs: give --output-dir (a single input takes an output file name)")
+    if not many and not args.output:
+        raise ValueError("give the output file name (or --output-dir)")
+    model = load_model(args.model, args.device)
+    participants = read_participants(args.participants) if args.participants else None
+    generalised = pp.estimate_generalised_affine(args.generalised_from) if args.method == "generalised" else None
+    rows = []
+    for t3 in inputs:
+        name = t3.name.split(".nii")[0]
+        out = Path(args.output) if not many else Path(args.output_dir) / f"{name.replace('_T1w', '')}_desc-synth7t_T1w.nii.gz"
+        if many and out.exists() and not args.overwrite:
+            rows.append({"input": str(t3), "status": "skipped", "output": str(out), "reason": ""})
+            continue
+        t0 = time.perf_counter()
+        try:
+            sio.read_nifti(t3)  # a bad input is reported before anything else
+            if not sio.is_nifti_path(out):
+                raise ValueError(f"{out}: output must end in .nii or .nii.gz")
+            age, sex, imp = args.age, args.sex, args.impaired
+            if participants is not None:
+                pid = name.split("_")[0]
+                if pid not in participants.index:
+                    raise ValueError(f"{pid} has no row in {args.participants}")
+                row = participants.loc[pid]
+                age, sex, imp = float(row["age"]), str(row["sex"]), bool(row["impaired"])
+            if age is None or sex is None:
+                raise ValueError("give --age and --sex (or --participants participants.tsv)")
+            uses_dx = model[1]["model_config"].get("use_diagnosis", True) and _uses_context(model[0])
+            if uses_dx and imp is None:
+                raise ValueError("this model is conditioned on the diagnosis: give --impaired 0 or 1 "
+                                 "(or use a -nodiag model)")
+            rec = predict_file(t3, out, model, age=age, sex=sex, impaired=None if imp is None else bool(imp),
+                               method=args.method, generalised=generalised, preprocess_preset=args.preset,
+                               native=args.native, batch_size=args.batch_size, device=args.device,
+                               t3_mask=args.mask)
+            rows.append({"input": str(t3), "status": "done", "output": rec["output"], "reason": "",
+                         "seconds": round(time.perf_counter() - t0, 1)})
+        except Exception as exc:  # a batch of thousands goes on; one file reports one line
+            if not many:
+                if isinstance(exc, (ValueError, RuntimeError)):
+                    raise
+                raise RuntimeError(f"{t3}: {type(exc).__name__}: {exc}") from None
+            rows.append({"input": str(t3), "status": "failed", "output": "", "reason": f"{exc}",
+                         "seconds": round(time.perf_counter() - t0, 1)})
+            print(f"synth7t predict: {t3}: {exc}")
+    table = pd.DataFrame(rows)
+    if many:
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        table.to_csv(Path(args.output_dir) / "predictions.tsv", sep="\t", index=False)
+        print(table.to_string(index=False))
+        return 1 if (table["status"] == "failed").any() else 0
+    print(f"wrote {rows[0]['output']}")
+    return 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("predict", help="synthetic 7T from lone 3T images (a file, a folder or a .txt list)")
+    p.add_argument("inputs", nargs="+", help="3T NIfTI file(s), folder(s) or .txt list(s); with one file, the "
+                                             "last positional argument may be the output file")
+    p.add_argument("--model", required=True, help="model folder (runs/<run>/02_train/model) or its run folder")
+    p.add_argument("--output-dir", default=None, help="folder for several outputs (and predictions.tsv)")
+    p.add_argument("--age", type=float, default=None)
+    p.add_argument("--sex", choices=["F", "M"], default=None)
+    p.add_argument("--impaired", type=int, choices=[0, 1], default=None, help="1 MCI/dementia, 0 CN/SCD")
+    p.add_argument("--participants", default=None, help="participants.tsv giving age, sex, diagnosis per sub-<id>")
+    p.add_argument("--method", choices=["template", "generalised"], default="template",
+                   help="alignment of a lone 3T: MNI template registration or the paper's generalised affine")
+    p.add_argument("--generalised-from", default=None, help="derivatives folder of preprocessed pairs "
+                                                            "(for --method generalised)")
+    p.add_argument("--preset", default="quick", help="preprocessing preset (quick, paper)")
+    p.add_argument("--mask", default=None, help="brain mask of the (single) input 3T instead of brain extraction")
+    p.add_argument("--native", action="store_true", help="also write the prediction resampled to the input 3T grid")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true")
+
+    def run(args):
+        if args.output_dir is None and len(args.inputs) >= 2 and sio.is_nifti_path(args.inputs[-1]) \
+                and not Path(args.inputs[-1]).exists():
+            args.inputs, args.output = args.inputs[:-1], args.inputs[-1]
+        else:
+            args.output = None
+        if args.method == "generalised" and not args.generalised_from:
+            raise ValueError("--method generalised needs --generalised-from <derivatives of preprocessed pairs>")
+        return _cmd_predict(args)
+
+    p.set_defaults(func=run)
