@@ -251,6 +251,9 @@ def save_volume(
     os.close(fd)
     try:
         nib.save(img, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):

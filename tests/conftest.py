@@ -66,3 +66,19 @@ def coarse_cohort(tmp_path_factory):
     ds = demo.generate_cohort(root / "demo", 4, seed=3, config=demo.DemoConfig(**COARSE), n_jobs=1,
                               progress=False)
     return ds
+
+
+@pytest.fixture(scope="session")
+def preprocessed_cohort(coarse_cohort, tmp_path_factory):
+    """The coarse cohort preprocessed quickly (ground-truth masks, no N4, quick registration, 128 x 96 grid),
+    with a split; returns ``(derivatives_dir, dataset, split_file)``."""
+    from synth7t import layout, preprocess
+
+    root = coarse_cohort.root
+    split_file = layout.write_split(layout.make_split(coarse_cohort, n_test=1, seed=0), root / "split.tsv")
+    cfg = preprocess.make_config("quick", target_spacing=None, grid_inplane=(128, 96), mask_backend="given",
+                                 n4_3t=False, n4_7t=False, qc_figure=False)
+    out = tmp_path_factory.mktemp("derivatives") / "synth7t-preproc"
+    table = preprocess.preprocess_dataset(root, cfg, n_jobs=1, progress=False, out_root=out)
+    assert (table["status"] == "done").all(), table
+    return out, coarse_cohort, split_file

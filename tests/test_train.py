@@ -1,0 +1,231 @@
+"""Slice cache, trainer, checkpoints and resume on a small preprocessed demo cohort (CPU)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from synth7t import config as tconf
+from synth7t import slices, train
+
+
+def _cfg(**kw):
+    base = dict(epochs=2, batch_size=4, samples_per_epoch=16, crop=[64, 64], val_slices=8, ckpt_every=3,
+                lambda_perc=0.0, num_workers=0, device="cpu", seed=0)
+    base.update(kw)
+    return tconf.make_train_config("demo-cpu", **base)
+
+
+def test_config_presets_and_errors(tmp_path):
+    c = tconf.make_train_config("paper-gan")
+    assert c.gan and c.n_critic == 5 and c.n_critic_first_epoch == 1 and c.lr_decay == 0.9 and c.lambda_perc == 0.01
+    u = tconf.make_train_config("paper-unet")
+    assert not u.gan and u.lr_decay == 0.5 and u.betas_g == [0.9, 0.999] and u.epochs == 4
+    assert tconf.make_train_config("paper-gan").betas_d == [0.0, 0.9]
+    p = c.save(tmp_path / "c.json")
+    assert tconf.load_train_config(p) == c
+    with pytest.raises(ValueError, match="unknown key"):
+        tconf.make_train_config("demo-cpu", learning_rate=1)
+    with pytest.raises(ValueError, match="unknown training preset"):
+        tconf.make_train_config("huge")
+    with pytest.raises(ValueError, match="batch_size"):
+        tconf.make_train_config("demo-cpu", batch_size=0)
+
+
+def test_slice_cache_samples(preprocessed_cohort, tmp_path):
+    derivatives, ds, split_file = preprocessed_cohort
+    cache = slices.build_cache(derivatives, tmp_path / "cache", ds, split_file=split_file, progress=False)
+    c = slices.SliceCache.open(cache)
+    vols = c.volumes.set_index("key")
+    # excluded artefact slices and background slices are never samples
+    for key, g in c.index.groupby("key"):
+        rec = json.loads(next(derivatives.glob(f"{key}/anat/{key}_desc-preproc.json")).read_text())
+        excluded = {z for a, b in rec["excluded_slices"] for z in range(a, b + 1)}
+        assert not excluded & set(g["z"])
+        assert g["slice_location"].between(-1.2, 1.2).all()
+    assert set(c.index["split"]) <= {"train", "test"}
+    data = slices.SliceDataset(c, "train", crop=(32, 48), seed=1)
+    item = data[0]
+    assert item["x"].shape == (3, 32, 48) and item["y"].shape == (1, 32, 48) and item["context"].shape == (4,)
+    # the centre input channel is the 3T slice at z, its neighbours z-1 and z+1
+    full = slices.SliceDataset(c, "train", crop=None)
+    it = full[5]
+    r = full.index.iloc[5]
+    np.testing.assert_array_equal(it["x"][1].numpy(), np.asarray(c.t3[int(r["offset"])], np.float32))
+    # rebuilding from the same records reuses the cache
+    mtime = (cache / "t3.npy").stat().st_mtime_ns
+    slices.build_cache(derivatives, cache, ds, split_file=split_file, progress=False)
+    assert (cache / "t3.npy").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="odd"):
+        slices.SliceDataset(c, "train", n_input_slices=2)
+
+
+@pytest.fixture(scope="module")
+def cache(preprocessed_cohort, tmp_path_factory):
+    derivatives, ds, split_file = preprocessed_cohort
+    return slices.build_cache(derivatives, tmp_path_factory.mktemp("cache"), ds, split_file=split_file, progress=False)
+
+
+def test_short_training_lowers_validation_loss_and_reloads_safely(cache, tmp_path):
+    cfg = _cfg(epochs=3, lr_g=2e-3, samples_per_epoch=32)
+    tr = train.Trainer(cfg, cache, tmp_path / "run", progress=False)
+    before = tr.validate()
+    after = tr.fit()
+    assert after["psnr"] > before["psnr"]
+    model_dir = tmp_path / "run" / "model"
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert meta["model_config"]["kind"] if "kind" in meta["model_config"] else True
+    from synth7t.models import build_model
+
+    g = build_model(meta["model_config"])
+    train.load_weights(model_dir / "generator.safetensors", g)
+    ck = train.latest_checkpoint(tmp_path / "run" / "checkpoints")
+    state = train.load_state(ck / "state.pt")  # weights_only=True
+    assert "opt_g" in state and "torch_rng" in state
+    log = (tmp_path / "run" / "val_log.csv").read_text().splitlines()
+    assert len(log) == 1 + 3 and "psnr_3t" in log[0]
+
+
+def test_gan_schedule_critic_steps(cache, tmp_path):
+    cfg = tconf.make_train_config("demo-cpu-gan", epochs=2, batch_size=2, samples_per_epoch=12, crop=[64, 64],
+                                  lambda_perc=0.0,
+                                  n_critic=3, max_steps=0, val_slices=4, ckpt_every=1000, device="cpu")
+    tr = train.Trainer(cfg, cache, tmp_path / "gan", progress=False)
+    nb = tr.batches_per_epoch
+    tr.fit()
+    # first epoch: one generator step per batch; afterwards one per n_critic batches
+    assert tr.pos.g_step == nb + nb // 3
+    rows = (tmp_path / "gan" / "train_log.csv").read_text().splitlines()
+    assert "critic" in rows[0]
+
+
+KILL_SCRIPT = """
+import os, sys
+from synth7t import config, train
+cfg = config.make_train_config("demo-cpu", epochs=2, batch_size=4, samples_per_epoch=16, crop=[64, 64],
+                               val_slices=8, ckpt_every=2, lambda_perc=0.0, device="cpu", seed=0)
+t = train.Trainer(cfg, sys.argv[1], sys.argv[2], progress=False)
+orig = t._train_batch
+def killer(batch):
+    out = orig(batch)
+    if t.pos.step + 1 == int(sys.argv[3]):
+        os._exit(17)  # killed mid-run, after the checkpoint of step 4 and before step 5 ends
+    return out
+t._train_batch = killer
+t.fit()
+"""
+
+
+def test_kill_and_resume_reaches_the_same_final_state(cache, tmp_path):
+    ref = train.Trainer(_cfg(ckpt_every=2), cache, tmp_path / "ref", progress=False)
+    ref.fit()
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(cache), str(tmp_path / "killed"), "5"])
+    assert proc.returncode == 17
+    ck = train.latest_checkpoint(tmp_path / "killed" / "checkpoints")
+    assert ck is not None and json.loads((ck / "meta.json").read_text())["step"] == 4
+    resumed = train.Trainer(_cfg(ckpt_every=2), cache, tmp_path / "killed", progress=False)
+    assert resumed.pos.step == 4
+    resumed.fit()
+    assert resumed.pos.step == ref.pos.step and resumed.pos.epoch == ref.pos.epoch == 2
+    for (k, a), (_, b) in zip(ref.generator.state_dict().items(), resumed.generator.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
+    assert not list((tmp_path / "killed" / "checkpoints").glob(".*.tmp"))
+
+
+def test_prediction_writes_grid_volumes_and_records_failures(cache, preprocessed_cohort, tmp_path):
+    import nibabel as nib
+
+    from synth7t import predict
+
+    derivatives, ds, _ = preprocessed_cohort
+    run = tmp_path / "run"
+    train.Trainer(_cfg(epochs=1, samples_per_epoch=8), cache, run, progress=False).fit()
+    keys = [s.key for s in ds][:2] + ["sub-999"]
+    table = predict.predict_subjects(run / "model", derivatives, ds, tmp_path / "pred", keys=keys, device="cpu",
+                                     progress=False)
+    assert list(table["status"]) == ["done", "done", "failed"]
+    assert "sub-999" in table.loc[2, "reason"]
+    out = nib.load(table.loc[0, "path"])
+    inp = predict.preprocessed_inputs(derivatives, keys[0])
+    assert out.shape == inp["t3"].shape and np.allclose(out.affine, inp["t3"].affine)
+    data = np.asarray(out.dataobj)
+    assert data.min() >= 0 and data.max() <= 1 and not data[inp["mask"] == 0].any()
+    # rerun skips finished volumes; uncropping is exact
+    again = predict.predict_subjects(run / "model", derivatives, ds, tmp_path / "pred", keys=keys[:1],
+                                     device="cpu", progress=False)
+    assert list(again["status"]) == ["skipped"]
+    full, aff = predict.uncrop_to_space(data, inp["record"])
+    assert full.shape == tuple(inp["record"]["grid"]["space_shape"])
+    with pytest.raises(predict.ModelFolderError, match="not a model folder"):
+        predict.load_model(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def trained_model(cache, tmp_path_factory):
+    run = tmp_path_factory.mktemp("model_run")
+    train.Trainer(_cfg(epochs=1, samples_per_epoch=8), cache, run, progress=False).fit()
+    return run / "model"
+
+
+def test_lone_3t_prediction_template_and_native(trained_model, preprocessed_cohort, tmp_path):
+    import nibabel as nib
+
+    from synth7t import predict, preprocess
+
+    _, ds, _ = preprocessed_cohort
+    s = ds[0]
+    cfg = preprocess.make_config("quick", target_spacing=1.6, grid_inplane=(128, 96), n4_3t=False,
+                                 registration_spacing=3.0, qc_figure=False)
+    rec = predict.predict_file(s.t3, tmp_path / "out.nii.gz", trained_model, age=s.age, sex=s.sex,
+                               impaired=s.impaired, method="template", preprocess_preset=cfg, native=True,
+                               t3_mask=s.t3_mask, device="cpu")
+    out = nib.load(rec["output"])
+    assert out.shape[:2] == (96, 128) and rec["space"] == "MNI152NLin2009cSym"
+    nat = nib.load(rec["native"])
+    src = nib.as_closest_canonical(nib.load(str(s.t3)))
+    assert nat.shape == src.shape and np.allclose(nat.affine, src.affine)
+    assert np.asarray(nat.dataobj).max() > 0.2
+
+
+def test_predict_cli_bad_inputs_give_one_line_errors(trained_model, tmp_path, capsys):
+    from synth7t.cli import main
+
+    from conftest import write_nifti
+
+    txt = tmp_path / "notes.txt.nii.gz"
+    txt.write_text("not an image")
+    four_d = write_nifti(tmp_path / "four_d.nii.gz", np.ones((4, 4, 4, 2), np.float32))
+    nan = write_nifti(tmp_path / "nan.nii.gz", np.full((4, 4, 4), np.nan, np.float32))
+    good = write_nifti(tmp_path / "ok.nii.gz")
+    cases = [
+        ([str(txt), str(tmp_path / "o.nii.gz"), "--model", str(trained_model)], "unreadable"),
+        ([str(tmp_path / "missing.nii.gz"), str(tmp_path / "o.nii.gz"), "--model", str(trained_model)],
+         "does not exist"),
+        ([str(four_d), str(tmp_path / "o.nii.gz"), "--model", str(trained_model)], "expected a 3D volume"),
+        ([str(nan), str(tmp_path / "o.nii.gz"), "--model", str(trained_model)], "non-finite"),
+        ([str(good), str(tmp_path / "o.nii.gz"), "--model", str(tmp_path)], "not a model folder"),
+        ([str(good), str(tmp_path / "o.nii.gz"), "--model", str(trained_model), "--age", "70", "--sex", "F"],
+         "conditioned on the diagnosis"),
+        ([str(good), str(tmp_path / "o.png"), "--model", str(trained_model)], "several inputs: give --output-dir"),
+    ]
+    for argv, message in cases:
+        code = main(["predict", *argv])
+        err = capsys.readouterr().err
+        assert code == 1, argv
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+    # a folder of inputs: the bad ones are recorded, the batch goes on, the exit status says so
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for p in (nan, good):
+        (inputs / p.name).write_bytes(p.read_bytes())
+    code = main(["predict", str(inputs), "--model", str(trained_model), "--output-dir", str(tmp_path / "many"),
+                 "--age", "70", "--sex", "F", "--impaired", "0"])
+    assert code == 1
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "many" / "predictions.tsv", sep="\t")
+    assert len(table) == 2 and (table["status"] == "failed").all()
+    assert table["reason"].str.contains("non-finite").any()
