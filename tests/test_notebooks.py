@@ -29,7 +29,7 @@ def test_committed_notebooks_follow_the_skeleton():
 
 
 def test_profiles_list_existing_notebooks_with_declared_parameters():
-    for name in ("demo", "smoke"):
+    for name in ("demo", "demo-full", "smoke"):
         prof = profiles.load_profile(name)
         for entry in prof["notebooks"]:
             nb = profiles.REPO_ROOT / entry["notebook"]
