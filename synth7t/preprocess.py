@@ -998,14 +998,28 @@ def records_table(out_root: PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def is_done(out_root: PathLike, key: str, cfg: PreprocessConfig) -> bool:
-    """True when the subject's JSON exists (written last) and was made with the same processing settings."""
+def _input_stamp(subject: Subject) -> dict:
+    """Size and modification time of every input file: a changed input makes a finished subject stale."""
+    out = {}
+    for name in ("t3", "t7", "t3_mask", "t7_mask", "t7_labels"):
+        p = getattr(subject, name, None)
+        if p is not None and Path(p).exists():
+            st = Path(p).stat()
+            out[name] = [int(st.st_size), int(st.st_mtime_ns)]
+    return out
+
+
+def is_done(out_root: PathLike, key: str, cfg: PreprocessConfig, subject: Optional[Subject] = None) -> bool:
+    """True when the subject's JSON exists (written last), was made with the same processing settings and,
+    when ``subject`` is given, from the same input files (same sizes and modification times)."""
     p = output_paths(out_root, key)["json"]
     if not p.is_file():
         return False
     try:
         rec = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError):
+        return False
+    if subject is not None and rec.get("input_stamp") is not None and rec["input_stamp"] != _input_stamp(subject):
         return False
     return rec.get("config_fingerprint") == cfg.fingerprint() and rec.get("status") == "done"
 
@@ -1142,6 +1156,7 @@ def preprocess_subject(subject: Subject, out_root: PathLike, config: Optional[Pr
         "key": key, "participant_id": subject.participant_id, "session": subject.session, "status": "done",
         "mode": "pair", "pipeline": PIPELINE_NAME, "pipeline_version": PIPELINE_VERSION,
         "config_fingerprint": cfg.fingerprint(), "preset": cfg.preset,
+        "input_stamp": _input_stamp(subject),
         "inputs": {"t3": str(subject.t3), "t7": str(subject.t7), "t3_mask": _s(subject.t3_mask),
                    "t7_mask": _s(subject.t7_mask), "t7_labels": _s(subject.t7_labels)},
         "normalisation": {"t3": p3, "t7": p7},
@@ -1246,7 +1261,7 @@ def preprocess_dataset(data_dir: PathLike, config: Optional[PreprocessConfig] = 
         "SourceDatasets": [{"URL": str(Path(data_dir).resolve())}]})
     rows, run = [], []
     for s in todo:
-        if not overwrite and is_done(out, s.key, cfg):
+        if not overwrite and is_done(out, s.key, cfg, s):
             rows.append({"key": s.key, "status": "skipped", "seconds": 0.0, "reason": "finished earlier"})
         else:
             run.append(s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import shutil
 from pathlib import Path
@@ -306,6 +307,11 @@ def test_dataset_run_skip_and_failure_isolation(coarse_cohort, tmp_path):
     again = pp.preprocess_dataset(root, cfg, n_jobs=1, progress=False)
     assert dict(zip(again["key"], again["status"])) == {"sub-001": "skipped", "sub-002": "failed",
                                                          "sub-003": "skipped", "sub-004": "failed"}
+    # a changed input makes its finished subject stale: only that subject runs again
+    t3_path = root / "sub-003/anat/sub-003_acq-3T_T1w.nii.gz"
+    os.utime(t3_path, ns=(t3_path.stat().st_atime_ns, t3_path.stat().st_mtime_ns + 10**9))
+    third = pp.preprocess_dataset(root, cfg, n_jobs=1, progress=False, subjects=["sub-001", "sub-003"])
+    assert dict(zip(third["key"], third["status"])) == {"sub-001": "skipped", "sub-003": "done"}
     parser = argparse.ArgumentParser()
     pp.add_cli(parser.add_subparsers())
     args = parser.parse_args(["preprocess", str(root), "--preset", "quick", "--subjects", "sub-001",
