@@ -187,19 +187,25 @@ def build_session(
     planes: Sequence[str] = PLANES,
     criteria: Optional[Mapping[str, str]] = None,
     central_fraction: float = 0.6,
+    slices_per_subject: int = 1,
     overwrite: bool = False,
 ) -> RatingStore:
     """Build a blinded session: per subject one random slice in a random plane, every variant anonymised.
+
+    The paper showed one slice per subject; ``slices_per_subject > 1`` draws several, each its own query with its
+    own random plane and slice (never the same plane and slice twice for a subject), which gives a small cohort
+    enough queries for the statistics. Queries are ordered subject by subject.
 
     Args:
         session_dir: folder to create.
         volumes: ``{variant: {subject: NIfTI path or RAS array}}``; all variants of a subject must share one
             grid (e.g. the 7T grid of preprocessing, where predictions are written).
-        subjects: subjects to include (default: those every variant has), one query each.
+        subjects: subjects to include (default: those every variant has), ``slices_per_subject`` queries each.
         seed: draws of plane, slice and position order.
         planes: planes to draw from.
         criteria: ``{name: instruction}`` (default: the paper's two).
         central_fraction: slices are drawn from this central fraction of the brain's extent.
+        slices_per_subject: queries (random plane and slice) per subject; the paper's is 1.
         overwrite: replace an existing session folder.
 
     Returns:
@@ -207,6 +213,10 @@ def build_session(
     """
     import shutil
 
+    if isinstance(slices_per_subject, bool) or int(slices_per_subject) != slices_per_subject \
+            or slices_per_subject < 1:
+        raise ValueError(f"slices_per_subject must be a positive integer, got {slices_per_subject!r}")
+    slices_per_subject = int(slices_per_subject)
     out = Path(session_dir)
     if out.exists():
         if not overwrite:
@@ -230,53 +240,71 @@ def build_session(
     crit = dict(criteria or CRITERIA)
     positions = list(_POSITIONS[: len(variants)])
     rng = np.random.default_rng(seed)
-    (out / "images").mkdir(parents=True)
-    key_rows, image_rows = [], []
-    for qi, subject in enumerate(subjects):
-        vols = {v: _load_ras(volumes[v][subject]) for v in variants}
-        shapes = {v: a.shape for v, a in vols.items()}
-        if len(set(shapes.values())) != 1:
-            raise ValueError(f"{subject}: variants are on different grids {shapes}; resample them to one grid")
-        plane = str(rng.choice(list(planes)))
-        axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
-        fg = np.zeros(shapes[variants[0]], bool)
-        for a in vols.values():
-            fg |= a > 0
-        extent = np.flatnonzero(fg.any(axis=tuple(i for i in range(3) if i != axis)))
-        if extent.size == 0:
-            raise ValueError(f"{subject}: every variant is empty")
-        lo, hi = extent[0], extent[-1]
-        margin = (1 - central_fraction) / 2 * (hi - lo)
-        index = int(rng.integers(int(lo + margin), int(hi - margin) + 1))
-        order = rng.permutation(len(variants))
-        for pos, vi in zip(positions, order):
-            variant = variants[vi]
-            token = "".join(f"{x:02x}" for x in rng.integers(0, 256, 8))
-            rel = f"images/{token}.png"
-            (out / rel).write_bytes(_to_png(_slice(vols[variant], plane, index)))
-            image_rows.append((qi, pos, rel))
-            key_rows.append((qi, pos, variant, subject, plane, index))
-    with closing(_connect(out / "answers.sqlite")) as conn, conn:
-        conn.executescript(
-            """
-            CREATE TABLE query_images (query_index INTEGER NOT NULL, position TEXT NOT NULL, image TEXT NOT NULL,
-                                       PRIMARY KEY (query_index, position));
-            CREATE TABLE answers (rater_id TEXT NOT NULL, query_index INTEGER NOT NULL, criterion TEXT NOT NULL,
-                                  ranking TEXT NOT NULL, answered_at REAL NOT NULL,
-                                  PRIMARY KEY (rater_id, query_index, criterion));
-            """
-        )
-        conn.executemany("INSERT INTO query_images VALUES (?, ?, ?)", image_rows)
-    with closing(_connect(out / "key.sqlite")) as conn, conn:
-        conn.execute(
-            "CREATE TABLE key (query_index INTEGER NOT NULL, position TEXT NOT NULL, variant TEXT NOT NULL, "
-            "subject TEXT NOT NULL, plane TEXT NOT NULL, slice_index INTEGER NOT NULL, "
-            "PRIMARY KEY (query_index, position))"
-        )
-        conn.executemany("INSERT INTO key VALUES (?, ?, ?, ?, ?, ?)", key_rows)
-    (out / "session.json").write_text(json.dumps(
-        {"n_queries": len(subjects), "positions": positions, "criteria": crit, "seed": int(seed),
-         "created_at": time.time()}, indent=2))
+    # a build that fails half-way leaves no folder behind: a half-built session would block the next try
+    try:
+        (out / "images").mkdir(parents=True)
+        key_rows, image_rows = [], []
+        qi = 0
+        for subject in subjects:
+            vols = {v: _load_ras(volumes[v][subject]) for v in variants}
+            shapes = {v: a.shape for v, a in vols.items()}
+            if len(set(shapes.values())) != 1:
+                raise ValueError(f"{subject}: variants are on different grids {shapes}; resample them to one grid")
+            fg = np.zeros(shapes[variants[0]], bool)
+            for a in vols.values():
+                fg |= a > 0
+            if not fg.any():
+                raise ValueError(f"{subject}: every variant is empty")
+            used: set[tuple[str, int]] = set()
+            for _ in range(slices_per_subject):
+                # redraw a (plane, slice) this subject already has; with one slice per subject nothing is redrawn,
+                # so a seed gives the same session as before slices_per_subject existed
+                for _attempt in range(100):
+                    plane = str(rng.choice(list(planes)))
+                    axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
+                    extent = np.flatnonzero(fg.any(axis=tuple(i for i in range(3) if i != axis)))
+                    lo, hi = extent[0], extent[-1]
+                    margin = (1 - central_fraction) / 2 * (hi - lo)
+                    index = int(rng.integers(int(lo + margin), int(hi - margin) + 1))
+                    if (plane, index) not in used:
+                        break
+                else:
+                    raise ValueError(f"{subject}: cannot draw {slices_per_subject} distinct slices; lower "
+                                     f"slices_per_subject or raise central_fraction")
+                used.add((plane, index))
+                order = rng.permutation(len(variants))
+                for pos, vi in zip(positions, order):
+                    variant = variants[vi]
+                    token = "".join(f"{x:02x}" for x in rng.integers(0, 256, 8))
+                    rel = f"images/{token}.png"
+                    (out / rel).write_bytes(_to_png(_slice(vols[variant], plane, index)))
+                    image_rows.append((qi, pos, rel))
+                    key_rows.append((qi, pos, variant, subject, plane, index))
+                qi += 1
+        with closing(_connect(out / "answers.sqlite")) as conn, conn:
+            conn.executescript(
+                """
+                CREATE TABLE query_images (query_index INTEGER NOT NULL, position TEXT NOT NULL, image TEXT NOT NULL,
+                                           PRIMARY KEY (query_index, position));
+                CREATE TABLE answers (rater_id TEXT NOT NULL, query_index INTEGER NOT NULL, criterion TEXT NOT NULL,
+                                      ranking TEXT NOT NULL, answered_at REAL NOT NULL,
+                                      PRIMARY KEY (rater_id, query_index, criterion));
+                """
+            )
+            conn.executemany("INSERT INTO query_images VALUES (?, ?, ?)", image_rows)
+        with closing(_connect(out / "key.sqlite")) as conn, conn:
+            conn.execute(
+                "CREATE TABLE key (query_index INTEGER NOT NULL, position TEXT NOT NULL, variant TEXT NOT NULL, "
+                "subject TEXT NOT NULL, plane TEXT NOT NULL, slice_index INTEGER NOT NULL, "
+                "PRIMARY KEY (query_index, position))"
+            )
+            conn.executemany("INSERT INTO key VALUES (?, ?, ?, ?, ?, ?)", key_rows)
+        (out / "session.json").write_text(json.dumps(
+            {"n_queries": qi, "positions": positions, "criteria": crit, "seed": int(seed),
+             "slices_per_subject": slices_per_subject, "created_at": time.time()}, indent=2))
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     return RatingStore(out)
 
 

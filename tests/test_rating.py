@@ -136,3 +136,40 @@ def test_rm_anova_matches_statsmodels():
     assert ours["p"] == pytest.approx(ref["Pr > F"].iloc[0])
     bt = stats.bonferroni_table(df)
     assert len(bt) == 6 and (bt["p_bonferroni"] >= bt["p"]).all()
+
+
+def test_several_slices_per_subject(tmp_path):
+    rng = np.random.default_rng(0)
+    base = np.zeros((24, 28, 20), np.float32)
+    base[4:20, 4:24, 3:17] = 1.0
+    vols = {v: {f"sub-{s:02d}": base * (1 + i) + rng.random(base.shape).astype(np.float32) * base
+                for s in range(4)} for i, v in enumerate(VARIANTS)}
+    store = rating.build_session(tmp_path / "s3", vols, seed=2, slices_per_subject=3)
+    key = rating.read_key(store.dir)
+    assert store.n_queries == 12 and len(store.queries()) == 12 and len(key) == 12 * 6
+    assert json.loads((store.dir / "session.json").read_text())["slices_per_subject"] == 3
+    for q, g in key.groupby("query_index"):  # each query: one subject, one plane and slice, every variant
+        assert sorted(g["variant"]) == sorted(VARIANTS)
+        assert g["subject"].nunique() == g["plane"].nunique() == g["slice_index"].nunique() == 1
+    per_query = key.drop_duplicates("query_index")
+    assert per_query.groupby("subject").size().tolist() == [3, 3, 3, 3]
+    # a subject's slices are distinct draws (never the same plane and slice twice)
+    assert not per_query.duplicated(["subject", "plane", "slice_index"]).any()
+    assert len(list((store.dir / "images").iterdir())) == 12 * 6
+    assert "Query 1 of 12" in " ".join(rating.RaterApp(store.dir, "r1").visible_text())
+    # one slice per subject is the default and the paper's set-up
+    one = rating.build_session(tmp_path / "s1", vols, seed=2)
+    assert one.n_queries == 4
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="slices_per_subject"):
+            rating.build_session(tmp_path / "bad", vols, slices_per_subject=bad)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_failed_build_leaves_no_folder(tmp_path):
+    vols = {"3T": {"s1": np.ones((6, 6, 6), np.float32)}, "7T": {"s1": np.ones((6, 6, 7), np.float32)}}
+    with pytest.raises(ValueError, match="different grids"):
+        rating.build_session(tmp_path / "s", vols)
+    assert not (tmp_path / "s").exists()
+    vols["7T"]["s1"] = np.ones((6, 6, 6), np.float32)
+    assert rating.build_session(tmp_path / "s", vols).n_queries == 1  # the retry is not blocked
