@@ -1,6 +1,6 @@
 """Prediction: synthetic 7T volumes, slice by slice with the 2.5D context, from a trained model folder.
 
-A model folder (``runs/<run>/02_train/model``, written by :class:`synth7t.train.Trainer`) holds
+A model folder (``runs/<run>/02_train/<model_name>/model``, written by :class:`synth7t.train.Trainer`) holds
 ``generator.safetensors`` and ``model.json`` (the architecture and the training config); it is read without
 unpickling anything.
 
@@ -43,7 +43,8 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
     meta_path, weights = d / "model.json", d / "generator.safetensors"
     if not meta_path.is_file() or not weights.is_file():
         raise ModelFolderError(f"{model_dir}: not a model folder (needs model.json and generator.safetensors; "
-                               "train one with notebooks/02_train.ipynb and pass runs/<run>/02_train/model)")
+                               "train one with notebooks/02_train.ipynb and pass "
+                               "runs/<run>/02_train/<model_name>/model)")
     meta = json.loads(meta_path.read_text())
     try:
         g = build_model(meta["model_config"])
@@ -129,15 +130,40 @@ def preprocessed_inputs(derivatives: PathLike, key: str) -> dict:
     return {"record": rec, "t3": t3, "mask": mask}
 
 
+SPACES = ("grid", "7T", "native")
+
+#: display names of the image types (model names are the ``model_name`` of notebook 02)
+IMAGE_TYPE_NAMES = {
+    "3T": "3T", "7T": "7T", "unet": "U-Net", "gan-unet": "GAN U-Net", "unet-nodiag": "U-Net nodiag",
+    "gan-unet-nodiag": "GAN U-Net nodiag", "vnet": "V-Net", "watnet": "WATNet",
+}
+
+
+def display_name(image_type: str) -> str:
+    """The name figures and tables use for an image type (``gan-unet`` -> ``GAN U-Net``)."""
+    return IMAGE_TYPE_NAMES.get(image_type, image_type)
+
+
+def prediction_path(out_dir: PathLike, key: str, name: str, space: str = "grid") -> Path:
+    """Where :func:`predict_subjects` writes one prediction (``space``: grid, 7T or native)."""
+    if space not in SPACES:
+        raise ValueError(f"unknown space {space!r}; known: {', '.join(SPACES)}")
+    tag = {"grid": "grid", "7T": "7T", "native": "3T"}[space]
+    return Path(out_dir) / f"{key}_acq-{name}_space-{tag}_T1w.nii.gz"
+
+
 def predict_subjects(
     model_dir: PathLike, derivatives: PathLike, dataset, out_dir: PathLike, *, keys: Optional[Sequence[str]] = None,
     device: str = "auto", batch_size: int = 16, overwrite: bool = False, progress: bool = True,
-    name: str = "synth7t",
+    name: str = "synth7t", spaces: Sequence[str] = ("grid",),
 ):
     """Predict every (or the listed) preprocessed subject; resumable, failures recorded, the batch goes on.
 
-    Writes ``<out_dir>/<key>_acq-<name>_space-grid_T1w.nii.gz`` per subject and ``predictions.tsv``
-    (key, status, seconds, path, reason).
+    Writes :func:`prediction_path` files per subject and space: ``grid`` (the cropped training grid, what
+    the evaluation compares with the preprocessed 7T), ``7T`` (uncropped onto the subject's full 7T image grid)
+    and ``native`` (resampled through the inverse of the 3T-to-7T registration onto the subject's own 3T image
+    grid), and ``predictions.tsv`` (key, status, seconds, path, reason). A subject whose files all exist is
+    skipped unless ``overwrite``.
 
     Returns:
         The summary table.
@@ -147,15 +173,19 @@ def predict_subjects(
     import pandas as pd
     from tqdm.auto import tqdm
 
+    bad = [sp for sp in spaces if sp not in SPACES]
+    if bad or not spaces:
+        raise ValueError(f"spaces must be among {', '.join(SPACES)}, got {list(spaces)}")
     generator, meta = load_model(model_dir, device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = list(keys) if keys is not None else [s.key for s in dataset]
     rows = []
-    for key in tqdm(keys, desc="predict", unit="volume", disable=not progress):
-        path = out_dir / f"{key}_acq-{name}_space-grid_T1w.nii.gz"
-        if path.exists() and not overwrite:
-            rows.append({"key": key, "status": "skipped", "seconds": 0.0, "path": str(path), "reason": ""})
+    for key in tqdm(keys, desc=f"predict {name}", unit="volume", disable=not progress):
+        paths = {sp: prediction_path(out_dir, key, name, sp) for sp in spaces}
+        if all(p.exists() for p in paths.values()) and not overwrite:
+            rows.append({"key": key, "status": "skipped", "seconds": 0.0, "path": str(paths[spaces[0]]),
+                         "reason": ""})
             continue
         t0 = time.perf_counter()
         try:
@@ -165,14 +195,53 @@ def predict_subjects(
             vol = predict_volume(generator, inp["t3"].data, age=s.age, sex=s.sex, impaired=s.impaired,
                                  bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=inp["mask"],
                                  batch_size=batch_size)
-            sio.save_volume(path, vol, inp["t3"].affine, header=inp["t3"].header, dtype=np.float32)
+            if "grid" in paths:
+                sio.save_volume(paths["grid"], vol, inp["t3"].affine, header=inp["t3"].header, dtype=np.float32)
+            if "7T" in paths:
+                full, aff = uncrop_to_space(vol, rec)
+                sio.save_volume(paths["7T"], full, aff, dtype=np.float32)
+            if "native" in paths:
+                nat, aff = to_native_3t(vol, rec, derivatives, s.t3)
+                sio.save_volume(paths["native"], nat, aff, dtype=np.float32)
             rows.append({"key": key, "status": "done", "seconds": round(time.perf_counter() - t0, 2),
-                         "path": str(path), "reason": ""})
+                         "path": str(paths[spaces[0]]), "reason": ""})
         except Exception as exc:  # one bad subject must not stop a batch of thousands
             rows.append({"key": key, "status": "failed", "seconds": round(time.perf_counter() - t0, 2),
                          "path": "", "reason": f"{type(exc).__name__}: {exc}"})
     table = pd.DataFrame(rows, columns=["key", "status", "seconds", "path", "reason"])
     table.to_csv(out_dir / "predictions.tsv", sep="\t", index=False)
+    return table
+
+
+def collect_images(derivatives: PathLike, predict_dir: Optional[PathLike] = None, *,
+                   keys: Optional[Sequence[str]] = None) -> "pd.DataFrame":
+    """Every image type available per subject, on the preprocessing grid: the preprocessed 3T and 7T and
+    each model's predictions (``<predict_dir>/<model_name>/``, written by :func:`predict_subjects`).
+
+    Returns:
+        A table ``key, image_type, name, path`` (``name`` is the display name), 3T and 7T first, then the models
+        in alphabetical order; only subjects with a finished preprocessing record are listed.
+    """
+    import pandas as pd
+
+    from .preprocess import load_records
+
+    recs = [r for r in load_records(derivatives) if r.get("status") == "done" and r.get("mode") == "pair"]
+    if keys is not None:
+        want = set(keys)
+        recs = [r for r in recs if r["key"] in want]
+    rows = []
+    models = sorted(p.name for p in Path(predict_dir).iterdir() if p.is_dir()) \
+        if predict_dir is not None and Path(predict_dir).is_dir() else []
+    for r in sorted(recs, key=lambda r: r["key"]):
+        rows.append({"key": r["key"], "image_type": "3T", "path": str(Path(derivatives) / r["files"]["t3"])})
+        rows.append({"key": r["key"], "image_type": "7T", "path": str(Path(derivatives) / r["files"]["t7"])})
+        for m in models:
+            p = prediction_path(Path(predict_dir) / m, r["key"], m, "grid")
+            if p.is_file():
+                rows.append({"key": r["key"], "image_type": m, "path": str(p)})
+    table = pd.DataFrame(rows, columns=["key", "image_type", "path"])
+    table.insert(2, "name", table["image_type"].map(display_name))
     return table
 
 
@@ -186,6 +255,41 @@ def uncrop_to_space(prediction: np.ndarray, record: dict) -> tuple[np.ndarray, n
 
     box = GridBox.from_dict(record["grid"])
     return uncrop_from_grid(np.asarray(prediction), box), np.asarray(box.space_affine, float)
+
+
+def to_native_3t(prediction: np.ndarray, record: dict, derivatives: PathLike,
+                 t3_path: PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a grid-space prediction onto the subject's own 3T image grid, through the inverse of the
+    registration that preprocessing estimated (inverse affine, then the inverse SyN warp; linear interpolation).
+
+    Args:
+        prediction: the prediction on the preprocessing grid.
+        record: the subject's preprocessing record (``<key>_desc-preproc.json``).
+        derivatives: the folder the record's ``files`` are relative to.
+        t3_path: the subject's original 3T image (its grid and orientation are kept).
+
+    Returns:
+        ``(volume on the 3T image grid, the 3T image's affine)``.
+    """
+    import ants
+
+    from .preprocess import to_ants
+
+    files = record.get("files", {})
+    if "affine" not in files:
+        raise ValueError(f"{record.get('key')}: the record lists no registration (a lone-3T record?); "
+                         "native-space output needs a preprocessed pair")
+    full, space_affine = uncrop_to_space(prediction, record)
+    src = sio.read_nifti(t3_path, check_values=False)
+    ref = to_ants(np.zeros(src.shape[:3], np.float32), src.affine)
+    tx = [str(Path(derivatives) / files["affine"])]
+    invert = [True]
+    if files.get("inverse_warp"):
+        tx.append(str(Path(derivatives) / files["inverse_warp"]))
+        invert.append(False)
+    out = ants.apply_transforms(fixed=ref, moving=to_ants(full, space_affine), transformlist=tx,
+                                whichtoinvert=invert, interpolator="linear")
+    return out.numpy().astype(np.float32), np.asarray(src.affine, float)
 
 
 # ------------------------------------------------------------------------------------- lone 3T files
@@ -333,7 +437,8 @@ def add_cli(sub) -> None:
     p = sub.add_parser("predict", help="synthetic 7T from lone 3T images (a file, a folder or a .txt list)")
     p.add_argument("inputs", nargs="+", help="3T NIfTI file(s), folder(s) or .txt list(s); with one file, the "
                                              "last positional argument may be the output file")
-    p.add_argument("--model", required=True, help="model folder (runs/<run>/02_train/model) or its run folder")
+    p.add_argument("--model", required=True,
+                   help="model folder (runs/<run>/02_train/<model_name>/model) or its run folder")
     p.add_argument("--output-dir", default=None, help="folder for several outputs (and predictions.tsv)")
     p.add_argument("--age", type=float, default=None)
     p.add_argument("--sex", choices=["F", "M"], default=None)

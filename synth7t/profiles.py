@@ -8,6 +8,9 @@ A profile is a YAML file in ``profiles/`` (``demo`` for a 2-core CPU, ``smoke`` 
     notebooks:
       - notebook: notebooks/00_demo_data.ipynb
         parameters: {n_subjects: 12}
+      - notebook: notebooks/02_train.ipynb       # the same notebook twice: ``output`` names the second copy
+        output: 02_train_gan.ipynb
+        parameters: {model_name: gan-unet, preset: demo-cpu-gan}
 
 Executed notebooks are written to ``book/notebooks/`` (the book's chapters) with a timing table.
 """
@@ -44,7 +47,7 @@ def load_profile(name_or_path: Union[str, Path]) -> dict:
     for i, nb in enumerate(nbs):
         if not isinstance(nb, dict) or "notebook" not in nb:
             raise ValueError(f"{p}: notebooks[{i}] needs a 'notebook' path")
-        bad = set(nb) - {"notebook", "parameters"}
+        bad = set(nb) - {"notebook", "parameters", "output"}
         if bad:
             raise ValueError(f"{p}: notebooks[{i}] has unknown key(s) {', '.join(sorted(bad))}")
     prof.setdefault("common", {})
@@ -97,8 +100,8 @@ def run_profile(
         if unknown:
             raise ValueError(f"{nb.name}: profile sets parameter(s) the notebook does not declare: "
                              f"{', '.join(sorted(unknown))}")
-        out = out_dir / nb.name
-        print(f"[{prof['path']}] {nb.name} {params}", flush=True)
+        out = out_dir / (entry.get("output") or nb.name)  # a notebook run twice (two models) needs two names
+        print(f"[{prof['path']}] {out.name} {params}", flush=True)
         t0 = time.perf_counter()
         # a non-interactive MPLBACKEND inherited by the kernel would drop every inline figure
         saved = os.environ.pop("MPLBACKEND", None)
@@ -109,7 +112,7 @@ def run_profile(
             if saved is not None:
                 os.environ["MPLBACKEND"] = saved
         dt = time.perf_counter() - t0
-        rows.append({"notebook": nb.name, "output": str(out), "seconds": round(dt, 1)})
+        rows.append({"notebook": out.name, "output": str(out), "seconds": round(dt, 1)})
         print(f"  done in {dt:.1f} s -> {out}", flush=True)
     df = pd.DataFrame(rows)
     if not df.empty:

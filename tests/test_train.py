@@ -136,39 +136,60 @@ def test_kill_and_resume_reaches_the_same_final_state(cache, tmp_path):
     assert not list((tmp_path / "killed" / "checkpoints").glob(".*.tmp"))
 
 
-def test_prediction_writes_grid_volumes_and_records_failures(cache, preprocessed_cohort, tmp_path):
-    import nibabel as nib
-
-    from synth7t import predict
-
-    derivatives, ds, _ = preprocessed_cohort
-    run = tmp_path / "run"
-    train.Trainer(_cfg(epochs=1, samples_per_epoch=8), cache, run, progress=False).fit()
-    keys = [s.key for s in ds][:2] + ["sub-999"]
-    table = predict.predict_subjects(run / "model", derivatives, ds, tmp_path / "pred", keys=keys, device="cpu",
-                                     progress=False)
-    assert list(table["status"]) == ["done", "done", "failed"]
-    assert "sub-999" in table.loc[2, "reason"]
-    out = nib.load(table.loc[0, "path"])
-    inp = predict.preprocessed_inputs(derivatives, keys[0])
-    assert out.shape == inp["t3"].shape and np.allclose(out.affine, inp["t3"].affine)
-    data = np.asarray(out.dataobj)
-    assert data.min() >= 0 and data.max() <= 1 and not data[inp["mask"] == 0].any()
-    # rerun skips finished volumes; uncropping is exact
-    again = predict.predict_subjects(run / "model", derivatives, ds, tmp_path / "pred", keys=keys[:1],
-                                     device="cpu", progress=False)
-    assert list(again["status"]) == ["skipped"]
-    full, aff = predict.uncrop_to_space(data, inp["record"])
-    assert full.shape == tuple(inp["record"]["grid"]["space_shape"])
-    with pytest.raises(predict.ModelFolderError, match="not a model folder"):
-        predict.load_model(tmp_path)
-
-
 @pytest.fixture(scope="module")
 def trained_model(cache, tmp_path_factory):
     run = tmp_path_factory.mktemp("model_run")
     train.Trainer(_cfg(epochs=1, samples_per_epoch=8), cache, run, progress=False).fit()
     return run / "model"
+
+
+def test_prediction_writes_grid_7t_and_native_volumes_and_records_failures(trained_model, preprocessed_cohort,
+                                                                          tmp_path):
+    import nibabel as nib
+
+    from synth7t import predict
+
+    derivatives, ds, _ = preprocessed_cohort
+    keys = [s.key for s in ds][:2] + ["sub-999"]
+    table = predict.predict_subjects(trained_model, derivatives, ds, tmp_path / "pred", keys=keys, device="cpu",
+                                     progress=False, name="unet", spaces=("grid", "7T", "native"))
+    assert list(table["status"]) == ["done", "done", "failed"]
+    assert "sub-999" in table.loc[2, "reason"]
+    out = nib.load(table.loc[0, "path"])
+    inp = predict.preprocessed_inputs(derivatives, keys[0])
+    rec = inp["record"]
+    assert out.shape == inp["t3"].shape and np.allclose(out.affine, inp["t3"].affine)
+    data = np.asarray(out.dataobj)
+    assert data.min() >= 0 and data.max() <= 1 and not data[inp["mask"] == 0].any()
+    # the full 7T grid: the record's space, and the crop is undone exactly
+    full = nib.load(predict.prediction_path(tmp_path / "pred", keys[0], "unet", "7T"))
+    assert full.shape == tuple(rec["grid"]["space_shape"]) and np.allclose(full.affine, rec["grid"]["space_affine"])
+    assert np.isclose(np.asarray(full.dataobj).sum(), data.sum(), rtol=1e-5)
+    # the native 3T grid, in the file's own orientation (the demo stores its 3T as LIA)
+    nat = nib.load(predict.prediction_path(tmp_path / "pred", keys[0], "unet", "native"))
+    src = nib.load(str(ds[keys[0]].t3))
+    assert nat.shape == src.shape and np.allclose(nat.affine, src.affine)
+    # the inverse registration is right: the preprocessed (registered, normalised) 3T sent back to the 3T grid
+    # matches the original 3T inside its brain mask
+    back, _ = predict.to_native_3t(inp["t3"].data, rec, derivatives, ds[keys[0]].t3)
+    m3 = np.asarray(nib.load(str(ds[keys[0]].t3_mask)).dataobj) > 0
+    m3 &= back > 0
+    r = np.corrcoef(back[m3], np.asarray(src.dataobj, np.float32)[m3])[0, 1]
+    assert r > 0.9, r
+    # rerun skips finished volumes; the image collector finds 3T, 7T and the model's predictions
+    again = predict.predict_subjects(trained_model, derivatives, ds, tmp_path / "pred", keys=keys[:1],
+                                     device="cpu", progress=False, name="unet", spaces=("grid", "7T", "native"))
+    assert list(again["status"]) == ["skipped"]
+    (tmp_path / "predict_dir").mkdir()
+    (tmp_path / "pred").rename(tmp_path / "predict_dir" / "unet")
+    images = predict.collect_images(derivatives, tmp_path / "predict_dir")
+    per_key = images.groupby("key")["name"].apply(list).to_dict()
+    assert per_key[keys[0]] == ["3T", "7T", "U-Net"] and per_key[keys[1]] == ["3T", "7T", "U-Net"]
+    assert all(names[:2] == ["3T", "7T"] for names in per_key.values())
+    with pytest.raises(ValueError, match="space"):
+        predict.predict_subjects(trained_model, derivatives, ds, tmp_path / "x", spaces=("mni",), progress=False)
+    with pytest.raises(predict.ModelFolderError, match="not a model folder"):
+        predict.load_model(tmp_path)
 
 
 def test_lone_3t_prediction_template_and_native(trained_model, preprocessed_cohort, tmp_path):
