@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "synth7t.profiles",
     "synth7t.preprocess",
     "synth7t.predict",
+    "synth7t.segment",
     "synth7t.models.facts",
 )
 
