@@ -61,52 +61,82 @@ def test_demo_data_notebook_smoke_run(tmp_path):
     assert (tmp_path / "data" / "split.tsv").is_file()
 
 
-def test_train_and_predict_notebooks_smoke_run(preprocessed_cohort, tmp_path):
-    """02 trains two batches on the preprocessed coarse cohort, 03 predicts its held-out subject in the three
-    spaces; both executed through papermill with the smoke profile."""
+@pytest.fixture(scope="module")
+def smoke_run(preprocessed_cohort, tmp_path_factory):
+    """02 trains two batches on the preprocessed coarse cohort and 03 predicts its held-out subject in the three
+    spaces, both executed through papermill with the smoke profile; later chapters' tests start from this run."""
     derivatives, ds, _ = preprocessed_cohort
-    out = tmp_path / "book"
-    timings = profiles.run_profile("smoke", stages=["02", "03"], output_dir=out, cwd=tmp_path,
-                                   overrides={"data_dir": str(ds.root), "derivatives_dir": str(derivatives),
-                                              "runs_dir": str(tmp_path / "runs")},
-                                   progress=False)
-    assert list(timings["notebook"]) == ["02_train.ipynb", "03_predict.ipynb"]
-    for name in timings["notebook"]:
+    root = tmp_path_factory.mktemp("smoke_run")
+    overrides = {"data_dir": str(ds.root), "derivatives_dir": str(derivatives), "runs_dir": str(root / "runs")}
+    timings = profiles.run_profile("smoke", stages=["02", "03"], output_dir=root / "book", cwd=root,
+                                   overrides=overrides, progress=False)
+    return {"root": root, "runs": root / "runs", "book": root / "book", "overrides": overrides, "timings": timings}
+
+
+def test_train_and_predict_notebooks_smoke_run(smoke_run):
+    out, runs = smoke_run["book"], smoke_run["runs"]
+    assert list(smoke_run["timings"]["notebook"]) == ["02_train.ipynb", "03_predict.ipynb"]
+    for name in smoke_run["timings"]["notebook"]:
         nb = nbformat.read(out / name, as_version=4)
         assert not _errors(nb), name
         assert _images(nb), name
-    model = tmp_path / "runs" / "smoke" / "02_train" / "unet" / "model"
+    model = runs / "smoke" / "02_train" / "unet" / "model"
     assert (model / "generator.safetensors").is_file() and (model / "model.json").is_file()
-    pred = tmp_path / "runs" / "smoke" / "03_predict" / "unet"
+    pred = runs / "smoke" / "03_predict" / "unet"
     table = pd.read_csv(pred / "predictions.tsv", sep="\t")
     assert set(table["status"]) == {"done"}
     for space in ("grid", "7T", "3T"):
         assert len(list(pred.glob(f"*_acq-unet_space-{space}_T1w.nii.gz"))) == len(table), space
-    quick = pd.read_csv(tmp_path / "runs" / "smoke" / "03_predict" / "quick_metrics.tsv", sep="\t")
+    quick = pd.read_csv(runs / "smoke" / "03_predict" / "quick_metrics.tsv", sep="\t")
     assert set(quick["image_type"]) == {"3T", "U-Net"} and quick["psnr"].notna().all()
 
 
-def test_rating_session_and_analysis_notebooks_smoke_run(preprocessed_cohort, tmp_path):
-    """05 builds a blinded session for the held-out subject (3T, real 7T and a tiny trained U-Net's prediction,
+def test_evaluate_and_segmentation_notebooks_smoke_run(smoke_run):
+    """04 scores 3T and the smoke U-Net against the 7T (PSNR, SSIM, Dice of atlas segmentations) and draws its
+    figures; 07 scores amygdala and hippocampus against the ground-truth labels and writes regional volumes."""
+    out, runs = smoke_run["root"] / "book-eval", smoke_run["runs"]
+    timings = profiles.run_profile("smoke", stages=["04", "07"], output_dir=out, cwd=smoke_run["root"],
+                                   overrides=smoke_run["overrides"], progress=False)
+    assert list(timings["notebook"]) == ["04_evaluate.ipynb", "07_segmentation.ipynb"]
+    for name in timings["notebook"]:
+        nb = nbformat.read(out / name, as_version=4)
+        assert not _errors(nb), name
+        assert len(_images(nb)) >= 3, name
+        assert "simulated" in nb.cells[0].source.lower(), name
+    ev = runs / "smoke" / "04_evaluate"
+    table1 = pd.read_csv(ev / "table1.tsv", sep="\t", index_col=0)
+    # the 7T row carries only its Dice against the simulated ground truth
+    assert list(table1.index) == ["3T", "U-Net", "7T"]
+    assert {"psnr", "ssim", "mean_dice", "mean_dice_truth"} <= set(table1.columns)
+    scores = pd.read_csv(ev / "scores.tsv", sep="\t")
+    assert scores.loc[scores.image_type != "7T", ["psnr", "ssim", "mean_dice"]].notna().all().all()
+    assert scores["mean_dice_truth"].between(0, 1).all()
+    for f in ("figure3_boxplots.png", "figure4_closeups.png", "figure1_3t_vs_7t.png"):
+        assert (ev / f).is_file(), f
+    seg = runs / "smoke" / "07_segmentation"
+    dice = pd.read_csv(seg / "structure_dice.tsv", sep="\t")
+    assert set(dice["image_type"]) == {"3T", "U-Net"} and dice["dice"].between(0, 1).all()
+    assert set(dice["structure"]) == {"Left-Amygdala", "Right-Amygdala", "Left-Hippocampus", "Right-Hippocampus"}
+    volumes = pd.read_csv(seg / "volumes.tsv", sep="\t")
+    assert set(volumes["image_type"]) == {"3T", "unet"} and (volumes["Left-Hippocampus"] > 0).all()
+    # 07 reused 04's segmentations (shared folder): nothing was segmented twice
+    status = pd.read_csv(runs / "smoke" / "segment" / "atlas" / "segmentations.tsv", sep="\t")
+    assert set(status["status"]) == {"skipped"}
+
+
+def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed_cohort, tmp_path):
+    """05 builds a blinded session for the held-out subject (3T, real 7T and the smoke run's U-Net prediction,
     2 slices) that 3 simulated raters answer through the widget; 06 unblinds and analyses it; running 05 again
     keeps the session and its answers."""
     import sqlite3
 
-    from synth7t import config as tconf
-    from synth7t import layout, predict, rating, slices, train
+    from synth7t import layout, rating
 
     derivatives, ds, split_file = preprocessed_cohort
-    runs = tmp_path / "runs"
-    # a model variant besides 3T and 7T, from a real (tiny) trained model, without running 02 and 03
-    cache = slices.build_cache(derivatives, tmp_path / "cache", ds, split_file=split_file, progress=False)
-    cfg = tconf.make_train_config("demo-cpu", epochs=1, batch_size=2, samples_per_epoch=4, crop=[64, 64],
-                                  val_slices=2, ckpt_every=100, lambda_perc=0.0, num_workers=0, device="cpu", seed=0)
-    train.Trainer(cfg, cache, tmp_path / "train", progress=False).fit()
+    runs = smoke_run["runs"]
     split = layout.read_split(split_file)
     held_out = set(split.loc[split["split"] == "test", "participant_id"])
     test_keys = [s.key for s in ds if s.participant_id in held_out]
-    predict.predict_subjects(tmp_path / "train" / "model", derivatives, ds, runs / "smoke" / "03_predict" / "unet",
-                             keys=test_keys, name="unet", device="cpu", batch_size=64, progress=False)
 
     out = tmp_path / "book"
     overrides = {"data_dir": str(ds.root), "derivatives_dir": str(derivatives), "runs_dir": str(runs)}
