@@ -52,24 +52,15 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from . import io as sio
+from .demo import LABELS
 
 PathLike = Union[str, os.PathLike]
 
 BACKENDS = ("atlas", "synthseg")
 SIDECAR_VERSION = "1"
 
-#: FreeSurfer label number -> name: the regions both backends report (the demo cohort's ``dseg.tsv``).
-FREESURFER_LABELS: dict[int, str] = {
-    2: "Left-Cerebral-White-Matter", 3: "Left-Cerebral-Cortex", 4: "Left-Lateral-Ventricle",
-    5: "Left-Inf-Lat-Vent", 7: "Left-Cerebellum-White-Matter", 8: "Left-Cerebellum-Cortex",
-    10: "Left-Thalamus", 11: "Left-Caudate", 12: "Left-Putamen", 13: "Left-Pallidum", 14: "3rd-Ventricle",
-    15: "4th-Ventricle", 16: "Brain-Stem", 17: "Left-Hippocampus", 18: "Left-Amygdala", 26: "Left-Accumbens-area",
-    28: "Left-VentralDC", 41: "Right-Cerebral-White-Matter", 42: "Right-Cerebral-Cortex",
-    43: "Right-Lateral-Ventricle", 44: "Right-Inf-Lat-Vent", 46: "Right-Cerebellum-White-Matter",
-    47: "Right-Cerebellum-Cortex", 49: "Right-Thalamus", 50: "Right-Caudate", 51: "Right-Putamen",
-    52: "Right-Pallidum", 53: "Right-Hippocampus", 54: "Right-Amygdala", 58: "Right-Accumbens-area",
-    60: "Right-VentralDC",
-}
+#: FreeSurfer label number -> name: the regions both backends report (one table with the demo cohort's ``dseg.tsv``).
+FREESURFER_LABELS: dict[int, str] = dict(LABELS)
 #: column of :func:`segment_batch`'s ``volumes.tsv`` holding every labelled voxel (tissue and ventricles)
 TOTAL_BRAIN = "Total-Brain"
 
