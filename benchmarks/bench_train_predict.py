@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--depth", type=int, default=48, help="slices of the predicted volume (270 on GPU)")
-    ap.add_argument("--predict-batch", type=int, default=16)
+    ap.add_argument("--predict-batch", type=int, default=16, help="batched prediction (the library uses 2 on CPU, 32 on GPU)")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM: 989)")
     ap.add_argument("--compile", action="store_true")
     a = ap.parse_args(argv)
