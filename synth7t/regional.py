@@ -171,7 +171,7 @@ def plot_dice_differences(table: pd.DataFrame, *, baseline: str = "3T", value: s
 
 def plot_outlines(image: np.ndarray, reference: np.ndarray, labels: Mapping[str, np.ndarray], *,
                   structures: Mapping[str, Sequence[int]] = STRUCTURES, coronal: Optional[int] = None,
-                  crop: int = 40, axes=None):
+                  margin: int = 12, axes=None):
     """A coronal close-up of the reference image with the reference outline (yellow) and each image type's
     outline of the same structures (one panel per type).
 
@@ -181,7 +181,7 @@ def plot_outlines(image: np.ndarray, reference: np.ndarray, labels: Mapping[str,
         labels: ``{image type: label map on the reference grid}``.
         structures: which labels to outline.
         coronal: coronal slice index (default: through the centre of the structures).
-        crop: half-size of the close-up in voxels.
+        margin: voxels shown around the structures' extent (left-right and inferior-superior).
 
     Returns:
         The matplotlib figure.
@@ -192,10 +192,12 @@ def plot_outlines(image: np.ndarray, reference: np.ndarray, labels: Mapping[str,
     target = np.argwhere(np.isin(reference, ids))
     if not len(target):
         raise ValueError("the reference holds none of the structures to outline")
-    cx, cy, cz = target.mean(0).round().astype(int)
+    cy = int(np.round(target[:, 1].mean()))
     y = int(cy if coronal is None else coronal)
-    x0, x1 = max(cx - crop, 0), min(cx + crop, image.shape[0])
-    z0, z1 = max(cz - crop, 0), min(cz + crop, image.shape[2])
+    # the structures' extent plus a margin: left and right structures both fit, whole
+    lo, hi = target.min(0), target.max(0)
+    x0, x1 = max(int(lo[0]) - margin, 0), min(int(hi[0]) + margin + 1, image.shape[0])
+    z0, z1 = max(int(lo[2]) - margin, 0), min(int(hi[2]) + margin + 1, image.shape[2])
     names = list(labels)
     if axes is None:
         fig, axes = plt.subplots(1, len(names), figsize=(2.8 * len(names), 3.0), squeeze=False)
