@@ -1049,6 +1049,25 @@ def _percentiles(x: np.ndarray, mask: np.ndarray, prefix: str) -> dict:
     return {f"{prefix}_p01": float(p[0]), f"{prefix}_p50": float(p[1]), f"{prefix}_p99": float(p[2])}
 
 
+def _mask_and_n4(img: np.ndarray, aff: np.ndarray, given, cfg: PreprocessConfig, tm, stage: str, what: str, *,
+                 n4_on: bool, remask: bool) -> tuple[np.ndarray, np.ndarray, float]:
+    """Brain mask, N4 inside it, and (``remask``, not with given masks) a new mask of the corrected image.
+
+    Returns:
+        ``(image, mask, mask volume in mL)``; every mask is checked for a plausible volume.
+    """
+    with tm(f"mask_{stage}"):
+        mask = brain_mask(img, aff, cfg.mask_backend, given=given, threshold=cfg.mask_threshold, what=what)
+        _check_mask_volume(mask, aff, cfg, what)
+    if n4_on:
+        with tm(f"n4_{stage}"):
+            img = n4(img, aff, mask, cfg)
+        if remask and cfg.mask_backend != "given":
+            with tm(f"mask_{stage}"):
+                mask = brain_mask(img, aff, cfg.mask_backend, threshold=cfg.mask_threshold, what=what)
+    return img, mask, _check_mask_volume(mask, aff, cfg, what)
+
+
 def preprocess_subject(subject: Subject, out_root: PathLike, config: Optional[PreprocessConfig] = None) -> dict:
     """Preprocess one 3T/7T pair and write its outputs (see the module docstring for the steps and files).
 
@@ -1082,30 +1101,11 @@ def preprocess_subject(subject: Subject, out_root: PathLike, config: Optional[Pr
         t3, aff3, _ = _canonical(subject.t3, f"{key} 3T")
         t7, aff7 = _to_target_spacing(t7_raw, aff7_orig, cfg.target_spacing)
         del t7_raw
-    # 7T: mask, N4, mask again (the paper's order)
-    with tm("mask_7t"):
-        mask7 = brain_mask(t7, aff7, cfg.mask_backend, given=subject.t7_mask, threshold=cfg.mask_threshold,
-                           what=f"{key} 7T")
-        _check_mask_volume(mask7, aff7, cfg, f"{key} 7T")
-    if cfg.n4_7t:
-        with tm("n4_7t"):
-            t7 = n4(t7, aff7, mask7, cfg)
-        if cfg.remask_7t and cfg.mask_backend != "given":
-            with tm("mask_7t"):
-                mask7 = brain_mask(t7, aff7, cfg.mask_backend, threshold=cfg.mask_threshold, what=f"{key} 7T")
-    mask_ml = _check_mask_volume(mask7, aff7, cfg, f"{key} 7T")
-    # 3T: mask, N4 (optionally mask again)
-    with tm("mask_3t"):
-        mask3 = brain_mask(t3, aff3, cfg.mask_backend, given=subject.t3_mask, threshold=cfg.mask_threshold,
-                           what=f"{key} 3T")
-        _check_mask_volume(mask3, aff3, cfg, f"{key} 3T")
-    if cfg.n4_3t:
-        with tm("n4_3t"):
-            t3 = n4(t3, aff3, mask3, cfg)
-        if cfg.remask_3t and cfg.mask_backend != "given":
-            with tm("mask_3t"):
-                mask3 = brain_mask(t3, aff3, cfg.mask_backend, threshold=cfg.mask_threshold, what=f"{key} 3T")
-                _check_mask_volume(mask3, aff3, cfg, f"{key} 3T")
+    # 7T: mask, N4, mask again (the paper's order); 3T: mask, N4 (mask again only if configured)
+    t7, mask7, mask_ml = _mask_and_n4(t7, aff7, subject.t7_mask, cfg, tm, "7t", f"{key} 7T",
+                                      n4_on=cfg.n4_7t, remask=cfg.remask_7t)
+    t3, mask3, _ = _mask_and_n4(t3, aff3, subject.t3_mask, cfg, tm, "3t", f"{key} 3T",
+                                n4_on=cfg.n4_3t, remask=cfg.remask_3t)
     # registration of the brain-extracted 3T to the brain-extracted 7T
     with tm("register"):
         with tempfile.TemporaryDirectory(prefix=f"{key}.reg.") as tmp:
