@@ -31,9 +31,14 @@ class ModelFolderError(ValueError):
 def load_model(model_dir: PathLike, device: str = "cpu"):
     """Build the generator of a model folder and load its weights (safetensors).
 
+    On a CPU the weights are stored channels-last, which oneDNN convolves faster (demo-cpu, 2 slices of
+    224 x 160 on 2 idle cores: 0.20-0.22 s per forward pass against 0.22-0.28 s contiguous, same process).
+
     Returns:
         ``(generator in eval mode, model.json as a dict)``.
     """
+    import torch
+
     from .models import build_model
     from .train import load_weights, resolve_device
 
@@ -51,7 +56,11 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
         load_weights(weights, g)
     except (KeyError, RuntimeError, ValueError) as exc:
         raise ModelFolderError(f"{model_dir}: weights and model.json do not match ({exc})") from None
-    return g.to(resolve_device(device)).eval(), meta
+    dev = resolve_device(device)
+    g = g.to(dev).eval()
+    if dev.type == "cpu":
+        g = g.to(memory_format=torch.channels_last)
+    return g, meta
 
 
 def _uses_context(generator) -> bool:
@@ -78,7 +87,8 @@ def predict_volume(
         t3: normalised 3T volume ``(X, Y, Z)`` on the grid (X left-right, Y anterior-posterior, Z axial).
         age, sex, impaired: the context (``impaired`` may be None only for a ``nodiag`` model).
         bottom, top: lowest and highest axial slices with brain (slice-location condition).
-        mask: optional brain mask ``(X, Y, Z)``; the output is zero outside it.
+        mask: optional brain mask ``(X, Y, Z)``; the output is zero outside it, and axial slices without
+            brain (the grid's margins) are not passed through the network at all.
         batch_size: slices per forward pass; default :func:`default_batch_size` (2 on a CPU, where larger
             batches are slower, measured in ``benchmarks/bench_train_predict.py``; 32 on a GPU).
         n_input_slices: neighbouring slices per input (default: the model's).
@@ -106,14 +116,23 @@ def predict_volume(
     stack = np.transpose(t3, (2, 1, 0))  # (Z, H=AP, W=LR): the training layout
     depth = stack.shape[0]
     out = np.zeros_like(stack)
+    if mask is not None:
+        mask = np.asarray(mask) > 0
+        if mask.shape != t3.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from the 3T's {t3.shape}")
+        todo = np.flatnonzero(mask.any(axis=(0, 1)))  # their output would be masked to zero anyway
+    else:
+        todo = np.arange(depth)
     use_ctx = _uses_context(generator)
     from tqdm.auto import tqdm
 
     with torch.no_grad():
-        for z0 in tqdm(range(0, depth, batch_size), desc="slices", disable=not progress, leave=False):
-            zs = np.arange(z0, min(depth, z0 + batch_size))
+        for b0 in tqdm(range(0, len(todo), batch_size), desc="slices", disable=not progress, leave=False):
+            zs = todo[b0:b0 + batch_size]
             rows = np.clip(zs[:, None] + np.arange(-half, half + 1)[None], 0, depth - 1)
             x = torch.from_numpy(stack[rows]).to(device)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)  # see load_model
             if use_ctx:
                 loc = (2 * zs - (top + bottom)) / (top - bottom)
                 ctx = make_context([age] * len(zs), [sex] * len(zs),
@@ -124,7 +143,7 @@ def predict_volume(
             out[zs] = y.float().clamp(0, 1)[:, 0].cpu().numpy()
     vol = np.transpose(out, (2, 1, 0))
     if mask is not None:
-        vol = vol * (np.asarray(mask) > 0)
+        vol = vol * mask
     return np.ascontiguousarray(vol, dtype=np.float32)
 
 
@@ -328,7 +347,11 @@ def predict_file(
     t3_mask: Optional[PathLike] = None,
 ) -> dict:
     """Synthetic 7T from a lone 3T file: lone-3T preprocessing (template or generalised affine), prediction,
-    output on the aligned 0.7 mm grid (and, with ``native``, resampled back onto the input 3T grid).
+    output on the aligned grid (and, with ``native``, resampled back onto the input 3T grid).
+
+    The aligned grid has the voxel size and axial slice size the model was trained on (``model.json``
+    ``input.spacing_mm`` and ``input.grid_inplane``, e.g. 0.7 mm and 288 x 224), so that anatomy reaches the
+    network at the scale it learned; a ``PreprocessConfig`` passed as ``preprocess_preset`` is used as given.
 
     Args:
         model: a model folder or a ``(generator, meta)`` pair from :func:`load_model`.
@@ -356,8 +379,16 @@ def predict_file(
         raise ValueError(f"sex must be F or M, got {sex!r}")
     if not 0 < float(age) < 130:
         raise ValueError(f"age must be in years (0-130), got {age}")
-    cfg = pp.make_config(preprocess_preset, qc_figure=False) if isinstance(preprocess_preset, str) \
-        else preprocess_preset
+    if isinstance(preprocess_preset, str):
+        trained_on = meta.get("input", {})
+        grid = {}
+        if trained_on.get("spacing_mm"):
+            grid["target_spacing"] = float(trained_on["spacing_mm"])
+        if trained_on.get("grid_inplane"):
+            grid["grid_inplane"] = tuple(int(n) for n in trained_on["grid_inplane"])
+        cfg = pp.make_config(preprocess_preset, qc_figure=False, **grid)
+    else:
+        cfg = preprocess_preset
     if t3_mask is not None:
         cfg = pp.config_from_dict({**cfg.to_dict(), "mask_backend": "given"})
     with tempfile.TemporaryDirectory(prefix="synth7t-predict.", dir=work_dir) as tmp:

@@ -10,7 +10,8 @@ several DistributedDataParallel processes and their loader workers) reads only t
     t3.npy, t7.npy   float16 (N_slices_total, H, W): every grid slice of every subject, subject after subject
     index.tsv        one row per usable sample: key, volume, z, offset (row of slice z in the arrays), context
     volumes.tsv      one row per subject: key, offset, depth, bottom, top, age, sex, impaired, split
-    cache.json       source records' fingerprints, so a cache is rebuilt only when its inputs change
+    cache.json       source records' fingerprints (a cache is rebuilt only when its inputs change), the array
+                     shape and the grid's voxel size ``spacing_mm``
 
 Slices are stored as ``(H, W) = (anterior-posterior, left-right)``, i.e. the grid's axial array transposed:
 the paper's 288 x 224 inputs.
@@ -90,6 +91,9 @@ def build_cache(
     if len(inplane) != 1:
         raise ValueError(f"subjects have different in-plane grids {sorted(inplane)}; preprocess them with one config")
     nx, ny = next(iter(inplane))
+    spacings = {round(float(np.linalg.norm(np.asarray(recs[k]["grid_affine"], float)[:3, 0])), 4) for k in keys}
+    if len(spacings) != 1:
+        raise ValueError(f"subjects have different voxel sizes {sorted(spacings)} mm; preprocess them with one config")
     total = sum(s[2] for s in shapes)
     tmp = {n: cache_dir / f"{n}.npy.tmp" for n in ("t3", "t7")}
     arrays = {n: np.lib.format.open_memmap(tmp[n], mode="w+", dtype=np.float16, shape=(total, ny, nx)) for n in tmp}
@@ -125,7 +129,8 @@ def build_cache(
         os.replace(p, cache_dir / f"{n}.npy")
     pd.DataFrame(vol_rows).to_csv(cache_dir / "volumes.tsv", sep="\t", index=False)
     pd.DataFrame(idx_rows).to_csv(cache_dir / "index.tsv", sep="\t", index=False)
-    meta_path.write_text(json.dumps({"fingerprint": fp, "keys": keys, "shape": [total, ny, nx]}, indent=2))
+    meta_path.write_text(json.dumps({"fingerprint": fp, "keys": keys, "shape": [total, ny, nx],
+                                     "spacing_mm": next(iter(spacings))}, indent=2))
     return cache_dir
 
 
@@ -138,6 +143,11 @@ class SliceCache:
     t7: np.ndarray
     index: pd.DataFrame
     volumes: pd.DataFrame
+
+    @property
+    def meta(self) -> dict:
+        """``cache.json``: fingerprint, keys, array shape and ``spacing_mm`` (absent in caches built before it)."""
+        return json.loads((self.root / "cache.json").read_text())
 
     @classmethod
     def open(cls, root: PathLike) -> "SliceCache":

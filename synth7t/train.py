@@ -433,7 +433,10 @@ class Trainer:
             "model_config": self.model_config.to_dict(), "train_config": self.cfg.to_dict(),
             "step": self.pos.step, "epoch": self.pos.epoch, "format": "synth7t-model-1",
             "input": {"grid": "synth7t-preproc 7T grid, axial slices (H, W) = (anterior-posterior, left-right)",
-                      "intensity": "clipped min-max normalised to [0, 1]"},
+                      "intensity": "clipped min-max normalised to [0, 1]",
+                      # lone 3T scans are aligned onto a grid like the training one (synth7t.predict.predict_file)
+                      "spacing_mm": self.cache.meta.get("spacing_mm"),
+                      "grid_inplane": [int(self.cache.t3.shape[1]), int(self.cache.t3.shape[2])]},
         }, indent=2))
         if d.exists():
             shutil.rmtree(d)

@@ -61,6 +61,7 @@ def test_slice_cache_samples(preprocessed_cohort, tmp_path):
     assert (cache / "t3.npy").stat().st_mtime_ns == mtime
     with pytest.raises(ValueError, match="odd"):
         slices.SliceDataset(c, "train", n_input_slices=2)
+    assert c.meta["spacing_mm"] == pytest.approx(1.6)  # the coarse cohort's 7T voxels, kept by the preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,8 @@ def test_short_training_lowers_validation_loss_and_reloads_safely(cache, tmp_pat
     meta = json.loads((model_dir / "model.json").read_text())
     as_json = lambda d: json.loads(json.dumps(d))  # noqa: E731 (tuples become lists in JSON)
     assert meta["model_config"] == as_json(tr.model_config.to_dict()) and meta["train_config"] == as_json(cfg.to_dict())
+    # the grid it learned on, which lone-3T prediction reproduces
+    assert meta["input"]["spacing_mm"] == pytest.approx(1.6) and meta["input"]["grid_inplane"] == [128, 96]
     from synth7t.models import build_model
 
     g = build_model(meta["model_config"])
@@ -212,6 +215,23 @@ def test_lone_3t_prediction_template_and_native(trained_model, preprocessed_coho
     assert np.asarray(nat.dataobj).max() > 0.2
 
 
+def test_lone_3t_prediction_uses_the_models_training_grid(trained_model, preprocessed_cohort, tmp_path):
+    """With a preset name, the lone 3T is aligned onto the voxel size and slice size of the model's training data
+    (model.json), not the preset's default 0.7 mm and 288 x 224."""
+    import nibabel as nib
+
+    from synth7t import predict
+
+    _, ds, _ = preprocessed_cohort
+    s = ds[1]
+    rec = predict.predict_file(s.t3, tmp_path / "out.nii.gz", trained_model, age=s.age, sex=s.sex,
+                               impaired=s.impaired, method="template", preprocess_preset="quick",
+                               t3_mask=s.t3_mask, device="cpu")
+    out = nib.load(rec["output"])
+    assert out.shape[:2] == (96, 128)
+    assert np.allclose(np.linalg.norm(out.affine[:3, :3], axis=0), 1.6)
+
+
 def test_predict_cli_bad_inputs_give_one_line_errors(trained_model, tmp_path, capsys):
     from synth7t.cli import main
 
@@ -251,3 +271,36 @@ def test_predict_cli_bad_inputs_give_one_line_errors(trained_model, tmp_path, ca
     table = pd.read_csv(tmp_path / "many" / "predictions.tsv", sep="\t")
     assert len(table) == 2 and (table["status"] == "failed").all()
     assert table["reason"].str.contains("non-finite").any()
+
+
+def test_predict_volume_skips_slices_without_brain():
+    """With a mask, only axial slices holding brain go through the network; the others are zero, and the rest
+    equals the unmasked prediction times the mask."""
+    import torch
+
+    from synth7t import predict
+
+    class Counting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(0.5))
+            self.seen = 0
+
+        def forward(self, x):
+            self.seen += x.shape[0]
+            return (x[:, 1:2] * self.scale).clamp(0, 1)
+
+    rng = np.random.default_rng(0)
+    t3 = rng.random((8, 12, 10)).astype(np.float32)
+    mask = np.zeros(t3.shape, bool)
+    mask[2:6, 3:9, 3:7] = True
+    g = Counting()
+    full = predict.predict_volume(g, t3, age=70, sex="F", impaired=None, bottom=3, top=6, batch_size=3)
+    assert g.seen == 10
+    g.seen = 0
+    masked = predict.predict_volume(g, t3, age=70, sex="F", impaired=None, bottom=3, top=6, batch_size=3, mask=mask)
+    assert g.seen == 4  # axial slices 3..6
+    np.testing.assert_allclose(masked, full * mask)
+    assert not masked[:, :, [0, 1, 2, 7, 8, 9]].any()
+    with pytest.raises(ValueError, match="mask shape"):
+        predict.predict_volume(g, t3, age=70, sex="F", impaired=None, bottom=3, top=6, mask=mask[:, :, :5])
