@@ -78,7 +78,12 @@ def run_profile(
         progress: show papermill's cell progress bar.
 
     Returns:
-        A table of notebook, output path and wall seconds (also written as ``timings.tsv``).
+        A table of notebook, output path, wall seconds and status, also written as ``timings.tsv`` after each
+        notebook (a failed notebook is recorded before the error propagates).
+
+    Raises:
+        ValueError: an unknown profile, a profile parameter a notebook does not declare, an override that no
+            notebook to run declares, or stages that match no notebook. All are checked before anything runs.
     """
     import papermill as pm
 
@@ -86,7 +91,7 @@ def run_profile(
     cwd = Path(cwd or REPO_ROOT)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    plan = []  # (notebook, output, parameters): checked in full before the first notebook runs
     for entry in prof["notebooks"]:
         nb = Path(entry["notebook"])
         nb = nb if nb.is_absolute() else REPO_ROOT / nb
@@ -100,7 +105,16 @@ def run_profile(
         if unknown:
             raise ValueError(f"{nb.name}: profile sets parameter(s) the notebook does not declare: "
                              f"{', '.join(sorted(unknown))}")
-        out = out_dir / (entry.get("output") or nb.name)  # a notebook run twice (two models) needs two names
+        # a notebook run twice (two models) needs two names
+        plan.append((nb, out_dir / (entry.get("output") or nb.name), params, set(declared)))
+    if stages and not plan:
+        raise ValueError(f"no notebook of profile {prof['path']} matches stages {list(stages)}")
+    unused = set(overrides or {}) - set().union(*(d for *_, d in plan))
+    if unused:
+        raise ValueError(f"override(s) {', '.join(sorted(unused))} are not parameters of any notebook to run")
+    rows = []
+    timings = out_dir / "timings.tsv"
+    for nb, out, params, _ in plan:
         print(f"[{prof['path']}] {out.name} {params}", flush=True)
         t0 = time.perf_counter()
         # a non-interactive MPLBACKEND inherited by the kernel would drop every inline figure
@@ -108,21 +122,37 @@ def run_profile(
         try:
             pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(cwd), progress_bar=progress,
                                 kernel_name="python3")
+        except BaseException:
+            # the times of the notebooks that finished, and which one failed, survive the crash
+            rows.append({"notebook": out.name, "output": str(out), "seconds": round(time.perf_counter() - t0, 1),
+                         "status": "failed"})
+            pd.DataFrame(rows).to_csv(timings, sep="\t", index=False)
+            raise
         finally:
             if saved is not None:
                 os.environ["MPLBACKEND"] = saved
         dt = time.perf_counter() - t0
-        rows.append({"notebook": out.name, "output": str(out), "seconds": round(dt, 1)})
+        rows.append({"notebook": out.name, "output": str(out), "seconds": round(dt, 1), "status": "done"})
+        pd.DataFrame(rows).to_csv(timings, sep="\t", index=False)
         print(f"  done in {dt:.1f} s -> {out}", flush=True)
-    df = pd.DataFrame(rows)
-    if not df.empty:
-        df.to_csv(out_dir / "timings.tsv", sep="\t", index=False)
-    return df
+    return pd.DataFrame(rows)
+
+
+def parse_overrides(items: Optional[Sequence[str]]) -> dict:
+    """``["run_name=bf2", "subjects=[sub-001]"]`` -> ``{"run_name": "bf2", "subjects": ["sub-001"]}`` (YAML values)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    df = run_profile(args.profile, stages=args.stages or None)
+    df = run_profile(args.profile, stages=args.stages or None, overrides=parse_overrides(args.set),
+                     output_dir=args.output_dir)
     print(df.to_string(index=False))
     print(f"profile {args.profile}: {time.perf_counter() - t0:.1f} s in all")
     return 0
@@ -132,4 +162,8 @@ def add_cli(sub) -> None:
     p = sub.add_parser("run-profile", help="execute the notebooks of a profile (demo, smoke, ...) with papermill")
     p.add_argument("profile", help="profile name in profiles/ or a YAML path")
     p.add_argument("--stages", nargs="*", help="notebook prefixes to run, e.g. 00 01")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="parameter for every notebook that declares it (YAML value), e.g. --set data_dir=/data/bf2")
+    p.add_argument("--output-dir", default=str(BOOK_NOTEBOOKS),
+                   help="where the executed notebooks and timings.tsv go (default: book/notebooks)")
     p.set_defaults(func=_cmd_run)
