@@ -1,0 +1,256 @@
+"""The paper's reported results, and tables that set them beside the same analyses of a run.
+
+Gicquel et al. report four results that this toolkit reproduces as analyses (chapters 04, 06, 07, 08 of the book):
+
+- **Table 1** (§3.1): PSNR, SSIM and mean segmentation Dice of each image type against the real 7T, 28 test
+  participants, mean ± SD.
+- **The survey** (§3.2, Figure 4C): mean rank ± SD that four raters gave six image types (1 = best), for "looks best"
+  and "most detailed".
+- **Amygdala segmentation** (§3.3, Figure 5): Dice against manual segmentations of 20 participants; the mean gain of
+  each synthetic type over the 3T with its paired t-test.
+- **Diagnosis prediction** (§3.4, Figure 6A): accuracy and balanced accuracy of random forests over 1000 repeats,
+  reported as ranges over the image types, with no significant difference between types.
+
+The numbers below are transcribed from the paper's text (``PAPER.txt``); they are the paper's, not computed here.
+The ``compare_*`` functions take the tables a run writes and return one row per quantity with the paper's value,
+the run's value, and whether both point the same way (sign of the gain over the 3T, order of the ranks). Levels are
+not comparable across datasets (the paper's 3T SSIM of 0.565 versus about 0.9 on the simulated demo cohort); the
+gains and orders are what the comparison is about.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from .predict import display_name
+from .stats import paired_tests
+
+#: Table 1 of the paper (28 test participants; mean, SD).
+TABLE1 = pd.DataFrame(
+    [
+        ("3T", 16.89, 0.66, 0.565, 0.025, 0.879, 0.009),
+        ("WATNet", 17.87, 0.62, 0.579, 0.023, 0.877, 0.009),
+        ("V-Net", 17.75, 0.61, 0.574, 0.024, 0.877, 0.009),
+        ("U-Net", 17.79, 0.69, 0.612, 0.025, 0.902, 0.010),
+        ("GAN U-Net", 17.44, 0.62, 0.592, 0.025, 0.906, 0.010),
+        ("U-Net nodiag", 17.99, 0.71, 0.614, 0.025, 0.904, 0.010),
+        ("GAN U-Net nodiag", 17.63, 0.59, 0.598, 0.026, 0.909, 0.010),
+    ],
+    columns=["image_type", "psnr", "psnr_sd", "ssim", "ssim_sd", "mean_dice", "mean_dice_sd"],
+)
+TABLE1_N = 28
+
+#: Survey mean ranks (§3.2; 4 raters, 28 queries, 6 image types ranked 1 = best to 6).
+RANKS = pd.DataFrame(
+    [
+        ("looks_best", "GAN U-Net", 1.7, 1.0), ("looks_best", "U-Net", 2.5, 1.2), ("looks_best", "7T", 2.8, 1.4),
+        ("looks_best", "3T", 4.4, 1.2), ("looks_best", "WATNet", 4.5, 1.1), ("looks_best", "V-Net", 5.1, 1.1),
+        ("most_detailed", "GAN U-Net", 1.8, 0.92), ("most_detailed", "7T", 2.3, 1.5),
+        ("most_detailed", "U-Net", 2.8, 1.1), ("most_detailed", "3T", 4.5, 1.2),
+        ("most_detailed", "WATNet", 4.6, 1.0), ("most_detailed", "V-Net", 5.2, 1.1),
+    ],
+    columns=["criterion", "image_type", "mean_rank", "sd"],
+)
+RANKS_N_TYPES = 6
+#: Repeated-measures ANOVA of the "looks best" ranks (§3.2).
+RANKS_ANOVA = {"criterion": "looks_best", "F": 31.02, "p": "< 0.0001"}
+
+#: Amygdala Dice gain over the 3T against manual segmentations (§3.3; 20 participants, FDR-corrected paired t-tests).
+AMYGDALA = pd.DataFrame(
+    [
+        ("U-Net", 0.002, 0.018, 0.56, 0.58, "better than the 3T for 9 of 20"),
+        ("GAN U-Net", 0.017, 0.017, 4.56, 0.0003, "closest to the manual segmentation for 18 of 20"),
+    ],
+    columns=["image_type", "mean_gain", "sd_gain", "t", "p", "count"],
+)
+AMYGDALA_N = 20
+
+#: Diagnosis prediction (§3.4): ranges over 3T, U-Net and GAN U-Net of the mean scores of 1000 repeats.
+DIAGNOSIS = {"accuracy": (0.55, 0.62), "balanced_accuracy": (0.53, 0.55), "n": 3168,
+             "difference": "not significant between image types"}
+
+
+def _sign(x: float) -> int:
+    return 0 if not np.isfinite(x) or x == 0 else (1 if x > 0 else -1)
+
+
+def _require(df: pd.DataFrame, cols, what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {', '.join(missing)} (has {', '.join(map(str, df.columns))})")
+
+
+def compare_table1(scores: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 beside a run's: mean ± SD per image type and each metric's gain over the 3T.
+
+    Args:
+        scores: the per-subject table of chapter 04 (``04_evaluate/scores.tsv``: ``key``, ``image_type``,
+            ``psnr``, ``ssim``, ``mean_dice``); image types by their display names (``U-Net``) or run names (``unet``).
+
+    Returns:
+        One row per (image type, metric) present in the paper or the run: ``paper``, ``paper_sd``,
+        ``paper_gain`` (minus the paper's 3T), ``here``, ``here_sd``, ``here_n``, ``here_gain`` (minus the
+        run's 3T) and ``same_direction`` (both gains have the same sign; empty where either is missing).
+    """
+    _require(scores, ["key", "image_type", "psnr", "ssim", "mean_dice"], "scores")
+    s = scores.assign(image_type=scores["image_type"].map(display_name))
+    rows = []
+    types = list(dict.fromkeys([*TABLE1["image_type"], *s["image_type"]]))
+    for metric in ("psnr", "ssim", "mean_dice"):
+        paper_base = float(TABLE1.set_index("image_type").loc["3T", metric])
+        vals = s.dropna(subset=[metric]).groupby("image_type")[metric]
+        here_mean, here_sd, here_n = vals.mean(), vals.std(ddof=1), vals.count()
+        here_base = float(here_mean.get("3T", np.nan))
+        for t in types:
+            if t == "7T":
+                continue
+            p = TABLE1[TABLE1["image_type"] == t]
+            paper = float(p[metric].iloc[0]) if len(p) else np.nan
+            here = float(here_mean.get(t, np.nan))
+            pg = paper - paper_base if t != "3T" else np.nan
+            hg = here - here_base if t != "3T" else np.nan
+            same = "" if not (np.isfinite(pg) and np.isfinite(hg)) else ("yes" if _sign(pg) == _sign(hg) else "no")
+            rows.append(dict(metric=metric, image_type=t, paper=paper,
+                             paper_sd=float(p[f"{metric}_sd"].iloc[0]) if len(p) else np.nan,
+                             paper_gain=pg, here=here, here_sd=float(here_sd.get(t, np.nan)),
+                             here_n=int(here_n.get(t, 0)), here_gain=hg, same_direction=same))
+    return pd.DataFrame(rows)
+
+
+def compare_ranks(rank_summary: pd.DataFrame) -> pd.DataFrame:
+    """The survey's mean ranks beside a run's, also as a position from 0 (best) to 1 (worst).
+
+    The paper ranked six image types and a run usually fewer, so a raw mean rank of 2 means different things;
+    ``position = (mean rank - 1) / (number of types - 1)`` puts both on one scale.
+
+    Args:
+        rank_summary: chapter 06's ``rank_summary.tsv`` (``criterion``, ``variant``, ``mean_rank``, ``sd``, ``n``).
+
+    Returns:
+        One row per (criterion, image type) of the paper or the run: ``paper_rank``, ``paper_sd``,
+        ``paper_position``, ``here_rank``, ``here_sd``, ``here_position``, ``here_n``.
+    """
+    _require(rank_summary, ["criterion", "variant", "mean_rank", "sd"], "rank_summary")
+    here = rank_summary.assign(image_type=rank_summary["variant"].map(display_name))
+    rows = []
+    for crit in list(dict.fromkeys([*RANKS["criterion"], *here["criterion"]])):
+        h = here[here["criterion"] == crit].set_index("image_type")
+        p = RANKS[RANKS["criterion"] == crit].set_index("image_type")
+        k_here = len(h)
+        for t in list(dict.fromkeys([*p.index, *h.index])):
+            pr = float(p["mean_rank"].get(t, np.nan))
+            hr = float(h["mean_rank"].get(t, np.nan))
+            rows.append(dict(
+                criterion=crit, image_type=t, paper_rank=pr, paper_sd=float(p["sd"].get(t, np.nan)),
+                paper_position=(pr - 1) / (RANKS_N_TYPES - 1),
+                here_rank=hr, here_sd=float(h["sd"].get(t, np.nan)),
+                here_position=(hr - 1) / (k_here - 1) if k_here > 1 else np.nan,
+                here_n=int(h["n"].get(t, 0)) if "n" in h.columns else np.nan))
+    return pd.DataFrame(rows)
+
+
+def rank_order_agreement(ranks: pd.DataFrame) -> pd.DataFrame:
+    """For each criterion, whether the run orders the image types it shares with the paper as the paper does.
+
+    Args:
+        ranks: the output of :func:`compare_ranks`.
+
+    Returns:
+        One row per criterion: ``shared`` (types ranked in both), ``paper_order``, ``here_order`` (best first)
+        and ``same_order``.
+    """
+    rows = []
+    for crit, g in ranks.groupby("criterion", sort=False):
+        g = g.dropna(subset=["paper_rank", "here_rank"])
+        po = list(g.sort_values("paper_rank")["image_type"])
+        ho = list(g.sort_values("here_rank")["image_type"])
+        rows.append(dict(criterion=crit, shared=len(g), paper_order=" < ".join(po), here_order=" < ".join(ho),
+                         same_order="yes" if po == ho and len(po) > 1 else ("" if len(po) < 2 else "no")))
+    return pd.DataFrame(rows)
+
+
+def compare_amygdala(structure_dice: pd.DataFrame, *, baseline: str = "3T",
+                     structures=("Left-Amygdala", "Right-Amygdala")) -> pd.DataFrame:
+    """The amygdala Dice gain over the 3T beside the paper's (§3.3).
+
+    Per subject the Dice of the left and right amygdala are averaged (the paper reports one gain per participant),
+    then each synthetic type is compared with the baseline by a paired t-test (:func:`synth7t.stats.paired_tests`,
+    BH-adjusted over the types).
+
+    Args:
+        structure_dice: chapter 07's ``structure_dice.tsv`` (``key``, ``image_type``, ``structure``, ``dice``).
+        baseline: the image type the gains are measured from.
+        structures: the structures averaged per subject.
+
+    Returns:
+        One row per synthetic type of the paper or the run: the paper's ``paper_gain``, ``paper_sd``, ``paper_t``,
+        ``paper_p``, ``paper_count``; the run's ``here_gain``, ``here_sd``, ``here_t``, ``here_p_bh``, ``here_n``,
+        ``here_better`` (subjects whose Dice beats the baseline's); ``same_direction`` (signs of the gains) and
+        ``same_conclusion`` (both significant at 0.05 with the same sign, or both not significant).
+    """
+    _require(structure_dice, ["key", "image_type", "structure", "dice"], "structure_dice")
+    d = structure_dice[structure_dice["structure"].isin(structures)]
+    d = d.assign(image_type=d["image_type"].map(display_name))
+    base = display_name(baseline)
+    here = pd.DataFrame()
+    better = {}
+    if len(d) and base in set(d["image_type"]):
+        per = d.groupby(["key", "image_type"], as_index=False)["dice"].mean()
+        here = paired_tests(per, value="dice", condition="image_type", subject="key", baseline=base)
+        wide = per.pivot(index="key", columns="image_type", values="dice")
+        better = {t: int((wide[t] > wide[base]).sum()) for t in wide.columns if t != base}
+        here = here.set_index("image_type")
+    rows = []
+    for t in list(dict.fromkeys([*AMYGDALA["image_type"], *(here.index if len(here) else [])])):
+        p = AMYGDALA[AMYGDALA["image_type"] == t]
+        h = here.loc[t] if len(here) and t in here.index else None
+        pg = float(p["mean_gain"].iloc[0]) if len(p) else np.nan
+        hg = float(h["mean_diff"]) if h is not None else np.nan
+        same = "" if not (np.isfinite(pg) and np.isfinite(hg)) else ("yes" if _sign(pg) == _sign(hg) else "no")
+        conclusion = ""
+        if h is not None and len(p) and np.isfinite(h["p_bh"]):
+            sig_p, sig_h = float(p["p"].iloc[0]) < 0.05, float(h["p_bh"]) < 0.05
+            conclusion = "yes" if (sig_p == sig_h and (not sig_p or same == "yes")) else "no"
+        rows.append(dict(
+            image_type=t, paper_gain=pg, paper_sd=float(p["sd_gain"].iloc[0]) if len(p) else np.nan,
+            paper_t=float(p["t"].iloc[0]) if len(p) else np.nan, paper_p=float(p["p"].iloc[0]) if len(p) else np.nan,
+            paper_count=str(p["count"].iloc[0]) if len(p) else "",
+            here_gain=hg, here_sd=float(h["sd_diff"]) if h is not None else np.nan,
+            here_t=float(h["t"]) if h is not None else np.nan, here_p_bh=float(h["p_bh"]) if h is not None else np.nan,
+            here_n=int(h["n"]) if h is not None else 0,
+            here_better="" if h is None else f"{better.get(t, 0)} of {int(h['n'])}", same_direction=same,
+            same_conclusion=conclusion))
+    return pd.DataFrame(rows)
+
+
+def compare_diagnosis(score_summary: pd.DataFrame, comparison: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """The diagnosis prediction's accuracies beside the paper's ranges (§3.4).
+
+    Args:
+        score_summary: chapter 08's ``score_summary.tsv`` (``image_type``, ``accuracy_mean``,
+            ``balanced_accuracy_mean``, ...).
+        comparison: chapter 08's ``comparison.tsv`` (``image_type``, ``metric``, ``mean_diff``, ``p_bh``), to
+            report whether the run, like the paper, finds no significant difference.
+
+    Returns:
+        One row per (metric, image type): ``paper_low``, ``paper_high`` (the paper's range over its three
+        image types), ``here``, ``here_sd``, ``here_diff`` (minus the run's baseline) and ``here_p_bh``.
+    """
+    _require(score_summary, ["image_type", "accuracy_mean", "balanced_accuracy_mean"], "score_summary")
+    rows = []
+    for metric in ("accuracy", "balanced_accuracy"):
+        lo, hi = DIAGNOSIS[metric]
+        for _, r in score_summary.iterrows():
+            diff = p_bh = np.nan
+            if comparison is not None and len(comparison):
+                c = comparison[(comparison["image_type"] == r["image_type"]) & (comparison["metric"] == metric)]
+                if len(c):
+                    diff, p_bh = float(c["mean_diff"].iloc[0]), float(c["p_bh"].iloc[0])
+            rows.append(dict(metric=metric, image_type=display_name(r["image_type"]), paper_low=lo, paper_high=hi,
+                             here=float(r[f"{metric}_mean"]), here_sd=float(r.get(f"{metric}_sd", math.nan)),
+                             here_diff=diff, here_p_bh=p_bh))
+    return pd.DataFrame(rows)
