@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= demo
 
-.PHONY: venv demo test test-all clean-demo
+.PHONY: venv demo book check-book test test-all clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,18 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# every notebook of profiles/$(PROFILE).yml through papermill into book/notebooks/, then the book
 demo: venv
 	$(PY) -m synth7t.cli run-profile $(PROFILE)
+	$(PY) -m synth7t.cli book
+
+# the book from the executed notebooks already in book/notebooks/ (warnings are errors)
+book: venv
+	$(PY) -m synth7t.cli book
+
+# build, then open the front page and every chapter in headless Chromium (apt-get install chromium chromium-driver)
+check-book: venv
+	$(PY) -m synth7t.cli book --browser
 
 test: venv
 	$(PY) -m pytest
@@ -27,4 +37,4 @@ test-all: venv
 	$(PY) -m pytest -m ""
 
 clean-demo:
-	rm -rf data/demo runs/demo book/notebooks
+	rm -rf data/demo runs/demo book/notebooks _build

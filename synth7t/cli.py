@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "synth7t.predict",
     "synth7t.segment",
     "synth7t.models.facts",
+    "synth7t.book",
 )
 
 

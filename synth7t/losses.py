@@ -62,7 +62,7 @@ def gradient_penalty(critic: Critic, real: Tensor, fake: Tensor, lambda_gp: floa
 
     Args:
         critic: maps (B, ...) images to scores (B, ...) (a patch map or one score per sample).
-        real, fake: (B, C, *S) images of the same shape.
+        real, fake: ``(B, C, *S)`` images of the same shape.
         lambda_gp: weight (10 in the paper, Table A.3 text).
         generator: optional random generator for ``a`` (reproducible tests).
 

@@ -502,8 +502,9 @@ def register(fixed: np.ndarray, fixed_affine: np.ndarray, moving: np.ndarray, mo
         linear_transform: ``Affine`` or ``Rigid``.
 
     Returns:
-        ``{"transforms": [warp, affine] (ANTs order, fixed-to-moving), "affine": path, "warp": path or None,
-        "inverse_warp": path or None}``; ``transforms`` is what :func:`apply_transforms` takes.
+        A dict with ``transforms`` (``[warp, affine]``, ANTs order, fixed-to-moving), ``affine`` (path),
+        ``warp`` and ``inverse_warp`` (paths, or None without SyN); ``transforms`` is what
+        :func:`apply_transforms` takes.
     """
     from ants.internal import get_lib_fn, get_pointer_string, process_arguments
 

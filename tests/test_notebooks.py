@@ -1,10 +1,13 @@
 """Notebooks executed through papermill with the smoke profile (tiny cohort, coarse voxels)."""
 
 import json
+import os
+import shutil
 
 import nbformat
 import pandas as pd
 import pytest
+import yaml
 
 from synth7t import profiles
 
@@ -34,7 +37,7 @@ def test_committed_notebooks_follow_the_skeleton():
 
 
 def test_profiles_list_existing_notebooks_with_declared_parameters():
-    for name in ("demo", "demo-full", "smoke"):
+    for name in ("demo", "demo-full", "smoke", "paper"):
         prof = profiles.load_profile(name)
         for entry in prof["notebooks"]:
             nb = profiles.REPO_ROOT / entry["notebook"]
@@ -45,7 +48,7 @@ def test_profiles_list_existing_notebooks_with_declared_parameters():
         profiles.load_profile("no-such-profile")
 
 
-def test_demo_data_notebook_smoke_run(tmp_path):
+def test_demo_data_notebook_smoke_run(tmp_path, smoke_book):
     out = tmp_path / "book"
     timings = profiles.run_profile("smoke", stages=["00"], output_dir=out, cwd=tmp_path,
                                    overrides={"data_dir": str(tmp_path / "data")}, progress=False)
@@ -59,18 +62,25 @@ def test_demo_data_notebook_smoke_run(tmp_path):
     assert (run_dir / "cohort_summary.tsv").is_file() and (run_dir / "volumes_by_diagnosis.png").is_file()
     assert (tmp_path / "data" / "participants.tsv").is_file()
     assert (tmp_path / "data" / "split.tsv").is_file()
+    shutil.copy(out / "00_demo_data.ipynb", smoke_book)
 
 
 @pytest.fixture(scope="module")
-def smoke_run(preprocessed_cohort, tmp_path_factory):
+def smoke_book(tmp_path_factory):
+    """Where every smoke-run chapter of this module lands; the last test builds a book from them."""
+    return tmp_path_factory.mktemp("smoke_book")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(preprocessed_cohort, tmp_path_factory, smoke_book):
     """02 trains two batches on the preprocessed coarse cohort and 03 predicts its held-out subject in the three
     spaces, both executed through papermill with the smoke profile; later chapters' tests start from this run."""
     derivatives, ds, _ = preprocessed_cohort
     root = tmp_path_factory.mktemp("smoke_run")
     overrides = {"data_dir": str(ds.root), "derivatives_dir": str(derivatives), "runs_dir": str(root / "runs")}
-    timings = profiles.run_profile("smoke", stages=["02", "03"], output_dir=root / "book", cwd=root,
+    timings = profiles.run_profile("smoke", stages=["02", "03"], output_dir=smoke_book, cwd=root,
                                    overrides=overrides, progress=False)
-    return {"root": root, "runs": root / "runs", "book": root / "book", "overrides": overrides, "timings": timings}
+    return {"root": root, "runs": root / "runs", "book": smoke_book, "overrides": overrides, "timings": timings}
 
 
 def test_train_and_predict_notebooks_smoke_run(smoke_run):
@@ -94,7 +104,7 @@ def test_train_and_predict_notebooks_smoke_run(smoke_run):
 def test_evaluate_and_segmentation_notebooks_smoke_run(smoke_run):
     """04 scores 3T and the smoke U-Net against the 7T (PSNR, SSIM, Dice of atlas segmentations) and draws its
     figures; 07 scores amygdala and hippocampus against the ground-truth labels and writes regional volumes."""
-    out, runs = smoke_run["root"] / "book-eval", smoke_run["runs"]
+    out, runs = smoke_run["book"], smoke_run["runs"]
     timings = profiles.run_profile("smoke", stages=["04", "07"], output_dir=out, cwd=smoke_run["root"],
                                    overrides=smoke_run["overrides"], progress=False)
     assert list(timings["notebook"]) == ["04_evaluate.ipynb", "07_segmentation.ipynb"]
@@ -138,7 +148,7 @@ def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed
     held_out = set(split.loc[split["split"] == "test", "participant_id"])
     test_keys = [s.key for s in ds if s.participant_id in held_out]
 
-    out = tmp_path / "book"
+    out = smoke_run["book"]
     overrides = {"data_dir": str(ds.root), "derivatives_dir": str(derivatives), "runs_dir": str(runs)}
     timings = profiles.run_profile("smoke", stages=["05", "06"], output_dir=out, cwd=tmp_path, overrides=overrides,
                                    progress=False)
@@ -190,3 +200,79 @@ def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed
     assert (session / "session.json").read_text() == built
     assert sorted(p.name for p in (session / "images").iterdir()) == images
     assert len(rating.RatingStore(session).answers()) == n_answers
+
+
+def test_compare_paper_notebook_and_book_from_the_smoke_run(smoke_run, smoke_book, tmp_path):
+    """08 (on an external volumes table: the smoke run has too few subjects for cross-validation) and 09 (on the
+    smoke run's tables) run; then the chapters of this module's smoke run (every notebook but 01,
+    whose smoke run is marked slow in test_preprocess.py) become a book with the real pages and configuration, built
+    with warnings as errors, and headless Chromium opens the front page and two chapters: every image loaded with a
+    non-zero size, no cell shows an error, the simulated-data notice is on the page."""
+    from test_diagnosis import simulate_cohort
+
+    from synth7t import book
+
+    vol, part = simulate_cohort(n=24, types=("3T", "unet"))
+    vol.to_csv(tmp_path / "volumes.tsv", sep="\t", index=False)
+    part.to_csv(tmp_path / "participants.tsv", sep="\t", index=False)
+    external = {"volumes_table": str(tmp_path / "volumes.tsv"), "participants": str(tmp_path / "participants.tsv")}
+    dirs = {k: smoke_run["overrides"][k] for k in ("data_dir", "runs_dir")}  # 08 and 09 read tables, not images
+    profiles.run_profile("smoke", stages=["08"], output_dir=smoke_book, cwd=smoke_run["root"],
+                         overrides={**dirs, **external}, progress=False)
+    timings = profiles.run_profile("smoke", stages=["09"], output_dir=smoke_book, cwd=smoke_run["root"],
+                                   overrides=dirs, progress=False)
+    assert list(timings["notebook"]) == ["09_compare_paper.ipynb"]
+    assert not _errors(nbformat.read(smoke_book / "08_diagnosis.ipynb", as_version=4))
+    nb = nbformat.read(smoke_book / "09_compare_paper.ipynb", as_version=4)
+    assert not _errors(nb) and len(_images(nb)) >= 4
+    summary = pd.read_csv(smoke_run["runs"] / "smoke" / "09_compare_paper" / "summary.tsv", sep="\t")
+    assert set(summary["result"]) == {"Table 1", "survey", "amygdala", "diagnosis"}
+
+    # the small book: real _config.yml and pages, the toc without the chapters this module did not run
+    root = tmp_path / "book-root"
+    shutil.copytree(profiles.REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("notebooks"))
+    shutil.copy(profiles.REPO_ROOT / "_config.yml", root)
+    (root / "book" / "notebooks").mkdir()
+    for f in smoke_book.glob("*.ipynb"):
+        shutil.copy(f, root / "book" / "notebooks")
+    present = {f.stem for f in smoke_book.glob("*.ipynb")}
+    toc = yaml.safe_load((profiles.REPO_ROOT / "_toc.yml").read_text())
+    dropped = []
+    for part in toc["parts"]:
+        keep = [c for c in part["chapters"] if not c["file"].startswith("book/notebooks/")
+                or c["file"].rsplit("/", 1)[1] in present]
+        dropped += [c["file"] for c in part["chapters"] if c not in keep]
+        part["chapters"] = keep
+    assert dropped == ["book/notebooks/01_preprocess"]
+    # a chapter whose cell failed, to show that both checks catch it: the chapter check refuses the build, and
+    # (built anyway) the browser sees the error on the page
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    error = new_output("error", ename="ZeroDivisionError", evalue="division by zero",
+                       traceback=["Traceback (most recent call last)", "ZeroDivisionError: division by zero"])
+    failed = new_notebook(
+        cells=[new_markdown_cell("# A failed chapter"), new_code_cell("1 / 0", execution_count=1, outputs=[error])],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(failed, root / "book" / "notebooks" / "99_failed.ipynb")
+    toc["parts"][-1]["chapters"].append({"file": "book/notebooks/99_failed"})
+    (root / "_toc.yml").write_text(yaml.safe_dump(toc))
+    with pytest.raises(book.BookError, match="99_failed: 1 error output"):
+        book.build_book(root)
+    # the intro links to chapter 09 and the pages; 01 is linked from nowhere, so nothing dangles
+    index = book.build_book(root, check_chapters=False)
+    assert index == root / "_build" / "html" / "index.html" and index.is_file()
+
+    pages = ["index.html", "book/notebooks/04_evaluate.html", "book/notebooks/09_compare_paper.html"]
+    try:
+        book.find_browser()
+    except book.BookError as err:
+        if os.environ.get("SYNTH7T_REQUIRE_BROWSER"):
+            raise
+        pytest.skip(str(err))
+    report = book.check_in_browser(index.parent, [*pages, "book/notebooks/99_failed.html"]).set_index("page")
+    bad = report.loc["book/notebooks/99_failed.html"]
+    assert not bad["ok"] and bad["n_errors"] >= 1 and bad["traceback_text"]
+    report = report.loc[pages]
+    assert report["ok"].all(), report.to_string()
+    assert (report.loc[pages[1:], "n_images"] >= 3).all()
+    assert report["simulated"].all()  # the front page and each chapter say the data are simulated
