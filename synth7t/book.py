@@ -170,16 +170,35 @@ def build_book(root: PathLike = REPO_ROOT, *, warnings_as_errors: bool = True, c
     return index
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # the browser dropping a connection it no longer needs is not an error of the book
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 @contextlib.contextmanager
-def serve(directory: PathLike) -> Iterator[str]:
-    """Serve ``directory`` over HTTP on a free localhost port; yields the base URL."""
+def serve(directory: PathLike, failed: Optional[list] = None) -> Iterator[str]:
+    """Serve ``directory`` over HTTP on a free localhost port; yields the base URL.
+
+    Args:
+        directory: the folder to serve.
+        failed: when given, the path of every request answered with an error status (404: a missing file) is
+            appended to it.
+    """
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
+        def log_request(self, code="-", size="-"):
+            if failed is not None and str(getattr(code, "value", code)).startswith(("4", "5")):
+                failed.append(self.path)
+
     handler = functools.partial(Quiet, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -204,8 +223,8 @@ def check_in_browser(html_dir: PathLike, pages: Sequence[str] = ("index.html",),
     """Open built pages in headless Chromium and report what rendered.
 
     Each page is loaded over HTTP from a local server and, once the document is complete, reports its images
-    (loaded with a non-zero natural size or broken), the error outputs of its cells and whether its text
-    mentions simulated data.
+    (loaded with a non-zero natural size or broken), the error outputs of its cells, the files it asked for that
+    the build lacks (the browser's own ``/favicon.ico`` aside), and whether its text mentions simulated data.
 
     Args:
         html_dir: the built HTML folder (``_build/html``).
@@ -215,7 +234,7 @@ def check_in_browser(html_dir: PathLike, pages: Sequence[str] = ("index.html",),
 
     Returns:
         One row per page: ``page``, ``title``, ``n_images``, ``broken``, ``n_errors``, ``traceback_text``,
-        ``text_length``, ``simulated``, ``ok``.
+        ``missing`` (requests answered 404), ``text_length``, ``simulated``, ``ok``.
 
     Raises:
         BookError: Chromium or ChromeDriver is missing, or a page does not exist.
@@ -238,8 +257,10 @@ def check_in_browser(html_dir: PathLike, pages: Sequence[str] = ("index.html",),
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
     try:
         driver.set_page_load_timeout(timeout)
-        with serve(html_dir) as base:
+        failed: list = []
+        with serve(html_dir, failed) as base:
             for page in pages:
+                failed.clear()
                 driver.get(f"{base}/{page}")
                 WebDriverWait(driver, timeout).until(
                     lambda d: d.execute_script("return document.readyState") == "complete")
@@ -249,11 +270,13 @@ def check_in_browser(html_dir: PathLike, pages: Sequence[str] = ("index.html",),
                 WebDriverWait(driver, timeout).until(lambda d: d.execute_script(
                     "return Array.from(document.images).every(i => i.complete);"))
                 r = driver.execute_script(_PAGE_REPORT_JS)
-                ok = (not r["broken"] and r["n_errors"] == 0 and not r["traceback_text"]
+                missing = sorted({p for p in failed if p.split("?")[0] != "/favicon.ico"})
+                ok = (not r["broken"] and r["n_errors"] == 0 and not r["traceback_text"] and not missing
                       and r["n_images"] >= min_images and r["text_length"] > 0)
                 rows.append(dict(page=page, title=r["title"], n_images=r["n_images"], broken=len(r["broken"]),
                                  n_errors=r["n_errors"], traceback_text=r["traceback_text"],
-                                 text_length=r["text_length"], simulated=r["simulated"], ok=ok))
+                                 missing=" ".join(missing), text_length=r["text_length"], simulated=r["simulated"],
+                                 ok=ok))
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
