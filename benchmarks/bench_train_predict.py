@@ -6,7 +6,9 @@ Run: ``python benchmarks/bench_train_predict.py`` (CPU, demo-cpu preset) or on a
 Each figure is printed with the ratio to a naive loop measured in the same process on the same model:
 - training: our step (bf16 autocast and optionally torch.compile on GPU; fp32 eager on CPU) against a plain
   fp32 eager step; on GPU also the model FLOP utilisation (3 x forward FLOPs per slice / time / peak);
-- prediction: our batched slice loop (synth7t.predict.predict_volume) against one slice per forward pass.
+- prediction: our slice loop (synth7t.predict.predict_volume, with the model as synth7t.predict.load_model
+  prepares it: channels-last weights on a CPU) against a plain contiguous loop of one slice per forward pass, and
+  against the same plain loop at the same batch size (what the memory format alone buys).
 Inputs are random tensors of the real shapes (3 x H x W slices, a D-slice volume): this measures the model
 and the loop, not disk reads.
 """
@@ -49,6 +51,22 @@ def train_rate(model, device, batch, hw, steps, *, amp: bool, compile_: bool, wa
     return steps * batch / (time.perf_counter() - t0)
 
 
+def plain_predict_seconds(model, device, depth, hw, batch_size) -> float:
+    """A plain loop over the volume's slices: contiguous tensors, fp32, no skipping."""
+    from synth7t.models import make_context
+
+    stack = torch.rand(depth + 2, 1, *hw, device=device)
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for z0 in range(1, depth + 1, batch_size):
+            zs = list(range(z0, min(depth + 1, z0 + batch_size)))
+            x = torch.cat([torch.cat([stack[z - 1], stack[z], stack[z + 1]])[None] for z in zs])
+            model(x, make_context([70.0] * len(zs), ["F"] * len(zs), [0] * len(zs), [0.0] * len(zs)).to(device))
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def predict_seconds(model, device, depth, hw, batch_size) -> float:
     from synth7t.predict import predict_volume
 
@@ -73,7 +91,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--depth", type=int, default=48, help="slices of the predicted volume (270 on GPU)")
-    ap.add_argument("--predict-batch", type=int, default=16, help="batched prediction (the library uses 2 on CPU, 32 on GPU)")
+    ap.add_argument("--predict-batch", type=int, default=0,
+                    help="slices per pass of the batched prediction (0: the library's default, 2 on CPU, 32 on GPU)")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM: 989)")
     ap.add_argument("--compile", action="store_true")
     a = ap.parse_args(argv)
@@ -91,11 +110,18 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         mfu = 3 * facts["gflops"] * 1e9 * ours / (a.peak_tflops * 1e12)
         print(f"        model FLOP utilisation: {100 * mfu:.1f}% of {a.peak_tflops:.0f} TFLOP/s")
+    from synth7t.predict import default_batch_size
+
     model.eval()
-    one = predict_seconds(model, device, a.depth, (a.height, a.width), 1)
-    batched = predict_seconds(model, device, a.depth, (a.height, a.width), a.predict_batch)
-    print(f"predict naive 1 slice/pass: {one:7.2f} s | batched ({a.predict_batch}): {batched:7.2f} s | "
-          f"ratio {one / batched:.2f}x  ({a.depth} slices of {a.height}x{a.width})")
+    b = a.predict_batch or default_batch_size(device)
+    hw = (a.height, a.width)
+    one = plain_predict_seconds(model, device, a.depth, hw, 1)
+    plain = plain_predict_seconds(model, device, a.depth, hw, b)
+    lib_model = model.to(memory_format=torch.channels_last) if device.type == "cpu" else model  # as load_model
+    ours = predict_seconds(lib_model, device, a.depth, hw, b)
+    print(f"predict naive 1 slice/pass: {one:7.2f} s | plain batch {b}: {plain:7.2f} s | synth7t batch {b}: "
+          f"{ours:7.2f} s | ratio {one / ours:.2f}x vs naive, {plain / ours:.2f}x vs plain  "
+          f"({a.depth} slices of {a.height}x{a.width})")
     return 0
 
 
