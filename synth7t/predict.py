@@ -340,6 +340,29 @@ def _expand_inputs(inputs: Sequence[PathLike]) -> list[Path]:
     return out
 
 
+#: ``descrip`` of the NIfTI headers ``predict_file`` writes: tells the CLI a synth7t output from a 3T input
+OUTPUT_DESCRIP = "synth7t synthetic 7T"
+
+
+def _tagged_header():
+    import nibabel as nib
+
+    hdr = nib.Nifti1Header()
+    hdr["descrip"] = OUTPUT_DESCRIP.encode()
+    return hdr
+
+
+def is_synth7t_output(path: PathLike) -> bool:
+    """Whether ``path`` is a NIfTI file written by :func:`predict_file` (its header's ``descrip``)."""
+    import nibabel as nib
+
+    try:
+        descrip = nib.load(str(path)).header["descrip"].item()
+    except Exception:  # not a readable NIfTI: not ours
+        return False
+    return descrip.decode(errors="replace").startswith(OUTPUT_DESCRIP)
+
+
 def predict_file(
     t3_path: PathLike, out_path: PathLike, model, *, age: float, sex: str, impaired: Optional[bool],
     method: str = "template", generalised=None, preprocess_preset="quick", work_dir: Optional[PathLike] = None,
@@ -397,14 +420,14 @@ def predict_file(
         mask = sio.load_volume(rec["files"]["mask"], dtype=None).data
     vol = predict_volume(generator, t3.data, age=float(age), sex=sex, impaired=impaired,
                          bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=mask, batch_size=batch_size)
-    sio.save_volume(out_path, vol, t3.affine, dtype=np.float32)
+    sio.save_volume(out_path, vol, t3.affine, header=_tagged_header(), dtype=np.float32)
     written = {"output": str(out_path), "space": rec["space"], "shape": list(vol.shape)}
     if native:
         src = sio.read_nifti(t3_path, reorient=True, check_values=False)
         world_map = np.asarray(rec["alignment"]["world_map"], float)  # output world -> 3T world
         nat = pp.resample(vol, t3.affine, src.shape, src.affine, world_map=np.linalg.inv(world_map), order=1)
         native_path = out_path.with_name(out_path.name.replace(".nii", "_space-native.nii", 1))
-        sio.save_volume(native_path, nat, src.affine, dtype=np.float32)
+        sio.save_volume(native_path, nat, src.affine, header=_tagged_header(), dtype=np.float32)
         written["native"] = str(native_path)
     return written
 
@@ -430,7 +453,9 @@ def _cmd_predict(args) -> int:
     for t3 in inputs:
         name = t3.name.split(".nii")[0]
         out = Path(args.output) if not many else Path(args.output_dir) / f"{name.replace('_T1w', '')}_desc-synth7t_T1w.nii.gz"
-        if many and out.exists() and not args.overwrite:
+        if out.exists() and not args.overwrite:  # resumable, one file or many
+            if not many:
+                print(f"{out} exists: skipped (--overwrite to redo)")
             rows.append({"input": str(t3), "status": "skipped", "output": str(out), "reason": ""})
             continue
         t0 = time.perf_counter()
@@ -471,7 +496,8 @@ def _cmd_predict(args) -> int:
         table.to_csv(Path(args.output_dir) / "predictions.tsv", sep="\t", index=False)
         print(table.to_string(index=False))
         return 1 if (table["status"] == "failed").any() else 0
-    print(f"wrote {rows[0]['output']}")
+    if rows[0]["status"] == "done":
+        print(f"wrote {rows[0]['output']}")
     return 0
 
 
@@ -499,8 +525,11 @@ def add_cli(sub) -> None:
     p.add_argument("--overwrite", action="store_true")
 
     def run(args):
-        if args.output_dir is None and len(args.inputs) >= 2 and sio.is_nifti_path(args.inputs[-1]) \
-                and not Path(args.inputs[-1]).exists():
+        # the last of two or more positionals is the output when it does not exist yet, or is an earlier synth7t
+        # output (a rerun); an existing file that is not ours is an input, never overwritten
+        last = Path(args.inputs[-1])
+        if args.output_dir is None and len(args.inputs) >= 2 and sio.is_nifti_path(last) \
+                and (not last.exists() or is_synth7t_output(last)):
             args.inputs, args.output = args.inputs[:-1], args.inputs[-1]
         else:
             args.output = None

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,21 +216,34 @@ def test_lone_3t_prediction_template_and_native(trained_model, preprocessed_coho
     assert np.asarray(nat.dataobj).max() > 0.2
 
 
-def test_lone_3t_prediction_uses_the_models_training_grid(trained_model, preprocessed_cohort, tmp_path):
-    """With a preset name, the lone 3T is aligned onto the voxel size and slice size of the model's training data
-    (model.json), not the preset's default 0.7 mm and 288 x 224."""
+def test_lone_3t_prediction_uses_the_models_training_grid(trained_model, preprocessed_cohort, tmp_path, capsys):
+    """`synth7t predict in out`: the lone 3T is aligned onto the voxel size and slice size of the model's training
+    data (model.json), not the preset's default 0.7 mm and 288 x 224; a rerun skips the existing output; an existing
+    file that synth7t did not write is taken as an input, never overwritten."""
     import nibabel as nib
 
     from synth7t import predict
+    from synth7t.cli import main
 
     _, ds, _ = preprocessed_cohort
     s = ds[1]
-    rec = predict.predict_file(s.t3, tmp_path / "out.nii.gz", trained_model, age=s.age, sex=s.sex,
-                               impaired=s.impaired, method="template", preprocess_preset="quick",
-                               t3_mask=s.t3_mask, device="cpu")
-    out = nib.load(rec["output"])
-    assert out.shape[:2] == (96, 128)
-    assert np.allclose(np.linalg.norm(out.affine[:3, :3], axis=0), 1.6)
+    out = tmp_path / "out.nii.gz"
+    argv = ["predict", str(s.t3), str(out), "--model", str(trained_model), "--age", str(s.age), "--sex", s.sex,
+            "--impaired", str(int(s.impaired)), "--mask", str(s.t3_mask), "--device", "cpu"]
+    assert main(argv) == 0
+    img = nib.load(str(out))
+    assert img.shape[:2] == (96, 128)
+    assert np.allclose(np.linalg.norm(img.affine[:3, :3], axis=0), 1.6)
+    assert predict.is_synth7t_output(out) and not predict.is_synth7t_output(s.t3)
+    capsys.readouterr()
+    mtime = out.stat().st_mtime_ns
+    assert main(argv) == 0  # a rerun (e.g. notebook 03 run again) keeps the output
+    assert "exists: skipped" in capsys.readouterr().out and out.stat().st_mtime_ns == mtime
+    foreign = tmp_path / "someone_elses.nii.gz"
+    foreign.write_bytes(Path(s.t3).read_bytes())
+    assert main([*argv[:2], str(foreign), *argv[3:]]) == 1
+    assert "several inputs" in capsys.readouterr().err
+    assert foreign.read_bytes() == Path(s.t3).read_bytes()
 
 
 def test_predict_cli_bad_inputs_give_one_line_errors(trained_model, tmp_path, capsys):
