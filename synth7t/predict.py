@@ -409,6 +409,13 @@ def predict_file(
             grid["target_spacing"] = float(trained_on["spacing_mm"])
         if trained_on.get("grid_inplane"):
             grid["grid_inplane"] = tuple(int(n) for n in trained_on["grid_inplane"])
+        if "target_spacing" not in grid:
+            import warnings
+
+            warnings.warn("the model folder does not record the voxel size it was trained on (exported before "
+                          f"synth7t recorded it); aligning onto the {preprocess_preset!r} preset's grid instead. "
+                          "Pass a PreprocessConfig with the training target_spacing and grid_inplane to be sure.",
+                          stacklevel=2)
         cfg = pp.make_config(preprocess_preset, qc_figure=False, **grid)
     else:
         cfg = preprocess_preset

@@ -82,8 +82,11 @@ def build_cache(
         raise ValueError(f"not preprocessed: {', '.join(missing)}")
     fp = _fingerprint(recs, keys)
     meta_path = cache_dir / "cache.json"
-    if meta_path.is_file() and json.loads(meta_path.read_text()).get("fingerprint") == fp:
-        return cache_dir
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        # a cache from before spacing_mm was recorded is rebuilt: the exported model must know its grid
+        if old.get("fingerprint") == fp and "spacing_mm" in old:
+            return cache_dir
     split = read_split(split_file).set_index("participant_id")["split"] if split_file else None
     cache_dir.mkdir(parents=True, exist_ok=True)
     shapes = [tuple(recs[k]["grid"]["shape"]) for k in keys]

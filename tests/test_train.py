@@ -63,6 +63,12 @@ def test_slice_cache_samples(preprocessed_cohort, tmp_path):
     with pytest.raises(ValueError, match="odd"):
         slices.SliceDataset(c, "train", n_input_slices=2)
     assert c.meta["spacing_mm"] == pytest.approx(1.6)  # the coarse cohort's 7T voxels, kept by the preprocessing
+    # a cache written before spacing_mm was recorded is rebuilt, not reused
+    meta = json.loads((cache / "cache.json").read_text())
+    del meta["spacing_mm"]
+    (cache / "cache.json").write_text(json.dumps(meta))
+    slices.build_cache(derivatives, cache, ds, split_file=split_file, progress=False)
+    assert slices.SliceCache.open(cache).meta["spacing_mm"] == pytest.approx(1.6)
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +245,12 @@ def test_lone_3t_prediction_uses_the_models_training_grid(trained_model, preproc
     mtime = out.stat().st_mtime_ns
     assert main(argv) == 0  # a rerun (e.g. notebook 03 run again) keeps the output
     assert "exists: skipped" in capsys.readouterr().out and out.stat().st_mtime_ns == mtime
+    # a model exported before the grid was recorded: the preset's grid, with a warning that says so
+    old = predict.load_model(trained_model, "cpu")
+    old[1].pop("input")
+    with pytest.warns(UserWarning, match="does not record the voxel size"), pytest.raises(Exception):
+        predict.predict_file(s.t3, tmp_path / "old.nii.gz", old, age=s.age, sex=s.sex, impaired=s.impaired,
+                             t3_mask=tmp_path / "no_such_mask.nii.gz")
     foreign = tmp_path / "someone_elses.nii.gz"
     foreign.write_bytes(Path(s.t3).read_bytes())
     assert main([*argv[:2], str(foreign), *argv[3:]]) == 1
