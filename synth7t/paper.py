@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from .predict import display_name
+from .names import display_name
 from .stats import paired_tests
 
 #: Table 1 of the paper (28 test participants; mean, SD).

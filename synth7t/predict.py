@@ -20,6 +20,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from . import io as sio
+from .names import display_name
 
 PathLike = Union[str, Path]
 
@@ -160,18 +161,6 @@ def preprocessed_inputs(derivatives: PathLike, key: str) -> dict:
 
 
 SPACES = ("grid", "7T", "native")
-
-#: display names of the image types (model names are the ``model_name`` of notebook 02)
-IMAGE_TYPE_NAMES = {
-    "3T": "3T", "7T": "7T", "unet": "U-Net", "gan-unet": "GAN U-Net", "unet-nodiag": "U-Net nodiag",
-    "gan-unet-nodiag": "GAN U-Net nodiag", "vnet": "V-Net", "watnet": "WATNet",
-}
-
-
-def display_name(image_type: str) -> str:
-    """The name figures and tables use for an image type (``gan-unet`` -> ``GAN U-Net``)."""
-    return IMAGE_TYPE_NAMES.get(image_type, image_type)
-
 
 def prediction_path(out_dir: PathLike, key: str, name: str, space: str = "grid") -> Path:
     """Where :func:`predict_subjects` writes one prediction (``space``: grid, 7T or native)."""
