@@ -32,8 +32,8 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from .config import TrainConfig, train_config_from_dict
 from .slices import SliceCache, SliceDataset
+from .train_config import TrainConfig, train_config_from_dict
 
 PathLike = Union[str, Path]
 
@@ -453,7 +453,7 @@ def main(argv=None) -> int:
     """``python -m synth7t.train --cache C --run-dir R [--preset P] [--set key=value ...]`` (also under torchrun)."""
     import argparse
 
-    from .config import make_train_config
+    from .train_config import make_train_config
 
     ap = argparse.ArgumentParser(prog="python -m synth7t.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", required=True, help="slice cache folder (synth7t.slices.build_cache)")

@@ -271,11 +271,30 @@ def test_make_context_layout_broadcast_and_errors():
 
 
 def test_slice_location_formula():
-    assert slice_location(50, top=100, bot=0) == 0.0
-    assert slice_location(100, top=100, bot=0) == 1.0
-    assert slice_location(0, top=100, bot=0) == -1.0
-    with pytest.raises(ValueError, match="top != bot"):
+    assert slice_location(50, bottom=0, top=100) == 0.0
+    assert slice_location(100, bottom=0, top=100) == 1.0
+    assert slice_location(0, 0, 100) == -1.0
+    with pytest.raises(ValueError, match="top != bottom"):
         slice_location(3, 5, 5)
+
+
+@pytest.mark.parametrize("kind, convert", [
+    ("float", float),
+    ("int", int),
+    ("numpy", lambda v: np.array([v])),
+    ("list", lambda v: [v]),
+    ("tensor", lambda v: torch.tensor([v])),
+])
+def test_slice_location_bottom_is_minus_one_top_is_plus_one(kind, convert):
+    bottom, top = 10, 90
+    lo, mid, hi = (slice_location(convert(v), bottom=bottom, top=top) for v in (bottom, 50, top))
+    if kind == "tensor":
+        assert isinstance(lo, torch.Tensor) and lo.is_floating_point()
+    elif kind in ("numpy", "list"):
+        assert isinstance(lo, np.ndarray) and lo.dtype == np.float64 and lo.shape == (1,)
+    else:
+        assert isinstance(lo, float)
+    assert [float(np.asarray(v).reshape(-1)[0]) for v in (lo, mid, hi)] == [-1.0, 0.0, 1.0]
 
 
 def _outputs_under_changes(name: str):

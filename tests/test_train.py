@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from synth7t import config as tconf
 from synth7t import slices, train
+from synth7t import train_config as tconf
 
 
 def _cfg(**kw):
@@ -28,9 +28,15 @@ def test_config_presets_and_errors(tmp_path):
     assert tconf.make_train_config("paper-gan").betas_d == [0.0, 0.9]
     p = c.save(tmp_path / "c.json")
     assert tconf.load_train_config(p) == c
-    with pytest.raises(ValueError, match="unknown key"):
-        tconf.make_train_config("demo-cpu", learning_rate=1)
-    with pytest.raises(ValueError, match="unknown training preset"):
+    assert tconf.train_config_from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    # the notebook passes its overrides as one dict
+    overrides = {"epochs": 1, "crop": (64, 64)}
+    assert tconf.make_train_config("demo-cpu", **overrides).crop == [64, 64]
+    with pytest.raises(ValueError, match=r"unknown TrainConfig key\(s\) \['learning_rate'\]; known keys: .*lr_g"):
+        tconf.make_train_config("demo-cpu", **{"learning_rate": 1})
+    with pytest.raises(ValueError, match="unknown TrainConfig key.*lr"):
+        tconf.train_config_from_dict({**c.to_dict(), "lr": 1})
+    with pytest.raises(ValueError, match="unknown TrainConfig preset 'huge'; known presets: paper-unet"):
         tconf.make_train_config("huge")
     with pytest.raises(ValueError, match="batch_size"):
         tconf.make_train_config("demo-cpu", batch_size=0)
@@ -115,9 +121,9 @@ def test_gan_schedule_critic_steps(cache, tmp_path):
 
 KILL_SCRIPT = """
 import os, sys
-from synth7t import config, train
-cfg = config.make_train_config("demo-cpu", epochs=2, batch_size=4, samples_per_epoch=16, crop=[64, 64],
-                               val_slices=8, ckpt_every=2, lambda_perc=0.0, device="cpu", seed=0)
+from synth7t import train, train_config
+cfg = train_config.make_train_config("demo-cpu", epochs=2, batch_size=4, samples_per_epoch=16, crop=[64, 64],
+                                     val_slices=8, ckpt_every=2, lambda_perc=0.0, device="cpu", seed=0)
 t = train.Trainer(cfg, sys.argv[1], sys.argv[2], progress=False)
 orig = t._train_batch
 def killer(batch):

@@ -4,7 +4,8 @@ Every network of the package is described by one frozen dataclass: :class:`UNetC
 conditional U-Net, used both alone and as the GAN generator), :class:`DiscriminatorConfig` (the WGAN-GP
 patch critic), :class:`VNetConfig` and :class:`WATNetConfig` (the two baselines of §2.6). A checkpoint
 stores its model arguments as JSON through :meth:`to_dict` / :func:`config_from_dict`; unknown keys are
-errors so that a typo in a saved or hand-written config never silently falls back to a default.
+errors so that a typo in a saved or hand-written config never silently falls back to a default. The round trip,
+``replace``, ``from_preset`` and ``fingerprint`` come from :class:`synth7t.configbase.Config`.
 
 Presets (see :data:`MODEL_PRESETS` and :data:`DISCRIMINATOR_PRESETS`):
 
@@ -32,9 +33,10 @@ allow five downsamplings is true but not what the (1,2,2,2) network uses).
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, Mapping, Tuple, Type, Union
+
+from ..configbase import Config
 
 __all__ = [
     "ModelConfig",
@@ -51,25 +53,22 @@ __all__ = [
 ]
 
 
-class ModelConfig:
-    """Mixin giving a config dataclass JSON round-trip and strict key checking.
+class ModelConfig(Config):
+    """Base of the model configs: :class:`~synth7t.configbase.Config` plus the network family ``kind``.
 
-    ``kind`` names the network family; :func:`config_from_dict` uses it to pick the class back.
+    :meth:`to_dict` adds ``kind``, which :func:`config_from_dict` uses to pick the class back; each class's
+    :attr:`PRESETS` holds the presets of :data:`MODEL_PRESETS` (or :data:`DISCRIMINATOR_PRESETS`) of its kind.
     """
 
     kind: ClassVar[str] = ""
 
     def to_dict(self) -> Dict[str, Any]:
         """Return a JSON-serialisable dict (tuples become lists) that includes ``kind``."""
-        out: Dict[str, Any] = {"kind": self.kind}
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        return {"kind": self.kind, **super().to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
-        """Build the config from a dict such as :meth:`to_dict` returns.
+        """Build the config from a dict such as :meth:`to_dict` returns (lists become the tuple fields again).
 
         Raises:
             ValueError: on a key that is not a field of the class, or on a ``kind`` of another family.
@@ -81,23 +80,7 @@ class ModelConfig:
         if kind != cls.kind:
             raise ValueError(f"config kind {kind!r} cannot be read as {cls.__name__} (kind {cls.kind!r}); "
                              "use synth7t.models.config.config_from_dict to dispatch on kind")
-        names = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(payload) - set(names))
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; valid keys are {sorted(names)}")
-        for key, value in list(payload.items()):
-            # JSON has no tuples: turn lists back into the tuples the frozen dataclass expects.
-            if isinstance(value, list):
-                payload[key] = tuple(value)
-        return cls(**payload)  # type: ignore[call-arg]
-
-    def replace(self, **changes: Any) -> "ModelConfig":
-        """Return a copy with some fields changed; unknown field names are errors."""
-        names = {f.name for f in fields(self)}  # type: ignore[arg-type]
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise ValueError(f"unknown {type(self).__name__} key(s) {unknown}; valid keys are {sorted(names)}")
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return super().from_dict(payload)
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -446,6 +429,12 @@ DISCRIMINATOR_PRESETS: Dict[str, DiscriminatorConfig] = {
     "demo-cpu": _DEMO_CRITIC,
     "demo-cpu-gan": _DEMO_CRITIC,
 }
+
+
+for _cls in (UNetConfig, VNetConfig, WATNetConfig):
+    _cls.PRESETS = {name: cfg for name, cfg in MODEL_PRESETS.items() if type(cfg) is _cls}
+del _cls
+DiscriminatorConfig.PRESETS = DISCRIMINATOR_PRESETS
 
 
 def list_presets() -> Tuple[str, ...]:

@@ -8,7 +8,7 @@ synthetic 7T centre slice ``(B, 1, H, W)``. There is no final normalisation laye
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -24,19 +24,31 @@ __all__ = ["ConditionalUNet", "make_context", "slice_location"]
 _SEX_CODES = {"f": 0.0, "female": 0.0, "m": 1.0, "male": 1.0}
 
 
-def slice_location(s: Union[float, Tensor], top: Union[float, Tensor], bot: Union[float, Tensor]
-                   ) -> Union[float, Tensor]:
-    """Approximate slice location of §2.4: ``(2s - (top + bot)) / (top - bot)``.
+def slice_location(s: Union[float, Sequence[float], np.ndarray, Tensor], bottom: Union[float, Tensor],
+                   top: Union[float, Tensor]) -> Union[float, np.ndarray, Tensor]:
+    """Approximate slice location of §2.4: ``(2s - (top + bottom)) / (top - bottom)``.
 
-    ``top`` and ``bot`` are the indices of the highest and lowest axial slices that contain brain; the
-    middle slice maps to 0, ``top`` to 1 and ``bot`` to -1.
+    ``bottom`` and ``top`` are the indices of the lowest and highest axial slices that contain brain; ``bottom``
+    maps to -1, the middle slice to 0 and ``top`` to +1. Slices outside the brain fall outside [-1, 1].
+
+    Args:
+        s: slice index or indices: a number (returns a float), a sequence or numpy array (returns a float
+            numpy array of the same shape) or a tensor (returns a floating tensor, on its device).
+        bottom: index of the lowest brain slice (a number, or an array or tensor broadcastable with ``s``).
+        top: index of the highest brain slice (same kinds as ``bottom``).
 
     Raises:
-        ValueError: when ``top == bot`` (a scalar input), which has no defined location.
+        ValueError: when ``top == bottom`` (numbers or arrays; not checked for tensors), which has no defined
+            location.
     """
-    if not isinstance(top, Tensor) and not isinstance(bot, Tensor) and top == bot:
-        raise ValueError(f"slice_location needs top != bot (the brain's highest and lowest slices), got {top}")
-    return (2 * s - (top + bot)) / (top - bot)
+    if not isinstance(top, Tensor) and not isinstance(bottom, Tensor) and np.any(np.equal(top, bottom)):
+        raise ValueError(f"slice_location needs top != bottom (the brain's highest and lowest slices), "
+                         f"got bottom={bottom}, top={top}")
+    if isinstance(s, Tensor):
+        return (2 * s - (top + bottom)) / (top - bottom)
+    if np.ndim(s) == 0 and not isinstance(s, np.ndarray):
+        return (2 * float(s) - (top + bottom)) / (top - bottom)
+    return (2 * np.asarray(s, dtype=float) - (top + bottom)) / (top - bottom)
 
 
 def _sex_value(v: object) -> float:

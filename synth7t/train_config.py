@@ -2,19 +2,44 @@
 
 Presets follow Table A.2/A.3 of the paper; ``demo-cpu`` trains in minutes on 2 CPU cores. Unknown keys are
 errors everywhere (presets, overrides, JSON), and every run writes its full resolved config next to its outputs.
+Presets, the JSON round trip, ``replace`` and ``fingerprint`` come from :class:`synth7t.configbase.Config`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Union
+
+from .configbase import Config
+
+__all__ = ["TrainConfig", "TRAIN_PRESETS", "make_train_config", "train_config_from_dict", "load_train_config",
+           "check_keys"]
+
+#: Named presets: overrides of the :class:`TrainConfig` defaults.
+TRAIN_PRESETS: Dict[str, Dict[str, Any]] = {
+    # Table A.2: U-Net
+    "paper-unet": dict(model="paper-unet", gan=False, epochs=4, batch_size=56, lr_decay=0.5, lambda_perc=0.05),
+    # Table A.2/A.3: GAN U-Net
+    "paper-gan": dict(model="paper-gan", gan=True, discriminator="paper-gan", epochs=22, batch_size=56,
+                      lr_decay=0.9, lambda_perc=0.01, lambda_gan=0.1),
+    "paper-unet-nodiag": dict(model="paper-unet-nodiag", gan=False, epochs=4, batch_size=56, lr_decay=0.5,
+                              lambda_perc=0.05),
+    "paper-gan-nodiag": dict(model="paper-gan-nodiag", gan=True, discriminator="paper-gan", epochs=22,
+                             batch_size=56, lr_decay=0.9, lambda_perc=0.01, lambda_gan=0.1),
+    # a few minutes on 2 CPU cores: small U-Net, random crops, fp32
+    "demo-cpu": dict(model="demo-cpu", gan=False, epochs=3, batch_size=8, crop=[96, 96], augment=True,
+                     lr_g=1e-3, lr_decay=0.7, lambda_perc=0.05, amp="off", val_slices=32, ckpt_every=100,
+                     num_workers=0, device="cpu"),
+    "demo-cpu-gan": dict(model="demo-cpu-gan", gan=True, discriminator="demo-cpu", epochs=3, batch_size=8,
+                         crop=[96, 96], augment=True, lr_g=1e-3, lr_d=2e-4, lr_decay=0.9, lambda_perc=0.01,
+                         lambda_gan=0.1, amp="off", val_slices=32, ckpt_every=100, num_workers=0, device="cpu"),
+}
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Everything a training run needs besides the data.
 
     Attributes:
@@ -46,6 +71,10 @@ class TrainConfig:
         seed: global seed (model init, data order, crops).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``.
     """
+
+    PRESETS: ClassVar[Dict[str, Dict[str, Any]]] = TRAIN_PRESETS
+    #: checkpointing and data loading do not change the trained weights (data order is a function of the seed)
+    RUNTIME_FIELDS: ClassVar[Tuple[str, ...]] = ("ckpt_every", "keep_checkpoints", "num_workers")
 
     model: str = "paper-unet"
     gan: bool = False
@@ -96,57 +125,33 @@ class TrainConfig:
                 raise ValueError(f"crop must be [height, width] (each >= 8) or None, got {self.crop}")
             self.crop = [int(c) for c in self.crop]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     def save(self, path: Union[str, Path]) -> Path:
+        """Write :meth:`to_dict` as JSON (``config.json`` of a run); :func:`load_train_config` reads it back."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(self.to_dict(), indent=2))
         return p
 
 
-_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    # Table A.2: U-Net
-    "paper-unet": dict(model="paper-unet", gan=False, epochs=4, batch_size=56, lr_decay=0.5, lambda_perc=0.05),
-    # Table A.2/A.3: GAN U-Net
-    "paper-gan": dict(model="paper-gan", gan=True, discriminator="paper-gan", epochs=22, batch_size=56,
-                      lr_decay=0.9, lambda_perc=0.01, lambda_gan=0.1),
-    "paper-unet-nodiag": dict(model="paper-unet-nodiag", gan=False, epochs=4, batch_size=56, lr_decay=0.5,
-                              lambda_perc=0.05),
-    "paper-gan-nodiag": dict(model="paper-gan-nodiag", gan=True, discriminator="paper-gan", epochs=22,
-                             batch_size=56, lr_decay=0.9, lambda_perc=0.01, lambda_gan=0.1),
-    # a few minutes on 2 CPU cores: small U-Net, random crops, fp32
-    "demo-cpu": dict(model="demo-cpu", gan=False, epochs=3, batch_size=8, crop=[96, 96], augment=True,
-                     lr_g=1e-3, lr_decay=0.7, lambda_perc=0.05, amp="off", val_slices=32, ckpt_every=100,
-                     num_workers=0, device="cpu"),
-    "demo-cpu-gan": dict(model="demo-cpu-gan", gan=True, discriminator="demo-cpu", epochs=3, batch_size=8,
-                         crop=[96, 96], augment=True, lr_g=1e-3, lr_d=2e-4, lr_decay=0.9, lambda_perc=0.01,
-                         lambda_gan=0.1, amp="off", val_slices=32, ckpt_every=100, num_workers=0, device="cpu"),
-}
-
-
 def check_keys(d: Mapping[str, Any], where: str = "config") -> None:
-    unknown = sorted(set(d) - _FIELDS)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(_FIELDS))}")
+    """Raise ``ValueError`` for keys of ``d`` that are not :class:`TrainConfig` fields (named, with the known keys)."""
+    TrainConfig.check_keys(d, where)
 
 
-def make_train_config(preset: str = "paper-unet", **overrides) -> TrainConfig:
-    """A preset with overrides applied (unknown preset or key: ``ValueError``)."""
-    if preset not in TRAIN_PRESETS:
-        raise ValueError(f"unknown training preset {preset!r}; known: {', '.join(TRAIN_PRESETS)}")
-    check_keys(overrides, "overrides")
-    return TrainConfig(**{**TRAIN_PRESETS[preset], **overrides})
+def make_train_config(preset: str = "paper-unet", **overrides: Any) -> TrainConfig:
+    """A preset of :data:`TRAIN_PRESETS` with overrides applied, e.g. ``make_train_config(preset, **overrides)``.
+
+    Raises:
+        ValueError: unknown preset or key (the message lists the known ones), or an invalid value.
+    """
+    return TrainConfig.from_preset(preset, **overrides)
 
 
 def train_config_from_dict(d: Mapping[str, Any]) -> TrainConfig:
-    """Rebuild a config from its JSON form (``config.json`` of a run); unknown keys are errors."""
-    check_keys(d, "config")
-    return TrainConfig(**dict(d))
+    """Rebuild a config from its JSON form (``config.json`` of a run); unknown keys are ``ValueError``."""
+    return TrainConfig.from_dict(d)
 
 
 def load_train_config(path: Union[str, Path]) -> TrainConfig:
+    """Read a config written by :meth:`TrainConfig.save`."""
     return train_config_from_dict(json.loads(Path(path).read_text()))
