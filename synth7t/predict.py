@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
+import pandas as pd
 
 from . import io as sio
+from .batch import run_batch
 from .names import display_name
 
 PathLike = Union[str, Path]
@@ -99,7 +101,7 @@ def predict_volume(
     """
     import torch
 
-    from .models import make_context
+    from .models import make_context, slice_location
 
     t3 = np.asarray(t3, dtype=np.float32)
     if t3.ndim != 3:
@@ -135,7 +137,7 @@ def predict_volume(
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)  # see load_model
             if use_ctx:
-                loc = (2 * zs - (top + bottom)) / (top - bottom)
+                loc = slice_location(zs, bottom, top)
                 ctx = make_context([age] * len(zs), [sex] * len(zs),
                                    [None if impaired is None else int(bool(impaired))] * len(zs), loc).to(device)
                 y = generator(x, ctx)
@@ -186,11 +188,6 @@ def predict_subjects(
     Returns:
         The summary table.
     """
-    import time
-
-    import pandas as pd
-    from tqdm.auto import tqdm
-
     bad = [sp for sp in spaces if sp not in SPACES]
     if bad or not spaces:
         raise ValueError(f"spaces must be among {', '.join(SPACES)}, got {list(spaces)}")
@@ -198,41 +195,40 @@ def predict_subjects(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = list(keys) if keys is not None else [s.key for s in dataset]
-    rows = []
-    for key in tqdm(keys, desc=f"predict {name}", unit="volume", disable=not progress):
-        paths = {sp: prediction_path(out_dir, key, name, sp) for sp in spaces}
-        if all(p.exists() for p in paths.values()) and not overwrite:
-            rows.append({"key": key, "status": "skipped", "seconds": 0.0, "path": str(paths[spaces[0]]),
-                         "reason": ""})
-            continue
-        t0 = time.perf_counter()
-        try:
-            inp = preprocessed_inputs(derivatives, key)
-            s = dataset[key]
-            rec = inp["record"]
-            vol = predict_volume(generator, inp["t3"].data, age=s.age, sex=s.sex, impaired=s.impaired,
-                                 bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=inp["mask"],
-                                 batch_size=batch_size)
-            if "grid" in paths:
-                sio.save_volume(paths["grid"], vol, inp["t3"].affine, header=inp["t3"].header, dtype=np.float32)
-            if "7T" in paths:
-                full, aff = uncrop_to_space(vol, rec)
-                sio.save_volume(paths["7T"], full, aff, dtype=np.float32)
-            if "native" in paths:
-                nat, aff = to_native_3t(vol, rec, derivatives, s.t3)
-                sio.save_volume(paths["native"], nat, aff, dtype=np.float32)
-            rows.append({"key": key, "status": "done", "seconds": round(time.perf_counter() - t0, 2),
-                         "path": str(paths[spaces[0]]), "reason": ""})
-        except Exception as exc:  # one bad subject must not stop a batch of thousands
-            rows.append({"key": key, "status": "failed", "seconds": round(time.perf_counter() - t0, 2),
-                         "path": "", "reason": f"{type(exc).__name__}: {exc}"})
-    table = pd.DataFrame(rows, columns=["key", "status", "seconds", "path", "reason"])
-    table.to_csv(out_dir / "predictions.tsv", sep="\t", index=False)
+
+    def paths_of(key: str) -> dict:
+        return {sp: prediction_path(out_dir, key, name, sp) for sp in spaces}
+
+    def work(key: str) -> dict:
+        paths = paths_of(key)
+        inp = preprocessed_inputs(derivatives, key)
+        s = dataset[key]
+        rec = inp["record"]
+        vol = predict_volume(generator, inp["t3"].data, age=s.age, sex=s.sex, impaired=s.impaired,
+                             bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=inp["mask"],
+                             batch_size=batch_size)
+        if "grid" in paths:
+            sio.save_volume(paths["grid"], vol, inp["t3"].affine, header=inp["t3"].header, dtype=np.float32)
+        if "7T" in paths:
+            full, aff = uncrop_to_space(vol, rec)
+            sio.save_volume(paths["7T"], full, aff, dtype=np.float32)
+        if "native" in paths:
+            nat, aff = to_native_3t(vol, rec, derivatives, s.t3)
+            sio.save_volume(paths["native"], nat, aff, dtype=np.float32)
+        return {"path": str(paths[spaces[0]])}
+
+    # one model in this process: items run here, one after the other
+    table = run_batch(keys, work, ids=lambda k: {"key": k},
+                      is_finished=lambda k: all(p.exists() for p in paths_of(k).values()),
+                      status_file=out_dir / "predictions.tsv", overwrite=overwrite, columns=("path",),
+                      progress=progress, desc=f"predict {name}", unit="volume")
+    skipped = table["status"] == "skipped"
+    table.loc[skipped, "path"] = [str(paths_of(k)[spaces[0]]) for k in table.loc[skipped, "key"]]
     return table
 
 
 def collect_images(derivatives: PathLike, predict_dir: Optional[PathLike] = None, *,
-                   keys: Optional[Sequence[str]] = None) -> "pd.DataFrame":
+                   keys: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """Every image type available per subject, on the preprocessing grid: the preprocessed 3T and 7T and
     each model's predictions (``<predict_dir>/<model_name>/``, written by :func:`predict_subjects`).
 
@@ -313,7 +309,7 @@ def to_native_3t(prediction: np.ndarray, record: dict, derivatives: PathLike,
 # ------------------------------------------------------------------------------------- lone 3T files
 
 
-def _expand_inputs(inputs: Sequence[PathLike]) -> list[Path]:
+def expand_inputs(inputs: Sequence[PathLike]) -> list[Path]:
     """Files, folders (every ``*.nii``/``*.nii.gz`` inside, recursively) and ``.txt`` lists of paths."""
     out: list[Path] = []
     for item in inputs:
@@ -428,6 +424,71 @@ def predict_file(
     return written
 
 
+def batch_output_path(output_dir: PathLike, t3_path: PathLike) -> Path:
+    """Where :func:`predict_files` writes the prediction of one input: ``<name>_desc-synth7t_T1w.nii.gz``."""
+    name = Path(t3_path).name.split(".nii")[0].replace("_T1w", "")
+    return Path(output_dir) / f"{name}_desc-synth7t_T1w.nii.gz"
+
+
+def _demographics(t3_path: Path, participants, age, sex, impaired, source: str):
+    """Age, sex and impaired of one input: from its ``participants.tsv`` row when a table is given."""
+    if participants is None:
+        if age is None or sex is None:
+            raise ValueError("give --age and --sex (or --participants participants.tsv)")
+        return age, sex, impaired
+    pid = t3_path.name.split("_")[0]
+    if pid not in participants.index:
+        raise ValueError(f"{pid} has no row in {source}")
+    row = participants.loc[pid]
+    return float(row["age"]), str(row["sex"]), bool(row["impaired"])
+
+
+def predict_files(
+    inputs: Sequence[PathLike], output_dir: PathLike, model, *, participants: Optional[PathLike] = None,
+    age: Optional[float] = None, sex: Optional[str] = None, impaired: Optional[bool] = None,
+    overwrite: bool = False, progress: bool = True, **options,
+):
+    """Synthetic 7T of many lone 3T files; resumable, a failure is recorded and the batch goes on.
+
+    Args:
+        inputs: files, folders and ``.txt`` lists (:func:`expand_inputs`).
+        output_dir: receives :func:`batch_output_path` files and ``predictions.tsv`` (``input, status, seconds,
+            output, reason``), rewritten as each input finishes.
+        model: a model folder or a ``(generator, meta)`` pair from :func:`load_model` (loaded once).
+        participants: a ``participants.tsv`` giving age, sex and diagnosis per ``sub-<id>`` (the first part of
+            each file name); otherwise ``age``, ``sex`` and ``impaired`` apply to every input.
+        overwrite: redo inputs whose synth7t output exists.
+        progress: tqdm bar.
+        **options: passed to :func:`predict_file` (``method``, ``generalised``, ``preprocess_preset``, ``native``,
+            ``batch_size``, ``device``, ``t3_mask``, ``work_dir``).
+
+    Returns:
+        The status table.
+    """
+    from .layout import read_participants
+
+    files = expand_inputs(inputs)
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loaded = load_model(model, options.get("device", "cpu")) if not isinstance(model, tuple) else model
+    table = read_participants(participants) if participants is not None else None
+
+    def work(t3: Path) -> dict:
+        sio.read_nifti(t3)  # a bad input is reported before anything else
+        a, s, imp = _demographics(t3, table, age, sex, impaired, str(participants))
+        rec = predict_file(t3, batch_output_path(out_dir, t3), loaded, age=a, sex=s,
+                           impaired=None if imp is None else bool(imp), **options)
+        return {"output": rec["output"]}
+
+    status = run_batch(files, work, ids=lambda t3: {"input": str(t3)}, id_columns=("input",),
+                       is_finished=lambda t3: is_synth7t_output(batch_output_path(out_dir, t3)),
+                       status_file=out_dir / "predictions.tsv", overwrite=overwrite, columns=("output",),
+                       progress=progress, desc="predict", unit="scan")
+    skipped = status["status"] == "skipped"
+    status.loc[skipped, "output"] = [str(batch_output_path(out_dir, t)) for t in status.loc[skipped, "input"]]
+    return status
+
+
 def _cmd_predict(args) -> int:
     import time
 
@@ -436,7 +497,7 @@ def _cmd_predict(args) -> int:
     from . import preprocess as pp
     from .layout import read_participants
 
-    inputs = _expand_inputs(args.inputs)
+    inputs = expand_inputs(args.inputs)
     many = len(inputs) > 1 or Path(args.inputs[0]).is_dir() or str(args.inputs[0]).endswith(".txt")
     if many and not args.output_dir:
         raise ValueError("several inputs: give --output-dir (a single input takes an output file name)")

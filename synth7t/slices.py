@@ -31,6 +31,7 @@ import pandas as pd
 
 from . import io as sio
 from .layout import Dataset, read_split
+from .models.unet import slice_location
 
 PathLike = Union[str, Path]
 
@@ -120,7 +121,7 @@ def build_cache(
                          "n_excluded": len(excluded), "dir": str(base)})
         for z in range(depth):
             if brain[z] and z not in excluded and top != bottom:
-                loc = (2 * z - (top + bottom)) / (top - bottom)
+                loc = slice_location(z, bottom, top)
                 idx_rows.append({"key": k, "volume": vi, "z": z, "offset": offset + z, "age": s.age,
                                  "sex": 1.0 if s.sex == "M" else 0.0, "impaired": float(s.impaired),
                                  "slice_location": loc, "split": sp})

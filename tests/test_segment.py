@@ -257,14 +257,14 @@ def test_batch_skips_finished_items_and_records_failures(preprocessed_cohort, tm
     sg.segment_batch(items[2:], out, config=cfg, progress=False)
     assert len(pd.read_csv(out / "segmentations.tsv", sep="\t")) == 1 and len(sg.volumes_table(out)) == 2
     # other settings or another backend make other labels: such an output does not count as finished
-    assert sg._is_finished(written, "atlas", cfg.fingerprint())
-    assert not sg._is_finished(written, "atlas", sg.AtlasConfig(**{**TINY, "metric": "cc"}).fingerprint())
-    assert not sg._is_finished(written, "synthseg", cfg.fingerprint())
+    assert sg.is_finished(written, "atlas", cfg.fingerprint())
+    assert not sg.is_finished(written, "atlas", sg.AtlasConfig(**{**TINY, "metric": "cc"}).fingerprint())
+    assert not sg.is_finished(written, "synthseg", cfg.fingerprint())
     # so does a changed input (e.g. a prediction made again by a retrained model)
     src = Path(items.loc[0, "path"])
-    assert sg._is_finished(written, "atlas", cfg.fingerprint(), src)
+    assert sg.is_finished(written, "atlas", cfg.fingerprint(), src)
     os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))
-    assert not sg._is_finished(written, "atlas", cfg.fingerprint(), src)
+    assert not sg.is_finished(written, "atlas", cfg.fingerprint(), src)
 
 
 def test_batch_items_are_checked(tmp_path):

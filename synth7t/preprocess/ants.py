@@ -1,0 +1,244 @@
+"""ANTs and resampling helpers shared by preprocessing, segmentation and regional analysis.
+
+Arrays carry RAS affines (nibabel's convention); ITK stores LPS, so :func:`to_ants` / :func:`from_ants` flip the
+first two world axes. :func:`register` drives ``antsRegistration`` with every option explicit (centre-of-mass
+start, a linear stage, optionally SyN) from one :class:`RegistrationSettings`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+from scipy import ndimage as ndi
+
+PathLike = Union[str, os.PathLike]
+_F = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (ITK's world convention)
+
+
+def to_ants(data: np.ndarray, affine: np.ndarray):
+    """An ANTs image from a RAS-affine array (ITK stores LPS; voxel order is the same as nibabel's)."""
+    import ants
+
+    aff = np.asarray(affine, float)
+    spacing = np.linalg.norm(aff[:3, :3], axis=0)
+    lps = _F @ aff
+    direction = lps[:3, :3] / spacing
+    return ants.from_numpy(np.ascontiguousarray(data, dtype=np.float32), origin=tuple(lps[:3, 3].tolist()),
+                           spacing=tuple(spacing.tolist()), direction=direction)
+
+
+def from_ants(img) -> tuple[np.ndarray, np.ndarray]:
+    """``(array, RAS affine)`` of an ANTs image."""
+    aff = np.eye(4)
+    aff[:3, :3] = np.asarray(img.direction) @ np.diag(img.spacing)
+    aff[:3, 3] = img.origin
+    return img.numpy(), _F @ aff
+
+
+def resample(data: np.ndarray, affine: np.ndarray, out_shape: Sequence[int], out_affine: np.ndarray, *,
+             world_map: Optional[np.ndarray] = None, order: int = 1, cval: float = 0.0) -> np.ndarray:
+    """Resample ``data`` onto another grid.
+
+    Args:
+        data: input array ``(X, Y, Z)`` with voxel-to-world ``affine``.
+        out_shape, out_affine: the output grid.
+        world_map: ``4x4`` map from output world points to input world points (RAS mm); identity by default.
+        order: 0 nearest, 1 linear.
+
+    Returns:
+        float32 array of ``out_shape`` (the input dtype for ``order=0``).
+    """
+    m = np.linalg.inv(affine) @ (np.eye(4) if world_map is None else world_map) @ out_affine
+    out_dtype = data.dtype if order == 0 else np.float32
+    src = data if order == 0 else np.asarray(data, np.float32)
+    return ndi.affine_transform(src, m[:3, :3], offset=m[:3, 3], output_shape=tuple(int(s) for s in out_shape),
+                                order=order, cval=cval, mode="constant", prefilter=False).astype(out_dtype, copy=False)
+
+
+def coarsen(data: np.ndarray, affine: np.ndarray, spacing: Optional[float], *,
+            antialias: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Resample to ``spacing`` mm voxels along every axis finer than that; never upsample.
+
+    Args:
+        data: image ``(X, Y, Z)`` with voxel-to-world ``affine``.
+        spacing: target voxel size in mm; ``None`` returns the input.
+        antialias: Gaussian smoothing before resampling (sigma ``0.5 * sqrt(f^2 - 1)`` input voxels for a size
+            factor ``f``), for images whose fine detail would alias (segmentation); registration of smooth brains
+            does without.
+
+    Returns:
+        ``(array, affine)``; the outer voxel edges stay where they were.
+    """
+    if spacing is None:
+        return data, affine
+    cur = np.linalg.norm(affine[:3, :3], axis=0)
+    new_sp = np.maximum(cur, float(spacing))
+    if np.allclose(new_sp, cur, atol=1e-3):
+        return data, affine
+    if antialias:
+        data = ndi.gaussian_filter(np.asarray(data, np.float32), 0.5 * np.sqrt(np.maximum((new_sp / cur) ** 2 - 1, 0)))
+    return _resample_to_spacing(data, affine, new_sp)
+
+
+def to_spacing(data: np.ndarray, affine: np.ndarray, spacing: Optional[float], order: int = 1
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Same field of view and axes with ``spacing`` mm voxels (up or down; no-op when already there)."""
+    cur = np.linalg.norm(affine[:3, :3], axis=0)
+    if spacing is None or np.allclose(cur, spacing, atol=1e-3):
+        return data, affine
+    return _resample_to_spacing(data, affine, np.full(3, float(spacing)), order)
+
+
+def _resample_to_spacing(data, affine, spacing: np.ndarray, order: int = 1):
+    cur = np.linalg.norm(affine[:3, :3], axis=0)
+    shape = np.maximum(1, np.round(np.array(data.shape) * cur / spacing)).astype(int)
+    new = affine.copy()
+    new[:3, :3] = affine[:3, :3] / cur * spacing
+    # keep the outer voxel edges where they were
+    new[:3, 3] = affine[:3, :3] @ np.full(3, -0.5) + affine[:3, 3] - new[:3, :3] @ np.full(3, -0.5)
+    return resample(data, affine, shape, new, order=order), new
+
+
+# ---------------------------------------------------------------------------------------- registration
+
+
+@dataclass(frozen=True)
+class RegistrationSettings:
+    """Stages of one ``antsRegistration`` call: a linear stage, then (when ``syn_iterations`` is not empty) SyN.
+
+    Attributes:
+        linear_transform: ``"Affine"`` or ``"Rigid"``.
+        aff_iterations, aff_shrink_factors, aff_smoothing_sigmas: the linear stage, one value per level (sigmas in
+            voxels); its Mattes metric samples ``aff_sampling_rate`` of the voxels (regular sampling).
+        mi_bins: histogram bins of the Mattes mutual information (both stages).
+        syn_iterations, syn_shrink_factors, syn_smoothing_sigmas: the SyN stage per level; empty (or all zero
+            iterations) skips SyN.
+        syn_gradient_step, syn_flow_sigma, syn_total_sigma: SyN step and update/total field smoothing.
+        syn_metric: ``"mattes"`` or ``"cc"`` (local correlation of radius ``cc_radius`` voxels).
+        random_seed: seed of ANTs' metric sampling; ``None`` lets ANTs choose.
+    """
+
+    linear_transform: str = "Affine"
+    aff_iterations: tuple = (2100, 1200, 1200, 0)
+    aff_shrink_factors: tuple = (4, 2, 2, 1)
+    aff_smoothing_sigmas: tuple = (3, 2, 1, 0)
+    aff_sampling_rate: float = 0.2
+    mi_bins: int = 32
+    syn_iterations: tuple = (40, 20, 0)
+    syn_shrink_factors: tuple = (4, 2, 1)
+    syn_smoothing_sigmas: tuple = (2, 1, 0)
+    syn_gradient_step: float = 0.2
+    syn_flow_sigma: float = 3.0
+    syn_total_sigma: float = 0.0
+    syn_metric: str = "mattes"
+    cc_radius: int = 1
+    random_seed: Optional[int] = None
+
+    @property
+    def has_syn(self) -> bool:
+        return len(self.syn_iterations) > 0 and sum(self.syn_iterations) > 0
+
+    def arguments(self, fixed: str, moving: str) -> list[str]:
+        """The stage options of ``antsRegistration`` for two image pointers."""
+        levels = lambda v: "x".join(f"{x:g}" for x in v)  # noqa: E731
+        args = [
+            "--metric", f"Mattes[{fixed},{moving},1,{self.mi_bins},Regular,{self.aff_sampling_rate}]",
+            "--transform", f"{self.linear_transform}[0.25]",
+            "--convergence", f"[{levels(self.aff_iterations)},1e-6,10]",
+            "--smoothing-sigmas", levels(self.aff_smoothing_sigmas) + "vox",
+            "--shrink-factors", levels(self.aff_shrink_factors),
+        ]
+        if self.has_syn:
+            metric = (f"Mattes[{fixed},{moving},1,{self.mi_bins}]" if self.syn_metric == "mattes"
+                      else f"CC[{fixed},{moving},1,{self.cc_radius}]")
+            args += [
+                "--metric", metric,
+                "--transform", f"SyN[{self.syn_gradient_step},{self.syn_flow_sigma},{self.syn_total_sigma}]",
+                "--convergence", f"[{levels(self.syn_iterations)},1e-7,8]",
+                "--smoothing-sigmas", levels(self.syn_smoothing_sigmas) + "vox",
+                "--shrink-factors", levels(self.syn_shrink_factors),
+            ]
+        if self.random_seed is not None:
+            args += ["--random-seed", str(int(self.random_seed))]
+        return args
+
+
+def register(fixed: np.ndarray, fixed_affine: np.ndarray, moving: np.ndarray, moving_affine: np.ndarray,
+             out_prefix: PathLike, settings=None, *, syn: bool = True,
+             linear_transform: Optional[str] = None) -> dict:
+    """Register ``moving`` to ``fixed`` (ANTs): centre-of-mass start, a linear stage, then SyN.
+
+    Args:
+        fixed, moving: images ``(X, Y, Z)`` (brain-extracted) with their RAS affines.
+        out_prefix: transforms are written as ``<prefix>0GenericAffine.mat`` and ``<prefix>1Warp.nii.gz``
+            (with ``<prefix>1InverseWarp.nii.gz``).
+        settings: a :class:`RegistrationSettings`, or a config with a ``registration_settings()`` method
+            (``PreprocessConfig``, ``AtlasConfig``); default the paper's.
+        syn: False drops the SyN stage (linear only).
+        linear_transform: overrides the settings' ``Affine`` / ``Rigid``.
+
+    Returns:
+        A dict with ``transforms`` (``[warp, affine]``, ANTs order, fixed-to-moving), ``affine`` (path),
+        ``warp`` and ``inverse_warp`` (paths, or None without SyN); ``transforms`` is what
+        :func:`apply_transforms` takes.
+
+    Raises:
+        RuntimeError: antsRegistration failed or wrote no transform.
+    """
+    from ants.internal import get_lib_fn, get_pointer_string, process_arguments
+
+    st = settings if isinstance(settings, RegistrationSettings) else (
+        settings.registration_settings() if settings is not None else RegistrationSettings())
+    if not syn:
+        st = replace(st, syn_iterations=())
+    if linear_transform is not None:
+        st = replace(st, linear_transform=linear_transform)
+    prefix = str(out_prefix)
+    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    f, m = to_ants(fixed, fixed_affine), to_ants(moving, moving_affine)
+    warped, inv_warped = f.clone(), m.clone()
+    fs, ms = get_pointer_string(f), get_pointer_string(m)
+    args = ["--dimensionality", "3", "--float", "1", "--interpolation", "Linear", "--use-histogram-matching", "0",
+            "--initial-moving-transform", f"[{fs},{ms},1]", *st.arguments(fs, ms),
+            "--collapse-output-transforms", "1",
+            "--output", f"[{prefix},{get_pointer_string(warped)},{get_pointer_string(inv_warped)}]"]
+    rc = get_lib_fn("antsRegistration")(process_arguments(args))
+    if rc not in (0, None):
+        raise RuntimeError(f"antsRegistration failed with exit code {rc}")
+    aff = Path(prefix + "0GenericAffine.mat")
+    warp = Path(prefix + "1Warp.nii.gz") if st.has_syn else None
+    inv = Path(prefix + "1InverseWarp.nii.gz") if st.has_syn else None
+    for p in [aff] + ([warp, inv] if st.has_syn else []):
+        if not p.exists():
+            raise RuntimeError(f"antsRegistration did not write {p}")
+    return {"transforms": ([str(warp)] if warp else []) + [str(aff)], "affine": str(aff),
+            "warp": str(warp) if warp else None, "inverse_warp": str(inv) if inv else None}
+
+
+def apply_transforms(moving: np.ndarray, moving_affine: np.ndarray, ref_shape, ref_affine, transforms: Sequence[str],
+                     interpolator: str = "linear") -> np.ndarray:
+    """Resample ``moving`` onto a reference grid through ANTs transforms (``[warp, affine]``, fixed-to-moving)."""
+    import ants
+
+    ref = to_ants(np.zeros(tuple(ref_shape), np.float32), ref_affine)
+    out = ants.apply_transforms(fixed=ref, moving=to_ants(moving, moving_affine), transformlist=list(transforms),
+                                interpolator=interpolator)
+    return out.numpy().astype(np.float32)
+
+
+def read_affine(path: PathLike) -> np.ndarray:
+    """An ANTs affine ``.mat`` as a ``4x4`` RAS matrix mapping fixed-space world points to moving-space points."""
+    import ants
+
+    tx = ants.read_transform(str(path))
+    p = np.asarray(tx.parameters, float)
+    c = np.asarray(tx.fixed_parameters, float)
+    a = p[:9].reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = a
+    lps[:3, 3] = p[9:12] + c - a @ c
+    return _F @ lps @ _F

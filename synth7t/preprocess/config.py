@@ -1,0 +1,187 @@
+"""Preprocessing settings: :class:`PreprocessConfig`, its presets and the pipeline's error type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
+
+from ..configbase import Config
+
+PIPELINE_NAME = "synth7t-preproc"
+PIPELINE_VERSION = "1"
+MASK_BACKENDS = ("deepbet", "synthstrip", "given")
+
+
+class PreprocessError(ValueError):
+    """An input that cannot be preprocessed; the message names the input and the fix."""
+
+
+# ------------------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class PreprocessConfig(Config):
+    """All preprocessing settings (flat, nanoGPT style). Defaults are the ``paper`` preset.
+
+    Attributes:
+        preset: name of the preset these values started from (recorded only).
+        n4_3t, n4_7t: run N4 on the 3T / 7T; set False for images already bias-corrected elsewhere.
+        n4_iterations: maximum iterations per N4 fitting level (paper: 150x4).
+        n4_tolerance: N4 convergence threshold (paper: 1e-7).
+        n4_fwhm: bias-field full width at half maximum of the histogram sharpening (paper: 0.18).
+        n4_wiener_noise: Wiener filter noise (paper: 0.2).
+        n4_histogram_bins: histogram bins of the sharpening (ITK default 200; not in the paper).
+        n4_shrink_factor: N4 works on the image shrunk by this factor (ANTsPy default 4; not in the paper).
+        n4_spline_mesh: B-spline mesh size at the first level (ANTsPy default 1; SimpleITK's 4 control points).
+            N4 runs without intensity rescaling (ANTsPy's default), so corrected intensities may drift in scale;
+            the normalisation step removes the scale.
+        mask_backend: ``deepbet``, ``synthstrip`` or ``given`` (the layout's ``_desc-brain_mask`` files).
+        remask_7t: extract the 7T brain again after N4 (the paper's order; a ``given`` mask is used as it is).
+        remask_3t: the same for the 3T (off: the paper's 3T was stripped once, by FreeSurfer).
+        mask_threshold: probability threshold of the deepbet mask.
+        min_brain_ml, max_brain_ml: plausible brain-mask volumes; outside them the input is rejected as
+            "not a brain T1w" (a wrong image, a failed extraction).
+        aff_*: affine stage (iterations, shrink factors, smoothing sigmas in voxels per level; the fraction of
+            voxels sampled by the metric).
+        mi_bins: histogram bins of the Mattes mutual information (both stages).
+        syn_*: SyN stage: iterations, shrink factors and smoothing sigmas per level, gradient step, update-field
+            and total-field smoothing (voxels).
+        registration_spacing: voxel size (mm) of the fixed 7T during the registration; ``None`` registers on
+            7T space itself (the paper). The transforms live in world coordinates, so the 3T is still resampled
+            onto 7T space; 1.0 (``quick``) matches the 3T's own detail at a third of the voxels. Never upsamples.
+        clip_low_percentile, clip_high_percentile: normalisation bounds as brain-voxel percentiles.
+        target_spacing: 7T-space voxel size in mm (0.7 in the paper); ``None`` keeps the 7T's own voxels
+            (tests and coarse smoke runs).
+        grid_inplane: ``(anterior-posterior, left-right)`` axial slice size in voxels (paper grid 288 x 224).
+        grid_divisor: both in-plane sizes must be divisible by it (2^5: five U-Net poolings).
+        axial_margin: slices kept below the lowest and above the highest brain slice.
+        qc_figure: write a QC figure per subject (runtime option, does not change the images).
+        threads_per_job: ITK/torch threads per worker process (runtime option).
+    """
+
+    preset: str = "paper"
+    # bias field
+    n4_3t: bool = True
+    n4_7t: bool = True
+    n4_iterations: tuple = (150, 150, 150, 150)
+    n4_tolerance: float = 1e-7
+    n4_fwhm: float = 0.18
+    n4_wiener_noise: float = 0.2
+    n4_histogram_bins: int = 200
+    n4_shrink_factor: int = 4
+    n4_spline_mesh: int = 1
+    # brain extraction
+    mask_backend: str = "deepbet"
+    remask_7t: bool = True
+    remask_3t: bool = False
+    mask_threshold: float = 0.5
+    min_brain_ml: float = 600.0
+    max_brain_ml: float = 3000.0
+    # registration (paper: ANTsPy's "SyN" = Affine[0.25] 2100x1200x1200x0 then SyN[0.2,3,0] 40x20x0)
+    aff_iterations: tuple = (2100, 1200, 1200, 0)
+    aff_shrink_factors: tuple = (4, 2, 2, 1)
+    aff_smoothing_sigmas: tuple = (3, 2, 1, 0)
+    aff_sampling_rate: float = 0.2
+    mi_bins: int = 32
+    syn_iterations: tuple = (40, 20, 0)
+    syn_shrink_factors: tuple = (4, 2, 1)
+    syn_smoothing_sigmas: tuple = (2, 1, 0)
+    syn_gradient_step: float = 0.2
+    syn_flow_sigma: float = 3.0
+    syn_total_sigma: float = 0.0
+    registration_spacing: Optional[float] = None
+    # normalisation
+    clip_low_percentile: float = 0.0
+    clip_high_percentile: float = 99.0
+    # grid
+    target_spacing: Optional[float] = 0.7
+    grid_inplane: tuple = (288, 224)
+    grid_divisor: int = 32
+    axial_margin: int = 8
+    # runtime (not part of the processing fingerprint)
+    qc_figure: bool = True
+    threads_per_job: int = 1
+
+    RUNTIME_FIELDS: ClassVar[tuple] = ("preset", "qc_figure", "threads_per_job")
+
+    def __post_init__(self):
+        for name in ("n4_iterations", "aff_iterations", "aff_shrink_factors", "aff_smoothing_sigmas",
+                     "syn_iterations", "syn_shrink_factors", "syn_smoothing_sigmas", "grid_inplane"):
+            setattr(self, name, tuple(int(v) for v in getattr(self, name)))
+        if self.mask_backend not in MASK_BACKENDS:
+            raise ValueError(f"mask_backend must be one of {', '.join(MASK_BACKENDS)}, got {self.mask_backend!r}")
+        if not (len(self.aff_iterations) == len(self.aff_shrink_factors) == len(self.aff_smoothing_sigmas)):
+            raise ValueError("aff_iterations, aff_shrink_factors and aff_smoothing_sigmas need one value per level, "
+                             f"got {self.aff_iterations}, {self.aff_shrink_factors}, {self.aff_smoothing_sigmas}")
+        if not (len(self.syn_iterations) == len(self.syn_shrink_factors) == len(self.syn_smoothing_sigmas)):
+            raise ValueError("syn_iterations, syn_shrink_factors and syn_smoothing_sigmas need one value per level, "
+                             f"got {self.syn_iterations}, {self.syn_shrink_factors}, {self.syn_smoothing_sigmas}")
+        if not 0 <= self.clip_low_percentile < self.clip_high_percentile <= 100:
+            raise ValueError("need 0 <= clip_low_percentile < clip_high_percentile <= 100, got "
+                             f"({self.clip_low_percentile}, {self.clip_high_percentile})")
+        if len(self.grid_inplane) != 2 or any(n <= 0 or n % self.grid_divisor for n in self.grid_inplane):
+            raise ValueError(f"grid_inplane must be 2 positive sizes divisible by grid_divisor={self.grid_divisor}, "
+                             f"got {self.grid_inplane}")
+        if self.target_spacing is not None and not 0.2 <= float(self.target_spacing) <= 4:
+            raise ValueError(f"target_spacing must be a voxel size in mm (0.2-4) or None, got {self.target_spacing}")
+        if self.axial_margin < 0:
+            raise ValueError(f"axial_margin must be >= 0, got {self.axial_margin}")
+        if not 0 < self.min_brain_ml < self.max_brain_ml:
+            raise ValueError(f"need 0 < min_brain_ml < max_brain_ml, got {self.min_brain_ml}, {self.max_brain_ml}")
+
+    def registration_settings(self):
+        """The 3T-to-7T registration stages (:class:`synth7t.preprocess.ants.RegistrationSettings`)."""
+        from .ants import RegistrationSettings
+
+        return RegistrationSettings(
+            aff_iterations=self.aff_iterations, aff_shrink_factors=self.aff_shrink_factors,
+            aff_smoothing_sigmas=self.aff_smoothing_sigmas, aff_sampling_rate=self.aff_sampling_rate,
+            mi_bins=self.mi_bins, syn_iterations=self.syn_iterations, syn_shrink_factors=self.syn_shrink_factors,
+            syn_smoothing_sigmas=self.syn_smoothing_sigmas, syn_gradient_step=self.syn_gradient_step,
+            syn_flow_sigma=self.syn_flow_sigma, syn_total_sigma=self.syn_total_sigma)
+
+    def fingerprint_dict(self) -> dict:
+        """The settings that change the output images (runtime options left out), with the pipeline version."""
+        return {**super().fingerprint_dict(), "pipeline_version": PIPELINE_VERSION}
+
+
+# Each preset is a set of overrides of the dataclass defaults (which are the paper's settings).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # the paper's saved run parameters clip intensities at percentiles (1, 99) rather than (min, 99)
+    "paper-code": {"clip_low_percentile": 1.0},
+    "quick": {
+        "n4_iterations": (50, 50, 25),        # 3 fitting levels of at most 50/50/25 iterations instead of 4 x 150
+        "n4_tolerance": 1e-5,                 # stop earlier
+        "n4_shrink_factor": 4,                # as paper (N4 already works on a 4x shrunk image)
+        "aff_iterations": (500, 250, 50),     # affine: 3 levels instead of 4 and far fewer iterations ...
+        "aff_shrink_factors": (8, 4, 2),      # ... never at full resolution (the last level is at half)
+        "aff_smoothing_sigmas": (3, 2, 1),
+        "aff_sampling_rate": 0.1,             # half the sampled voxels per metric evaluation
+        "syn_iterations": (30, 10),           # SyN: 2 levels (1/4 and 1/2 resolution) instead of 40x20x0 ...
+        "syn_shrink_factors": (4, 2),         # ... the deformation is smooth enough for the 3T's 1 mm detail
+        "syn_smoothing_sigmas": (2, 1),
+        "registration_spacing": 1.0,          # register against the 7T at 1 mm (the 3T's resolution), ~3x fewer voxels
+    },
+}
+
+
+def make_config(preset: str = "paper", **overrides) -> PreprocessConfig:
+    """A config from a preset name plus overrides; unknown keys are errors.
+
+    Example:
+        >>> make_config("quick", mask_backend="given").n4_iterations
+        (50, 50, 25)
+    """
+    overrides.pop("preset", None)
+    return PreprocessConfig.from_preset(preset, preset=preset, **overrides)
+
+
+def config_from_dict(d: dict) -> PreprocessConfig:
+    """Rebuild a config (e.g. from ``config.json``); unknown keys are errors."""
+    d = dict(d)
+    return make_config(d.pop("preset", "paper"), **d)
+
+
+# the presets are defined after the class they configure; from_preset reads them from here
+PreprocessConfig.PRESETS = PRESETS
