@@ -26,7 +26,6 @@ match) and runs in parallel processes.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -595,27 +594,6 @@ def generate_cohort(
                                                                  for r in failed.itertuples()))
     _write_tables(data_dir, params)
     return discover(data_dir)
-
-
-# ----------------------------------------------------------------------------------------------------- CLI
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    t0 = time.perf_counter()
-    ds = generate_cohort(args.data_dir, args.n_subjects, args.seed, n_jobs=args.jobs, overwrite=args.overwrite)
-    print(ds.describe())
-    print(f"done in {time.perf_counter() - t0:.1f} s. {SIMULATION_NOTICE}")
-    return 0
-
-
-def add_cli(sub) -> None:
-    p = sub.add_parser("demo-data", help="generate the simulated demo cohort")
-    p.add_argument("data_dir", nargs="?", default="data/demo")
-    p.add_argument("--n-subjects", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=None)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_cmd_demo)
 
 
 # ----------------------------------------------------------------------------------- cohort summaries

@@ -20,7 +20,6 @@ to RAS** (index 0 is the most inferior slice), so they do not depend on how the 
 
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -487,35 +486,3 @@ def read_split(path: PathLike) -> pd.DataFrame:
     if bad:
         raise LayoutError(f"{p}: split values must be train or test, got {', '.join(bad)}")
     return df
-
-
-# ----------------------------------------------------------------------------------------------------- CLI
-
-
-def _cmd_discover(args: argparse.Namespace) -> int:
-    ds = discover(args.data_dir, require_7t=not args.allow_lone_3t)
-    print(ds.describe())
-    print(ds.summary().to_string(index=False))
-    return 0
-
-
-def _cmd_split(args: argparse.Namespace) -> int:
-    ds = discover(args.data_dir)
-    split = make_split(ds, n_test=args.n_test, seed=args.seed)
-    out = write_split(split, args.output or Path(args.data_dir) / SPLIT_FILE)
-    n_test = int((split["split"] == "test").sum())
-    print(f"wrote {out}: {len(split) - n_test} train, {n_test} test (seed {args.seed})")
-    return 0
-
-
-def add_cli(sub) -> None:
-    p = sub.add_parser("discover", help="list and validate a paired 3T/7T dataset")
-    p.add_argument("data_dir")
-    p.add_argument("--allow-lone-3t", action="store_true", help="accept a 3T without its 7T")
-    p.set_defaults(func=_cmd_discover)
-    p = sub.add_parser("split", help="write a stratified train/test split")
-    p.add_argument("data_dir")
-    p.add_argument("--n-test", type=int, default=None, help="number of test participants")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default=None, help=f"default: <data_dir>/{SPLIT_FILE}")
-    p.set_defaults(func=_cmd_split)

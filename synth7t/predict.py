@@ -430,13 +430,27 @@ def batch_output_path(output_dir: PathLike, t3_path: PathLike) -> Path:
     return Path(output_dir) / f"{name}_desc-synth7t_T1w.nii.gz"
 
 
-def _demographics(t3_path: Path, participants, age, sex, impaired, source: str):
-    """Age, sex and impaired of one input: from its ``participants.tsv`` row when a table is given."""
+def check_output(t3_path: PathLike, out_path: PathLike, overwrite: bool = False) -> None:
+    """Refuse to write over the input, or over a file that synth7t did not write (unless ``overwrite``).
+
+    Raises:
+        ValueError: the output is the input, or a foreign file is in the way.
+    """
+    out = Path(out_path)
+    if Path(t3_path).resolve() == out.resolve():
+        raise ValueError(f"{out}: the output would replace its input")
+    if out.exists() and not overwrite and not is_synth7t_output(out):
+        raise ValueError(f"{out} exists and synth7t did not write it: choose another output or pass --overwrite")
+
+
+def demographics_of(t3_path: PathLike, participants, age, sex, impaired, source: str = "participants.tsv"):
+    """Age, sex and impaired of one input: its ``sub-<id>`` row of ``participants`` (a table from
+    :func:`synth7t.layout.read_participants`) when given, else the values passed."""
     if participants is None:
         if age is None or sex is None:
             raise ValueError("give --age and --sex (or --participants participants.tsv)")
         return age, sex, impaired
-    pid = t3_path.name.split("_")[0]
+    pid = Path(t3_path).name.split("_")[0]
     if pid not in participants.index:
         raise ValueError(f"{pid} has no row in {source}")
     row = participants.loc[pid]
@@ -475,9 +489,10 @@ def predict_files(
 
     def work(t3: Path) -> dict:
         sio.read_nifti(t3)  # a bad input is reported before anything else
-        a, s, imp = _demographics(t3, table, age, sex, impaired, str(participants))
-        rec = predict_file(t3, batch_output_path(out_dir, t3), loaded, age=a, sex=s,
-                           impaired=None if imp is None else bool(imp), **options)
+        out = batch_output_path(out_dir, t3)
+        check_output(t3, out, overwrite)
+        a, s, imp = demographics_of(t3, table, age, sex, impaired, str(participants))
+        rec = predict_file(t3, out, loaded, age=a, sex=s, impaired=None if imp is None else bool(imp), **options)
         return {"output": rec["output"]}
 
     status = run_batch(files, work, ids=lambda t3: {"input": str(t3)}, id_columns=("input",),
@@ -487,111 +502,3 @@ def predict_files(
     skipped = status["status"] == "skipped"
     status.loc[skipped, "output"] = [str(batch_output_path(out_dir, t)) for t in status.loc[skipped, "input"]]
     return status
-
-
-def _cmd_predict(args) -> int:
-    import time
-
-    import pandas as pd
-
-    from . import preprocess as pp
-    from .layout import read_participants
-
-    inputs = expand_inputs(args.inputs)
-    many = len(inputs) > 1 or Path(args.inputs[0]).is_dir() or str(args.inputs[0]).endswith(".txt")
-    if many and not args.output_dir:
-        raise ValueError("several inputs: give --output-dir (a single input takes an output file name)")
-    if not many and not args.output:
-        raise ValueError("give the output file name (or --output-dir)")
-    model = load_model(args.model, args.device)
-    participants = read_participants(args.participants) if args.participants else None
-    generalised = pp.estimate_generalised_affine(args.generalised_from) if args.method == "generalised" else None
-    rows = []
-    for t3 in inputs:
-        name = t3.name.split(".nii")[0]
-        out = Path(args.output) if not many else Path(args.output_dir) / f"{name.replace('_T1w', '')}_desc-synth7t_T1w.nii.gz"
-        if out.exists() and not args.overwrite:  # resumable, one file or many
-            if not many:
-                print(f"{out} exists: skipped (--overwrite to redo)")
-            rows.append({"input": str(t3), "status": "skipped", "output": str(out), "reason": ""})
-            continue
-        t0 = time.perf_counter()
-        try:
-            sio.read_nifti(t3)  # a bad input is reported before anything else
-            if not sio.is_nifti_path(out):
-                raise ValueError(f"{out}: output must end in .nii or .nii.gz")
-            age, sex, imp = args.age, args.sex, args.impaired
-            if participants is not None:
-                pid = name.split("_")[0]
-                if pid not in participants.index:
-                    raise ValueError(f"{pid} has no row in {args.participants}")
-                row = participants.loc[pid]
-                age, sex, imp = float(row["age"]), str(row["sex"]), bool(row["impaired"])
-            if age is None or sex is None:
-                raise ValueError("give --age and --sex (or --participants participants.tsv)")
-            uses_dx = model[1]["model_config"].get("use_diagnosis", True) and _uses_context(model[0])
-            if uses_dx and imp is None:
-                raise ValueError("this model is conditioned on the diagnosis: give --impaired 0 or 1 "
-                                 "(or use a -nodiag model)")
-            rec = predict_file(t3, out, model, age=age, sex=sex, impaired=None if imp is None else bool(imp),
-                               method=args.method, generalised=generalised, preprocess_preset=args.preset,
-                               native=args.native, batch_size=args.batch_size, device=args.device,
-                               t3_mask=args.mask)
-            rows.append({"input": str(t3), "status": "done", "output": rec["output"], "reason": "",
-                         "seconds": round(time.perf_counter() - t0, 1)})
-        except Exception as exc:  # a batch of thousands goes on; one file reports one line
-            if not many:
-                if isinstance(exc, (ValueError, RuntimeError)):
-                    raise
-                raise RuntimeError(f"{t3}: {type(exc).__name__}: {exc}") from None
-            rows.append({"input": str(t3), "status": "failed", "output": "", "reason": f"{exc}",
-                         "seconds": round(time.perf_counter() - t0, 1)})
-            print(f"synth7t predict: {t3}: {exc}")
-    table = pd.DataFrame(rows)
-    if many:
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        table.to_csv(Path(args.output_dir) / "predictions.tsv", sep="\t", index=False)
-        print(table.to_string(index=False))
-        return 1 if (table["status"] == "failed").any() else 0
-    if rows[0]["status"] == "done":
-        print(f"wrote {rows[0]['output']}")
-    return 0
-
-
-def add_cli(sub) -> None:
-    p = sub.add_parser("predict", help="synthetic 7T from lone 3T images (a file, a folder or a .txt list)")
-    p.add_argument("inputs", nargs="+", help="3T NIfTI file(s), folder(s) or .txt list(s); with one file, the "
-                                             "last positional argument may be the output file")
-    p.add_argument("--model", required=True,
-                   help="model folder (runs/<run>/02_train/<model_name>/model) or its run folder")
-    p.add_argument("--output-dir", default=None, help="folder for several outputs (and predictions.tsv)")
-    p.add_argument("--age", type=float, default=None)
-    p.add_argument("--sex", choices=["F", "M"], default=None)
-    p.add_argument("--impaired", type=int, choices=[0, 1], default=None, help="1 MCI/dementia, 0 CN/SCD")
-    p.add_argument("--participants", default=None, help="participants.tsv giving age, sex, diagnosis per sub-<id>")
-    p.add_argument("--method", choices=["template", "generalised"], default="template",
-                   help="alignment of a lone 3T: MNI template registration or the paper's generalised affine")
-    p.add_argument("--generalised-from", default=None, help="derivatives folder of preprocessed pairs "
-                                                            "(for --method generalised)")
-    p.add_argument("--preset", default="quick", help="preprocessing preset (quick, paper)")
-    p.add_argument("--mask", default=None, help="brain mask of the (single) input 3T instead of brain extraction")
-    p.add_argument("--native", action="store_true", help="also write the prediction resampled to the input 3T grid")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="slices per forward pass (default: 2 on CPU, 32 on GPU)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--overwrite", action="store_true")
-
-    def run(args):
-        # the last of two or more positionals is the output when it does not exist yet, or is an earlier synth7t
-        # output (a rerun); an existing file that is not ours is an input, never overwritten
-        last = Path(args.inputs[-1])
-        if args.output_dir is None and len(args.inputs) >= 2 and sio.is_nifti_path(last) \
-                and (not last.exists() or is_synth7t_output(last)):
-            args.inputs, args.output = args.inputs[:-1], args.inputs[-1]
-        else:
-            args.output = None
-        if args.method == "generalised" and not args.generalised_from:
-            raise ValueError("--method generalised needs --generalised-from <derivatives of preprocessed pairs>")
-        return _cmd_predict(args)
-
-    p.set_defaults(func=run)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import shutil
 import time
@@ -447,34 +446,3 @@ class Trainer:
 def train(config: TrainConfig, cache: PathLike, run_dir: PathLike, **kw) -> dict:
     """Build a :class:`Trainer` and run it (resuming when ``run_dir`` has checkpoints)."""
     return Trainer(config, cache, run_dir, **kw).fit()
-
-
-def main(argv=None) -> int:
-    """``python -m synth7t.train --cache C --run-dir R [--preset P] [--set key=value ...]`` (also under torchrun)."""
-    import argparse
-
-    from .train_config import make_train_config
-
-    ap = argparse.ArgumentParser(prog="python -m synth7t.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache", required=True, help="slice cache folder (synth7t.slices.build_cache)")
-    ap.add_argument("--run-dir", required=True)
-    ap.add_argument("--preset", default="paper-unet")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields (JSON values)")
-    ap.add_argument("--no-resume", action="store_true")
-    a = ap.parse_args(argv)
-    overrides = {}
-    for kv in a.set:
-        k, _, v = kv.partition("=")
-        try:
-            overrides[k] = json.loads(v)
-        except json.JSONDecodeError:
-            overrides[k] = v
-    cfg = make_train_config(a.preset, **overrides)
-    metrics = train(cfg, a.cache, a.run_dir, resume=not a.no_resume)
-    if _dist_info()[1] == 0:
-        print(json.dumps(metrics))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

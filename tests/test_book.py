@@ -1,36 +1,73 @@
 """The book's table of contents, chapter checks and profile runner options (fast; the build and the browser
 check of a smoke-run book are at the end of test_notebooks.py, after the notebooks they need have run)."""
 
+import io
 import json
+import os
+import threading
+from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from synth7t import book, profiles
+from synth7t.workflow import book, profiles
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_toc_has_every_notebook_and_the_required_pages():
-    entries = book.toc_entries()
+    entries = book.toc_entries(REPO_ROOT)
     assert entries[0] == "book/intro"
     chapters = [e for e in entries if e.startswith("book/notebooks/")]
-    committed = sorted(p.stem for p in (profiles.REPO_ROOT / "notebooks").glob("*.ipynb"))
+    committed = sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("*.ipynb"))
     assert [c.rsplit("/", 1)[1] for c in chapters] == committed  # one chapter per notebook, in order
     for page in ("book/methods", "book/run_on_your_data", "book/api"):
-        assert page in entries and (profiles.REPO_ROOT / f"{page}.md").is_file()
+        assert page in entries and (REPO_ROOT / f"{page}.md").is_file()
     # the demo profile runs exactly the notebooks the book shows
-    demo = profiles.load_profile("demo")
-    assert sorted(p.stem for p in map(profiles.Path, (e["notebook"] for e in demo["notebooks"]))) == committed
-    # the API page documents every module of the package
-    api = (profiles.REPO_ROOT / "book" / "api.md").read_text()
-    modules = {p.stem for p in (profiles.REPO_ROOT / "synth7t").glob("*.py")} - {"__init__", "__main__"}
-    assert {m for m in modules if f"automodule:: synth7t.{m}\n" not in api} == set()
+    demo = profiles.load_profile("demo", root=REPO_ROOT)
+    assert sorted(Path(e["notebook"]).stem for e in demo["notebooks"]) == committed
+    # the API page documents every module of the package; a sub-package, itself or each of its modules
+    api = (REPO_ROOT / "book" / "api.md").read_text()
+    package = REPO_ROOT / "synth7t"
+    undocumented = {p.stem for p in package.glob("*.py") if f"automodule:: synth7t.{p.stem}\n" not in api}
+    for sub in (d for d in package.iterdir() if (d / "__init__.py").is_file()):
+        if f"automodule:: synth7t.{sub.name}\n" not in api:
+            undocumented |= {f"{sub.name}.{p.stem}" for p in sub.glob("*.py")
+                             if f"automodule:: synth7t.{sub.name}.{p.stem}\n" not in api} - {f"{sub.name}.__init__"}
+    assert undocumented - {"__init__", "__main__"} == set()
+
+
+def test_the_project_root_is_given_or_the_current_folder(tmp_path, monkeypatch):
+    """The installed library never looks for profiles/ or the book beside its own files: the root is an argument,
+    by default the current folder, and a folder without them says what to do."""
+    monkeypatch.chdir(REPO_ROOT)
+    assert profiles.project_root() == REPO_ROOT and book.book_root() == REPO_ROOT
+    assert profiles.load_profile("smoke")["path"] == str(REPO_ROOT / "profiles" / "smoke.yml")
+    monkeypatch.chdir(tmp_path)
+    hint = "run from the repository root or pass --root"
+    with pytest.raises(profiles.ProjectRootError, match=f"no profiles/ in .*: {hint}"):
+        profiles.load_profile("smoke")
+    with pytest.raises(profiles.ProjectRootError, match=hint):
+        profiles.run_profile("smoke", stages=["00"])
+    with pytest.raises(book.BookError, match=f"no _toc.yml in .*: {hint}"):
+        book.chapter_status()
+    (tmp_path / "_toc.yml").write_text("root: intro\n")
+    with pytest.raises(book.BookError, match=f"no _config.yml in .*: {hint}"):
+        book.build_book()
+    # a profile's relative notebook paths resolve against the root, whatever the current folder
+    prof = profiles.load_profile("smoke", root=REPO_ROOT)
+    assert prof["notebooks"][0]["notebook"] == "notebooks/00_demo_data.ipynb"
+    with pytest.raises(profiles.ProjectRootError, match="notebook notebooks/00_demo_data.ipynb not found"):
+        profiles.run_profile(REPO_ROOT / "profiles" / "smoke.yml", stages=["00"], root=tmp_path)
+    assert not (tmp_path / "book").exists()  # nothing ran
 
 
 def _write_book(root, notebooks):
     (root / "book" / "notebooks").mkdir(parents=True)
     (root / "book" / "intro.md").write_text("# Intro\n")
+    (root / "_config.yml").write_text("title: t\n")
     (root / "_toc.yml").write_text(json.dumps({
         "format": "jb-book", "root": "book/intro",
         "parts": [{"caption": "c", "chapters": [{"file": f"book/notebooks/{n}"} for n in notebooks]}]}))
@@ -68,14 +105,17 @@ def test_run_profile_overrides_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="KEY=VALUE"):
         profiles.parse_overrides(["run_name"])
     with pytest.raises(ValueError, match="not parameters of any notebook"):
-        profiles.run_profile("smoke", stages=["00"], output_dir=tmp_path, overrides={"no_such_param": 1})
+        profiles.run_profile("smoke", stages=["00"], output_dir=tmp_path, overrides={"no_such_param": 1},
+                             root=REPO_ROOT)
     with pytest.raises(ValueError, match="matches stages"):
-        profiles.run_profile("smoke", stages=["99"], output_dir=tmp_path)
+        profiles.run_profile("smoke", stages=["99"], output_dir=tmp_path, root=REPO_ROOT)
     assert not list(tmp_path.iterdir())  # nothing ran
 
 
-def test_run_profile_records_the_failed_notebook(tmp_path):
-    """A notebook that fails leaves timings.tsv with the finished notebooks and the failed one."""
+def test_run_profile_records_the_failed_notebook(tmp_path, capfd):
+    """A notebook that fails leaves timings.tsv with the finished notebooks and the failed one; the console shows
+    one line as each notebook starts and ends and none of the kernel's noise; papermill's injected-parameters cell
+    of every written notebook is tagged remove-cell, so the book does not show it."""
     nb = new_notebook(cells=[new_markdown_cell("# fails"),
                              new_code_cell("x = 1  # the parameter", metadata={"tags": ["parameters"]}),
                              new_code_cell("raise RuntimeError(f'boom {x}')")],
@@ -85,11 +125,38 @@ def test_run_profile_records_the_failed_notebook(tmp_path):
                       metadata=nb.metadata)
     nbformat.write(ok, tmp_path / "ok.ipynb")
     prof = tmp_path / "p.yml"
-    prof.write_text(json.dumps({"notebooks": [{"notebook": str(tmp_path / "ok.ipynb")},
+    prof.write_text(json.dumps({"notebooks": [{"notebook": str(tmp_path / "ok.ipynb"), "parameters": {"x": 3}},
                                               {"notebook": str(tmp_path / "fails.ipynb"),
                                                "parameters": {"x": 2}}]}))
-    with pytest.raises(Exception, match="boom 2"):
-        profiles.run_profile(prof, output_dir=tmp_path / "out", cwd=tmp_path, progress=False)
+    with pytest.raises(profiles.NotebookFailed, match="boom 2") as info:
+        profiles.run_profile(prof, output_dir=tmp_path / "out", cwd=tmp_path, progress=False, root=tmp_path)
+    assert "\n" not in str(info.value) and "fails.ipynb failed in cell" in str(info.value)
     timings = pd.read_csv(tmp_path / "out" / "timings.tsv", sep="\t")
     assert list(timings["notebook"]) == ["ok.ipynb", "fails.ipynb"]
     assert list(timings["status"]) == ["done", "failed"]
+    for name in ("ok.ipynb", "fails.ipynb"):
+        written = nbformat.read(tmp_path / "out" / name, as_version=4)
+        injected = [c for c in written.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"], name
+        declared = [c for c in written.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(declared) == 1 and "remove-cell" not in declared[0].metadata["tags"]  # the defaults stay shown
+    assert profiles.hide_injected_parameters(tmp_path / "out" / "ok.ipynb")  # idempotent
+    assert nbformat.read(tmp_path / "out" / "ok.ipynb", as_version=4).cells[2].metadata["tags"] == \
+        ["injected-parameters", "remove-cell"]
+    out, err = capfd.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("[1/2] ok.ipynb ... x=3") and lines[1].startswith("[1/2] ok.ipynb done in ")
+    assert lines[2].startswith("[2/2] fails.ipynb ... x=2") and lines[3].startswith("[2/2] fails.ipynb failed after")
+    assert "without encryption" not in err and "KeyboardInterrupt" not in err and "Executing" not in err
+
+
+def test_kernel_stderr_is_forwarded_without_its_known_noise():
+    read_end, write_end = os.pipe()
+    sink = io.StringIO()
+    thread = profiles.forward_filtered(read_end, sink)
+    assert isinstance(thread, threading.Thread)
+    os.write(write_end, b"[IPKernelApp] WARNING | Kernel is running over TCP without encryption. ...\n"
+                        b"a real problem\n[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.\n")
+    os.close(write_end)
+    thread.join(10)
+    assert sink.getvalue() == "a real problem\n"

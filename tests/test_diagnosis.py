@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
 import nbformat
 import numpy as np
 import pandas as pd
@@ -292,7 +294,7 @@ def test_compare_image_types_and_importance_deviation(tmp_path):
 
 def test_diagnosis_notebook_on_an_external_volumes_table(tmp_path):
     """08 executed through papermill (an ad hoc profile) on a 60-subject external table with two image types."""
-    from synth7t import profiles
+    from synth7t.workflow import profiles
 
     vol, part = simulate_cohort(n=60, types=("3T", "unet"))
     vol.to_csv(tmp_path / "volumes.tsv", sep="\t", index=False)
@@ -307,7 +309,7 @@ def test_diagnosis_notebook_on_an_external_volumes_table(tmp_path):
                                                               "n_repeats": 5, "n_splits": 5, "n_estimators": 10,
                                                               "n_jobs": 1}}]}))
     out = tmp_path / "book"
-    profiles.run_profile(prof, output_dir=out, cwd=tmp_path, progress=False)
+    profiles.run_profile(prof, output_dir=out, cwd=tmp_path, progress=False, root=Path(__file__).resolve().parents[1])
     nb = nbformat.read(out / "08_diagnosis.ipynb", as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors

@@ -395,11 +395,11 @@ def test_notebook_smoke_run(tmp_path):
     import nbformat
     import papermill as pm
 
-    from synth7t import demo, profiles
+    from synth7t import demo
 
     data = tmp_path / "data"
     demo.generate_cohort(data, 2, seed=0, config=demo.DemoConfig(**COARSE), n_jobs=1, progress=False)
-    nb_in = profiles.REPO_ROOT / "notebooks" / "01_preprocess.ipynb"
+    nb_in = Path(__file__).resolve().parents[1] / "notebooks" / "01_preprocess.ipynb"
     out = tmp_path / "01_preprocess.ipynb"
     params = dict(run_name="smoke", runs_dir=str(tmp_path / "runs"), data_dir=str(data), preset="quick", n_jobs=2,
                   target_spacing=None, lone_3t_methods=["generalised", "template"])

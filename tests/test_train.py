@@ -240,7 +240,7 @@ def test_lone_3t_prediction_uses_the_models_training_grid(trained_model, preproc
     _, ds, _ = preprocessed_cohort
     s = ds[1]
     out = tmp_path / "out.nii.gz"
-    argv = ["predict", str(s.t3), str(out), "--model", str(trained_model), "--age", str(s.age), "--sex", s.sex,
+    argv = ["predict", str(s.t3), "-o", str(out), "--model", str(trained_model), "--age", str(s.age), "--sex", s.sex,
             "--impaired", str(int(s.impaired)), "--mask", str(s.t3_mask), "--device", "cpu"]
     assert main(argv) == 0
     img = nib.load(str(out))
@@ -259,8 +259,8 @@ def test_lone_3t_prediction_uses_the_models_training_grid(trained_model, preproc
                              t3_mask=tmp_path / "no_such_mask.nii.gz")
     foreign = tmp_path / "someone_elses.nii.gz"
     foreign.write_bytes(Path(s.t3).read_bytes())
-    assert main([*argv[:2], str(foreign), *argv[3:]]) == 1
-    assert "several inputs" in capsys.readouterr().err
+    assert main([*argv[:3], str(foreign), *argv[4:]]) == 1
+    assert "synth7t did not write it" in capsys.readouterr().err
     assert foreign.read_bytes() == Path(s.t3).read_bytes()
 
 
@@ -275,15 +275,15 @@ def test_predict_cli_bad_inputs_give_one_line_errors(trained_model, tmp_path, ca
     nan = write_nifti(tmp_path / "nan.nii.gz", np.full((4, 4, 4), np.nan, np.float32))
     good = write_nifti(tmp_path / "ok.nii.gz")
     cases = [
-        ([str(txt), str(tmp_path / "o.nii.gz"), "--model", str(trained_model)], "unreadable"),
-        ([str(tmp_path / "missing.nii.gz"), str(tmp_path / "o.nii.gz"), "--model", str(trained_model)],
+        ([str(txt), "-o", str(tmp_path / "o.nii.gz"), "--model", str(trained_model)], "unreadable"),
+        ([str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "o.nii.gz"), "--model", str(trained_model)],
          "does not exist"),
-        ([str(four_d), str(tmp_path / "o.nii.gz"), "--model", str(trained_model)], "expected a 3D volume"),
-        ([str(nan), str(tmp_path / "o.nii.gz"), "--model", str(trained_model)], "non-finite"),
-        ([str(good), str(tmp_path / "o.nii.gz"), "--model", str(tmp_path)], "not a model folder"),
-        ([str(good), str(tmp_path / "o.nii.gz"), "--model", str(trained_model), "--age", "70", "--sex", "F"],
+        ([str(four_d), "-o", str(tmp_path / "o.nii.gz"), "--model", str(trained_model)], "expected a 3D volume"),
+        ([str(nan), "-o", str(tmp_path / "o.nii.gz"), "--model", str(trained_model)], "non-finite"),
+        ([str(good), "-o", str(tmp_path / "o.nii.gz"), "--model", str(tmp_path)], "not a model folder"),
+        ([str(good), "-o", str(tmp_path / "o.nii.gz"), "--model", str(trained_model), "--age", "70", "--sex", "F"],
          "conditioned on the diagnosis"),
-        ([str(good), str(tmp_path / "o.png"), "--model", str(trained_model)], "several inputs: give --output-dir"),
+        ([str(good), "-o", str(tmp_path / "o.png"), "--model", str(trained_model)], "must end in .nii or .nii.gz"),
     ]
     for argv, message in cases:
         code = main(["predict", *argv])

@@ -16,7 +16,6 @@ Command line: ``synth7t model-facts [--preset NAME ...] [--height 288 --width 22
 
 from __future__ import annotations
 
-import argparse
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
@@ -27,7 +26,7 @@ from .config import (DISCRIMINATOR_PRESETS, MODEL_PRESETS, DiscriminatorConfig, 
                      VNetConfig, WATNetConfig, get_discriminator_config, get_model_config)
 from .unet import make_context
 
-__all__ = ["model_facts", "facts_table", "default_fact_presets", "add_cli"]
+__all__ = ["model_facts", "facts_table", "default_fact_presets"]
 
 DISCRIMINATOR_PREFIX = "discriminator:"
 
@@ -124,26 +123,3 @@ def facts_table(presets: Optional[Iterable[Union[str, ModelConfig]]] = None, hei
                      "params_M": round(f["params"] / 1e6, 3), "gflops": round(f["gflops"], 3),
                      "per": f["per"], "input_shape": "x".join(map(str, f["input_shape"]))})
     return pd.DataFrame(rows, columns=["preset", "kind", "params", "params_M", "gflops", "per", "input_shape"])
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    table = facts_table(args.preset or None, height=args.height, width=args.width, patch=args.patch)
-    print(table.to_string(index=False))
-    return 0
-
-
-def add_cli(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Register ``synth7t model-facts``: print parameters and GFLOP per slice or patch of model presets."""
-    p = subparsers.add_parser(
-        "model-facts", help="parameters and forward GFLOP of model presets (meta device, no weights)",
-        description="Parameters and forward FLOPs of model presets, computed on PyTorch's meta device. "
-                    "2D models: one slice of --height x --width; 3D models: one cubic patch; critics: "
-                    "'discriminator:<name>'.")
-    p.add_argument("--preset", action="append", metavar="NAME",
-                   help="preset to measure (repeatable; default: all). Generators: "
-                        + ", ".join(MODEL_PRESETS) + "; critics: "
-                        + ", ".join(DISCRIMINATOR_PREFIX + n for n in DISCRIMINATOR_PRESETS))
-    p.add_argument("--height", type=int, default=288, help="slice height for 2D models (default 288)")
-    p.add_argument("--width", type=int, default=224, help="slice width for 2D models (default 224)")
-    p.add_argument("--patch", type=int, default=64, help="cubic patch edge for 3D models (default 64)")
-    p.set_defaults(func=_run_cli)

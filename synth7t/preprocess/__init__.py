@@ -71,7 +71,7 @@ from .steps import (StepTimer, brain_mask, check_image, check_mask_volume, load_
 
 __all__ = [
     "MASK_BACKENDS", "PIPELINE_NAME", "PIPELINE_VERSION", "PRESETS", "QC_METRICS", "GeneralisedAffine", "GridBox",
-    "PathLike", "PreprocessConfig", "PreprocessError", "RegistrationSettings", "StepTimer", "apply_transforms",
+    "PreprocessConfig", "PreprocessError", "RegistrationSettings", "StepTimer", "apply_transforms",
     "artefacts_on_grid", "brain_mask", "brain_slices", "check_image", "check_mask_volume", "coarsen",
     "config_from_dict", "crop_to_grid", "derivatives_dir", "estimate_generalised_affine", "from_ants",
     "generalised_affine_table", "input_stamp_of", "is_done", "load_canonical", "load_records", "make_config", "n4",

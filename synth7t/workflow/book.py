@@ -1,17 +1,20 @@
 """The Jupyter Book: check that its chapters are executed, build it, and look at it in a real browser.
 
-``make demo`` runs the notebooks of a profile into ``book/notebooks/`` (:mod:`synth7t.profiles`), then
+``make demo`` runs the notebooks of a profile into ``book/notebooks/`` (:mod:`synth7t.workflow.profiles`), then
 :func:`build_book` checks every notebook chapter of ``_toc.yml`` (present, every code cell executed, no error
 output) and runs ``jupyter-book build`` with warnings treated as errors. :func:`check_in_browser` serves the built
 HTML on localhost and opens pages in headless Chromium (Debian's ``chromium`` and ``chromium-driver`` packages,
 driven by Selenium): every image must have loaded with a non-zero size and no cell may show an error.
+
+The book's folder (``root``) is the one with ``_config.yml`` and ``_toc.yml``: the repository root, which is the
+current working directory by default (``synth7t book --root`` names another). The installed library never looks
+for it beside its own files.
 
 Command line: ``synth7t book`` (build, print the front page) and ``synth7t book --browser`` (also the browser check).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import http.server
@@ -27,7 +30,6 @@ import nbformat
 import pandas as pd
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PathLike = Union[str, Path]
 
 #: Chromium flags for a headless run on a closed network: without the networking flags Chromium keeps trying to
@@ -59,12 +61,30 @@ class BookError(RuntimeError):
     """The book cannot be built or did not render as it should; the message lists every problem."""
 
 
-def toc_entries(root: PathLike = REPO_ROOT) -> list[str]:
-    """Every ``file`` of ``<root>/_toc.yml`` in reading order (the root page first), without suffix."""
-    toc_path = Path(root) / "_toc.yml"
-    if not toc_path.is_file():
-        raise BookError(f"no _toc.yml in {root}")
-    toc = yaml.safe_load(toc_path.read_text())
+def book_root(root: Optional[PathLike] = None, *, need: Sequence[str] = ("_toc.yml",)) -> Path:
+    """The book's folder, checked: ``root`` (default: the current working directory), which must hold ``need``.
+
+    Raises:
+        BookError: a file of ``need`` is missing (the message says to run from the repository root or pass
+            ``--root``).
+    """
+    path = Path(root if root is not None else Path.cwd()).resolve()
+    missing = [n for n in need if not (path / n).is_file()]
+    if missing:
+        raise BookError(f"no {' or '.join(missing)} in {path}: run from the repository root or pass --root")
+    return path
+
+
+def toc_entries(root: Optional[PathLike] = None) -> list[str]:
+    """Every ``file`` of ``<root>/_toc.yml`` in reading order (the root page first), without suffix.
+
+    Args:
+        root: the book's folder (default: the current working directory).
+
+    Raises:
+        BookError: ``root`` has no ``_toc.yml``.
+    """
+    toc = yaml.safe_load((book_root(root) / "_toc.yml").read_text())
     files = [toc["root"]]
 
     def walk(node):
@@ -89,14 +109,17 @@ def _source(root: Path, entry: str) -> Optional[Path]:
     return None
 
 
-def chapter_status(root: PathLike = REPO_ROOT) -> pd.DataFrame:
+def chapter_status(root: Optional[PathLike] = None) -> pd.DataFrame:
     """One row per page of the table of contents: its source, whether it is a notebook, and for notebooks the
     number of code cells, of cells never executed and of error outputs.
 
     A chapter is ready when its source exists and, for a notebook, every code cell with source has an
     execution count and no output is an error.
+
+    Args:
+        root: the book's folder (default: the current working directory).
     """
-    root = Path(root)
+    root = book_root(root)
     rows = []
     for entry in toc_entries(root):
         src = _source(root, entry)
@@ -127,12 +150,13 @@ def jupyter_book_executable() -> str:
     return found
 
 
-def build_book(root: PathLike = REPO_ROOT, *, warnings_as_errors: bool = True, check_chapters: bool = True,
+def build_book(root: Optional[PathLike] = None, *, warnings_as_errors: bool = True, check_chapters: bool = True,
                clean: bool = True, quiet: bool = True) -> Path:
     """Build the HTML book of ``root`` (``_config.yml``, ``_toc.yml``) and return the front page's path.
 
     Args:
-        root: the book's folder (the repository root, or a copy of its book files for a test).
+        root: the book's folder (default: the current working directory, the repository root when ``make`` runs;
+            or a copy of its book files for a test).
         warnings_as_errors: pass ``-W`` (and ``--keep-going``, so every warning is listed before failing).
         check_chapters: first require every chapter to exist and every notebook chapter to be fully executed
             without errors (:func:`chapter_status`); the book build itself never executes notebooks.
@@ -143,10 +167,10 @@ def build_book(root: PathLike = REPO_ROOT, *, warnings_as_errors: bool = True, c
         ``<root>/_build/html/index.html``.
 
     Raises:
-        BookError: a chapter is missing or not executed, or the build failed (the message ends with the build's
-            warnings and errors).
+        BookError: ``root`` has no ``_config.yml`` or ``_toc.yml``, a chapter is missing or not executed, or the
+            build failed (the message ends with the build's warnings and errors).
     """
-    root = Path(root).resolve()
+    root = book_root(root, need=("_config.yml", "_toc.yml"))
     if check_chapters:
         status = chapter_status(root)
         bad = status[status["problem"] != ""]
@@ -283,36 +307,7 @@ def check_in_browser(html_dir: PathLike, pages: Sequence[str] = ("index.html",),
     return pd.DataFrame(rows)
 
 
-def notebook_pages(root: PathLike = REPO_ROOT) -> list[str]:
+def notebook_pages(root: Optional[PathLike] = None) -> list[str]:
     """HTML paths of the notebook chapters of the table of contents (``book/notebooks/04_evaluate.html``)."""
     status = chapter_status(root)
     return [f"{e}.html" for e in status.loc[status["notebook"], "entry"]]
-
-
-def _cmd_book(args: argparse.Namespace) -> int:
-    import time
-
-    root = Path(args.root).resolve()
-    t0 = time.perf_counter()
-    index = build_book(root, warnings_as_errors=not args.allow_warnings)
-    print(chapter_status(root)[["entry", "notebook", "code_cells"]].to_string(index=False))
-    print(f"book built in {time.perf_counter() - t0:.1f} s (warnings as errors: {not args.allow_warnings})")
-    if args.browser:
-        pages = ["index.html", *(args.pages or notebook_pages(root))]
-        report = check_in_browser(index.parent, pages)
-        print(report.to_string(index=False))
-        if not report["ok"].all():
-            print("browser check failed: " + ", ".join(report.loc[~report["ok"], "page"]), file=sys.stderr)
-            return 1
-    print(f"front page: {index}")
-    return 0
-
-
-def add_cli(sub) -> None:
-    p = sub.add_parser("book", help="check the chapters, build the Jupyter Book (warnings are errors), "
-                                    "optionally check it in headless Chromium")
-    p.add_argument("--root", default=str(REPO_ROOT), help="folder with _config.yml and _toc.yml")
-    p.add_argument("--browser", action="store_true", help="open the front page and every chapter in Chromium")
-    p.add_argument("--pages", nargs="*", help="pages for --browser, relative to _build/html (default: all chapters)")
-    p.add_argument("--allow-warnings", action="store_true", help="do not treat Sphinx warnings as errors")
-    p.set_defaults(func=_cmd_book)

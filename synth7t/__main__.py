@@ -1,0 +1,7 @@
+"""``python -m synth7t <command> ...`` (and ``torchrun ... -m synth7t train ...``): the ``synth7t`` command line."""
+
+import sys
+
+from synth7t.cli import main
+
+sys.exit(main())

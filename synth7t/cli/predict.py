@@ -1,0 +1,147 @@
+"""``synth7t predict INPUT... (-o OUT.nii.gz | --output-dir DIR) --model M``: synthetic 7T from lone 3T images.
+
+One input file and ``-o``: one output (and, with ``--native``, ``<OUT>_space-native.nii.gz``); an error stops it
+with one line. Several files, folders (searched recursively) or ``.txt`` lists and ``--output-dir``: a resumable
+batch (:func:`synth7t.predict.predict_files`), ``<DIR>/<name>_desc-synth7t_T1w.nii.gz`` per input and
+``<DIR>/predictions.tsv`` with each input's status and error; a failing input is recorded and the batch goes on.
+Either way an output that ``synth7t predict`` wrote earlier (its NIfTI header says so) is skipped unless
+``--overwrite``, and a file it did not write is never replaced without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from synth7t import io as sio
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The checks that need no file: one way to name outputs, and what each option needs.
+
+    Raises:
+        ValueError: both or neither of ``-o`` and ``--output-dir``; ``-o`` with several inputs, a folder or a list;
+            ``-o`` without a NIfTI name; ``--method generalised`` without ``--generalised-from``.
+    """
+    if args.output and args.output_dir:
+        raise ValueError("give either -o/--output (one input) or --output-dir (several), not both")
+    if not args.output and not args.output_dir:
+        raise ValueError("give -o OUT.nii.gz for one input, or --output-dir DIR for several inputs, a folder or "
+                         "a .txt list")
+    if args.output:
+        single = len(args.inputs) == 1 and not Path(args.inputs[0]).is_dir() and Path(args.inputs[0]).suffix != ".txt"
+        if not single:
+            raise ValueError("-o takes one input file; for several inputs, a folder or a .txt list use --output-dir")
+        if not sio.is_nifti_path(args.output):
+            raise ValueError(f"{args.output}: the output must end in .nii or .nii.gz")
+    if args.method == "generalised" and not args.generalised_from:
+        raise ValueError("--method generalised needs --generalised-from <derivatives of preprocessed pairs>")
+
+
+def check_demographics(args: argparse.Namespace) -> None:
+    """Age and sex come from the options or from ``--participants``.
+
+    Raises:
+        ValueError: neither ``--age`` and ``--sex`` nor ``--participants``.
+    """
+    if args.participants is None and (args.age is None or args.sex is None):
+        raise ValueError("give --age and --sex (and --impaired for a model conditioned on the diagnosis), or "
+                         "--participants participants.tsv")
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """What every input shares: alignment, preprocessing preset, outputs, device (for ``predict_file``)."""
+    generalised = None
+    if args.method == "generalised":
+        from synth7t.preprocess import estimate_generalised_affine
+
+        generalised = estimate_generalised_affine(args.generalised_from)
+    return dict(method=args.method, generalised=generalised, preprocess_preset=args.preset, native=args.native,
+                batch_size=args.batch_size, device=args.device, t3_mask=args.mask)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict one file (``-o``) or a batch (``--output-dir``); exit status 1 when a batch item failed."""
+    check_arguments(args)
+    return run_single(args) if args.output else run_batch(args)
+
+
+def run_single(args: argparse.Namespace) -> int:
+    """``-o``: one input, one output; any failure is one error line."""
+    from synth7t import predict
+
+    t3, out = Path(args.inputs[0]), Path(args.output)
+    sio.read_nifti(t3)  # a bad input is named before the model is loaded
+    predict.check_output(t3, out, args.overwrite)
+    if out.exists() and not args.overwrite:
+        print(f"{out} exists: skipped (--overwrite to redo)")
+        return 0
+    from synth7t.layout import read_participants
+
+    model = predict.load_model(args.model, args.device)
+    check_demographics(args)
+    table = read_participants(args.participants) if args.participants else None
+    age, sex, impaired = predict.demographics_of(t3, table, args.age, args.sex,
+                                                 None if args.impaired is None else bool(args.impaired),
+                                                 str(args.participants))
+    try:
+        rec = predict.predict_file(t3, out, model, age=age, sex=sex,
+                                   impaired=impaired, **_options(args))
+    except (ValueError, RuntimeError, FileNotFoundError):
+        raise  # already a message for the user
+    except Exception as exc:  # e.g. a registration that fails inside ANTs: one line, not a traceback
+        raise RuntimeError(f"{t3}: {type(exc).__name__}: {exc}") from None
+    print(f"wrote {rec['output']}" + (f" and {rec['native']}" if rec.get("native") else ""))
+    return 0
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """``--output-dir``: every input, resumable; failures are rows of ``predictions.tsv``."""
+    from synth7t import predict
+
+    check_demographics(args)
+    inputs = predict.expand_inputs(args.inputs)
+    if args.mask and len(inputs) > 1:
+        raise ValueError(f"--mask is the brain mask of one input, but {len(inputs)} inputs were given")
+    status = predict.predict_files(inputs, args.output_dir, args.model, participants=args.participants,
+                                   age=args.age, sex=args.sex,
+                                   impaired=None if args.impaired is None else bool(args.impaired),
+                                   overwrite=args.overwrite, **_options(args))
+    for r in status[status["status"] == "failed"].itertuples():
+        print(f"synth7t predict: {r.input}: {r.reason}")
+    print(status.to_string(index=False))
+    return 1 if (status["status"] == "failed").any() else 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``predict``."""
+    p = subparsers.add_parser(
+        "predict", help="synthetic 7T from lone 3T images (-o for one file, --output-dir for many)",
+        description="Synthetic 7T from lone 3T T1w images: brain extraction, N4, alignment (MNI template or the "
+                    "paper's generalised affine), prediction on the model's training grid. One file: "
+                    "synth7t predict in_3t.nii.gz -o out_7t.nii.gz --model M --age 70 --sex F --impaired 0. "
+                    "Many (files, folders, .txt lists): --output-dir DIR, a resumable batch with predictions.tsv.")
+    p.add_argument("inputs", nargs="+", help="3T NIfTI file(s), folder(s) (searched recursively) or .txt list(s)")
+    where = p.add_argument_group("outputs (one of)")
+    where.add_argument("-o", "--output", default=None, help="output NIfTI file for a single input")
+    where.add_argument("--output-dir", default=None,
+                       help="folder for the outputs of several inputs (and predictions.tsv)")
+    p.add_argument("--model", required=True,
+                   help="model folder (runs/<run>/02_train/<model_name>/model) or its run folder")
+    p.add_argument("--age", type=float, default=None, help="age in years (or --participants)")
+    p.add_argument("--sex", choices=["F", "M"], default=None, help="F or M (or --participants)")
+    p.add_argument("--impaired", type=int, choices=[0, 1], default=None, help="1 MCI/dementia, 0 CN/SCD")
+    p.add_argument("--participants", default=None, help="participants.tsv giving age, sex, diagnosis per sub-<id>")
+    p.add_argument("--method", choices=["template", "generalised"], default="template",
+                   help="alignment of a lone 3T: MNI template registration or the paper's generalised affine")
+    p.add_argument("--generalised-from", default=None, help="derivatives folder of preprocessed pairs "
+                                                            "(for --method generalised)")
+    p.add_argument("--preset", default="quick", help="preprocessing preset (quick, paper)")
+    p.add_argument("--mask", default=None, help="brain mask of the (single) input 3T instead of brain extraction")
+    p.add_argument("--native", action="store_true", help="also write the prediction resampled to the input 3T grid")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="slices per forward pass (default: 2 on CPU, 32 on GPU)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    p.set_defaults(func=run)
+    return p

@@ -1,0 +1,46 @@
+"""``synth7t segment INPUT... --output-dir DIR``: FreeSurfer-numbered segmentations, in a resumable batch."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment every input; exit status 1 when any failed (its row says why)."""
+    from synth7t.segment import (SEGMENTATIONS_FILE, VOLUMES_FILE, AtlasConfig, SynthSegConfig, expand_inputs,
+                                 segment_batch)
+
+    items = expand_inputs(args.inputs, args.image_type)
+    config = None
+    if args.backend == "synthseg":
+        config = SynthSegConfig(robust=args.robust, threads=args.threads or 1)
+    elif args.threads:
+        config = AtlasConfig(threads=args.threads)
+    status = segment_batch(items, args.output_dir, backend=args.backend, config=config, n_jobs=args.n_jobs,
+                           overwrite=args.overwrite, progress=not args.quiet)
+    print(status.drop(columns=["path"]).to_string(index=False))
+    failed = int((status["status"] == "failed").sum())
+    print(f"{len(status) - failed} of {len(status)} finished; label maps, {SEGMENTATIONS_FILE} and {VOLUMES_FILE} "
+          f"in {args.output_dir}")
+    return 1 if failed else 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``segment`` (its ``--backend`` choices come from :data:`synth7t.segment.BACKENDS`)."""
+    from synth7t.segment import BACKENDS
+
+    p = subparsers.add_parser("segment", help="FreeSurfer-numbered brain segmentation (atlas offline, or mri_synthseg)",
+                              description="Segment brain-extracted T1w images with FreeSurfer label numbers: "
+                                          "atlas label propagation offline, or FreeSurfer's mri_synthseg.")
+    p.add_argument("inputs", nargs="+", help="brain-extracted T1w NIfTI files or folders (searched recursively)")
+    p.add_argument("--output-dir", required=True, help="writes <dir>/<image_type>/<key>_dseg.nii.gz and the tables")
+    p.add_argument("--backend", choices=BACKENDS, default="atlas", help="default: atlas")
+    p.add_argument("--image-type", default=None,
+                   help="output sub-folder for every input (default: the acq-<x> entity of each name, else image)")
+    p.add_argument("--n-jobs", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--threads", type=int, default=None, help="threads per worker (ITK, or mri_synthseg --threads)")
+    p.add_argument("--robust", action="store_true", help="mri_synthseg --robust (synthseg backend)")
+    p.add_argument("--overwrite", action="store_true", help="redo finished images")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p

@@ -1,0 +1,55 @@
+"""``synth7t train --cache C --run-dir R [--preset P] [--set KEY=VALUE ...]``: one training run.
+
+This is what ``torchrun`` runs on GPU nodes (every process runs the same command; ``batch_size`` is the global
+batch, split across the processes)::
+
+    torchrun --nproc_per_node=8 -m synth7t train --cache runs/bf2/02_train/cache \\
+        --run-dir runs/bf2/02_train/gan-unet --preset paper-gan
+
+A run folder that holds checkpoints resumes from the newest one unless ``--no-resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from synth7t.cli.common import parse_key_values
+
+
+def is_main_process() -> bool:
+    """Whether this is the process that reports (rank 0 under ``torchrun``, or the only process)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the config (preset and overrides), train, and print the final metrics as JSON on rank 0."""
+    from synth7t.train import train
+    from synth7t.train_config import make_train_config
+
+    cfg = make_train_config(args.preset, **parse_key_values(args.set))
+    metrics = train(cfg, args.cache, args.run_dir, resume=not args.no_resume)
+    if is_main_process():
+        print(json.dumps(metrics))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``train`` (its help lists the presets of :data:`synth7t.train_config.TRAIN_PRESETS`)."""
+    from synth7t.train_config import TRAIN_PRESETS
+
+    p = subparsers.add_parser(
+        "train", help="train a model on a slice cache (CPU, one GPU, or several under torchrun)",
+        description="Train the U-Net or the GAN U-Net on the 2.5D slices of a slice cache (built by notebook 02 or "
+                    "synth7t.slices.build_cache), on a CPU, one GPU, or several GPUs through torchrun "
+                    "(torchrun --nproc_per_node=8 -m synth7t train ...). A run folder with checkpoints resumes.")
+    p.add_argument("--cache", required=True, help="slice cache folder (synth7t.slices.build_cache)")
+    p.add_argument("--run-dir", required=True, help="run folder: config, checkpoints, logs and the model folder")
+    p.add_argument("--preset", default="paper-unet",
+                   help="training preset (default paper-unet): " + ", ".join(TRAIN_PRESETS))
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config fields (JSON values), e.g. --set epochs=2 'crop=[96, 96]' device=cpu")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even when the run folder has checkpoints")
+    p.set_defaults(func=run)
+    return p
