@@ -254,3 +254,265 @@ def compare_diagnosis(score_summary: pd.DataFrame, comparison: Optional[pd.DataF
                              here=float(r[f"{metric}_mean"]), here_sd=float(r.get(f"{metric}_sd", math.nan)),
                              here_diff=diff, here_p_bh=p_bh))
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------- a run's tables (chapter 09)
+
+#: the tables of a run that the comparison reads: ``{name: (stage folder, file)}``
+RUN_TABLES = {
+    "scores": ("04_evaluate", "scores.tsv"),
+    "rank_summary": ("06_rating_analysis", "rank_summary.tsv"),
+    "anova": ("06_rating_analysis", "anova.tsv"),
+    "structure_dice": ("07_segmentation", "structure_dice.tsv"),
+    "score_summary": ("08_diagnosis", "score_summary.tsv"),
+    "comparison": ("08_diagnosis", "comparison.tsv"),
+}
+
+
+def read_run_tables(run_dir) -> dict[str, pd.DataFrame]:
+    """The tables of chapters 04, 06, 07 and 08 of a run (:data:`RUN_TABLES`), by name.
+
+    Raises:
+        FileNotFoundError: listing every missing table with the chapter that writes it.
+    """
+    from pathlib import Path
+
+    paths = {k: Path(run_dir) / stage / name for k, (stage, name) in RUN_TABLES.items()}
+    missing = [f"{p} (chapter {RUN_TABLES[k][0][:2]})" for k, p in paths.items() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"the comparison with the paper reads the outputs of chapters 04, 06, 07 and 08 of "
+                                f"{run_dir}; missing: " + "; ".join(missing))
+    return {k: pd.read_csv(p, sep="\t") for k, p in paths.items()}
+
+
+def mean_sd_text(mean: float, sd: float, digits: int = 3) -> str:
+    """``"m ± s"``; ``"m"`` without a finite SD; ``""`` without a finite mean."""
+    if not np.isfinite(mean):
+        return ""
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if np.isfinite(sd) else f"{mean:.{digits}f}"
+
+
+def table1_text(table1: pd.DataFrame) -> pd.DataFrame:
+    """:func:`compare_table1` as the paper prints it: one row per image type, ``paper <metric>`` and
+    ``here <metric>`` columns of ``mean ± SD`` text (empty where a study lacks the type)."""
+    t = table1.assign(paper_txt=[mean_sd_text(m, s) for m, s in zip(table1["paper"], table1["paper_sd"])],
+                      here_txt=[mean_sd_text(m, s) for m, s in zip(table1["here"], table1["here_sd"])])
+    metrics = list(dict.fromkeys(t["metric"]))
+    wide = t.pivot(index="image_type", columns="metric", values=["paper_txt", "here_txt"])
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([["paper_txt", "here_txt"], metrics]))
+    wide.columns = [f"{a.split('_')[0]} {b}" for a, b in wide.columns]
+    return wide.reindex(list(dict.fromkeys(t["image_type"]))).fillna("")
+
+
+def plot_table1_gains(table1: pd.DataFrame, *, baseline: str = "3T", run_label: str = "this run", axes=None):
+    """Table 1 as gains over the 3T: one panel per metric, the paper's gain (grey) beside the run's (blue) for
+    every image type of either study.
+
+    Args:
+        table1: :func:`compare_table1`.
+        baseline: the image type the gains are taken from (left out of the figure).
+        run_label: the run's name in the legend.
+        axes: one matplotlib axis per metric (PSNR, SSIM, mean Dice).
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    labels = {"psnr": "PSNR gain (dB)", "ssim": "SSIM gain", "mean_dice": "mean Dice gain"}
+    here = table1.dropna(subset=["here"])
+    types = list(dict.fromkeys([*[t for t in here["image_type"] if t != baseline],
+                                *[t for t in TABLE1["image_type"] if t != baseline]]))
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(13, 0.45 * len(types) + 1.6), sharey=True)
+    axes = np.ravel(axes)
+    fig = axes[0].figure
+    y = np.arange(len(types))
+    for ax, (m, label) in zip(axes, labels.items()):
+        g = table1[table1["metric"] == m].set_index("image_type").reindex(types)
+        ax.barh(y - 0.2, g["paper_gain"], height=0.38, color="0.65", label=f"paper ({TABLE1_N} participants)")
+        ax.barh(y + 0.2, g["here_gain"], height=0.38, color="tab:blue", label=run_label)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_xlabel(label)
+        ax.set_title(label.replace(" gain", "") + f" minus the {baseline}'s")
+    axes[0].set_yticks(y, types)
+    axes[0].invert_yaxis()
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"Table 1 as gains over the {baseline}: paper (grey) and this run (blue; missing bar: type not "
+                 "trained here)")
+    fig.tight_layout()
+    return fig
+
+
+def anova_text(anova: pd.DataFrame) -> list[str]:
+    """The paper's repeated-measures ANOVA of the ranks and the run's (over raters), one line each."""
+    lines = [f"paper: repeated-measures ANOVA of the 'looks best' ranks F = {RANKS_ANOVA['F']}, p {RANKS_ANOVA['p']} "
+             "(4 raters)"]
+    an = anova[anova["unit"] == "rater_id"] if "unit" in anova.columns else anova
+    an = an.dropna(subset=["F"])
+    lines += [f"here:  {r['criterion']}: F({r['df_effect']:.0f}, {r['df_error']:.0f}) = {r['F']:.2f}, "
+              f"p = {r['p']:.4f} ({r['n_subjects']:.0f} raters)" for _, r in an.iterrows()]
+    return lines
+
+
+def plot_rank_positions(ranks: pd.DataFrame, *, axes=None):
+    """The survey's ranks as positions (0 = best, 1 = worst, ± SD on that scale), paper (grey) beside the run
+    (blue), one panel per criterion, image types in the paper's order.
+
+    Args:
+        ranks: :func:`compare_ranks`.
+        axes: one matplotlib axis per criterion.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    crits = list(dict.fromkeys(ranks["criterion"]))
+    if axes is None:
+        # not sharey: each criterion orders the types its own way, and shared ticks would carry the last one's
+        fig, axes = plt.subplots(1, len(crits), figsize=(6 * len(crits), 3.6))
+    axes = np.atleast_1d(axes).ravel()
+    fig = axes[0].figure
+    for ax, crit in zip(axes, crits):
+        g = ranks[ranks["criterion"] == crit].sort_values("paper_position", na_position="last")
+        g = g.reset_index(drop=True)
+        y = np.arange(len(g))
+        ax.errorbar(g["paper_position"], y - 0.12, xerr=g["paper_sd"] / (RANKS_N_TYPES - 1), fmt="o", color="0.55",
+                    label="paper")
+        k_here = int(g["here_rank"].notna().sum())
+        ax.errorbar(g["here_position"], y + 0.12, xerr=g["here_sd"] / max(k_here - 1, 1), fmt="s",
+                    color="tab:blue", label=f"this run ({k_here} types)")
+        ax.set_yticks(y, g["image_type"])
+        ax.set_xlim(-0.35, 1.35)
+        ax.set_xlabel("rank position (0 = best, 1 = worst), ± SD")
+        ax.set_title(crit.replace("_", " "))
+        ax.invert_yaxis()
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def amygdala_gains(structure_dice: pd.DataFrame, *, baseline: str = "3T",
+                   structures=("Left-Amygdala", "Right-Amygdala")) -> pd.DataFrame:
+    """Per subject (rows) and image type (columns, display names), the amygdala Dice (left and right averaged)
+    minus the baseline's; the baseline's own column is dropped."""
+    d = structure_dice[structure_dice["structure"].isin(structures)]
+    per = d.groupby(["key", "image_type"])["dice"].mean().unstack("image_type").rename(columns=display_name)
+    base = display_name(baseline)
+    if base not in per.columns:
+        return pd.DataFrame(index=per.index)
+    return per.drop(columns=base).sub(per[base], axis=0)
+
+
+def plot_amygdala_gains(amygdala: pd.DataFrame, structure_dice: pd.DataFrame, *, baseline: str = "3T", ax=None):
+    """The amygdala Dice gain over the baseline: the paper's mean ± SD (grey diamonds) beside each of the run's
+    subjects (blue dots) and their mean (bar), one row per image type.
+
+    Args:
+        amygdala: :func:`compare_amygdala`.
+        structure_dice: chapter 07's per-subject table (``key``, ``image_type``, ``structure``, ``dice``).
+        baseline: the image type the gains are taken from.
+        ax: a matplotlib axis.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    gains = amygdala_gains(structure_dice, baseline=baseline)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(10, 0.6 * len(amygdala) + 1.8))
+    fig = ax.figure
+    amy = amygdala.reset_index(drop=True)
+    paper_rows = amy[np.isfinite(amy["paper_gain"].astype(float))]
+    ax.errorbar(paper_rows["paper_gain"], paper_rows.index - 0.15, xerr=paper_rows["paper_sd"], fmt="D", color="0.55",
+                label=f"paper mean ± SD ({AMYGDALA_N} participants)")
+    here = [(i, gains[t].dropna()) for i, t in enumerate(amy["image_type"]) if t in gains.columns]
+    if here:
+        ax.scatter(np.concatenate([d.to_numpy() for _, d in here]),
+                   np.concatenate([np.full(len(d), i + 0.15) for i, d in here]), color="tab:blue", s=18, alpha=0.8,
+                   label="this run, one subject")
+        ax.vlines([d.mean() for _, d in here], [i + 0.02 for i, _ in here], [i + 0.28 for i, _ in here],
+                  color="tab:blue", lw=2.5)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(amy)), amy["image_type"])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"amygdala Dice minus the {baseline}'s (mean of left and right)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_title(f"Amygdala Dice gain over the {baseline} (bar: this run's mean)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_diagnosis(diagnosis: pd.DataFrame, *, axes=None):
+    """Accuracy and balanced accuracy of the run (mean ± SD per image type) against the paper's range (band).
+
+    Args:
+        diagnosis: :func:`compare_diagnosis`.
+        axes: two matplotlib axes.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 2.8), sharey=True)
+    axes = np.ravel(axes)
+    fig = axes[0].figure
+    for ax, m in zip(axes, ["accuracy", "balanced_accuracy"]):
+        g = diagnosis[diagnosis["metric"] == m].reset_index(drop=True)
+        lo, hi = DIAGNOSIS[m]
+        ax.axvspan(lo, hi, color="0.8", label="paper: range over its 3 image types")
+        ax.errorbar(g["here"], np.arange(len(g)), xerr=g["here_sd"], fmt="s", color="tab:blue", label="this run ± SD")
+        ax.set_yticks(range(len(g)), g["image_type"])
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(m.replace("_", " "))
+    axes[0].invert_yaxis()
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def summary_table(table1: pd.DataFrame, rank_order: pd.DataFrame, amygdala: pd.DataFrame,
+                  diagnosis: pd.DataFrame, *, baseline: str = "3T", alpha: float = 0.05) -> pd.DataFrame:
+    """One line per comparison with the paper, and whether the run points the same way.
+
+    Table 1 and the survey agree when the gain has the paper's sign or the shared types come in the paper's
+    order; the amygdala and diagnosis comparisons agree when the run reaches the paper's conclusion (a significant
+    gain of the same sign, or no significant difference; p < ``alpha``).
+
+    Args:
+        table1: :func:`compare_table1`.
+        rank_order: :func:`rank_order_agreement`.
+        amygdala: :func:`compare_amygdala`.
+        diagnosis: :func:`compare_diagnosis`.
+        baseline: the image type the gains are taken from.
+        alpha: significance level.
+
+    Returns:
+        ``result, quantity, paper, here, agrees`` (``agrees`` starts with "yes" or "no", or says that the paper
+        lacks the quantity).
+    """
+    def signed(x: float) -> str:
+        return "" if not np.isfinite(x) else f"{x:+.3f}"
+
+    gains = table1[table1["image_type"] != display_name(baseline)].dropna(subset=["here_gain"])
+    lines = [dict(result="Table 1", quantity=f"{r.metric} gain, {r.image_type}", paper=signed(r.paper_gain),
+                  here=signed(r.here_gain), agrees=r.same_direction or "not in the paper")
+             for r in gains.itertuples()]
+    lines += [dict(result="survey", quantity=f"order of {r.shared} shared types, {r.criterion}",
+                   paper=r.paper_order, here=r.here_order, agrees=r.same_order) for r in rank_order.itertuples()]
+    lines += [dict(result="amygdala", quantity=f"Dice gain, {r.image_type}",
+                   paper=f"{signed(r.paper_gain)} (p = {r.paper_p})" if np.isfinite(r.paper_gain) else "",
+                   here=f"{r.here_gain:+.3f} (p_BH = {r.here_p_bh:.2f}, "
+                        f"{'significant' if r.here_p_bh < alpha else 'not significant'})",
+                   agrees=(f"{r.same_conclusion} (gain sign: {r.same_direction})" if r.same_conclusion
+                           else "not in the paper"))
+               for r in amygdala[amygdala["here_n"] > 0].itertuples()]
+    dx = diagnosis[diagnosis["image_type"] != display_name(baseline)].dropna(subset=["here_diff"])
+    lines += [dict(result="diagnosis", quantity=f"{r.metric} difference, {r.image_type} minus {baseline}",
+                   paper="not significant", here=f"{r.here_diff:+.3f} (p_BH = {r.here_p_bh:.2f})",
+                   agrees="no" if r.here_p_bh < alpha else "yes") for r in dx.itertuples()]
+    return pd.DataFrame(lines, columns=["result", "quantity", "paper", "here", "agrees"])

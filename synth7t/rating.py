@@ -10,6 +10,10 @@ A session folder holds::
 The widget reads ``session.json``, ``images/`` and ``answers.sqlite`` only; the key is read by the analysis.
 Each answer is committed before the widget moves on, so a closed kernel or a crash loses nothing already
 answered, and a rater who comes back continues at the first query they have not answered.
+
+Chapter 05 runs a session with :func:`variant_volumes`, :func:`open_session` (build once, then reuse),
+:func:`plot_query`, :func:`simulate_raters` and :func:`progress_table`; chapter 06 unblinds it with
+:func:`analysis_ranks` before the statistics of :mod:`synth7t.stats`.
 """
 
 from __future__ import annotations
@@ -441,3 +445,253 @@ def simulated_ranking(quality: Mapping[str, float], positions_of: Mapping[str, s
     """
     scores = {v: q + noise * rng.gumbel() for v, q in quality.items()}
     return [positions_of[v] for v in sorted(scores, key=scores.get, reverse=True)]
+
+
+# ------------------------------------------------------------------------------ running a session (chapter 05)
+
+#: the simulated raters' latent quality per variant (a stated assumption, not a finding); other variants: 1.0
+SIMULATED_QUALITY = {"7T": 2.0, "3T": 0.0}
+
+
+def rater_list(rater_ids) -> list[str]:
+    """Rater codes as a list: a single code given as a string (``papermill -p rater_ids alice``) becomes a list.
+
+    Raises:
+        ValueError: no rater, or an empty code.
+    """
+    if isinstance(rater_ids, str) and not rater_ids.lstrip().startswith("["):
+        rater_ids = [rater_ids]
+    if isinstance(rater_ids, str) or not rater_ids or not all(str(r).strip() for r in rater_ids):
+        raise ValueError(f"rater_ids must be a non-empty list of rater codes, e.g. ['rater1'] (papermill: "
+                         f"-y 'rater_ids: [rater1]'), got {rater_ids!r}")
+    return [str(r).strip() for r in rater_ids]
+
+
+def variant_volumes(images: pd.DataFrame, image_types: Sequence[str] = ()) -> tuple[dict, list[str]]:
+    """Every variant's file per subject, for the subjects that have every variant (a model that failed on one
+    subject would otherwise leave a query with a missing letter).
+
+    Args:
+        images: :func:`synth7t.predict.collect_images` (``key``, ``image_type``, ``path``).
+        image_types: variants to show; empty: every image type of ``images``, in its order.
+
+    Returns:
+        ``({variant: {key: path}}, dropped keys)``, ready for :func:`build_session`.
+
+    Raises:
+        ValueError: an image type of ``image_types`` has no image.
+    """
+    available = list(dict.fromkeys(images["image_type"]))
+    unknown = [t for t in image_types if t not in available]
+    if unknown:
+        raise ValueError(f"image_types {unknown} have no image for these subjects; available: {sorted(available)}")
+    variants = list(image_types) or available
+    paths = {v: dict(zip(g["key"], g["path"])) for v, g in images.groupby("image_type", sort=False)}
+    keys = sorted(set(images["key"]))
+    complete = [k for k in keys if all(k in paths[v] for v in variants)]
+    return {v: {k: paths[v][k] for k in complete} for v in variants}, sorted(set(keys) - set(complete))
+
+
+def open_session(session_dir: PathLike, volumes: Mapping[str, Mapping[str, PathLike]], *, seed: int = 0,
+                 slices_per_subject: int = 1, overwrite: bool = False) -> tuple[RatingStore, list[str]]:
+    """Reuse the session in ``session_dir``, or build it (:func:`build_session`) when there is none.
+
+    A session is never rebuilt over its answers: with ``overwrite`` the existing folder is moved aside to
+    ``session-replaced-<time>`` (kept, since its answers may have taken hours) and a new one is built.
+
+    Args:
+        session_dir: the session folder.
+        volumes: ``{variant: {key: path}}`` (:func:`variant_volumes`), used only when a session is built.
+        seed: draws of planes, slices and letters (only when a session is built).
+        slices_per_subject: queries per subject (only when a session is built).
+        overwrite: move an existing session aside and build a new one.
+
+    Returns:
+        ``(store, notes)``: the session and what happened, in sentences.
+
+    Raises:
+        RuntimeError: the folder exists but is no session, or there is not enough to build one.
+    """
+    session_dir = Path(session_dir)
+    notes = []
+    if overwrite and session_dir.exists():
+        aside = session_dir.with_name(f"session-replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        session_dir.rename(aside)
+        notes.append(f"the previous session was moved to {aside} with its answers")
+    if (session_dir / "session.json").is_file():
+        store = RatingStore(session_dir)
+        m = store.meta
+        built = time.strftime("%Y-%m-%d %H:%M", time.localtime(m["created_at"]))
+        notes.append(f"reusing the session built {built} (seed {m['seed']}, {m.get('slices_per_subject', 1)} "
+                     "slice(s) per subject): its images and answers are kept; set overwrite_session = True for a "
+                     "new one")
+        if m.get("slices_per_subject", 1) != slices_per_subject or m["seed"] != seed:
+            notes.append(f"note: the parameters ask for seed {seed} and {slices_per_subject} slice(s) per subject; "
+                         "the session keeps the ones it was built with")
+        return store, notes
+    if session_dir.exists():
+        raise RuntimeError(f"{session_dir} exists but is not a rating session (no session.json); move it away")
+    subjects = sorted(set().union(*[set(v) for v in volumes.values()])) if volumes else []
+    if len(volumes) < 2 or not subjects:
+        raise RuntimeError(f"a session needs at least 2 image variants on at least one subject; found "
+                           f"{list(volumes)} on {len(subjects)} subject(s) (run notebooks 01 and 03 first)")
+    t0 = time.perf_counter()
+    store = build_session(session_dir, volumes, subjects=subjects, seed=seed, slices_per_subject=slices_per_subject)
+    notes.append(f"built in {time.perf_counter() - t0:.1f} s: {len(subjects)} subject(s) x {slices_per_subject} "
+                 f"slice(s), {len(volumes)} variants per query")
+    return store, notes
+
+
+def plot_query(store: RatingStore, index: int, *, axes=None):
+    """A query as the rater sees it (a static figure of the widget): its anonymous images under their letters,
+    3 across; ``index`` is 0-based, ``axes`` one matplotlib axis per position at least. Returns the figure."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    if not 0 <= int(index) < store.n_queries:
+        raise ValueError(f"index must be in [0, {store.n_queries - 1}], got {index}")
+    query = store.queries()[int(index)]
+    n = len(query.positions)
+    ncol = min(n, 3)
+    if axes is None:
+        nrow = -(-n // ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 3.2 * nrow), squeeze=False)
+    axes = np.ravel(axes)
+    fig = axes[0].figure
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, pos in zip(axes, query.positions):
+        ax.imshow(np.asarray(Image.open(query.images[pos])), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(pos, fontweight="bold")
+    fig.suptitle(f"query {index + 1} of {store.n_queries}: rank A-{query.positions[-1]} on each criterion")
+    fig.tight_layout()
+    return fig
+
+
+def simulate_raters(session_dir: PathLike, n_raters: int, *, quality: Optional[Mapping[str, float]] = None,
+                    default_quality: float = 1.0, noise: Optional[Sequence[float]] = None,
+                    seed: int = 0) -> pd.DataFrame:
+    """Simulated raters ``sim1 ... simN`` answer every query they have not answered, through the widget's own path.
+
+    Each goes through :meth:`RaterApp.answer` (the rank menus and "Save and next", as a person's clicks) with
+    rankings from :func:`simulated_ranking`. To put the qualities on the right letters the simulation reads the
+    key, which a real rater never sees. **These are not expert opinions.**
+
+    Args:
+        session_dir: the session.
+        n_raters: how many simulated raters (0: none).
+        quality: latent quality per variant (default :data:`SIMULATED_QUALITY`: real 7T 2, 3T 0).
+        default_quality: the quality of every other variant (the models).
+        noise: Gumbel scale per rater (default 0.6, 0.9, 1.2, ...: sim1 the most consistent).
+        seed: seed of the rankings.
+
+    Returns:
+        One row per simulated rater: ``rater``, ``noise``, ``new_answers`` (queries answered now).
+    """
+    if n_raters < 0:
+        raise ValueError(f"n_raters must be 0 or more, got {n_raters}")
+    quality = dict(SIMULATED_QUALITY if quality is None else quality)
+    noise = [0.6 + 0.3 * i for i in range(n_raters)] if noise is None else list(noise)
+    if len(noise) != n_raters:
+        raise ValueError(f"noise needs one value per simulated rater ({n_raters}), got {len(noise)}")
+    key = read_key(session_dir)
+    positions = {q: dict(zip(g["variant"], g["position"])) for q, g in key.groupby("query_index")}
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, scale in enumerate(noise):
+        app = RaterApp(session_dir, f"sim{i + 1}")
+        before = app.store.progress(app.rater_id)[0]
+        while app.current is not None:
+            pos = positions[app.current]
+            q = {v: quality.get(v, default_quality) for v in pos}
+            app.answer({c: simulated_ranking(q, pos, rng, noise=scale) for c in app.store.criteria})
+        new = app.store.progress(app.rater_id)[0] - before
+        rows.append({"rater": app.rater_id, "noise": scale, "new_answers": new})
+    return pd.DataFrame(rows, columns=["rater", "noise", "new_answers"])
+
+
+def progress_table(store: RatingStore, rater_ids: Sequence[str] = ()) -> pd.DataFrame:
+    """Each rater's progress: queries fully answered, of how many, and the time of the last answer.
+
+    Args:
+        store: the session.
+        rater_ids: raters listed even without an answer; every rater with an answer follows.
+    """
+    answers = store.answers()
+    last = answers.groupby("rater_id")["answered_at"].max()
+    rows = []
+    for r in dict.fromkeys([*rater_ids, *store.raters()]):
+        done, total = store.progress(r)
+        rows.append({"rater": r, "answered": done, "total": total, "done": f"{100 * done / total:.0f} %",
+                     "last answer": time.strftime("%Y-%m-%d %H:%M", time.localtime(last[r])) if r in last else "-"})
+    return pd.DataFrame(rows, columns=["rater", "answered", "total", "done", "last answer"])
+
+
+# ------------------------------------------------------------------------------ analysing a session (chapter 06)
+
+
+def variant_order(shown: Sequence[str], preferred: Sequence[str] = ()) -> list[str]:
+    """The order of the image types in tables and figures: 3T, the models alphabetically, 7T (those shown), or
+    ``preferred`` (those shown) followed by any other shown type in that default order."""
+    shown = list(dict.fromkeys(shown))
+    default = [v for v in ["3T", *sorted(v for v in shown if v not in ("3T", "7T")), "7T"] if v in shown]
+    order = [v for v in preferred if v in shown]
+    return order + [v for v in default if v not in order]
+
+
+def analysis_ranks(session_dir: PathLike, criteria: Sequence[str], *, preferred_order: Sequence[str] = (),
+                   raters: Sequence[str] = ()) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The unblinded ranks of a session, ready for the analysis: chosen criteria and raters, display names.
+
+    Args:
+        session_dir: the session.
+        criteria: criteria to analyse, in order (each must be one of the session's).
+        preferred_order: image types in table order (:func:`variant_order`); empty: 3T, models, 7T.
+        raters: rater ids to keep; empty: every rater with an answer.
+
+    Returns:
+        ``(ranks, order, notes)``: the tidy ranks (:func:`ranks_table` with ``image_type``, the run's name, and
+        ``variant``, its display name; rows by criterion), the display names in table order, and notes (criteria
+        left out, variants never shown, raters without answers, simulated raters, a single rater).
+
+    Raises:
+        ValueError: a criterion is not one of the session's.
+    """
+    import re
+
+    from .names import display_name
+
+    store = RatingStore(session_dir)
+    unknown = [c for c in criteria if c not in store.criteria]
+    if unknown or not criteria:
+        raise ValueError(f"criteria must be among this session's {list(store.criteria)}, got {list(criteria)}")
+    notes = []
+    skipped = [c for c in store.criteria if c not in criteria]
+    if skipped:
+        notes.append(f"criteria of the session not analysed (not in `criteria`): {', '.join(skipped)}")
+    shown = list(dict.fromkeys(read_key(session_dir)["variant"]))
+    never = [v for v in preferred_order if v not in shown]
+    if never:
+        notes.append(f"never shown in this session, left out: {', '.join(never)} "
+                     f"(the session shows {', '.join(sorted(shown))})")
+    order = [display_name(v) for v in variant_order(shown, preferred_order)]
+    ranks = ranks_table(session_dir)
+    absent = [r for r in raters if r not in set(ranks["rater_id"])]
+    if absent:
+        notes.append(f"no answer from: {', '.join(absent)}")
+    if raters:
+        ranks = ranks[ranks["rater_id"].isin(raters)]
+    ranks = pd.concat([ranks[ranks["criterion"] == c] for c in criteria], ignore_index=True)
+    ranks.insert(3, "image_type", ranks["variant"])
+    ranks["variant"] = ranks["image_type"].map(display_name)
+    answering = sorted(ranks["rater_id"].unique())
+    if not answering:
+        notes.append("No answers yet: nothing to analyse. Run this notebook again once raters have answered.")
+    elif len(answering) == 1:
+        notes.append(f"Only one rater ({answering[0]}): the ANOVA over raters and the Bonferroni tests on raters' "
+                     "means need at least 2; the query-level tests stand in for them.")
+    simulated = [r for r in answering if re.fullmatch(r"sim\d+", r)]
+    if simulated:
+        notes.append(f"{', '.join(simulated)}: simulated raters (chapter 05), not expert opinions")
+    return ranks, order, notes
+

@@ -6,11 +6,18 @@ resampled by nearest neighbour, §2.3), and compared with Dice; the synthetic im
 This module does the same for any structures of :data:`synth7t.segment.FREESURFER_LABELS` (amygdala and, beyond the
 paper, hippocampus by default):
 
+- :func:`structure_labels` names structures by their FreeSurfer labels, :func:`reference_paths` finds a
+  subject's reference (a manual segmentation, or the demo's ground truth);
 - :func:`align_labels` registers an image to the reference image (ANTs affine, Mattes MI) and carries its label map
   into the reference grid (``genericLabel`` or nearest neighbour);
-- :func:`structure_dice` scores one label map against the reference per structure;
+- :func:`structure_dice` scores one label map against the reference per structure, :func:`reference_dice` every
+  image of a table, :func:`dice_summary` sums it up;
 - :func:`best_per_subject` counts, per structure, which image type scored best for each subject;
-- :func:`plot_dice_differences` and :func:`plot_outlines` draw the Figure 5 analogue.
+- :func:`plot_dice_differences` and :func:`plot_outlines` draw the Figure 5 analogue,
+  :func:`plot_volumes_by_diagnosis` the regional volumes of each image type by diagnosis.
+
+Chapter 04's whole-brain Dice (each image's segmentation against the real 7T's, label by label) is
+:func:`segmentation_dice`; :func:`structure_centre` finds where to look.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ def align_labels(image, labels, reference, *, transform: str = "Affine",
     Returns:
         The label map on the reference grid (int16).
     """
-    from .preprocess import PreprocessConfig, _coarsen, apply_transforms, register
+    from .preprocess import PreprocessConfig, apply_transforms, coarsen, register
 
     img, img_aff = _volume(image, "image")
     lab, lab_aff = _volume(labels, "labels")
@@ -72,8 +79,8 @@ def align_labels(image, labels, reference, *, transform: str = "Affine",
     cfg = PreprocessConfig(aff_iterations=(100, 50, 20), aff_shrink_factors=(4, 2, 1),
                            aff_smoothing_sigmas=(2, 1, 0))
     with tempfile.TemporaryDirectory(prefix="synth7t-align.") as tmp:
-        fixed, fixed_aff = _coarsen(np.asarray(ref, np.float32), ref_aff, registration_spacing)
-        moving, moving_aff = _coarsen(np.asarray(img, np.float32), img_aff, registration_spacing)
+        fixed, fixed_aff = coarsen(np.asarray(ref, np.float32), ref_aff, registration_spacing)
+        moving, moving_aff = coarsen(np.asarray(img, np.float32), img_aff, registration_spacing)
         reg = register(fixed, fixed_aff, moving, moving_aff, Path(tmp) / "reg_", cfg, syn=False,
                        linear_transform=transform)
         out = apply_transforms(lab.astype(np.float32), lab_aff, ref.shape, ref_aff, reg["transforms"],
@@ -215,5 +222,188 @@ def plot_outlines(image: np.ndarray, reference: np.ndarray, labels: Mapping[str,
             ax.contour(m, levels=[0.5], colors="tab:red", linewidths=1.0)
         ax.set_title(name, fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------ tables of many images
+
+
+def structure_labels(structures: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """The FreeSurfer label numbers of each named structure (:data:`synth7t.segment.FREESURFER_LABELS`).
+
+    Raises:
+        ValueError: a name that no label carries (the message lists the known names).
+    """
+    from .segment import FREESURFER_LABELS
+
+    out = {s: tuple(k for k, v in FREESURFER_LABELS.items() if v == s) for s in structures}
+    bad = [s for s, ids in out.items() if not ids]
+    if bad:
+        raise ValueError(f"unknown structure(s) {bad}; known: {', '.join(FREESURFER_LABELS.values())}")
+    return out
+
+
+def reference_paths(key: str, record: Optional[Mapping], derivatives: PathLike,
+                    reference_dir: PathLike = "") -> tuple[Path, Path]:
+    """The reference of one subject: ``(reference image, reference label map)``.
+
+    Args:
+        key: the acquisition key (``sub-<id>[_ses-<s>]``).
+        record: its preprocessing record (:func:`synth7t.preprocess.load_records`); its ``files`` name the 7T
+            and, on the demo cohort, the ground-truth label map.
+        derivatives: the preprocessing outputs the record's files are relative to.
+        reference_dir: a folder of manual segmentations, ``<key>_T1w.nii.gz`` and ``<key>_dseg.nii.gz``; when
+            given it is used instead of the record.
+
+    Raises:
+        FileNotFoundError: the manual files are missing, or the record has no label map and no folder is given.
+    """
+    if reference_dir:
+        img, lab = Path(reference_dir) / f"{key}_T1w.nii.gz", Path(reference_dir) / f"{key}_dseg.nii.gz"
+        if not (img.is_file() and lab.is_file()):
+            raise FileNotFoundError(f"{key}: reference needs {img} and {lab}")
+        return img, lab
+    files = (record or {}).get("files", {})
+    if "labels" not in files or "t7" not in files:
+        raise FileNotFoundError(f"{key}: no ground-truth label map in the preprocessing outputs; give reference_dir")
+    return Path(derivatives) / files["t7"], Path(derivatives) / files["labels"]
+
+
+def reference_dice(images: pd.DataFrame, seg_paths: Mapping[tuple[str, str], PathLike],
+                   references: Mapping[str, tuple[PathLike, PathLike]],
+                   structures: Mapping[str, Sequence[int]] = STRUCTURES, **align) -> tuple[pd.DataFrame, dict]:
+    """Structure Dice of every image's segmentation against its subject's reference (the paper's Figure 5).
+
+    Each segmentation is carried into the reference grid by :func:`align_labels` (image registered to the
+    reference image), then scored by :func:`structure_dice`.
+
+    Args:
+        images: one row per image: ``key``, ``image_type``, ``path`` and ``name`` (the display name; default
+            ``image_type``).
+        seg_paths: ``{(key, image_type): label map}`` on each image's grid.
+        references: ``{key: (reference image, reference label map)}`` (:func:`reference_paths`).
+        structures: ``{name: label numbers}``.
+        **align: further arguments of :func:`align_labels`.
+
+    Returns:
+        ``(dice, aligned)``: the tidy table ``key, image_type (display name), structure, dice`` and the aligned
+        label maps ``{(key, name): array}``.
+    """
+    rows, aligned = [], {}
+    for r in images.itertuples(index=False):
+        name = getattr(r, "name", r.image_type)
+        ref_img, ref_lab = references[r.key]
+        lab = align_labels(r.path, seg_paths[(r.key, r.image_type)], ref_img, **align)
+        aligned[(r.key, name)] = lab
+        ref = sio.load_volume(ref_lab, dtype=None).data
+        rows += [{"key": r.key, "image_type": name, "structure": s, "dice": d}
+                 for s, d in structure_dice(ref, lab, structures).items()]
+    return pd.DataFrame(rows, columns=["key", "image_type", "structure", "dice"]), aligned
+
+
+def dice_summary(dice: pd.DataFrame, order: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Mean, SD and count of the Dice per structure (rows) and image type (column groups, in ``order``)."""
+    summary = dice.groupby(["structure", "image_type"])["dice"].agg(["mean", "std", "count"])
+    summary = summary.unstack("image_type").swaplevel(axis=1).sort_index(axis=1)
+    return summary.reindex(columns=list(order), level=0) if order is not None else summary
+
+
+def segmentation_dice(images: pd.DataFrame, seg_paths: Mapping[tuple[str, str], PathLike], *,
+                      reference: str = "7T", truth: Optional[Mapping[str, PathLike]] = None,
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Whole-brain Dice of every image's segmentation against the segmentation of the real 7T (paper §2.8.1).
+
+    Labels are those of the 7T's segmentation (background left out); the mean leaves out the cerebellum
+    (:func:`synth7t.metrics.mean_dice`). When ``truth`` gives a ground-truth label map (the demo cohort), each
+    image, the real 7T included, is also scored against it.
+
+    Args:
+        images: one row per image on one grid per subject: ``key``, ``image_type`` and ``name`` (display name;
+            default ``image_type``); the ``reference`` type among them.
+        seg_paths: ``{(key, image_type): label map}``.
+        reference: the image type whose segmentation is the reference.
+        truth: ``{key: ground-truth label map}`` on the same grid (optional).
+
+    Returns:
+        ``(scores, per_label)``: ``key, image_type, mean_dice[, mean_dice_truth]`` (no ``mean_dice`` for the
+        reference itself), and ``key, image_type, label, region, dice``.
+    """
+    from .metrics import dice as label_dice
+    from .metrics import mean_dice
+    from .segment import FREESURFER_LABELS
+
+    truth = truth or {}
+    rows, per_label = [], []
+    for key, group in images.groupby("key", sort=True):
+        ref_seg = sio.load_volume(seg_paths[(key, reference)], dtype=None).data
+        true_seg = sio.load_volume(truth[key], dtype=None).data if truth.get(key) else None
+        labels = [int(v) for v in np.unique(ref_seg) if v != 0]
+        for r in group.itertuples(index=False):
+            name = getattr(r, "name", r.image_type)
+            seg = sio.load_volume(seg_paths[(key, r.image_type)], dtype=None).data
+            rec = {"key": key, "image_type": name}
+            if r.image_type != reference:
+                d = label_dice(ref_seg, seg, labels)
+                rec["mean_dice"] = mean_dice(d)
+                per_label += [{"key": key, "image_type": name, "label": lab, "dice": v} for lab, v in d.items()]
+            if true_seg is not None:
+                rec["mean_dice_truth"] = mean_dice(label_dice(true_seg, seg, labels))
+            rows.append(rec)
+    per_label = pd.DataFrame(per_label, columns=["key", "image_type", "label", "dice"])
+    per_label.insert(3, "region", [FREESURFER_LABELS.get(int(i), str(i)) for i in per_label["label"]])
+    return pd.DataFrame(rows), per_label
+
+
+def structure_centre(labels: np.ndarray, ids: Sequence[int] = (17, 18)) -> np.ndarray:
+    """Voxel indices (int) of the centre of the voxels carrying ``ids`` (default: left hippocampus and amygdala);
+    the array centre when none does."""
+    idx = np.argwhere(np.isin(labels, list(ids)))
+    return (np.round(idx.mean(0)) if len(idx) else np.array(np.shape(labels)) // 2).astype(int)
+
+
+def plot_volumes_by_diagnosis(volumes: pd.DataFrame, participants: pd.DataFrame, image_types: Sequence[str], *,
+                              columns: Optional[Mapping[str, Sequence[str]]] = None, axes=None):
+    """Regional volumes by diagnosis, one panel per region, one colour per image type (side by side per group).
+
+    Args:
+        volumes: :func:`synth7t.segment.volumes_table` (``key``, ``image_type`` and one column per region, mL).
+        participants: indexed by ``participant_id``, with ``diagnosis`` (:func:`synth7t.layout.read_participants`).
+        image_types: image types to draw, in legend order.
+        columns: ``{panel: regions summed}``; default hippocampus and lateral ventricles, left plus right.
+        axes: one matplotlib axis per panel.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    from .layout import DIAGNOSES
+    from .names import display_name
+
+    columns = dict(columns or {"Hippocampus": ["Left-Hippocampus", "Right-Hippocampus"],
+                               "Lateral-Ventricles": ["Left-Lateral-Ventricle", "Right-Lateral-Ventricle"]})
+    missing = sorted({c for cols in columns.values() for c in cols} - set(volumes.columns))
+    if missing:
+        raise ValueError(f"volumes lack region column(s) {', '.join(missing)}")
+    v = volumes.assign(participant_id=volumes["key"].str.split("_").str[0])
+    v = v.join(participants[["diagnosis"]], on="participant_id")
+    dx = [d for d in DIAGNOSES if d in set(v["diagnosis"])]
+    if axes is None:
+        fig, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 3.4), squeeze=False)
+        axes = axes[0]
+    else:
+        axes = np.ravel(axes)
+        fig = axes[0].figure
+    width = 0.8 / max(len(image_types), 1)
+    for ax, (panel, cols) in zip(axes, columns.items()):
+        for i, t in enumerate(image_types):
+            sub = v[v["image_type"] == t]
+            x = np.array([dx.index(d) for d in sub["diagnosis"] if d in dx], float)
+            y = sub.loc[sub["diagnosis"].isin(dx), list(cols)].sum(axis=1).to_numpy(float)
+            ax.scatter(x + (i - (len(image_types) - 1) / 2) * width, y, s=14, label=display_name(t))
+        ax.set_xticks(range(len(dx)), dx)
+        ax.set_ylabel(f"{panel} (mL)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -1,9 +1,15 @@
-"""Statistics for the rating study (paper §2.8.2): rank summaries, repeated-measures ANOVA, post-hoc tests.
+"""Statistics for the rating study (paper §2.8.2) and paired tests (§2.8.3).
 
 The paper ran "repeated-measure ANOVAs with rank as the dependent variable, image type as the within-subject
 effect, and rater as the grouping variable", with Tukey (and Bonferroni-corrected) post-hoc comparisons.
 Here the repeated-measures unit is configurable: ``subject="rater_id"`` (each rater's mean rank per image type,
 the paper's set-up) or ``subject="query_index"``.
+
+- :func:`rank_summary` and :func:`rank_table`: mean rank ± SD per criterion and image type (Figure 4C's numbers);
+- :func:`rm_anova`, and :func:`anova_table` over criteria and units;
+- :func:`tukey_table`, :func:`bonferroni_table`, and :func:`posthoc_tables` over criteria (one sign for both);
+- :func:`plot_rank_violins` (Figure 4C) and :func:`plot_rater_stacked_ranks` (Figures A.8-A.11);
+- :func:`paired_tests` with :func:`benjamini_hochberg` (the segmentation comparison of §2.8.3).
 """
 
 from __future__ import annotations
@@ -16,21 +22,45 @@ import pandas as pd
 from scipy import stats as sps
 
 
-def rank_summary(ranks: pd.DataFrame, order: Optional[Sequence[str]] = None) -> pd.DataFrame:
+def rank_summary(ranks: pd.DataFrame, order: Optional[Sequence[str]] = None,
+                 criteria: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """Mean and SD of the rank per criterion and variant (1 = best), with the count of rankings.
 
     Args:
         ranks: tidy table with ``criterion``, ``variant``, ``rank`` (e.g. :func:`synth7t.rating.ranks_table`).
+        order: variant order within a criterion (default: by mean rank).
+        criteria: criterion order (default: alphabetical).
+
+    Returns:
+        One row per (criterion, variant): ``mean_rank``, ``sd``, ``n`` and the text ``mean ± SD``; ``criterion``
+        and ``variant`` are plain strings.
     """
     g = ranks.groupby(["criterion", "variant"])["rank"]
     out = pd.DataFrame({"mean_rank": g.mean(), "sd": g.std(ddof=1), "n": g.size()}).reset_index()
     out["mean ± SD"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(out["mean_rank"], out["sd"])]
+    crit_pos = {c: i for i, c in enumerate(criteria or sorted(out["criterion"].unique()))}
+    out["_c"] = out["criterion"].map(crit_pos).fillna(len(crit_pos))
     if order is not None:
-        out["variant"] = pd.Categorical(out["variant"], categories=list(order), ordered=True)
-        out = out.sort_values(["criterion", "variant"])
+        var_pos = {v: i for i, v in enumerate(order)}
+        out["_v"] = out["variant"].map(var_pos).fillna(len(var_pos))
     else:
-        out = out.sort_values(["criterion", "mean_rank"])
-    return out.reset_index(drop=True)
+        out["_v"] = out["mean_rank"]
+    out = out.sort_values(["_c", "_v", "criterion", "variant"], kind="stable")
+    return out.drop(columns=["_c", "_v"]).reset_index(drop=True)
+
+
+def rank_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The rank summary as the paper prints it: one row per image type, a ``mean ± SD`` column per criterion,
+    and ``n``, the largest number of rankings of the type over the criteria.
+
+    Args:
+        summary: the output of :func:`rank_summary` (its row order gives the table's).
+    """
+    variants = list(dict.fromkeys(summary["variant"]))
+    table = summary.pivot(index="variant", columns="criterion", values="mean ± SD")
+    table = table.reindex(index=variants, columns=list(dict.fromkeys(summary["criterion"])))
+    table["n"] = summary.groupby("variant")["n"].max().reindex(variants)
+    return table.rename_axis(index="image type", columns=None)
 
 
 def _cell_means(df: pd.DataFrame, dv: str, within: str, subject: str) -> pd.DataFrame:
@@ -101,6 +131,156 @@ def bonferroni_table(df: pd.DataFrame, *, dv: str = "rank", within: str = "varia
     out = pd.DataFrame(rows)
     out["reject"] = out["p_bonferroni"] < 0.05
     return out
+
+
+ANOVA_COLUMNS = ["criterion", "unit", "n_subjects", "n_levels", "F", "df_effect", "df_error", "p", "eta_sq_partial",
+                 "note"]
+
+
+def anova_table(ranks: pd.DataFrame, criteria: Sequence[str],
+                units: Sequence[str] = ("rater_id", "query_index")) -> pd.DataFrame:
+    """:func:`rm_anova` of the ranks for every criterion and every repeated-measures unit.
+
+    Args:
+        ranks: tidy ``rater_id, query_index, criterion, variant, rank``.
+        criteria: criteria to test, in table order.
+        units: repeated-measures units; ``rater_id`` is the paper's, ``query_index`` works with one rater.
+
+    Returns:
+        One row per (criterion, unit) with the columns of :data:`ANOVA_COLUMNS`; a unit with fewer than 2
+        members is listed with ``n_subjects`` and a ``note`` instead of a test.
+    """
+    rows = []
+    for crit in criteria:
+        sub = ranks[ranks["criterion"] == crit]
+        for unit in units:
+            n = int(sub[unit].nunique())
+            if n < 2:
+                what = {"rater_id": "raters", "query_index": "queries"}.get(unit, f"{unit} values")
+                rows.append({"criterion": crit, "unit": unit, "n_subjects": n,
+                             "note": f"needs at least 2 {what} with answers, found {n}"})
+            else:
+                rows.append({"criterion": crit, "unit": unit, **rm_anova(sub, subject=unit), "note": ""})
+    return pd.DataFrame(rows, columns=ANOVA_COLUMNS)
+
+
+def posthoc_tables(ranks: pd.DataFrame, criteria: Sequence[str], *,
+                   alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Tukey HSD and Bonferroni comparisons of the image types, for every criterion, with one sign convention.
+
+    Tukey (:func:`tukey_table`) runs on all rankings of a criterion; statsmodels reports ``mean_diff`` as b - a,
+    which is turned here into a - b (and the CI bounds swapped and negated), the sign of the Bonferroni table:
+    negative means a ranks better. Bonferroni (:func:`bonferroni_table`) runs on the raters' mean ranks, or on
+    the queries' with a single rater; ``reject`` uses ``alpha``.
+
+    Args:
+        ranks: tidy ``rater_id, query_index, criterion, variant, rank``.
+        criteria: criteria to compare, in table order.
+        alpha: family-wise error rate.
+
+    Returns:
+        ``(tukey, bonferroni, notes)``: the two tables with ``criterion`` first (Bonferroni also with its
+        ``unit``), empty when nothing could be tested, and one note per criterion that was skipped.
+    """
+    tukey, bonferroni, notes = [], [], []
+    for crit in criteria:
+        sub = ranks[ranks["criterion"] == crit]
+        if sub["variant"].nunique() < 2 or (sub.groupby("variant").size() < 2).all():
+            notes.append(f"{crit}: too few rankings for post-hoc tests ({len(sub)} rank(s))")
+            continue
+        tk = tukey_table(sub, alpha=alpha)
+        tk["mean_diff"], tk["ci_low"], tk["ci_high"] = -tk["mean_diff"], -tk["ci_high"], -tk["ci_low"]
+        tukey.append(tk.assign(criterion=crit))
+        unit = "rater_id" if sub["rater_id"].nunique() >= 2 else "query_index"
+        if sub[unit].nunique() < 2:
+            notes.append(f"{crit}: Bonferroni tests need at least 2 raters or 2 queries")
+            continue
+        bt = bonferroni_table(sub, subject=unit).assign(criterion=crit, unit=unit)
+        bt["reject"] = bt["p_bonferroni"] < alpha
+        bonferroni.append(bt)
+
+    def tidy(parts: list) -> pd.DataFrame:
+        if not parts:
+            return pd.DataFrame()
+        t = pd.concat(parts, ignore_index=True)
+        return t[["criterion", *[c for c in t.columns if c != "criterion"]]]
+
+    return tidy(tukey), tidy(bonferroni), notes
+
+
+def answered_table(ranks: pd.DataFrame, criteria: Sequence[str], n_queries: int) -> pd.DataFrame:
+    """Queries answered per rater (rows) and criterion (columns), with ``of``, the session's number of queries."""
+    answered = ranks.drop_duplicates(["rater_id", "query_index", "criterion"])
+    table = answered.groupby(["rater_id", "criterion"]).size().unstack("criterion")
+    table = table.reindex(columns=list(criteria)).fillna(0).astype(int)
+    return table.assign(of=int(n_queries)).rename_axis(columns=None)
+
+
+# ------------------------------------------------------------------------- figures of the rating study
+
+
+def plot_rank_violins(ranks, *, order: Optional[Sequence[str]] = None, axes=None):
+    """Figure 4C analogue: violins of the ranks given to each image type, one panel per criterion.
+
+    Args:
+        ranks: tidy table with ``criterion``, ``variant``, ``rank`` (1 = best).
+        order: variant order on the x axis (default: by mean rank).
+    """
+    import matplotlib.pyplot as plt
+
+    crits = list(dict.fromkeys(ranks["criterion"]))
+    if axes is None:
+        fig, axes = plt.subplots(1, len(crits), figsize=(4.2 * len(crits), 3.4), squeeze=False)
+        axes = axes[0]
+    else:
+        axes = np.ravel(axes)
+        fig = axes[0].figure
+    n_pos = int(ranks["rank"].max())
+    for ax, crit in zip(axes, crits):
+        sub = ranks[ranks["criterion"] == crit]
+        names = list(order) if order is not None else list(sub.groupby("variant")["rank"].mean().sort_values().index)
+        data = [sub.loc[sub["variant"] == v, "rank"].to_numpy(float) for v in names]
+        parts = ax.violinplot([d if len(d) else [np.nan] for d in data], showmeans=True, showextrema=False)
+        for body in parts["bodies"]:
+            body.set_alpha(0.5)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(1, n_pos + 1))
+        ax.invert_yaxis()  # rank 1 (best) on top
+        ax.set_ylabel("rank (1 = best)")
+        ax.set_title(crit.replace("_", " "))
+    fig.tight_layout()
+    return fig
+
+
+def plot_rater_stacked_ranks(ranks, rater_id: str, *, order: Optional[Sequence[str]] = None, axes=None):
+    """Figures A.8-A.11 analogue: for one rater, the share of each rank per image type (stacked bars)."""
+    import matplotlib.pyplot as plt
+
+    sub = ranks[ranks["rater_id"] == rater_id]
+    crits = list(dict.fromkeys(ranks["criterion"]))
+    n_pos = int(ranks["rank"].max())
+    if axes is None:
+        fig, axes = plt.subplots(1, len(crits), figsize=(4.2 * len(crits), 3.2), squeeze=False)
+        axes = axes[0]
+    else:
+        axes = np.ravel(axes)
+        fig = axes[0].figure
+    colours = plt.get_cmap("RdYlGn_r")(np.linspace(0, 1, n_pos))
+    for ax, crit in zip(axes, crits):
+        c = sub[sub["criterion"] == crit]
+        names = list(order) if order is not None else sorted(set(ranks["variant"]))
+        counts = (c.groupby(["variant", "rank"]).size().unstack(fill_value=0)
+                  .reindex(index=names, columns=range(1, n_pos + 1), fill_value=0))
+        bottom = np.zeros(len(names))
+        for r in range(1, n_pos + 1):
+            ax.bar(range(len(names)), counts[r].to_numpy(), bottom=bottom, color=colours[r - 1], label=f"rank {r}")
+            bottom += counts[r].to_numpy()
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("queries")
+        ax.set_title(f"{rater_id}: {crit.replace('_', ' ')}")
+    axes[-1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
 
 
 # ------------------------------------------------------------------------- paired tests (paper §2.8.3)

@@ -1,6 +1,10 @@
-"""Figures: three-plane views of volumes on different grids, at one world point.
+"""Figures: three-plane views of volumes on different grids, the demo cohort's figures, live training curves
+(:class:`TrainingMonitor`), the evaluation figures of chapters 03-04 (errors, Figure 3 box plots, Figure 4
+close-ups, Figures 1-2 profiles) and the slice-comparison widget (:class:`SliceViewer`).
 
-Plots take ``ax=None``/``axes=None`` and return the figure (TorchIO's ``plot_volume`` convention).
+Plots take ``ax=None``/``axes=None`` and return the figure (TorchIO's ``plot_volume`` convention). The rating
+study's figures live in :mod:`synth7t.stats`, Figure 5's in :mod:`synth7t.regional`, Figure 6's in
+:mod:`synth7t.diagnosis` and the paper comparison's in :mod:`synth7t.paper`.
 """
 
 from __future__ import annotations
@@ -233,70 +237,6 @@ def plot_volumes_by_group(table, columns: Sequence[str], *, group: str = "diagno
     return fig
 
 
-def plot_rank_violins(ranks, *, order: Optional[Sequence[str]] = None, axes=None):
-    """Figure 4C analogue: violins of the ranks given to each image type, one panel per criterion.
-
-    Args:
-        ranks: tidy table with ``criterion``, ``variant``, ``rank`` (1 = best).
-        order: variant order on the x axis (default: by mean rank).
-    """
-    import matplotlib.pyplot as plt
-
-    crits = list(dict.fromkeys(ranks["criterion"]))
-    if axes is None:
-        fig, axes = plt.subplots(1, len(crits), figsize=(4.2 * len(crits), 3.4), squeeze=False)
-        axes = axes[0]
-    else:
-        axes = np.ravel(axes)
-        fig = axes[0].figure
-    n_pos = int(ranks["rank"].max())
-    for ax, crit in zip(axes, crits):
-        sub = ranks[ranks["criterion"] == crit]
-        names = list(order) if order is not None else list(sub.groupby("variant")["rank"].mean().sort_values().index)
-        data = [sub.loc[sub["variant"] == v, "rank"].to_numpy(float) for v in names]
-        parts = ax.violinplot([d if len(d) else [np.nan] for d in data], showmeans=True, showextrema=False)
-        for body in parts["bodies"]:
-            body.set_alpha(0.5)
-        ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=8)
-        ax.set_yticks(range(1, n_pos + 1))
-        ax.invert_yaxis()  # rank 1 (best) on top
-        ax.set_ylabel("rank (1 = best)")
-        ax.set_title(crit.replace("_", " "))
-    fig.tight_layout()
-    return fig
-
-
-def plot_rater_stacked_ranks(ranks, rater_id: str, *, order: Optional[Sequence[str]] = None, axes=None):
-    """Figures A.8-A.11 analogue: for one rater, the share of each rank per image type (stacked bars)."""
-    import matplotlib.pyplot as plt
-
-    sub = ranks[ranks["rater_id"] == rater_id]
-    crits = list(dict.fromkeys(ranks["criterion"]))
-    n_pos = int(ranks["rank"].max())
-    if axes is None:
-        fig, axes = plt.subplots(1, len(crits), figsize=(4.2 * len(crits), 3.2), squeeze=False)
-        axes = axes[0]
-    else:
-        axes = np.ravel(axes)
-        fig = axes[0].figure
-    colours = plt.get_cmap("RdYlGn_r")(np.linspace(0, 1, n_pos))
-    for ax, crit in zip(axes, crits):
-        c = sub[sub["criterion"] == crit]
-        names = list(order) if order is not None else sorted(set(ranks["variant"]))
-        counts = (c.groupby(["variant", "rank"]).size().unstack(fill_value=0)
-                  .reindex(index=names, columns=range(1, n_pos + 1), fill_value=0))
-        bottom = np.zeros(len(names))
-        for r in range(1, n_pos + 1):
-            ax.bar(range(len(names)), counts[r].to_numpy(), bottom=bottom, color=colours[r - 1], label=f"rank {r}")
-            bottom += counts[r].to_numpy()
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("queries")
-        ax.set_title(f"{rater_id}: {crit.replace('_', ' ')}")
-    axes[-1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.tight_layout()
-    return fig
-
-
 class SliceViewer:
     """Synchronised three-plane views of several volumes on one grid, for JupyterLab.
 
@@ -419,3 +359,329 @@ class SliceViewer:
         self._widget = w.VBox([w.HBox(sliders), w.HBox([level, width, zoom]), w.HBox(show), out])
         redraw()
         return self._widget
+
+
+# ----------------------------------------------------------------------------------------- training (chapter 02)
+
+
+class TrainingMonitor:
+    """Live training curves: a loss panel and a validation-PSNR panel, redrawn from the trainer's log rows.
+
+    Pass the monitor as ``on_log`` to :class:`synth7t.train.Trainer`; the trainer calls it with
+    ``("train", row)`` after every batch (``row`` has ``step`` and, for the generator, ``total``) and with
+    ``("val", row)`` after every validation (``step``, ``psnr``, ``psnr_3t``, ...). The panels are redrawn every
+    ``every`` training rows and after each validation; in JupyterLab the figure updates in place.
+
+    Args:
+        every: redraw after this many training rows.
+        axes: two matplotlib axes (loss, validation) to draw into; default a new 1 x 2 figure.
+        live: show the figure now and update it in place (IPython display with a display id); False for tests
+            and scripts.
+
+    Attributes:
+        figure: the matplotlib figure.
+        n_draws: how many times the panels were redrawn.
+    """
+
+    def __init__(self, *, every: int = 10, axes=None, live: bool = True):
+        import matplotlib.pyplot as plt
+
+        if every < 1:
+            raise ValueError(f"every must be a positive number of training rows, got {every}")
+        if axes is None:
+            self.figure, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+        self.ax_loss, self.ax_val = np.ravel(axes)[:2]
+        self.figure = self.ax_loss.figure
+        self.every = int(every)
+        self.n_draws = 0
+        self._rows: dict[str, list[dict]] = {"train": [], "val": []}
+        self._handle = None
+        if live:
+            from IPython.display import display
+
+            self._handle = display(self.figure, display_id=True)
+
+    def __call__(self, kind: str, row: Mapping) -> None:
+        if kind not in self._rows:
+            raise ValueError(f"log kind must be 'train' or 'val', got {kind!r}")
+        self._rows[kind].append(dict(row))
+        if kind == "train" and len(self._rows["train"]) % self.every:
+            return
+        self.redraw()
+
+    @property
+    def train(self):
+        """The training rows received so far (a DataFrame)."""
+        import pandas as pd
+
+        return pd.DataFrame(self._rows["train"])
+
+    @property
+    def val(self):
+        """The validation rows received so far (a DataFrame)."""
+        import pandas as pd
+
+        return pd.DataFrame(self._rows["val"])
+
+    def redraw(self):
+        """Redraw both panels from the rows so far; returns the figure."""
+        t = self.train
+        if "total" in t:
+            t = t.dropna(subset=["total"])
+        self.ax_loss.clear()
+        if len(t) and "total" in t:
+            self.ax_loss.plot(t["step"], t["total"], lw=0.8, label="generator loss")
+            self.ax_loss.set_yscale("log")
+            self.ax_loss.legend()
+        self.ax_loss.set_xlabel("batch")
+        v = self.val
+        if len(v) and "psnr" in v:
+            self.ax_val.clear()
+            self.ax_val.plot(v["step"], v["psnr"], "o-", label="model")
+            if "psnr_3t" in v:
+                self.ax_val.plot(v["step"], v["psnr_3t"], "s--", label="3T input")
+            self.ax_val.set_xlabel("batch")
+            self.ax_val.set_ylabel("validation PSNR (dB)")
+            self.ax_val.legend()
+        self.n_draws += 1
+        if self._handle is not None:
+            self._handle.update(self.figure)
+        return self.figure
+
+    def close(self):
+        """Close the figure (it stays in the notebook's output); returns it."""
+        import matplotlib.pyplot as plt
+
+        plt.close(self.figure)
+        return self.figure
+
+
+def plot_validation(val, metrics: Sequence[str] = ("psnr", "ssim"), *, axes=None):
+    """Validation scores of a training run: the model against its 3T input, one panel per metric.
+
+    Args:
+        val: the trainer's ``val_log.csv`` as a DataFrame: ``step`` and, per metric, ``<metric>`` (the model) and
+            ``<metric>_3t`` (the centre 3T input slice against the real 7T).
+        metrics: metrics to draw.
+        axes: one matplotlib axis per metric.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    missing = [c for m in metrics for c in (m, f"{m}_3t") if c not in val.columns]
+    if missing or "step" not in val.columns:
+        raise ValueError(f"val lacks column(s) {', '.join(missing or ['step'])} (has {', '.join(val.columns)})")
+    if axes is None:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3), squeeze=False)
+        axes = axes[0]
+    else:
+        axes = np.ravel(axes)
+        fig = axes[0].figure
+    for ax, m in zip(axes, metrics):
+        ax.plot(val["step"], val[m], "o-", label="model")
+        ax.plot(val["step"], val[f"{m}_3t"], "s--", label="3T input")
+        ax.set_xlabel("batch")
+        ax.set_title(m.upper())
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------- predictions (chapters 03, 04)
+
+
+def _image_order(volumes: Mapping, order: Optional[Sequence[str]]) -> list[str]:
+    """3T first, the models, 7T last (or ``order``), keeping only names present."""
+    names = list(order) if order is not None else (
+        ["3T"] + [n for n in volumes if n not in ("3T", "7T")] + ["7T"])
+    missing = [n for n in names if n not in volumes]
+    if order is not None and missing:
+        raise ValueError(f"order names image(s) {missing} that are not in the volumes ({', '.join(volumes)})")
+    return [n for n in names if n in volumes]
+
+
+def mask_centre(mask: np.ndarray) -> np.ndarray:
+    """Voxel indices (int) of the centre of a boolean mask; the array centre when the mask is empty."""
+    idx = np.argwhere(np.asarray(mask))
+    return (np.round(idx.mean(0)) if len(idx) else np.array(np.shape(mask)) // 2).astype(int)
+
+
+def plot_prediction_errors(volumes: Mapping[str, np.ndarray], *, reference: str = "7T",
+                           order: Optional[Sequence[str]] = None, error_max: float = 0.3, axes=None,
+                           title: Optional[str] = None):
+    """Each image type beside the real 7T: axial and coronal slices through the brain centre and the absolute
+    error to the reference inside its brain (three rows, one column per image type).
+
+    Args:
+        volumes: ``{name: array (X, Y, Z)}`` on one grid, normalised to [0, 1], the reference among them.
+        reference: the name of the real 7T; its non-zero voxels are the brain.
+        order: column order (default: 3T, the models, 7T).
+        error_max: top of the error colour scale.
+        axes: a ``(3, n)`` array of matplotlib axes.
+        title: figure title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if reference not in volumes:
+        raise ValueError(f"reference {reference!r} is not among the volumes ({', '.join(volumes)})")
+    names = _image_order(volumes, order)
+    ref = np.asarray(volumes[reference])
+    mask = ref > 0
+    _, yc, zc = mask_centre(mask)
+    if axes is None:
+        fig, axes = plt.subplots(3, len(names), figsize=(2.6 * len(names), 8.2), squeeze=False)
+    else:
+        axes = np.asarray(axes).reshape(3, len(names))
+        fig = axes[0, 0].figure
+    for c, name in enumerate(names):
+        v = np.asarray(volumes[name])
+        if v.shape != ref.shape:
+            raise ValueError(f"{name} has shape {v.shape}, the reference {ref.shape}: put them on one grid")
+        axes[0, c].imshow(v[:, :, zc].T, cmap="gray", origin="lower", vmin=0, vmax=1)
+        axes[1, c].imshow(v[:, yc, :].T, cmap="gray", origin="lower", vmin=0, vmax=1)
+        err = np.abs(v[:, :, zc] - ref[:, :, zc]) * mask[:, :, zc]
+        axes[2, c].imshow(err.T, cmap="magma", origin="lower", vmin=0, vmax=error_max)
+        axes[0, c].set_title(name)
+        for ax in axes[:, c]:
+            ax.set_xticks([]), ax.set_yticks([])
+    axes[0, 0].set_ylabel(f"axial z={zc}")
+    axes[1, 0].set_ylabel(f"coronal y={yc}")
+    axes[2, 0].set_ylabel(f"|image - {reference}|")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_boxes(table, columns: Mapping[str, str], *, order: Sequence[str], by: str = "image_type", axes=None,
+                     title: Optional[str] = None):
+    """Figure 3 analogue: box plots of per-subject scores per image type (means marked, every subject a dot).
+
+    Args:
+        table: one row per subject and image type, with ``by`` and the score ``columns``.
+        columns: ``{column: panel title}``, one panel each.
+        order: image types on the x axis.
+        by: the image-type column.
+        axes: one matplotlib axis per column.
+        title: figure title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    missing = [c for c in [by, *columns] if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks column(s) {', '.join(missing)}")
+    if axes is None:
+        fig, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.6), squeeze=False)
+        axes = axes[0]
+    else:
+        axes = np.ravel(axes)
+        fig = axes[0].figure
+    pos = np.arange(1, len(order) + 1)
+    for ax, (col, label) in zip(axes, columns.items()):
+        data = [table.loc[table[by] == n, col].dropna().to_numpy(float) for n in order]
+        ax.boxplot([d if len(d) else [np.nan] for d in data], showmeans=True)
+        xs = np.concatenate([np.full(len(d), p) + np.linspace(-0.08, 0.08, len(d)) for p, d in zip(pos, data)])
+        ax.scatter(xs, np.concatenate(data), s=12, color="k", zorder=3)
+        ax.set_xticks(pos, list(order), rotation=20)
+        ax.set_title(label)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_closeups(volumes: Mapping[str, np.ndarray], centre: Sequence[int], size: int, *,
+                  order: Optional[Sequence[str]] = None, axes=None, title: Optional[str] = None):
+    """Figure 4A/B analogue: square crops around one voxel in the axial and coronal planes, for every image type,
+    with one display window ([0, 1]).
+
+    Args:
+        volumes: ``{name: array (X, Y, Z)}`` on one grid.
+        centre: the voxel ``(x, y, z)`` the crops are centred on (e.g. the left hippocampus and amygdala).
+        size: side of the crops in voxels (cut at the volume's edges).
+        order: column order (default: 3T, the models, 7T).
+        axes: a ``(2, n)`` array of matplotlib axes.
+        title: figure title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if size < 2:
+        raise ValueError(f"size must be at least 2 voxels, got {size}")
+    names = _image_order(volumes, order)
+    x, y, z = (int(c) for c in centre)
+    h = int(size) // 2
+    xs, ys, zs = slice(max(x - h, 0), x + h), slice(max(y - h, 0), y + h), slice(max(z - h, 0), z + h)
+    if axes is None:
+        fig, axes = plt.subplots(2, len(names), figsize=(2.2 * len(names), 4.6), squeeze=False)
+    else:
+        axes = np.asarray(axes).reshape(2, len(names))
+        fig = axes[0, 0].figure
+    for c, name in enumerate(names):
+        v = np.asarray(volumes[name])
+        for r, crop in enumerate((v[xs, ys, z], v[xs, y, zs])):
+            axes[r, c].imshow(crop.T, cmap="gray", origin="lower", vmin=0, vmax=1, interpolation="nearest")
+            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+        axes[0, c].set_title(name)
+    axes[0, 0].set_ylabel("axial")
+    axes[1, 0].set_ylabel("coronal")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_3t_vs_7t(volumes: Mapping[str, np.ndarray], centre: Sequence[int], *, order: Optional[Sequence[str]] = None,
+                  axes=None, title: Optional[str] = None):
+    """Figures 1-2 analogue: the 3T and the 7T in the axial and coronal planes through a voxel, and the intensity
+    profile of every image type along the left-right line through it.
+
+    Args:
+        volumes: ``{name: array (X, Y, Z)}`` on one grid, with ``"3T"`` and ``"7T"``.
+        centre: the voxel ``(x, y, z)``; the profile runs along x at ``(y, z)``.
+        order: profile order (default: 3T, the models, 7T).
+        axes: five matplotlib axes.
+        title: figure title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    missing = [n for n in ("3T", "7T") if n not in volumes]
+    if missing:
+        raise ValueError(f"volumes need {' and '.join(missing)} (have {', '.join(volumes)})")
+    _, y, z = (int(c) for c in centre)
+    if axes is None:
+        fig, axes = plt.subplots(1, 5, figsize=(16, 3.4), gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.4]})
+    else:
+        axes = np.ravel(axes)
+        fig = axes[0].figure
+    panels = [("3T", "axial"), ("7T", "axial"), ("3T", "coronal"), ("7T", "coronal")]
+    for ax, (name, plane) in zip(axes[:4], panels):
+        v = np.asarray(volumes[name])
+        ax.imshow((v[:, :, z] if plane == "axial" else v[:, y, :]).T, cmap="gray", origin="lower", vmin=0, vmax=1)
+        if plane == "axial":
+            ax.axhline(y, color="tab:orange", lw=0.6)
+        ax.set_title(f"{name} {plane}")
+        ax.set_xticks([]), ax.set_yticks([])
+    for name in _image_order(volumes, order):
+        axes[4].plot(np.asarray(volumes[name])[:, y, z], lw=1, label=name)
+    axes[4].set_xlabel("voxel (left-right)")
+    axes[4].set_ylabel("intensity")
+    axes[4].legend(fontsize=7)
+    axes[4].set_title("profile along the orange line")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -3,13 +3,16 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
 import yaml
 
-from synth7t import profiles
+from synth7t.workflow import profiles
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _errors(nb):
@@ -21,8 +24,29 @@ def _images(nb):
             if "image/png" in o.get("data", {})]
 
 
+def _code_tree(nb):
+    """The notebook's code as one Python module (IPython magics left out)."""
+    import ast
+
+    return ast.parse("\n".join("\n".join(line for line in c.source.splitlines() if not line.lstrip().startswith("%"))
+                               for c in nb.cells if c.cell_type == "code"))
+
+
+def _glue_references(nb):
+    """The keys that the chapter's opening markdown pastes with {glue:text}`key` (myst-nb)."""
+    import re
+
+    return set(re.findall(r"\{glue:text\}`([^`:]+)", nb.cells[0].source))
+
+
+def _glued(nb):
+    """The keys glued by the executed notebook's cells."""
+    return {o.metadata["scrapbook"]["name"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if "scrapbook" in o.get("metadata", {})}
+
+
 def test_committed_notebooks_follow_the_skeleton():
-    for nb_path in sorted((profiles.REPO_ROOT / "notebooks").glob("*.ipynb")):
+    for nb_path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
         nb = nbformat.read(nb_path, as_version=4)
         assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), nb_path.name
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -34,13 +58,26 @@ def test_committed_notebooks_follow_the_skeleton():
         assigned = {line.split("=")[0].strip() for line in tagged[0].source.splitlines()
                     if line and not line.startswith((" ", "#")) and "=" in line}
         assert assigned == set(profiles.declared_parameters(nb_path)), nb_path.name
+        # notebooks orchestrate, the library computes: no function or class, at most one loop
+        import ast
+
+        tree = _code_tree(nb)
+        defined = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
+                                                                ast.Lambda))]
+        loops = [n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor, ast.While))]
+        assert not defined and len(loops) <= 1, f"{nb_path.name}: {len(defined)} definitions, {len(loops)} loops"
+        # the book reads as a book: the opening says the key result (glued from the run), boilerplate is collapsed
+        assert "**Key result.**" in nb.cells[0].source and _glue_references(nb), nb_path.name
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all("hide-input" in c.metadata.get("tags", []) for c in (*code[:3], code[-1])), nb_path.name
+        assert "from synth7t.workflow.stage import" in code[1].source and "Stage(" in code[2].source, nb_path.name
 
 
 def test_profiles_list_existing_notebooks_with_declared_parameters():
     for name in ("demo", "demo-full", "smoke", "paper"):
         prof = profiles.load_profile(name)
         for entry in prof["notebooks"]:
-            nb = profiles.REPO_ROOT / entry["notebook"]
+            nb = REPO_ROOT / entry["notebook"]
             assert nb.is_file()
             declared = profiles.declared_parameters(nb)
             assert set(entry.get("parameters") or {}) <= set(declared)
@@ -210,7 +247,7 @@ def test_compare_paper_notebook_and_book_from_the_smoke_run(smoke_run, smoke_boo
     non-zero size, no cell shows an error, the simulated-data notice is on the page."""
     from test_diagnosis import simulate_cohort
 
-    from synth7t import book
+    from synth7t.workflow import book
 
     # run alone (pytest -k), the chapters of the earlier tests of this module are made here first
     runs = smoke_run["runs"] / "smoke"
@@ -241,10 +278,15 @@ def test_compare_paper_notebook_and_book_from_the_smoke_run(smoke_run, smoke_boo
     summary = pd.read_csv(smoke_run["runs"] / "smoke" / "09_compare_paper" / "summary.tsv", sep="\t")
     assert set(summary["result"]) == {"Table 1", "survey", "amygdala", "diagnosis"}
 
+    # every chapter glues the numbers its "Key result" line shows
+    for f in sorted(smoke_book.glob("*.ipynb")):
+        chapter = nbformat.read(f, as_version=4)
+        assert _glue_references(chapter) <= _glued(chapter), f.name
+
     # the small book: real _config.yml and pages, the toc without the chapters this module did not run
     root = tmp_path / "book-root"
-    shutil.copytree(profiles.REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("notebooks"))
-    shutil.copy(profiles.REPO_ROOT / "_config.yml", root)
+    shutil.copytree(REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("notebooks"))
+    shutil.copy(REPO_ROOT / "_config.yml", root)
     # what `make test` leaves in a checkout (pytest's cache holds a README.md) must not reach the book
     (root / ".pytest_cache").mkdir()
     (root / ".pytest_cache" / "README.md").write_text("# pytest cache directory #\n")
@@ -252,7 +294,7 @@ def test_compare_paper_notebook_and_book_from_the_smoke_run(smoke_run, smoke_boo
     for f in smoke_book.glob("*.ipynb"):
         shutil.copy(f, root / "book" / "notebooks")
     present = {f.stem for f in smoke_book.glob("*.ipynb")}
-    toc = yaml.safe_load((profiles.REPO_ROOT / "_toc.yml").read_text())
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
     dropped = []
     for part in toc["parts"]:
         keep = [c for c in part["chapters"] if not c["file"].startswith("book/notebooks/")
@@ -277,6 +319,11 @@ def test_compare_paper_notebook_and_book_from_the_smoke_run(smoke_run, smoke_boo
     # the intro links to chapter 09 and the pages; 01 is linked from nowhere, so nothing dangles
     index = book.build_book(root, check_chapters=False)
     assert index == root / "_build" / "html" / "index.html" and index.is_file()
+    # the key result carries the run's numbers, and the set-up code is collapsed under "Show code cell source"
+    page = (index.parent / "book" / "notebooks" / "05_rating_session.html").read_text()
+    key_result = page[page.index("Key result."):][:600]
+    assert "{glue" not in key_result and '<span class="pasted-text">2</span>' in key_result  # 2 queries
+    assert page.count('<div class="cell tag_hide-input') >= 3 and "Show code cell source" in page
 
     pages = ["index.html", "book/notebooks/04_evaluate.html", "book/notebooks/09_compare_paper.html"]
     try:

@@ -8,6 +8,15 @@ from scipy import stats
 from synth7t import paper
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures of one test are closed after it (pyplot keeps every figure open otherwise)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 def _scores():
     rows = []
     for i, key in enumerate(["sub-001", "sub-002", "sub-003"]):
@@ -97,3 +106,121 @@ def test_diagnosis_beside_the_paper_ranges():
     assert d.loc[("accuracy", "U-Net"), "paper_low"] == 0.55 and d.loc[("accuracy", "U-Net"), "paper_high"] == 0.62
     assert d.loc[("balanced_accuracy", "U-Net"), "here_p_bh"] == 0.03
     assert np.isnan(d.loc[("accuracy", "3T"), "here_diff"])
+
+
+def _run_tables(root):
+    """The six tables of a tiny run, written where chapters 04, 06, 07 and 08 put them."""
+    summary = pd.DataFrame([dict(criterion=c, variant=v, mean_rank=r, sd=0.5, n=4)
+                            for c in ("looks_best", "most_detailed")
+                            for v, r in (("U-Net", 1.5), ("7T", 1.8), ("3T", 2.7))])
+    rows = [dict(key=k, image_type=t, structure=s, dice=0.7 + 0.02 * (t == "unet") + 0.01 * i)
+            for i, k in enumerate(["sub-001", "sub-002", "sub-003"]) for t in ("3T", "unet")
+            for s in ("Left-Amygdala", "Right-Amygdala")]
+    tables = {
+        "scores": _scores(), "rank_summary": summary,
+        "anova": pd.DataFrame([dict(criterion="looks_best", unit="rater_id", n_subjects=3, F=12.5, df_effect=2,
+                                    df_error=4, p=0.019), dict(criterion="looks_best", unit="query_index",
+                                                               n_subjects=4, F=3.0, df_effect=2, df_error=6, p=0.1)]),
+        "structure_dice": pd.DataFrame(rows),
+        "score_summary": pd.DataFrame([dict(image_type="3T", accuracy_mean=0.6, accuracy_sd=0.1,
+                                            balanced_accuracy_mean=0.5, balanced_accuracy_sd=0.1),
+                                       dict(image_type="unet", accuracy_mean=0.65, accuracy_sd=0.1,
+                                            balanced_accuracy_mean=0.55, balanced_accuracy_sd=0.1)]),
+        "comparison": pd.DataFrame([dict(image_type="unet", metric="accuracy", mean_diff=0.05, p_bh=0.4),
+                                    dict(image_type="unet", metric="balanced_accuracy", mean_diff=0.05, p_bh=0.01)]),
+    }
+    for name, (stage, fname) in paper.RUN_TABLES.items():
+        (root / stage).mkdir(parents=True, exist_ok=True)
+        tables[name].to_csv(root / stage / fname, sep="\t", index=False)
+    return tables
+
+
+def test_read_run_tables_names_the_missing_chapters(tmp_path):
+    written = _run_tables(tmp_path)
+    tables = paper.read_run_tables(tmp_path)
+    assert list(tables) == list(paper.RUN_TABLES)
+    pd.testing.assert_frame_equal(tables["anova"], written["anova"])
+    (tmp_path / "07_segmentation" / "structure_dice.tsv").unlink()
+    (tmp_path / "08_diagnosis" / "comparison.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"structure_dice.tsv \(chapter 07\); .*comparison.tsv \(chapter 08\)"):
+        paper.read_run_tables(tmp_path)
+
+
+def test_table1_text_and_gains_figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    assert paper.mean_sd_text(0.5, 0.01234) == "0.500 ± 0.012" and paper.mean_sd_text(2.0, np.nan, 1) == "2.0"
+    assert paper.mean_sd_text(np.nan, 0.1) == ""
+    t1 = paper.compare_table1(_scores())
+    text = paper.table1_text(t1)
+    assert list(text.columns) == ["paper psnr", "paper ssim", "paper mean_dice", "here psnr", "here ssim",
+                                  "here mean_dice"]
+    assert text.index[0] == "3T" and "my-model" in text.index
+    assert text.loc["U-Net", "paper psnr"] == "17.790 ± 0.690" and text.loc["U-Net", "here psnr"] == "24.000 ± 1.000"
+    assert text.loc["WATNet", "here ssim"] == "" and text.loc["my-model", "paper ssim"] == ""
+    fig = paper.plot_table1_gains(t1, run_label="this run (r1)")
+    psnr = fig.axes[0]
+    labels = [t.get_text() for t in psnr.get_yticklabels()]
+    assert labels[:2] == ["U-Net", "my-model"] and "3T" not in labels  # the run's types first, then the paper's
+    here_bars = [b for b in psnr.patches if b.get_facecolor()[:3] == matplotlib.colors.to_rgb("tab:blue")]
+    assert here_bars[0].get_width() == pytest.approx(3.0) and here_bars[1].get_width() == pytest.approx(-2.0)
+    assert psnr.get_legend().get_texts()[1].get_text() == "this run (r1)"
+
+
+def test_anova_text_and_rank_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    tables = _run_tables(tmp_path)
+    lines = paper.anova_text(tables["anova"])
+    assert lines[0].startswith("paper: repeated-measures ANOVA of the 'looks best' ranks F = 31.02")
+    assert lines[1:] == ["here:  looks_best: F(2, 4) = 12.50, p = 0.0190 (3 raters)"]  # raters only
+    ranks = paper.compare_ranks(tables["rank_summary"])
+    fig = paper.plot_rank_positions(ranks)
+    assert [ax.get_title() for ax in fig.axes] == ["looks best", "most detailed"]
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[:3] == ["GAN U-Net", "U-Net", "7T"]  # the paper's order, per criterion
+    assert [t.get_text() for t in fig.axes[1].get_yticklabels()][:3] == ["GAN U-Net", "7T", "U-Net"]
+
+
+def test_amygdala_gains_and_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    sd = _run_tables(tmp_path)["structure_dice"]
+    gains = paper.amygdala_gains(sd)
+    assert list(gains.columns) == ["U-Net"] and np.allclose(gains["U-Net"], 0.02)
+    assert paper.amygdala_gains(sd, baseline="7T").empty
+    amy = paper.compare_amygdala(sd)
+    fig = paper.plot_amygdala_gains(amy, sd)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(amy["image_type"])
+    (subjects,) = [c for c in ax.collections if isinstance(c, matplotlib.collections.PathCollection)]
+    dots = np.asarray(subjects.get_offsets())
+    assert np.allclose(dots[:, 0], 0.02) and len(dots) == 3
+
+
+def test_diagnosis_figure_and_summary_table(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    tables = _run_tables(tmp_path)
+    dx = paper.compare_diagnosis(tables["score_summary"], tables["comparison"])
+    fig = paper.plot_diagnosis(dx)
+    assert [ax.get_xlabel() for ax in fig.axes] == ["accuracy", "balanced accuracy"]
+    t1 = paper.compare_table1(tables["scores"])
+    ranks = paper.compare_ranks(tables["rank_summary"])
+    amy = paper.compare_amygdala(tables["structure_dice"])
+    s = paper.summary_table(t1, paper.rank_order_agreement(ranks), amy, dx)
+    assert list(s["result"].unique()) == ["Table 1", "survey", "amygdala", "diagnosis"]
+    row = s[s.quantity == "psnr gain, U-Net"].iloc[0]
+    assert row["paper"] == "+0.900" and row["here"] == "+3.000" and row["agrees"] == "yes"
+    assert s[s.quantity == "psnr gain, my-model"].iloc[0]["agrees"] == "not in the paper"
+    survey = s[s.result == "survey"].set_index("quantity")
+    assert survey.loc["order of 3 shared types, looks_best", "here"] == "U-Net < 7T < 3T"
+    amyg = s[s.result == "amygdala"].iloc[0]
+    assert amyg["quantity"] == "Dice gain, U-Net" and amyg["here"].startswith("+0.020 (p_BH = ")
+    diag = s[s.result == "diagnosis"].set_index("quantity")["agrees"]
+    assert diag["accuracy difference, U-Net minus 3T"] == "yes"  # not significant, as in the paper
+    assert diag["balanced_accuracy difference, U-Net minus 3T"] == "no"

@@ -12,6 +12,15 @@ from synth7t import rating, stats
 VARIANTS = ["3T", "7T", "U-Net", "GAN U-Net", "V-Net", "WATNet"]
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures of one test are closed after it (pyplot keeps every figure open otherwise)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 @pytest.fixture
 def session(tmp_path):
     rng = np.random.default_rng(0)
@@ -173,3 +182,115 @@ def test_a_failed_build_leaves_no_folder(tmp_path):
     assert not (tmp_path / "s").exists()
     vols["7T"]["s1"] = np.ones((6, 6, 6), np.float32)
     assert rating.build_session(tmp_path / "s", vols).n_queries == 1  # the retry is not blocked
+
+
+# ------------------------------------------------------------------------- running and analysing a session
+
+
+def _images_table(tmp_path, keys=("sub-01", "sub-02"), types=("3T", "7T", "unet"), missing=()):
+    """A collect_images-like table of tiny NIfTI volumes (``missing``: (key, type) pairs without a file)."""
+    import nibabel as nib
+
+    base = np.zeros((12, 14, 10), np.float32)
+    base[2:10, 3:11, 2:8] = 1.0
+    rows = []
+    for i, t in enumerate(types):
+        for k in keys:
+            if (k, t) in missing:
+                continue
+            p = tmp_path / "images" / f"{k}_{t}.nii.gz"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(base * (1 + i), np.eye(4)), str(p))
+            rows.append({"key": k, "image_type": t, "name": t, "path": str(p)})
+    return pd.DataFrame(rows)
+
+
+def test_rater_list_and_variant_volumes(tmp_path):
+    assert rating.rater_list("alice") == ["alice"]
+    assert rating.rater_list(["ab", " cd "]) == ["ab", "cd"]
+    for bad in ([], [""], "[]"):
+        with pytest.raises(ValueError, match="rater_ids"):
+            rating.rater_list(bad)
+    images = _images_table(tmp_path, keys=("sub-01", "sub-02", "sub-03"), missing={("sub-02", "unet")})
+    volumes, dropped = rating.variant_volumes(images)
+    assert list(volumes) == ["3T", "7T", "unet"] and dropped == ["sub-02"]
+    assert sorted(volumes["unet"]) == ["sub-01", "sub-03"] and volumes["3T"]["sub-03"].endswith("sub-03_3T.nii.gz")
+    volumes, dropped = rating.variant_volumes(images, ["3T", "7T"])  # without the model, sub-02 is complete
+    assert list(volumes) == ["3T", "7T"] and dropped == [] and sorted(volumes["7T"]) == ["sub-01", "sub-02", "sub-03"]
+    with pytest.raises(ValueError, match="gan-unet"):
+        rating.variant_volumes(images, ["3T", "gan-unet"])
+
+
+def test_open_session_builds_once_reuses_and_moves_aside(tmp_path):
+    volumes, _ = rating.variant_volumes(_images_table(tmp_path))
+    folder = tmp_path / "run" / "session"
+    store, notes = rating.open_session(folder, volumes, seed=3, slices_per_subject=2)
+    assert store.n_queries == 4 and notes[0].startswith("built in")
+    assert "2 subject(s) x 2 slice(s), 3 variants" in notes[0]
+    store.record("r1", 0, "looks_best", ["A", "B", "C"])
+    again, notes = rating.open_session(folder, volumes, seed=4, slices_per_subject=2)
+    assert len(notes) == 2 and "reusing the session" in notes[0] and "seed 4" in notes[1]
+    assert again.meta == store.meta and len(again.answers()) == 1
+    fresh, notes = rating.open_session(folder, volumes, seed=4, overwrite=True)
+    aside = [p for p in folder.parent.iterdir() if p.name.startswith("session-replaced-")]
+    assert len(aside) == 1 and len(rating.RatingStore(aside[0]).answers()) == 1  # the answers are kept aside
+    assert fresh.n_queries == 2 and fresh.meta["seed"] == 4 and fresh.answers().empty
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(RuntimeError, match="not a rating session"):
+        rating.open_session(tmp_path / "junk", volumes)
+    with pytest.raises(RuntimeError, match="at least 2 image variants"):
+        rating.open_session(tmp_path / "one", {"3T": volumes["3T"]})
+
+
+def test_plot_query_shows_the_letters(session):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = rating.plot_query(session, 2)
+    titled = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in titled] == list("ABCDEF") and all(ax.get_images() for ax in titled)
+    assert fig._suptitle.get_text() == "query 3 of 5: rank A-F on each criterion"
+    with pytest.raises(ValueError, match="index"):
+        rating.plot_query(session, 5)
+
+
+def test_simulated_raters_answer_everything_through_the_widget(session):
+    table = rating.simulate_raters(session.dir, 2, noise=[0.01, 0.01], seed=0)
+    assert table.to_dict("records") == [{"rater": "sim1", "noise": 0.01, "new_answers": 5},
+                                        {"rater": "sim2", "noise": 0.01, "new_answers": 5}]
+    ranks = rating.ranks_table(session.dir)
+    assert len(ranks) == 2 * 5 * 2 * 6  # raters x queries x criteria x variants
+    # almost no noise: the real 7T always first, the 3T always last, the models between
+    assert set(ranks.loc[ranks.variant == "7T", "rank"]) == {1} and set(ranks.loc[ranks.variant == "3T", "rank"]) == {6}
+    assert rating.simulate_raters(session.dir, 2, seed=1)["new_answers"].tolist() == [0, 0]  # nothing left to answer
+    assert rating.simulate_raters(session.dir, 0).empty
+    with pytest.raises(ValueError, match="one value per simulated rater"):
+        rating.simulate_raters(session.dir, 2, noise=[1.0])
+    progress = rating.progress_table(session, ["rater9"])
+    assert progress[["rater", "answered", "total", "done"]].values.tolist() == [
+        ["rater9", 0, 5, "0 %"], ["sim1", 5, 5, "100 %"], ["sim2", 5, 5, "100 %"]]
+    assert progress.loc[0, "last answer"] == "-" and progress.loc[1, "last answer"] != "-"
+
+
+def test_analysis_ranks_unblinds_with_display_names(tmp_path):
+    images = _images_table(tmp_path, types=("3T", "7T", "unet", "gan-unet"))
+    volumes, _ = rating.variant_volumes(images)
+    store, _ = rating.open_session(tmp_path / "s", volumes, seed=0)
+    rating.simulate_raters(store.dir, 2, seed=0)
+    assert rating.variant_order(["unet", "7T", "gan-unet", "3T"]) == ["3T", "gan-unet", "unet", "7T"]
+    assert rating.variant_order(["unet", "7T", "3T"], ["7T", "unet", "vnet"]) == ["7T", "unet", "3T"]
+    ranks, order, notes = rating.analysis_ranks(store.dir, ["most_detailed"], preferred_order=["unet", "vnet"],
+                                                raters=["sim2", "nobody"])
+    assert order == ["U-Net", "3T", "GAN U-Net", "7T"]
+    assert set(ranks.rater_id) == {"sim2"} and set(ranks.criterion) == {"most_detailed"}
+    assert dict(zip(ranks.image_type, ranks.variant)) == {"3T": "3T", "7T": "7T", "unet": "U-Net",
+                                                          "gan-unet": "GAN U-Net"}
+    assert len(ranks) == 2 * 4  # 2 queries x 4 variants
+    text = " | ".join(notes)
+    assert "not analysed (not in `criteria`): looks_best" in text
+    assert "never shown in this session, left out: vnet" in text
+    assert "no answer from: nobody" in text and "Only one rater (sim2)" in text and "sim2: simulated raters" in text
+    with pytest.raises(ValueError, match="criteria must be among"):
+        rating.analysis_ranks(store.dir, ["sharpest"])
+    empty, _, notes = rating.analysis_ranks(store.dir, ["looks_best"], raters=["nobody"])
+    assert empty.empty and any(n.startswith("No answers yet") for n in notes)
