@@ -20,10 +20,11 @@ to RAS** (index 0 is the most inferior slice), so they do not depend on how the 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -391,6 +392,40 @@ def discover(
     return ds
 
 
+# ------------------------------------------------------------------------------------------ description
+
+#: what :mod:`synth7t.demo` writes as the generator of its ``dataset_description.json``
+DEMO_GENERATOR = "synth7t.demo"
+
+
+def dataset_facts(data_dir: PathLike) -> dict:
+    """Name of a dataset and whether it is simulated, from its BIDS ``dataset_description.json``.
+
+    The demo generator writes ``GeneratedBy: [{"Name": "synth7t.demo"}]`` and a name that says "simulated"; a real
+    dataset has no such entry (or no description at all, when its name is the folder's).
+
+    Returns:
+        ``{"name": str, "simulated": bool}``.
+    """
+    root = Path(data_dir)
+    desc = {}
+    try:
+        desc = json.loads((root / "dataset_description.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        pass
+    if not isinstance(desc, dict):
+        desc = {}
+    generated = desc.get("GeneratedBy") or []
+    by_demo = any(isinstance(g, dict) and g.get("Name") == DEMO_GENERATOR for g in generated)
+    simulated = bool(by_demo or desc.get("Simulated") is True or "simulated" in str(desc.get("Name", "")).lower())
+    return {"name": str(desc.get("Name") or root.resolve().name), "simulated": simulated}
+
+
+def is_simulated(data_dir: PathLike) -> bool:
+    """Whether ``data_dir`` holds data simulated by :mod:`synth7t.demo` (:func:`dataset_facts`)."""
+    return dataset_facts(data_dir)["simulated"]
+
+
 # --------------------------------------------------------------------------------------------------- split
 
 
@@ -464,6 +499,70 @@ def make_split(
          "stratum": strata.to_numpy()}
     )
     return out
+
+
+def ensure_split(dataset: Dataset, *, n_test: Optional[int] = None, test_fraction: float = 28 / 164,
+                 seed: int = 0) -> tuple[Path, bool]:
+    """The dataset's ``split.tsv``: kept when it exists (a split is decided once), else made and written.
+
+    Args:
+        dataset: the discovered dataset (its root receives ``split.tsv``).
+        n_test, test_fraction, seed: as in :func:`make_split`.
+
+    Returns:
+        ``(path, created)``.
+    """
+    path = Path(dataset.root) / SPLIT_FILE
+    if path.is_file():
+        read_split(path)  # a broken split is an error, not silently replaced
+        return path, False
+    return write_split(make_split(dataset, n_test=n_test, test_fraction=test_fraction, seed=seed), path), True
+
+
+def select_keys(keys: Iterable[str], data_dir: PathLike, subjects: str = "test") -> list[str]:
+    """The acquisitions a stage scores: the held-out participants of ``split.tsv``, or all of them.
+
+    Args:
+        keys: acquisition keys (``sub-<id>`` or ``sub-<id>_ses-<s>``), e.g. the preprocessed subjects.
+        data_dir: the dataset root; its ``split.tsv`` (:data:`SPLIT_FILE`) names the test participants.
+        subjects: ``"test"`` (the held-out participants) or ``"all"`` (said explicitly: training subjects
+            included).
+
+    Returns:
+        The selected keys, sorted.
+
+    Raises:
+        ValueError: ``subjects`` is neither ``"test"`` nor ``"all"``; ``"test"`` for a dataset without a split
+            (there are no held-out subjects to score).
+    """
+    if subjects not in ("test", "all"):
+        raise ValueError(f"subjects must be 'test' or 'all', got {subjects!r}")
+    keys = sorted(set(keys))
+    if subjects == "all":
+        return keys
+    split_file = Path(data_dir) / SPLIT_FILE
+    if not split_file.is_file():
+        raise ValueError(f"{data_dir} has no {SPLIT_FILE}: there are no held-out subjects to score; write a split "
+                         f"(synth7t split {data_dir}) before training, or score every subject with subjects='all'")
+    split = read_split(split_file)
+    held_out = set(split.loc[split["split"] == "test", "participant_id"])
+    return [k for k in keys if k.split("_")[0] in held_out]
+
+
+def describe_subjects(keys: Iterable[str], data_dir: PathLike) -> str:
+    """Which subjects a table scores, in words: ``"3 held-out (test): sub-005, sub-009, sub-011"``, or with the
+    training subjects counted when they are included (``"12 (9 train, 3 test): sub-001, ..."``)."""
+    keys = sorted(set(keys))
+    split_file = Path(data_dir) / SPLIT_FILE
+    label = {}
+    if split_file.is_file():
+        label = read_split(split_file).set_index("participant_id")["split"].to_dict()
+    kinds = pd.Series([label.get(k.split("_")[0], "unsplit") for k in keys], dtype=object).value_counts()
+    if list(kinds.index) == ["test"]:
+        head = f"{len(keys)} held-out (test)"
+    else:
+        head = f"{len(keys)} (" + ", ".join(f"{int(n)} {kind}" for kind, n in kinds.sort_index().items()) + ")"
+    return f"{head}: {', '.join(keys)}"
 
 
 def write_split(split: pd.DataFrame, path: PathLike) -> Path:

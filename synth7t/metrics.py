@@ -137,8 +137,11 @@ def image_metrics(reference, prediction, *, brain_mask=None, excluded_slices=Non
 
 
 def summarise(table: pd.DataFrame, by: str = "image_type", columns: Sequence[str] = ("psnr", "ssim", "mean_dice"),
-              order: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """The Table 1 layout: ``mean ± SD`` per image type for each metric, from a tidy per-subject table."""
+              order: Optional[Sequence[str]] = None, subjects: Optional[str] = None) -> pd.DataFrame:
+    """The Table 1 layout: ``mean ± SD`` per image type for each metric, from a tidy per-subject table.
+
+    ``subjects`` (e.g. :func:`synth7t.layout.describe_subjects`) becomes a column, so that the table says which
+    subjects it scores."""
     cols = [c for c in columns if c in table.columns]
     g = table.groupby(by)[cols]
     mean, sd = g.mean(), g.std(ddof=1)
@@ -146,6 +149,35 @@ def summarise(table: pd.DataFrame, by: str = "image_type", columns: Sequence[str
     for c in cols:
         out[c] = [f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}" for m, s in zip(mean[c], sd[c])]
     out["n"] = g.size()
+    if subjects is not None:
+        out["subjects"] = subjects
     if order is not None:
         out = out.reindex([o for o in order if o in out.index])
     return out
+
+
+def score_images(images: pd.DataFrame, records: Mapping[str, dict], *, reference: str = "7T") -> pd.DataFrame:
+    """PSNR and global SSIM of every image against its subject's real 7T (§2.8.1), artefact slices left out.
+
+    Args:
+        images: :func:`synth7t.predict.collect_images` (``key, image_type, name, path``).
+        records: ``{key: preprocessing record}``; each record's ``excluded_slices`` are left out.
+        reference: the image type scored against.
+
+    Returns:
+        One row per image but the reference: ``key``, ``image_type`` (display name) and :func:`image_metrics`'s
+        columns.
+    """
+    from . import io as sio
+
+    rows = []
+    for key, group in images.groupby("key", sort=True):
+        ref_path = group.loc[group["image_type"] == reference, "path"]
+        if ref_path.empty:
+            raise ValueError(f"{key}: no {reference} image to score against")
+        ref = sio.load_volume(ref_path.iloc[0]).data
+        excluded = (records.get(key) or {}).get("excluded_slices") or []
+        for r in group[group["image_type"] != reference].itertuples(index=False):
+            rows.append({"key": key, "image_type": r.name,
+                         **image_metrics(ref, sio.load_volume(r.path).data, excluded_slices=excluded)})
+    return pd.DataFrame(rows)

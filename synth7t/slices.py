@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import io as sio
-from .layout import Dataset, read_split
+from .layout import Dataset, dataset_facts, read_split
 from .models.unet import slice_location
 
 PathLike = Union[str, Path]
@@ -54,9 +54,14 @@ def _fingerprint(recs: dict[str, dict], keys: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def _split_digest(split_file: PathLike) -> str:
+    """A changed split must rebuild the cache (its labels are stored per sample)."""
+    return hashlib.sha1(Path(split_file).read_bytes()).hexdigest()[:8]
+
+
 def build_cache(
     derivatives: PathLike, cache_dir: PathLike, dataset: Dataset, *, split_file: Optional[PathLike] = None,
-    keys: Optional[Sequence[str]] = None, progress: bool = True,
+    keys: Optional[Sequence[str]] = None, allow_unsplit: bool = False, progress: bool = True,
 ) -> Path:
     """Write (or reuse) the slice cache of preprocessed pairs.
 
@@ -64,16 +69,27 @@ def build_cache(
         derivatives: ``<data_dir>/derivatives/synth7t-preproc`` (the preprocessing outputs).
         cache_dir: folder of the cache (e.g. ``runs/<run>/02_train/cache``).
         dataset: the discovered dataset (demographics for the context).
-        split_file: ``split.tsv``; its train/test labels are stored per subject.
+        split_file: ``split.tsv``; its train/test labels are stored per subject. Required: test subjects must
+            never be trained on, and a model trained on every subject cannot be evaluated on any.
         keys: subjects to include (default: every preprocessed subject).
+        allow_unsplit: build a cache without a split (every subject ``unsplit``, all of them trainable); only
+            for a model that will never be scored on these subjects.
         progress: show a progress bar.
 
     Returns:
-        The cache folder. An existing cache built from the same records is reused as it is.
+        The cache folder. An existing cache built from the same records is reused as it is. ``cache.json``
+        records the keys, the grid and the dataset's name and whether it is simulated (for the model card).
+
+    Raises:
+        ValueError: no preprocessed subjects, a missing split (unless ``allow_unsplit``), mixed grids.
     """
     from tqdm.auto import tqdm
 
     derivatives, cache_dir = Path(derivatives), Path(cache_dir)
+    if split_file is None and not allow_unsplit:
+        raise ValueError(f"no train/test split for {dataset.root}: training would see every subject and no "
+                         f"subject could be scored; write one with `synth7t split {dataset.root}` (split.tsv), "
+                         "or pass allow_unsplit=True for a model that will never be evaluated on these data")
     recs = _records(derivatives)
     if not recs:
         raise ValueError(f"{derivatives}: no preprocessed subjects (run notebooks/01_preprocess.ipynb first)")
@@ -81,7 +97,7 @@ def build_cache(
     missing = [k for k in keys if k not in recs]
     if missing:
         raise ValueError(f"not preprocessed: {', '.join(missing)}")
-    fp = _fingerprint(recs, keys)
+    fp = _fingerprint(recs, keys) + ("" if split_file is None else "-" + _split_digest(split_file))
     meta_path = cache_dir / "cache.json"
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
@@ -134,8 +150,39 @@ def build_cache(
     pd.DataFrame(vol_rows).to_csv(cache_dir / "volumes.tsv", sep="\t", index=False)
     pd.DataFrame(idx_rows).to_csv(cache_dir / "index.tsv", sep="\t", index=False)
     meta_path.write_text(json.dumps({"fingerprint": fp, "keys": keys, "shape": [total, ny, nx],
-                                     "spacing_mm": next(iter(spacings))}, indent=2))
+                                     "spacing_mm": next(iter(spacings)), "dataset": dataset_facts(dataset.root),
+                                     "split_file": str(split_file) if split_file else None}, indent=2))
     return cache_dir
+
+
+def validation_keys(volumes: pd.DataFrame, fraction: float = 0.1, seed: int = 0) -> list[str]:
+    """Subjects carved from the training side for validation during training (test subjects are never used).
+
+    The training participants of a cache (``split`` ``train``, or ``unsplit`` when the cache has no split) are split
+    again with :func:`synth7t.layout.make_split` (stratified by age bin, sex and impairment), ``fraction`` of them
+    (at least one) for validation. Needs at least two training participants.
+
+    Args:
+        volumes: the cache's volume table (``key``, ``split``, ``age``, ``sex``, ``impaired``).
+        fraction: share of the training participants used for validation.
+        seed: seed of the draw.
+
+    Returns:
+        The validation keys (all sessions of the drawn participants), sorted.
+    """
+    from .layout import make_split
+
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    side = volumes[volumes["split"].isin(["train", "unsplit"])].copy()
+    side["participant_id"] = side["key"].str.split("_").str[0]
+    people = side.drop_duplicates("participant_id").set_index("participant_id")[["age", "sex", "impaired"]]
+    if len(people) < 2:
+        raise ValueError(f"need at least 2 training participants to carve out a validation set, got {len(people)}")
+    n_val = max(1, int(round(fraction * len(people))))
+    drawn = make_split(people, n_test=min(n_val, len(people) - 1), seed=seed)
+    val = set(drawn.loc[drawn["split"] == "test", "participant_id"])
+    return sorted(side.loc[side["participant_id"].isin(val), "key"])
 
 
 @dataclass

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -141,3 +143,38 @@ def test_split_from_dataset_and_cli(tiny_layout, capsys):
     assert main(["discover", str(tiny_layout / "nope")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "dataset folder not found" in err
+
+
+def test_is_simulated_reads_the_demo_marker(tmp_path, coarse_cohort):
+    assert layout.is_simulated(coarse_cohort.root)  # what synth7t.demo writes
+    assert not layout.is_simulated(tmp_path)  # no description
+    real = {"Name": "BioFINDER-2 3T/7T", "BIDSVersion": "1.9"}
+    (tmp_path / "dataset_description.json").write_text(json.dumps(real))
+    assert not layout.is_simulated(tmp_path)
+    (tmp_path / "dataset_description.json").write_text("{not json")
+    assert not layout.is_simulated(tmp_path)
+    marker = {"Name": "x", "GeneratedBy": [{"Name": layout.DEMO_GENERATOR}]}
+    (tmp_path / "dataset_description.json").write_text(json.dumps(marker))
+    assert layout.is_simulated(tmp_path)
+
+
+def test_select_keys_follows_the_split(tmp_path):
+    keys = ["sub-03", "sub-01", "sub-02_ses-2", "sub-02_ses-1"]
+    # no split: no held-out subjects to score, and no silent fall-back to every subject
+    with pytest.raises(ValueError, match="no held-out subjects.*synth7t split"):
+        layout.select_keys(keys, tmp_path, "test")
+    assert layout.select_keys(keys, tmp_path, "all") == sorted(keys)
+    pd.DataFrame({"participant_id": ["sub-01", "sub-02", "sub-03"], "split": ["train", "test", "train"]}).to_csv(
+        tmp_path / "split.tsv", sep="\t", index=False)
+    assert layout.select_keys(keys, tmp_path, "test") == ["sub-02_ses-1", "sub-02_ses-2"]
+    assert layout.select_keys(keys, tmp_path, "all") == ["sub-01", "sub-02_ses-1", "sub-02_ses-2", "sub-03"]
+    with pytest.raises(ValueError, match="'test' or 'all'"):
+        layout.select_keys(keys, tmp_path, "held-out")
+
+
+def test_describe_subjects_says_which_split_a_table_scores(tmp_path):
+    pd.DataFrame({"participant_id": ["sub-01", "sub-02", "sub-03"], "split": ["train", "test", "test"]}).to_csv(
+        tmp_path / "split.tsv", sep="\t", index=False)
+    assert layout.describe_subjects(["sub-03", "sub-02"], tmp_path) == "2 held-out (test): sub-02, sub-03"
+    assert layout.describe_subjects(["sub-01", "sub-02"], tmp_path) == "2 (1 test, 1 train): sub-01, sub-02"
+    assert layout.describe_subjects(["sub-01"], tmp_path / "nosplit") == "1 (1 unsplit): sub-01"

@@ -60,3 +60,23 @@ def test_summary_table_layout():
                       "ssim": [0.8, 0.9, 0.9, 0.95]})
     s = metrics.summarise(t, order=["3T", "U-Net"])
     assert list(s.index) == ["3T", "U-Net"] and s.loc["3T", "psnr"] == "21.000 ± 1.414"
+
+
+def test_score_images_against_each_subjects_7t(tmp_path):
+    import pandas as pd
+
+    from conftest import write_nifti
+
+    rng = np.random.default_rng(0)
+    ref = rng.random((6, 7, 8)).astype(np.float32) + 0.1
+    noisy = ref + rng.normal(0, 0.05, ref.shape).astype(np.float32)
+    rows = [{"key": "sub-01", "image_type": t, "name": n, "path": str(write_nifti(tmp_path / f"{t}.nii.gz", d))}
+            for t, n, d in (("7T", "7T", ref), ("3T", "3T", noisy), ("unet", "U-Net", ref))]
+    records = {"sub-01": {"excluded_slices": [[0, 1]]}}
+    table = metrics.score_images(pd.DataFrame(rows), records)
+    assert list(table["image_type"]) == ["3T", "U-Net"]
+    expected = metrics.image_metrics(ref, noisy, excluded_slices=[[0, 1]])
+    assert table.loc[0, "psnr"] == pytest.approx(expected["psnr"]) and table.loc[0, "n_voxels"] == 6 * 7 * 6
+    assert table.loc[1, "psnr"] == float("inf")
+    with pytest.raises(ValueError, match="no 7T image"):
+        metrics.score_images(pd.DataFrame(rows[1:]), records)

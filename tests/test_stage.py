@@ -14,30 +14,6 @@ import synth7t
 from synth7t.workflow import stage as st
 
 
-def test_is_simulated_reads_the_demo_marker(tmp_path, coarse_cohort):
-    assert st.is_simulated(coarse_cohort.root)  # what synth7t.demo writes
-    assert not st.is_simulated(tmp_path)  # no description
-    real = {"Name": "BioFINDER-2 3T/7T", "BIDSVersion": "1.9"}
-    (tmp_path / "dataset_description.json").write_text(json.dumps(real))
-    assert not st.is_simulated(tmp_path)
-    (tmp_path / "dataset_description.json").write_text("{not json")
-    assert not st.is_simulated(tmp_path)
-    marker = {"Name": "x", "GeneratedBy": [{"Name": st.DEMO_GENERATOR}]}
-    (tmp_path / "dataset_description.json").write_text(json.dumps(marker))
-    assert st.is_simulated(tmp_path)
-
-
-def test_select_keys_follows_the_split(tmp_path):
-    keys = ["sub-03", "sub-01", "sub-02_ses-2", "sub-02_ses-1"]
-    assert st.select_keys(keys, tmp_path, "test") == sorted(keys)  # no split: every key
-    pd.DataFrame({"participant_id": ["sub-01", "sub-02", "sub-03"], "split": ["train", "test", "train"]}).to_csv(
-        tmp_path / "split.tsv", sep="\t", index=False)
-    assert st.select_keys(keys, tmp_path, "test") == ["sub-02_ses-1", "sub-02_ses-2"]
-    assert st.select_keys(keys, tmp_path, "all") == ["sub-01", "sub-02_ses-1", "sub-02_ses-2", "sub-03"]
-    with pytest.raises(ValueError, match="'test' or 'all'"):
-        st.select_keys(keys, tmp_path, "held-out")
-
-
 def test_stage_folder_tables_figures_and_outputs(tmp_path, capsys):
     import matplotlib
 

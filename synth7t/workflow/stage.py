@@ -11,8 +11,8 @@ Every notebook under ``notebooks/`` is one stage of a run and writes only under
     stage.glue("psnr_gain", gain)            # a number the chapter's "Key result" line shows (myst-nb glue)
     stage.outputs()                          # every file of the stage folder, with size and whether it changed
 
-Whether a dataset is the simulated demo cohort is read from the ``dataset_description.json`` that
-:func:`synth7t.demo.generate_cohort` writes (``GeneratedBy`` names ``synth7t.demo``), never guessed from a folder name.
+Whether a dataset is the simulated demo cohort is read from its ``dataset_description.json``
+(:func:`synth7t.layout.is_simulated`), never guessed from a folder name.
 """
 
 from __future__ import annotations
@@ -24,72 +24,19 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 
+from synth7t import layout
+
 PathLike = Union[str, Path]
 
-#: the generator name that :mod:`synth7t.demo` writes into ``dataset_description.json``
-DEMO_GENERATOR = "synth7t.demo"
 #: the MIME prefix under which myst-nb stores a glued value that is not displayed
 GLUE_PREFIX = "application/papermill.record/"
 # file times come from a coarse kernel clock that may lag time.time() by a tick
 _MTIME_SLACK = 0.05
-
-
-def is_simulated(data_dir: PathLike) -> bool:
-    """Whether ``data_dir`` holds the simulated demo cohort.
-
-    The demo generator writes ``dataset_description.json`` with ``GeneratedBy: [{"Name": "synth7t.demo"}]`` and a
-    name that says "simulated"; real datasets have no such entry (or no description at all).
-
-    Args:
-        data_dir: the dataset root.
-
-    Returns:
-        True when the dataset description marks the data as simulated by :mod:`synth7t.demo`.
-    """
-    path = Path(data_dir) / "dataset_description.json"
-    if not path.is_file():
-        return False
-    try:
-        desc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    if not isinstance(desc, dict):
-        return False
-    generated = desc.get("GeneratedBy") or []
-    by_demo = any(isinstance(g, dict) and g.get("Name") == DEMO_GENERATOR for g in generated)
-    return bool(by_demo or desc.get("Simulated") is True or "simulated" in str(desc.get("Name", "")).lower())
-
-
-def select_keys(keys: Iterable[str], data_dir: PathLike, subjects: str = "test") -> list[str]:
-    """The acquisitions a stage works on: the held-out ones of ``split.tsv`` or all of them.
-
-    Args:
-        keys: acquisition keys (``sub-<id>`` or ``sub-<id>_ses-<s>``), e.g. the preprocessed subjects.
-        data_dir: the dataset root; its ``split.tsv`` (:data:`synth7t.layout.SPLIT_FILE`) names the test participants.
-        subjects: ``"test"`` (the held-out participants; every key when the dataset has no split) or ``"all"``.
-
-    Returns:
-        The selected keys, sorted.
-
-    Raises:
-        ValueError: ``subjects`` is neither ``"test"`` nor ``"all"``.
-    """
-    from synth7t import layout
-
-    if subjects not in ("test", "all"):
-        raise ValueError(f"subjects must be 'test' or 'all', got {subjects!r}")
-    keys = sorted(set(keys))
-    split_file = Path(data_dir) / layout.SPLIT_FILE
-    if subjects == "all" or not split_file.is_file():
-        return keys
-    split = layout.read_split(split_file)
-    held_out = set(split.loc[split["split"] == "test", "participant_id"])
-    return [k for k in keys if k.split("_")[0] in held_out]
 
 
 def describe_device(device: str) -> str:
@@ -220,8 +167,8 @@ class Stage:
 
     def notice_if_simulated(self, data_dir: PathLike) -> bool:
         """Print the simulated-data statement of :mod:`synth7t.demo` when ``data_dir`` is the demo cohort
-        (:func:`is_simulated`); returns whether it did, and remembers it for :meth:`caption`."""
-        self.simulated = is_simulated(data_dir)
+        (:func:`synth7t.layout.is_simulated`); returns whether it did, and remembers it for :meth:`caption`."""
+        self.simulated = layout.is_simulated(data_dir)
         if self.simulated:
             from synth7t.demo import SIMULATION_NOTICE
 
