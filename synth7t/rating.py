@@ -182,6 +182,47 @@ def _load_ras(path_or_array) -> np.ndarray:
     return sio.load_volume(path_or_array, reorient=True).data
 
 
+def _draw_slice(rng: np.random.Generator, fg: np.ndarray, planes: Sequence[str], central_fraction: float,
+                used: set) -> tuple[Optional[str], int]:
+    """A random plane and slice in the central part of the brain's extent that this subject does not have yet.
+
+    A drawn (plane, slice) already used is drawn again (at most 100 times; ``(None, -1)`` then); with one slice per
+    subject nothing is redrawn, so a seed gives the same session as before several slices per subject existed.
+    """
+    for _attempt in range(100):
+        plane = str(rng.choice(list(planes)))
+        axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
+        extent = np.flatnonzero(fg.any(axis=tuple(i for i in range(3) if i != axis)))
+        lo, hi = extent[0], extent[-1]
+        margin = (1 - central_fraction) / 2 * (hi - lo)
+        index = int(rng.integers(int(lo + margin), int(hi - margin) + 1))
+        if (plane, index) not in used:
+            return plane, index
+    return None, -1
+
+
+def _write_session_tables(out: Path, image_rows: list, key_rows: list) -> None:
+    """The raters' database (which image sits where) and the key (which variant each image is), apart."""
+    with closing(_connect(out / "answers.sqlite")) as conn, conn:
+        conn.executescript(
+            """
+            CREATE TABLE query_images (query_index INTEGER NOT NULL, position TEXT NOT NULL, image TEXT NOT NULL,
+                                       PRIMARY KEY (query_index, position));
+            CREATE TABLE answers (rater_id TEXT NOT NULL, query_index INTEGER NOT NULL, criterion TEXT NOT NULL,
+                                  ranking TEXT NOT NULL, answered_at REAL NOT NULL,
+                                  PRIMARY KEY (rater_id, query_index, criterion));
+            """
+        )
+        conn.executemany("INSERT INTO query_images VALUES (?, ?, ?)", image_rows)
+    with closing(_connect(out / "key.sqlite")) as conn, conn:
+        conn.execute(
+            "CREATE TABLE key (query_index INTEGER NOT NULL, position TEXT NOT NULL, variant TEXT NOT NULL, "
+            "subject TEXT NOT NULL, plane TEXT NOT NULL, slice_index INTEGER NOT NULL, "
+            "PRIMARY KEY (query_index, position))"
+        )
+        conn.executemany("INSERT INTO key VALUES (?, ?, ?, ?, ?, ?)", key_rows)
+
+
 def build_session(
     session_dir: PathLike,
     volumes: Mapping[str, Mapping[str, Union[PathLike, np.ndarray]]],
@@ -261,18 +302,8 @@ def build_session(
                 raise ValueError(f"{subject}: every variant is empty")
             used: set[tuple[str, int]] = set()
             for _ in range(slices_per_subject):
-                # redraw a (plane, slice) this subject already has; with one slice per subject nothing is redrawn,
-                # so a seed gives the same session as before slices_per_subject existed
-                for _attempt in range(100):
-                    plane = str(rng.choice(list(planes)))
-                    axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
-                    extent = np.flatnonzero(fg.any(axis=tuple(i for i in range(3) if i != axis)))
-                    lo, hi = extent[0], extent[-1]
-                    margin = (1 - central_fraction) / 2 * (hi - lo)
-                    index = int(rng.integers(int(lo + margin), int(hi - margin) + 1))
-                    if (plane, index) not in used:
-                        break
-                else:
+                plane, index = _draw_slice(rng, fg, planes, central_fraction, used)
+                if plane is None:
                     raise ValueError(f"{subject}: cannot draw {slices_per_subject} distinct slices; lower "
                                      f"slices_per_subject or raise central_fraction")
                 used.add((plane, index))
@@ -285,24 +316,7 @@ def build_session(
                     image_rows.append((qi, pos, rel))
                     key_rows.append((qi, pos, variant, subject, plane, index))
                 qi += 1
-        with closing(_connect(out / "answers.sqlite")) as conn, conn:
-            conn.executescript(
-                """
-                CREATE TABLE query_images (query_index INTEGER NOT NULL, position TEXT NOT NULL, image TEXT NOT NULL,
-                                           PRIMARY KEY (query_index, position));
-                CREATE TABLE answers (rater_id TEXT NOT NULL, query_index INTEGER NOT NULL, criterion TEXT NOT NULL,
-                                      ranking TEXT NOT NULL, answered_at REAL NOT NULL,
-                                      PRIMARY KEY (rater_id, query_index, criterion));
-                """
-            )
-            conn.executemany("INSERT INTO query_images VALUES (?, ?, ?)", image_rows)
-        with closing(_connect(out / "key.sqlite")) as conn, conn:
-            conn.execute(
-                "CREATE TABLE key (query_index INTEGER NOT NULL, position TEXT NOT NULL, variant TEXT NOT NULL, "
-                "subject TEXT NOT NULL, plane TEXT NOT NULL, slice_index INTEGER NOT NULL, "
-                "PRIMARY KEY (query_index, position))"
-            )
-            conn.executemany("INSERT INTO key VALUES (?, ?, ?, ?, ?, ?)", key_rows)
+        _write_session_tables(out, image_rows, key_rows)
         (out / "session.json").write_text(json.dumps(
             {"n_queries": qi, "positions": positions, "criteria": crit, "seed": int(seed),
              "slices_per_subject": slices_per_subject, "created_at": time.time()}, indent=2))
