@@ -1,0 +1,80 @@
+"""Analysing a session (chapter 06): the order of the variants and the unblinded ranks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence, Union
+
+import pandas as pd
+
+from .session import RatingStore, ranks_table, read_key
+
+PathLike = Union[str, Path]
+
+# ------------------------------------------------------------------------------ analysing a session (chapter 06)
+
+
+def variant_order(shown: Sequence[str], preferred: Sequence[str] = ()) -> list[str]:
+    """The order of the image types in tables and figures: 3T, the models alphabetically, 7T (those shown), or
+    ``preferred`` (those shown) followed by any other shown type in that default order."""
+    shown = list(dict.fromkeys(shown))
+    default = [v for v in ["3T", *sorted(v for v in shown if v not in ("3T", "7T")), "7T"] if v in shown]
+    order = [v for v in preferred if v in shown]
+    return order + [v for v in default if v not in order]
+
+
+def analysis_ranks(session_dir: PathLike, criteria: Sequence[str], *, preferred_order: Sequence[str] = (),
+                   raters: Sequence[str] = ()) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The unblinded ranks of a session, ready for the analysis: chosen criteria and raters, display names.
+
+    Args:
+        session_dir: the session.
+        criteria: criteria to analyse, in order (each must be one of the session's).
+        preferred_order: image types in table order (:func:`variant_order`); empty: 3T, models, 7T.
+        raters: rater ids to keep; empty: every rater with an answer.
+
+    Returns:
+        ``(ranks, order, notes)``: the tidy ranks (:func:`ranks_table` with ``image_type``, the run's name, and
+        ``variant``, its display name; rows by criterion), the display names in table order, and notes (criteria
+        left out, variants never shown, raters without answers, simulated raters, a single rater).
+
+    Raises:
+        ValueError: a criterion is not one of the session's.
+    """
+    import re
+
+    from ..names import display_name
+
+    store = RatingStore(session_dir)
+    unknown = [c for c in criteria if c not in store.criteria]
+    if unknown or not criteria:
+        raise ValueError(f"criteria must be among this session's {list(store.criteria)}, got {list(criteria)}")
+    notes = []
+    skipped = [c for c in store.criteria if c not in criteria]
+    if skipped:
+        notes.append(f"criteria of the session not analysed (not in `criteria`): {', '.join(skipped)}")
+    shown = list(dict.fromkeys(read_key(session_dir)["variant"]))
+    never = [v for v in preferred_order if v not in shown]
+    if never:
+        notes.append(f"never shown in this session, left out: {', '.join(never)} "
+                     f"(the session shows {', '.join(sorted(shown))})")
+    order = [display_name(v) for v in variant_order(shown, preferred_order)]
+    ranks = ranks_table(session_dir)
+    absent = [r for r in raters if r not in set(ranks["rater_id"])]
+    if absent:
+        notes.append(f"no answer from: {', '.join(absent)}")
+    if raters:
+        ranks = ranks[ranks["rater_id"].isin(raters)]
+    ranks = pd.concat([ranks[ranks["criterion"] == c] for c in criteria], ignore_index=True)
+    ranks.insert(3, "image_type", ranks["variant"])
+    ranks["variant"] = ranks["image_type"].map(display_name)
+    answering = sorted(ranks["rater_id"].unique())
+    if not answering:
+        notes.append("No answers yet: nothing to analyse. Run this notebook again once raters have answered.")
+    elif len(answering) == 1:
+        notes.append(f"Only one rater ({answering[0]}): the ANOVA over raters and the Bonferroni tests on raters' "
+                     "means need at least 2; the query-level tests stand in for them.")
+    simulated = [r for r in answering if re.fullmatch(r"sim\d+", r)]
+    if simulated:
+        notes.append(f"{', '.join(simulated)}: simulated raters (chapter 05), not expert opinions")
+    return ranks, order, notes
