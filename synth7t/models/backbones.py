@@ -38,8 +38,10 @@ RADIMAGENET_HELP = (
     "their own terms; synth7t cannot ship or download them. Obtain them yourself, convert them to a PyTorch "
     "state dict with torchvision-style ResNet-50 key names (conv1, bn1, layer1.0.conv1, ..., "
     "layer4.2.bn3; keys of a Keras conversion with convolution biases are recognised), save it as "
-    ".safetensors (preferred) or .pt/.pth, and pass its path as weights=... . Without them, use the offline "
-    "default perceptual loss 'efficientnet_lite0'.")
+    ".safetensors (preferred) or .pt/.pth, and pass its path as weights=... . The conversion MONAI's "
+    "perceptual loss uses (RadImageNet-ResNet50_notop.pth of the Hugging Face repository MONAI/checkpoints, "
+    "normally fetched by torch.hub) already has these names and loads as it is. Without them, use the "
+    "offline default perceptual loss 'efficientnet_lite0' (ImageNet weights, not the paper's network).")
 
 
 def _to_three_channels(x: Tensor) -> Tensor:
@@ -172,6 +174,12 @@ class ResNet50Features(_FrozenBackbone):
     RadImageNet was trained in and that its PyTorch conversions keep (stride in the first 1x1 convolution,
     convolutions with bias, eps 1.001e-5, Caffe-style input: BGR order, ImageNet means subtracted, no
     scaling). ``keras_layout`` selects the structure and :meth:`prepare` the matching input mapping.
+
+    Parameter names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1`` ... ``layer4.2.bn3``,
+    ``layerN.0.downsample.0`` / ``.1``); the RadImageNet conversion that MONAI's ``radimagenet_resnet50``
+    perceptual loss loads through torch.hub (Project-MONAI/perceptual-models) uses the same names and the
+    Keras structure, and its forward returns the ``layer4`` map, so those weights load here strictly and
+    ``forward(prepare(x), ("layer4",))`` is the feature map MONAI's loss compares.
 
     Layers: ``"stem"`` (after conv1/bn/ReLU, 1/2 resolution, 64 ch), ``"layer1"`` .. ``"layer4"``
     (1/4 .. 1/32 resolution, 256 .. 2048 ch).

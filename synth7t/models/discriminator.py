@@ -1,15 +1,17 @@
-"""The WGAN-GP patch critic of the GAN U-Net (§2.4, Figure A.7, Table A.3).
+"""The PatchGAN critic of the GAN U-Net (§2.4, Figure A.7, Table A.3), trained with a gradient penalty.
 
 The paper used the PatchGAN discriminator of MONAI Generative; it now lives in MONAI as
 :class:`monai.networks.nets.PatchDiscriminator`, which this module configures:
 
 * an initial strided convolution (no norm) and ``num_layers`` (conv + norm + LeakyReLU(0.2)) blocks whose
   channels double each time, all strided by 2 except the last, then a one-channel convolution;
-* so the input is downsampled ``num_layers`` times and the critic returns one score per patch,
-  ``(B, 1, H / 2^num_layers, W / 2^num_layers)`` with the 3x3 kernels of the presets.
+* so the input is downsampled ``num_layers`` times and the critic returns one logit per patch,
+  ``(B, 1, H / 2^num_layers, W / 2^num_layers)`` with the 3x3 kernels of the presets. There is no sigmoid: the
+  default binary cross-entropy objective (the authors' code) applies it inside the loss, and the Wasserstein
+  option reads the outputs as scores (:func:`synth7t.losses.critic_loss`).
 
-Normalisation: MONAI's default is batch norm, which the reference code kept. A WGAN-GP critic must not use
-it: the gradient penalty constrains the gradient of each sample's score with respect to that sample, and
+Normalisation: MONAI's default is batch norm, which the reference code kept. A critic with a gradient penalty must
+not use it: the penalty constrains the gradient of each sample's score with respect to that sample, and
 batch statistics make every score depend on the whole batch (Gulrajani et al. 2017 recommend layer norm).
 The presets use ``norm="layer"``: MONAI's GroupNorm with a single group, which normalises each sample over
 (C, H, W) — the "LN" of Figure A.7.
@@ -48,7 +50,7 @@ class PatchCritic(nn.Module):
     Shapes:
         (B, in_channels, H, W) with H, W divisible by ``2**num_layers`` ->
         (B, 1, H / 2^num_layers, W / 2^num_layers) for ``kernel_size=3``
-        (``- 2`` on each side for ``kernel_size=4``). Scores are unbounded (Wasserstein critic, no sigmoid).
+        (``- 2`` on each side for ``kernel_size=4``). Logits, no sigmoid (see the module docstring).
     """
 
     def __init__(self, config: DiscriminatorConfig) -> None:
