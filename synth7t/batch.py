@@ -54,14 +54,19 @@ def json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def write_json(path: PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON through a temporary file and a rename: readers never see half a file."""
+def write_text(path: PathLike, text: str) -> Path:
+    """Write ``text`` through a temporary file and a rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=json_default))
+    tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+def write_json(path: PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (:func:`write_text`); NumPy values and paths are converted."""
+    return write_text(path, json.dumps(obj, indent=2, default=json_default))
 
 
 def read_json(path: PathLike) -> Optional[dict]:

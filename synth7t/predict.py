@@ -14,6 +14,7 @@ clipped to [0, 1], masked by the brain mask when one is given, and written as NI
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -22,6 +23,11 @@ import pandas as pd
 
 from . import io as sio
 from .batch import run_batch
+from .modelcard import (
+    SimulatedTrainingWarning,
+    read_model_card,
+    simulated_training_warning,
+)
 from .names import display_name
 
 PathLike = Union[str, Path]
@@ -37,8 +43,11 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
     On a CPU the weights are stored channels-last, which oneDNN convolves faster (demo-cpu, 2 slices of
     224 x 160 on 2 idle cores: 0.20-0.22 s per forward pass against 0.22-0.28 s contiguous, same process).
 
+    A model trained on simulated data (its model card says so) raises a one-line
+    :class:`synth7t.modelcard.SimulatedTrainingWarning`: the demo model is for the demo and blurs real scans.
+
     Returns:
-        ``(generator in eval mode, model.json as a dict)``.
+        ``(generator in eval mode, model.json as a dict with the model card under "model_card", or None)``.
     """
     import torch
 
@@ -54,6 +63,13 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
                                "train one with notebooks/02_train.ipynb and pass "
                                "runs/<run>/02_train/<model_name>/model)")
     meta = json.loads(meta_path.read_text())
+    try:
+        meta["model_card"] = read_model_card(d)
+    except ValueError as exc:
+        raise ModelFolderError(str(exc)) from None
+    note = simulated_training_warning(meta["model_card"]) if meta["model_card"] else None
+    if note:
+        warnings.warn(note, SimulatedTrainingWarning, stacklevel=2)
     try:
         g = build_model(meta["model_config"])
         load_weights(weights, g)

@@ -12,9 +12,21 @@ in the run and the full config). ``resume`` continues from the newest one exactl
 data order and the crops are functions of (seed, epoch, sample), so skipping the batches already done
 replays the same stream.
 
-Multi-GPU: launch the same script with ``torchrun --nproc_per_node=8 ...``; each process takes every
-``world_size``-th batch of the epoch's permutation, gradients are averaged by DistributedDataParallel, and
-rank 0 alone writes logs and checkpoints.
+Multi-GPU: launch the same script with ``torchrun --nproc_per_node=8 ...``. ``batch_size`` is the global
+batch, as in the paper (56 slices over 8 GPUs): batch ``b`` of an epoch is ``order[b*batch_size:(b+1)*batch_size]``
+of the epoch's permutation and rank ``r`` of ``N`` takes its contiguous share ``batch_size / N`` of it, so the
+steps per epoch and the schedule do not depend on the number of processes. A rank that cannot hold its share
+processes it in ``grad_accumulation`` micro-batches (DistributedDataParallel's ``no_sync`` for all but the last)
+and steps the optimisers once, each micro-batch's loss divided by ``grad_accumulation``, so the gradient is the
+mean over the global batch whatever the split (the losses are means over equal-sized shares). Everything random
+per sample is a function of the sample or of the global row: crops and flips of (seed, epoch, sample), the
+gradient penalty's interpolation weights of (seed, step, row of the global batch) (on CPU and GPU; see
+:meth:`Trainer.penalty_weights`), so ``N`` processes reproduce one process with the same global batch
+up to float rounding. Rank 0 alone writes logs (losses averaged over the ranks) and checkpoints.
+
+GPU-only paths run on a CPU as well: ``amp="bf16"`` autocasts to bfloat16 on either device, ``compile`` wraps
+the generator in ``torch.compile`` (on a CPU it needs a C++ compiler), ``channels_last`` stores the networks and
+their inputs channels-last.
 """
 
 from __future__ import annotations
@@ -24,26 +36,28 @@ import json
 import os
 import shutil
 import time
-from contextlib import nullcontext
+import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
 
 import numpy as np
 
-from .slices import SliceCache, SliceDataset
+from .batch import write_json
+from .modelcard import (
+    build_model_card,
+    read_validation_log,
+    training_data_facts,
+    write_model_card,
+)
+from .slices import SliceCache, SliceDataset, validation_keys
 from .train_config import TrainConfig, train_config_from_dict
 
 PathLike = Union[str, Path]
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def save_checkpoint(ckpt_dir: PathLike, name: str, *, generator, critic=None, state: dict, meta: dict) -> Path:
@@ -68,7 +82,7 @@ def save_checkpoint(ckpt_dir: PathLike, name: str, *, generator, critic=None, st
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _atomic_json(root / "latest.json", {"checkpoint": name, "step": meta.get("step")})
+    write_json(root / "latest.json", {"checkpoint": name, "step": meta.get("step")})
     return final
 
 
@@ -121,6 +135,56 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([int(seed), int(epoch), 97]).permutation(n)
 
 
+def split_batch(batch_size: int, world_size: int = 1, grad_accumulation: int = 1) -> tuple[int, int]:
+    """Split the global batch over the processes and each process's share into micro-batches.
+
+    Args:
+        batch_size: the global batch (slices per optimiser step, all processes together).
+        world_size: number of processes (``torchrun --nproc_per_node``, times the nodes).
+        grad_accumulation: micro-batches per process and step.
+
+    Returns:
+        ``(per_rank, micro)``: slices each process takes per step, and slices per forward/backward pass.
+
+    Raises:
+        ValueError: ``batch_size`` is not a multiple of ``world_size * grad_accumulation``; the message names
+            the batch size, the world size, the accumulation and the nearest batch sizes that divide.
+    """
+    for name, v in (("batch_size", batch_size), ("world_size", world_size), ("grad_accumulation", grad_accumulation)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    unit = world_size * grad_accumulation
+    if batch_size % unit:
+        lower, upper = batch_size // unit * unit, (batch_size // unit + 1) * unit
+        near = f"{lower} or {upper}" if lower else f"{upper}"
+        raise ValueError(
+            f"batch_size={batch_size} (the global batch) does not split evenly over world size {world_size} "
+            f"x grad_accumulation {grad_accumulation} = {unit} equal micro-batches; the nearest valid batch sizes "
+            f"are {near} (or change the number of processes or grad_accumulation)")
+    return batch_size // world_size, batch_size // unit
+
+
+@contextmanager
+def _frozen(module):
+    """Turn off ``requires_grad`` of a module's parameters inside the block (``None``: nothing to do)."""
+    params = [] if module is None else [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _cxx_compiler() -> Optional[str]:
+    """Path of the C++ compiler that ``torch.compile`` (inductor) would use on a CPU, or None."""
+    for name in (os.environ.get("CXX"), "g++", "clang++", "c++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
 @dataclass
 class Position:
     step: int = 0          # batches done in all
@@ -154,10 +218,13 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.world, self.rank, self.local_rank = _dist_info()
         self.distributed = self.world > 1
+        #: slices per process and step (the rank's share of the global batch), and per forward/backward pass
+        self.rank_batch, self.micro_batch = split_batch(config.batch_size, self.world, config.grad_accumulation)
         self.on_log, self.progress = on_log, progress and self.rank == 0
         if self.distributed and not torch.distributed.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
             torch.distributed.init_process_group(backend)
+            self._owns_process_group = True
         self.device = resolve_device(config.device)
         if self.device.type == "cuda" and self.distributed:
             self.device = torch.device("cuda", self.local_rank)
@@ -168,10 +235,18 @@ class Trainer:
         self.cache = SliceCache.open(cache)
         self.model_config = resolve_config(config.model)
         n_in = getattr(self.model_config, "n_input_slices", 3)
-        self.train_ds = SliceDataset(self.cache, "train" if (self.cache.index["split"] == "train").any() else None,
-                                     n_input_slices=n_in, crop=config.crop, augment=config.augment, seed=config.seed)
-        val_split = "test" if (self.cache.index["split"] == "test").any() else None
-        self.val_ds = SliceDataset(self.cache, val_split, n_input_slices=n_in, crop=None, random_crop=False)
+        # the training side of the split (test subjects are never seen), less a validation share carved from it
+        vols = self.cache.volumes
+        side = sorted(vols.loc[vols["split"].isin(["train", "unsplit"]), "key"])
+        self.val_keys = validation_keys(vols, config.val_fraction, config.seed)
+        self.train_keys = [k for k in side if k not in set(self.val_keys)]
+        self.train_ds = SliceDataset(self.cache, self.train_keys, n_input_slices=n_in, crop=config.crop,
+                                     augment=config.augment, seed=config.seed)
+        if self.world * config.grad_accumulation > 1 and len(self.train_ds) < config.batch_size:
+            raise ValueError(f"the training split has {len(self.train_ds)} samples, fewer than one global batch "
+                             f"(batch_size={config.batch_size}); it cannot be split over {self.world} process(es) "
+                             f"x grad_accumulation {config.grad_accumulation}")
+        self.val_ds = SliceDataset(self.cache, self.val_keys, n_input_slices=n_in, crop=None, random_crop=False)
         rng = np.random.default_rng(config.seed + 1)
         self.val_ids = np.sort(rng.choice(len(self.val_ds), size=min(config.val_slices, len(self.val_ds)),
                                           replace=False))
@@ -187,7 +262,8 @@ class Trainer:
         if config.lambda_perc > 0:
             perceptual = build_perceptual_loss(config.perceptual, weights=config.perceptual_weights).to(self.device)
         self.loss = GeneratorLoss(perceptual, lambda_perc=config.lambda_perc,
-                                  lambda_gan=config.lambda_gan if config.gan else 0.0)
+                                  lambda_gan=config.lambda_gan if config.gan else 0.0,
+                                  adversarial=config.adversarial)
         self.pos = Position()
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -195,13 +271,21 @@ class Trainer:
             (self.run_dir / "model_config.json").write_text(json.dumps(self.model_config.to_dict(), indent=2))
         if resume:
             self._resume()
+        if config.channels_last:
+            self.generator.to(memory_format=torch.channels_last)
+            if self.critic is not None:
+                self.critic.to(memory_format=torch.channels_last)
         g = self.generator
-        if config.compile and self.device.type == "cuda":
+        if config.compile:
+            if self.device.type == "cpu" and _cxx_compiler() is None:
+                raise ValueError("compile=True on a CPU needs a C++ compiler (g++ or clang++ on PATH, or $CXX) for "
+                                 "torch.compile's inductor backend; install one or set compile=False")
             g = torch.compile(g)
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
+            # DDP outside the compiled module: no_sync() and the gradient all-reduce stay in eager code
             g = DDP(g, device_ids=ids)
             if self.critic is not None:
                 self.critic_ddp = DDP(self.critic, device_ids=ids)
@@ -216,26 +300,73 @@ class Trainer:
 
     @property
     def batches_per_epoch(self) -> int:
-        return self.samples_per_epoch // (self.cfg.batch_size * self.world) or 1
+        """Optimiser steps per epoch: ``samples_per_epoch // batch_size`` (global), whatever the world size."""
+        return self.samples_per_epoch // self.cfg.batch_size or 1
 
     def _autocast(self):
+        """bfloat16 autocast on the training device (CUDA or CPU) when ``amp="bf16"``, else a no-op."""
         import torch
 
-        if self.device.type == "cuda" and self.cfg.amp == "bf16":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.cfg.amp == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
+    def global_batch_ids(self, epoch: int, b: int) -> np.ndarray:
+        """Sample indices of global batch ``b`` of ``epoch``: ``order[b*batch_size:(b+1)*batch_size]``."""
+        bs = self.cfg.batch_size
+        return epoch_order(len(self.train_ds), self.cfg.seed, epoch)[b * bs:(b + 1) * bs]
+
+    def rank_batch_ids(self, epoch: int, b: int) -> np.ndarray:
+        """This process's contiguous share of :meth:`global_batch_ids` (rows ``rank * rank_batch`` onwards)."""
+        ids = self.global_batch_ids(epoch, b)
+        return ids[self.rank * self.rank_batch:(self.rank + 1) * self.rank_batch]
+
     def _batch(self, epoch: int, b: int) -> dict:
+        """This process's share of global batch ``b`` of ``epoch`` as tensors on the device."""
         import torch
 
-        order = epoch_order(len(self.train_ds), self.cfg.seed, epoch)
-        bs = self.cfg.batch_size
-        start = (b * self.world + self.rank) * bs
-        ids = order[start:start + bs]
         self.train_ds.set_epoch(epoch)
-        items = [self.train_ds[int(i)] for i in ids]
-        return {k: torch.stack([it[k] for it in items]).to(self.device, non_blocking=True)
-                for k in ("x", "y", "context")}
+        items = [self.train_ds[int(i)] for i in self.rank_batch_ids(epoch, b)]
+        out = {k: torch.stack([it[k] for it in items]).to(self.device, non_blocking=True)
+               for k in ("x", "y", "context")}
+        if self.cfg.channels_last:
+            out["x"] = out["x"].contiguous(memory_format=torch.channels_last)
+            out["y"] = out["y"].contiguous(memory_format=torch.channels_last)
+        return out
+
+    def penalty_weights(self, row: int, n: int):
+        """The gradient penalty's interpolation weights of rows ``row .. row + n - 1`` of this step's global batch.
+
+        The weights of a step are the stream of a CPU generator seeded by (seed, step): row ``i`` of the global
+        batch takes its ``i``-th number (``torch.rand`` draws one number per element, in order). A process or
+        micro-batch holding some rows therefore gets exactly what one process drawing the whole global batch gives
+        those rows, on a CPU and on GPUs alike (the weights are drawn on the CPU and moved to the device).
+        """
+        import torch
+
+        g = torch.Generator()
+        g.manual_seed(int(np.random.default_rng([self.cfg.seed, self.pos.step, 131]).integers(2 ** 62)))
+        return torch.rand(int(row) + int(n), generator=g)[int(row):].to(self.device)
+
+    @staticmethod
+    def _sync(module, last: bool):
+        """DistributedDataParallel's ``no_sync()`` for every micro-batch but the ``last`` (a no-op otherwise)."""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return module.no_sync() if isinstance(module, DDP) and not last else nullcontext()
+
+    def _mean_over_ranks(self, parts: dict) -> dict:
+        """Average logged scalars over the processes (one all-reduce), as plain floats."""
+        import torch
+
+        if not parts:
+            return {}
+        keys = list(parts)  # the same insertion order on every rank
+        v = torch.stack([parts[k].detach().float().reshape(()) for k in keys]).to(self.device)
+        if self.distributed:
+            torch.distributed.all_reduce(v)
+            v = v / self.world
+        return dict(zip(keys, v.tolist()))
 
     def _state(self) -> dict:
         import torch
@@ -253,7 +384,7 @@ class Trainer:
             return None
         name = name or f"step-{self.pos.step:08d}"
         meta = {"step": self.pos.step, "g_step": self.pos.g_step, "epoch": self.pos.epoch, "batch": self.pos.batch,
-                "config": self.cfg.to_dict(), "model_config": self.model_config.to_dict(),
+                "world_size": self.world, "config": self.cfg.to_dict(), "model_config": self.model_config.to_dict(),
                 "metrics": metrics or {}, "time": time.time()}
         path = save_checkpoint(self.ckpt_dir, name, generator=self.generator, critic=self.critic,
                                state=self._state(), meta=meta)
@@ -272,9 +403,10 @@ class Trainer:
             return
         meta = json.loads((ck / "meta.json").read_text())
         saved = train_config_from_dict(meta["config"])
-        if saved.model != self.cfg.model or saved.gan != self.cfg.gan:
-            raise ValueError(f"{ck}: checkpoint of model {saved.model!r} (gan={saved.gan}) cannot resume a run of "
-                             f"{self.cfg.model!r} (gan={self.cfg.gan}); use another run_dir")
+        if (saved.model, saved.gan, saved.adversarial) != (self.cfg.model, self.cfg.gan, self.cfg.adversarial):
+            raise ValueError(f"{ck}: checkpoint of model {saved.model!r} (gan={saved.gan}, adversarial="
+                             f"{saved.adversarial!r}) cannot resume a run of {self.cfg.model!r} (gan={self.cfg.gan}, "
+                             f"adversarial={self.cfg.adversarial!r}); use another run_dir")
         load_weights(ck / "generator.safetensors", self.generator)
         st = load_state(ck / "state.pt")
         self.opt_g.load_state_dict(st["opt_g"])
@@ -302,39 +434,75 @@ class Trainer:
             self.on_log(name, row)
 
     # --------------------------------------------------------------------------------------- training
-    def _train_batch(self, batch: dict) -> dict:
+    def _train_batch(self, share: dict) -> dict:
+        """One step on this process's share of a global batch: the critic (GAN U-Net), then the generator
+        every ``n_critic``-th batch.
+
+        The share is processed in ``grad_accumulation`` micro-batches; each micro-batch's loss is divided by
+        their number and back-propagated (DistributedDataParallel's ``no_sync`` for all but the last), and the
+        optimiser steps once, so the gradient is the mean over the global batch.
+
+        Args:
+            share: ``x``, ``y``, ``context`` tensors of this process's share (:meth:`_batch`).
+
+        Returns:
+            The step's losses (``critic`` and the generator's parts), averaged over micro-batches and processes.
+        """
         import torch
 
         from .losses import critic_loss
 
         cfg, epoch = self.cfg, self.pos.epoch
         first = epoch == 0
-        out = {}
+        n_micro = cfg.grad_accumulation
+        micro = [{k: v[i * self.micro_batch:(i + 1) * self.micro_batch] for k, v in share.items()}
+                 for i in range(n_micro)] if n_micro > 1 else [share]
+        sums: dict = {}
+
+        def add(name, value):
+            sums[name] = sums.get(name, 0.0) + value.detach() / n_micro
+
         gen_step = True
         if self.critic is not None:
-            with torch.no_grad(), self._autocast():
-                fake = self.g_train(batch["x"], batch["context"]).float()
-            d_loss = critic_loss(self.c_train, batch["y"], fake, lambda_gp=cfg.lambda_gp)
-            d_loss = d_loss[0] if isinstance(d_loss, tuple) else d_loss
             self.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
+            for i, batch in enumerate(micro):
+                # the interpolation weights of the global batch's rows held by this micro-batch
+                alpha = self.penalty_weights(self.rank * self.rank_batch + i * self.micro_batch, len(batch["y"]))
+                with self._sync(self.c_train, last=i == n_micro - 1):
+                    with torch.no_grad(), self._autocast():
+                        fake = self.g_train(batch["x"], batch["context"]).float()
+                    d_loss = critic_loss(self.c_train, batch["y"], fake, lambda_gp=cfg.lambda_gp,
+                                         objective=cfg.adversarial, alpha=alpha)
+                    d_loss = d_loss[0] if isinstance(d_loss, tuple) else d_loss
+                    with warnings.catch_warnings():
+                        # the penalty's double backward gives the critic's first convolution (one input
+                        # channel) a weight gradient whose stride differs from DDP's bucket only along that
+                        # size-1 dimension: the same memory layout, a spurious "Grad strides do not match"
+                        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
+                        (d_loss / n_micro).backward()
+                add("critic", d_loss)
             self.opt_d.step()
-            out["critic"] = float(d_loss.detach())
             n_c = cfg.n_critic_first_epoch if first else cfg.n_critic
             gen_step = (self.pos.batch + 1) % n_c == 0
         if gen_step:
             lam = None
             if self.critic is not None:
                 lam = cfg.lambda_gan / (cfg.gan_warmup_factor if first else 1.0)
-            with self._autocast():
-                pred = self.g_train(batch["x"], batch["context"])
-            total, parts = self.loss(pred.float(), batch["y"], critic=self.c_train, lambda_gan=lam)
             self.opt_g.zero_grad(set_to_none=True)
-            total.backward()
+            # the critic only passes gradients to the fakes here: frozen, and outside its DDP wrapper (whose
+            # all-reduce would be wasted)
+            with _frozen(self.critic):
+                for i, batch in enumerate(micro):
+                    with self._sync(self.g_train, last=i == n_micro - 1):
+                        with self._autocast():
+                            pred = self.g_train(batch["x"], batch["context"])
+                        total, parts = self.loss(pred.float(), batch["y"], critic=self.critic, lambda_gan=lam)
+                        (total / n_micro).backward()
+                    for k, v in parts.items():
+                        add(k, v)
             self.opt_g.step()
             self.pos.g_step += 1
-            out.update({k: float(v) for k, v in parts.items()})
-        return out
+        return self._mean_over_ranks(sums)
 
     @staticmethod
     def _slice_metrics(ref: np.ndarray, img: np.ndarray) -> tuple[float, float]:
@@ -352,8 +520,8 @@ class Trainer:
         self.generator.eval()
         rows = []
         with torch.no_grad():
-            for start in range(0, len(self.val_ids), self.cfg.batch_size):
-                items = [self.val_ds[int(i)] for i in self.val_ids[start:start + self.cfg.batch_size]]
+            for start in range(0, len(self.val_ids), self.rank_batch):  # what one process holds in training
+                items = [self.val_ds[int(i)] for i in self.val_ids[start:start + self.rank_batch]]
                 x = torch.stack([it["x"] for it in items]).to(self.device)
                 c = torch.stack([it["context"] for it in items]).to(self.device)
                 with self._autocast():
@@ -415,8 +583,18 @@ class Trainer:
             self.export()
         return metrics
 
+    def close(self) -> None:
+        """Destroy the process group if this trainer started it (every rank waits for the others first)."""
+        import torch
+
+        if getattr(self, "_owns_process_group", False) and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+            self._owns_process_group = False
+
     def export(self) -> Optional[Path]:
-        """Write ``model/`` for prediction: generator weights (safetensors) and ``model.json``."""
+        """Write ``model/`` for prediction: generator weights (safetensors), ``model.json`` and the model card
+        (``model_card.json``, ``MODEL_CARD.md``: training data, objective, steps, grid, validation, intended use)."""
         if self.rank != 0:
             return None
         from safetensors.torch import save_file
@@ -437,6 +615,14 @@ class Trainer:
                       "spacing_mm": self.cache.meta.get("spacing_mm"),
                       "grid_inplane": [int(self.cache.t3.shape[1]), int(self.cache.t3.shape[2])]},
         }, indent=2))
+        grid = {"spacing_mm": self.cache.meta.get("spacing_mm"),
+                "inplane": [int(self.cache.t3.shape[1]), int(self.cache.t3.shape[2])]}
+        card = build_model_card(self.cfg.to_dict(), self.model_config.to_dict(),
+                                dataset=training_data_facts(self.cache, validation_keys=self.val_keys),
+                                steps=self.pos.step, epochs_done=self.pos.epoch, grid=grid,
+                                validation=read_validation_log(self.run_dir),
+                                objective=self.cfg.adversarial if self.cfg.gan else None)
+        write_model_card(tmp, card)
         if d.exists():
             shutil.rmtree(d)
         os.replace(tmp, d)
@@ -444,5 +630,12 @@ class Trainer:
 
 
 def train(config: TrainConfig, cache: PathLike, run_dir: PathLike, **kw) -> dict:
-    """Build a :class:`Trainer` and run it (resuming when ``run_dir`` has checkpoints)."""
-    return Trainer(config, cache, run_dir, **kw).fit()
+    """Build a :class:`Trainer` and run it (resuming when ``run_dir`` has checkpoints).
+
+    Under ``torchrun`` the process group that the trainer started is closed at the end of a finished run
+    (after an error it is left to ``torchrun``, which stops the other processes).
+    """
+    trainer = Trainer(config, cache, run_dir, **kw)
+    metrics = trainer.fit()
+    trainer.close()
+    return metrics

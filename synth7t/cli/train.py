@@ -1,10 +1,13 @@
 """``synth7t train --cache C --run-dir R [--preset P] [--set KEY=VALUE ...]``: one training run.
 
 This is what ``torchrun`` runs on GPU nodes (every process runs the same command; ``batch_size`` is the global
-batch, split across the processes)::
+batch, split across the processes, so the steps per epoch do not depend on their number)::
 
     torchrun --nproc_per_node=8 -m synth7t train --cache runs/bf2/02_train/cache \\
         --run-dir runs/bf2/02_train/gan-unet --preset paper-gan
+
+GPUs that cannot hold their share (56 / 8 = 7 slices each here) take it in micro-batches:
+``--set grad_accumulation=7`` (one slice per forward pass, the same gradient).
 
 A run folder that holds checkpoints resumes from the newest one unless ``--no-resume``.
 """
