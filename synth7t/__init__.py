@@ -20,6 +20,7 @@ Models and training
 - :mod:`synth7t.losses`       L1, perceptual and adversarial losses
 - :mod:`synth7t.train_config` training settings and presets
 - :mod:`synth7t.train`        the trainer (CPU, one GPU, DDP), checkpoints and resume
+- :mod:`synth7t.modelcard`    the model card written beside every exported model
 - :mod:`synth7t.predict`      whole-volume 2.5D prediction, batch and lone-3T prediction
 
 Evaluation and studies
