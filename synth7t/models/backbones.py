@@ -40,7 +40,7 @@ RADIMAGENET_HELP = (
     "layer4.2.bn3; keys of a Keras conversion with convolution biases are recognised), save it as "
     ".safetensors (preferred) or .pt/.pth, and pass its path as weights=... . The conversion MONAI's "
     "perceptual loss uses (RadImageNet-ResNet50_notop.pth of the Hugging Face repository MONAI/checkpoints, "
-    "normally fetched by torch.hub) already has these names and loads as it is. Without them, use the "
+    "which MONAI downloads at run time) already has these names and loads as it is. Without them, use the "
     "offline default perceptual loss 'efficientnet_lite0' (ImageNet weights, not the paper's network).")
 
 
@@ -177,7 +177,7 @@ class ResNet50Features(_FrozenBackbone):
 
     Parameter names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1`` ... ``layer4.2.bn3``,
     ``layerN.0.downsample.0`` / ``.1``); the RadImageNet conversion that MONAI's ``radimagenet_resnet50``
-    perceptual loss loads through torch.hub (Project-MONAI/perceptual-models) uses the same names and the
+    perceptual loss downloads at run time (Project-MONAI/perceptual-models) uses the same names and the
     Keras structure, and its forward returns the ``layer4`` map, so those weights load here strictly and
     ``forward(prepare(x), ("layer4",))`` is the feature map MONAI's loss compares.
 
