@@ -35,9 +35,11 @@ GAN = dict(UNET, epochs=2, samples_per_epoch=12, n_critic=2, ckpt_every=100)
 #: Tolerance of "the same weights" between N processes and one (float rounding of the gradient all-reduce,
 #: amplified where Adam divides by tiny second moments): relative L2 distance of all weights, and per element.
 #: Measured (relative L2 / max abs): U-Net 5.2e-7 / 1.9e-5 after 12 steps; GAN U-Net generator 5.4e-7 / 2.5e-5,
-#: critic 1.4e-8 / 4.8e-8. A wrong share of the penalty weights alone gives 1.8e-3 / 4.0e-3.
+#: critic 1.4e-8 / 4.8e-8; the worst seen in a fresh-clone suite run: GAN U-Net 1.9e-6 / 6.7e-5 (one element
+#: past atol 2e-4 + rtol 1e-3, and a logged loss 3.5e-4 apart). A wrong share of the penalty weights alone gives
+#: 1.8e-3 / 4.0e-3, so the bounds below keep a margin of about 100x (relative L2) and 4x (per element).
 REL_L2 = 1e-5
-ATOL, RTOL = 2e-4, 1e-3
+ATOL, RTOL = 1e-3, 1e-2
 
 pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                                 reason="torch.distributed with the gloo backend is not available")
@@ -120,7 +122,7 @@ def _assert_same_log(a: Path, b: Path) -> None:
     for ra, rb in zip(la, lb):
         assert ra.keys() == rb.keys()
         for k in ra:
-            assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=5e-6), (k, ra, rb)
+            assert ra[k] == pytest.approx(rb[k], rel=2e-3, abs=5e-6), (k, ra, rb)
 
 
 def test_global_batch_splits_over_ranks_and_micro_batches(cache, monkeypatch):
