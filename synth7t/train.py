@@ -27,6 +27,12 @@ up to float rounding. Rank 0 alone writes logs (losses averaged over the ranks) 
 GPU-only paths run on a CPU as well: ``amp="bf16"`` autocasts to bfloat16 on either device, ``compile`` wraps
 the generator in ``torch.compile`` (on a CPU it needs a C++ compiler), ``channels_last`` stores the networks and
 their inputs channels-last.
+
+Reproducibility: :func:`seed_everything` seeds Python, NumPy and torch and (``deterministic``, the default) makes
+torch use deterministic kernels; batches are read in the training process (no loader workers whose seeding
+could vary). The same seed, cache and config then give the same weights, byte for byte, on the same machine with
+the same torch intra-op thread count (``threads``; the count used is written into the run's ``config.json``).
+Across thread counts, CPU types, GPU models or torch versions the weights agree only up to float rounding.
 """
 
 from __future__ import annotations
@@ -130,6 +136,29 @@ def resolve_device(name: str = "auto"):
     return dev
 
 
+def seed_everything(seed: int, *, deterministic: bool = True) -> None:
+    """Seed Python's, NumPy's and torch's global generators (CPU and every GPU) and choose deterministic kernels.
+
+    Most randomness of a run does not come from these generators (crops, flips, data order and the gradient
+    penalty's weights are drawn from generators seeded per sample or per step), but model initialisation and any
+    library that draws from a global generator do. ``deterministic`` turns on
+    ``torch.use_deterministic_algorithms(True, warn_only=True)`` (process-wide: an op with no deterministic
+    version warns instead of failing), turns off cuDNN autotuning and asks cuBLAS for its deterministic workspace
+    (``CUBLAS_WORKSPACE_CONFIG``, read when CUDA first initialises cuBLAS in the process).
+    """
+    import random
+
+    import torch
+
+    random.seed(int(seed))
+    np.random.seed(int(seed))
+    torch.manual_seed(int(seed))  # also seeds every CUDA device
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The permutation of the training samples for one epoch (the same in every process)."""
     return np.random.default_rng([int(seed), int(epoch), 97]).permutation(n)
@@ -229,8 +258,11 @@ class Trainer:
         if self.device.type == "cuda" and self.distributed:
             self.device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(self.device)
-        torch.manual_seed(config.seed)
-        np.random.seed(config.seed)
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        # config.json (saved below), the checkpoints and the model record the thread count really used
+        config = self.cfg = config.replace(threads=int(torch.get_num_threads()))
+        seed_everything(config.seed, deterministic=config.deterministic)
 
         self.cache = SliceCache.open(cache)
         self.model_config = resolve_config(config.model)

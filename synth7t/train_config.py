@@ -95,14 +95,22 @@ class TrainConfig(Config):
         keep_checkpoints: step checkpoints kept besides the latest epoch's.
         num_workers: data-loader worker processes.
         seed: global seed (model init, data order, crops).
+        threads: torch intra-op CPU threads of the training process; ``None`` keeps torch's default (the cores).
+            The run's ``config.json`` records the count really used: float sums, hence the weights' bytes, may
+            depend on it.
+        deterministic: ``torch.use_deterministic_algorithms(True, warn_only=True)`` (deterministic CUDA kernels,
+            no cuDNN autotuning; an op without a deterministic version warns): the same seed gives the same weights
+            on the same machine, at some GPU speed; on a CPU it changes nothing.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``.
     """
 
     PRESETS: ClassVar[Dict[str, Dict[str, Any]]] = TRAIN_PRESETS
     #: checkpointing and data loading do not change the trained weights (data order is a function of the seed)
     #: and neither do the micro-batches, the memory layout and compilation (beyond float rounding)
+    #: (threads and deterministic kernels change only the float rounding, like the micro-batches)
     RUNTIME_FIELDS: ClassVar[Tuple[str, ...]] = ("ckpt_every", "keep_checkpoints", "num_workers",
-                                                 "grad_accumulation", "compile", "channels_last")
+                                                 "grad_accumulation", "compile", "channels_last", "threads",
+                                                 "deterministic")
 
     model: str = "paper-unet"
     gan: bool = False
@@ -137,6 +145,8 @@ class TrainConfig(Config):
     keep_checkpoints: int = 2
     num_workers: int = 2
     seed: int = 0
+    threads: Optional[int] = None
+    deterministic: bool = True
     device: str = "auto"
 
     def __post_init__(self):
@@ -168,6 +178,8 @@ class TrainConfig(Config):
             raise ValueError(f"batch_size={self.batch_size} does not split into grad_accumulation={k} equal "
                              f"micro-batches; the nearest valid batch sizes are "
                              f"{f'{lower} or {upper}' if lower else upper}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
         if self.crop is not None:
             if len(self.crop) != 2 or any(int(c) < 8 for c in self.crop):
                 raise ValueError(f"crop must be [height, width] (each >= 8) or None, got {self.crop}")

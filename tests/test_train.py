@@ -91,7 +91,11 @@ def test_short_training_lowers_validation_loss_and_reloads_safely(cache, tmp_pat
     model_dir = tmp_path / "run" / "model"
     meta = json.loads((model_dir / "model.json").read_text())
     as_json = lambda d: json.loads(json.dumps(d))  # noqa: E731 (tuples become lists in JSON)
-    assert meta["model_config"] == as_json(tr.model_config.to_dict()) and meta["train_config"] == as_json(cfg.to_dict())
+    assert meta["model_config"] == as_json(tr.model_config.to_dict())
+    # the saved config is the given one with the torch thread count really used filled in
+    assert tr.cfg.threads == torch.get_num_threads() and cfg.threads is None
+    assert meta["train_config"] == as_json(cfg.replace(threads=tr.cfg.threads).to_dict())
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["threads"] == tr.cfg.threads
     # the grid it learned on, which lone-3T prediction reproduces
     assert meta["input"]["spacing_mm"] == pytest.approx(1.6) and meta["input"]["grid_inplane"] == [128, 96]
     from synth7t.models import build_model

@@ -47,6 +47,11 @@ BIDS-derivatives names, a rerun skips finished subjects (same processing setting
 recorded with its reason and does not stop the others, subjects run in parallel processes with a tqdm bar, and
 a summary table (status, seconds, reason) and a QC table (:func:`qc_table`, robust z-score outliers) are written.
 
+Reproducibility: the same inputs and config give the same bytes on the same machine when the ITK thread count is
+the same: registrations use a fixed ANTs seed (``registration_seed``) and each process runs ITK with
+``threads_per_job`` threads (default 1; more threads make ITK's Mattes mutual information vary from run to run).
+Each record stores the thread counts used (``threads``: ``itk``, ``torch``).
+
 Modules: :mod:`~synth7t.preprocess.config` (settings and presets), :mod:`~synth7t.preprocess.ants` (ANTs and
 resampling helpers, shared with segmentation), :mod:`~synth7t.preprocess.steps` (loading, brain extraction, N4,
 normalisation), :mod:`~synth7t.preprocess.grid`, :mod:`~synth7t.preprocess.qc`, :mod:`~synth7t.preprocess.pipeline`
@@ -62,9 +67,11 @@ from .ants import (
                    apply_transforms,
                    coarsen,
                    from_ants,
+                   itk_threads,
                    read_affine,
                    register,
                    resample,
+                   set_itk_threads,
                    to_ants,
                    to_spacing,
 )
@@ -126,8 +133,8 @@ __all__ = [
     "PreprocessConfig", "PreprocessError", "RegistrationSettings", "StepTimer", "apply_transforms",
     "artefacts_on_grid", "brain_mask", "brain_slices", "check_image", "check_mask_volume", "coarsen",
     "config_from_dict", "crop_to_grid", "derivatives_dir", "estimate_generalised_affine", "from_ants",
-    "generalised_affine_table", "input_stamp_of", "is_done", "load_canonical", "load_records", "make_config", "n4",
+    "generalised_affine_table", "input_stamp_of", "is_done", "itk_threads", "load_canonical", "load_records", "make_config", "n4",
     "nmi", "normalise", "output_paths", "plan_grid", "plot_grid_images", "plot_qc", "plot_qc_arrays",
     "preprocess_dataset", "preprocess_lone_3t", "preprocess_subject", "qc_table", "read_affine", "records_table",
-    "register", "resample", "robust_z", "synthstrip_available", "to_ants", "to_spacing", "uncrop_from_grid",
+    "register", "resample", "robust_z", "set_itk_threads", "synthstrip_available", "to_ants", "to_spacing", "uncrop_from_grid",
 ]

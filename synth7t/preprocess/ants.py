@@ -3,11 +3,20 @@
 Arrays carry RAS affines (nibabel's convention); ITK stores LPS, so :func:`to_ants` / :func:`from_ants` flip the
 first two world axes. :func:`register` drives ``antsRegistration`` with every option explicit (centre-of-mass
 start, a linear stage, optionally SyN) from one :class:`RegistrationSettings`.
+
+Reproducibility: ANTs draws the affine stage's metric samples at random (``Regular`` sampling jitters every grid
+point), so :class:`RegistrationSettings` passes a fixed ``--random-seed`` by default; without one ANTs seeds from
+the clock. ITK's Mattes mutual information (and N4) sum per-thread partial results, so the bytes written also depend
+on the number of ITK threads, and with more than one thread they change from run to run even with a seed. ITK reads
+``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` once per process, when the first ANTs image is made; :func:`itk_threads`
+fixes it there (1 unless the variable or :func:`set_itk_threads` says otherwise) and reports the count in effect,
+which the preprocessing and segmentation records store.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -17,10 +26,50 @@ from scipy import ndimage as ndi
 
 PathLike = Union[str, os.PathLike]
 _F = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (ITK's world convention)
+ITK_THREADS_ENV = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
+#: ITK threads of this process once :func:`itk_threads` has fixed them (ITK itself reads the count only once)
+_itk_threads: Optional[int] = None
+
+
+def itk_threads() -> int:
+    """ITK's thread count in this process, fixed on the first call (call it before the first ANTs image).
+
+    The count is ``$ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` when set (batch workers set it, see
+    :func:`synth7t.batch.init_worker`), else 1, written to that variable, which ITK reads once, when the process
+    makes its first image. One thread is the default because ITK's multi-threaded Mattes mutual information
+    gives different bytes from run to run. Every ANTs call of this package goes through :func:`to_ants` (or
+    :func:`read_affine`), which calls this first; an ANTs image made elsewhere before it leaves ITK at its own
+    default (all cores), which this function cannot see.
+
+    Returns:
+        The thread count ITK uses for the rest of the process.
+    """
+    global _itk_threads
+    if _itk_threads is None:
+        env = os.environ.get(ITK_THREADS_ENV, "").strip()
+        _itk_threads = max(1, int(env)) if env.isdigit() else 1
+        os.environ[ITK_THREADS_ENV] = str(_itk_threads)
+    return _itk_threads
+
+
+def set_itk_threads(n: int) -> int:
+    """Ask for ``n`` ITK threads in this process; returns the count in effect (see :func:`itk_threads`).
+
+    Before the process's first ANTs call this fixes the count; afterwards ITK keeps the count it started with,
+    and a different request only warns (the records store the count returned here, the one really used).
+    """
+    n = max(1, int(n))
+    if _itk_threads is None:
+        os.environ[ITK_THREADS_ENV] = str(n)
+    elif _itk_threads != n:
+        warnings.warn(f"ITK already runs with {_itk_threads} thread(s) in this process (fixed by its first ANTs call); "
+                      f"the {n} asked for apply only in a new process", RuntimeWarning, stacklevel=2)
+    return itk_threads()
 
 
 def to_ants(data: np.ndarray, affine: np.ndarray):
     """An ANTs image from a RAS-affine array (ITK stores LPS; voxel order is the same as nibabel's)."""
+    itk_threads()  # before ITK makes its first image, which fixes its thread count for the process
     import ants
 
     aff = np.asarray(affine, float)
@@ -119,7 +168,8 @@ class RegistrationSettings:
             iterations) skips SyN.
         syn_gradient_step, syn_flow_sigma, syn_total_sigma: SyN step and update/total field smoothing.
         syn_metric: ``"mattes"`` or ``"cc"`` (local correlation of radius ``cc_radius`` voxels).
-        random_seed: seed of ANTs' metric sampling; ``None`` lets ANTs choose.
+        random_seed: seed of ANTs' metric sampling (the affine stage's ``Regular`` sampling jitters its points at
+            random); ``None`` lets ANTs seed from the clock, so every run differs.
     """
 
     linear_transform: str = "Affine"
@@ -136,7 +186,7 @@ class RegistrationSettings:
     syn_total_sigma: float = 0.0
     syn_metric: str = "mattes"
     cc_radius: int = 1
-    random_seed: Optional[int] = None
+    random_seed: Optional[int] = 1
 
     @property
     def has_syn(self) -> bool:
@@ -232,6 +282,7 @@ def apply_transforms(moving: np.ndarray, moving_affine: np.ndarray, ref_shape, r
 
 def read_affine(path: PathLike) -> np.ndarray:
     """An ANTs affine ``.mat`` as a ``4x4`` RAS matrix mapping fixed-space world points to moving-space points."""
+    itk_threads()
     import ants
 
     tx = ants.read_transform(str(path))

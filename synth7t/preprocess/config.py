@@ -44,6 +44,8 @@ class PreprocessConfig(Config):
         aff_*: affine stage (iterations, shrink factors, smoothing sigmas in voxels per level; the fraction of
             voxels sampled by the metric).
         mi_bins: histogram bins of the Mattes mutual information (both stages).
+        registration_seed: ANTs' ``--random-seed`` for the affine stage's metric sampling (its ``Regular``
+            sampling jitters the points at random; without a seed ANTs seeds from the clock and every run differs).
         syn_*: SyN stage: iterations, shrink factors and smoothing sigmas per level, gradient step, update-field
             and total-field smoothing (voxels).
         registration_spacing: voxel size (mm) of the fixed 7T during the registration; ``None`` registers on
@@ -56,7 +58,10 @@ class PreprocessConfig(Config):
         grid_divisor: both in-plane sizes must be divisible by it (2^5: five U-Net poolings).
         axial_margin: slices kept below the lowest and above the highest brain slice.
         qc_figure: write a QC figure per subject (runtime option, does not change the images).
-        threads_per_job: ITK/torch threads per worker process (runtime option).
+        threads_per_job: ITK/torch threads per worker process, and ITK threads when subjects run in the calling
+            process (runtime option; each record stores the counts really used). Keep 1 for byte-identical
+            reruns: with more ITK threads the Mattes mutual information, hence the registration, varies run to
+            run, and N4's output depends on the count.
     """
 
     preset: str = "paper"
@@ -83,6 +88,7 @@ class PreprocessConfig(Config):
     aff_smoothing_sigmas: tuple = (3, 2, 1, 0)
     aff_sampling_rate: float = 0.2
     mi_bins: int = 32
+    registration_seed: int = 1
     syn_iterations: tuple = (40, 20, 0)
     syn_shrink_factors: tuple = (4, 2, 1)
     syn_smoothing_sigmas: tuple = (2, 1, 0)
@@ -138,7 +144,8 @@ class PreprocessConfig(Config):
             aff_smoothing_sigmas=self.aff_smoothing_sigmas, aff_sampling_rate=self.aff_sampling_rate,
             mi_bins=self.mi_bins, syn_iterations=self.syn_iterations, syn_shrink_factors=self.syn_shrink_factors,
             syn_smoothing_sigmas=self.syn_smoothing_sigmas, syn_gradient_step=self.syn_gradient_step,
-            syn_flow_sigma=self.syn_flow_sigma, syn_total_sigma=self.syn_total_sigma)
+            syn_flow_sigma=self.syn_flow_sigma, syn_total_sigma=self.syn_total_sigma,
+            random_seed=self.registration_seed)
 
     def fingerprint_dict(self) -> dict:
         """The settings that change the output images (runtime options left out), with the pipeline version."""

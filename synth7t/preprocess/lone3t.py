@@ -17,10 +17,10 @@ from scipy import ndimage as ndi
 from .. import io as sio
 from ..batch import write_json
 from ..templates import template_sources
-from .ants import PathLike, coarsen, read_affine, register, resample
+from .ants import PathLike, coarsen, read_affine, register, resample, set_itk_threads
 from .config import PreprocessConfig, PreprocessError
 from .grid import brain_slices, crop_to_grid, plan_grid
-from .records import load_records
+from .records import load_records, thread_counts
 from .steps import StepTimer, brain_mask, check_mask_volume, load_canonical, n4, normalise
 
 # ----------------------------------------------------------------------------------------- lone 3T
@@ -133,6 +133,7 @@ def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[Pr
     out_dir = Path(out_dir)
     tm = StepTimer()
     t_start = time.perf_counter()
+    itk = set_itk_threads(cfg.threads_per_job)  # before the first ANTs call (see synth7t.preprocess.ants)
     with tm("load"):
         t3, aff3, _ = load_canonical(t3_path, f"{key} 3T")
     with tm("mask_3t"):
@@ -173,7 +174,7 @@ def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[Pr
               "alignment": info, "normalisation": {"t3": params}, "grid": box.to_dict(),
               "grid_affine": box.affine.tolist(), "bottom_slice": bottom, "top_slice": top, "excluded_slices": [],
               "config_fingerprint": cfg.fingerprint(), "preset": cfg.preset,
-              "files": {k: str(v) for k, v in files.items()}, "timings": tm.t,
+              "files": {k: str(v) for k, v in files.items()}, "timings": tm.t, "threads": thread_counts(itk),
               "seconds": round(time.perf_counter() - t_start, 2)}
     write_json(out_dir / f"{key}_acq-3T_space-{space}_desc-preproc.json", record)
     return record

@@ -1,5 +1,10 @@
 """Preprocessing of pairs: output names and records, one subject (:func:`preprocess_subject`) and a whole dataset
-(:func:`preprocess_dataset`, through :func:`synth7t.batch.run_batch`)."""
+(:func:`preprocess_dataset`, through :func:`synth7t.batch.run_batch`).
+
+Each subject runs ITK with ``config.threads_per_job`` threads (in a worker process or in the calling one), and its
+record stores the thread counts really used (``threads``), since ITK's results depend on them (see
+:mod:`synth7t.preprocess.ants`).
+"""
 
 from __future__ import annotations
 
@@ -16,11 +21,12 @@ import pandas as pd
 from .. import io as sio
 from ..batch import Executor, LocalExecutor, run_batch, write_json
 from ..layout import Subject, discover
-from .ants import PathLike, apply_transforms, coarsen, read_affine, register, resample, to_spacing
+from .ants import (PathLike, apply_transforms, coarsen, read_affine, register, resample, set_itk_threads,
+                   to_spacing)
 from .config import PIPELINE_NAME, PIPELINE_VERSION, PreprocessConfig, PreprocessError
 from .grid import artefacts_on_grid, brain_slices, crop_to_grid, plan_grid
 from .qc import nmi, plot_qc_arrays, qc_table
-from .records import derivatives_dir, input_stamp_of, is_done, output_paths
+from .records import derivatives_dir, input_stamp_of, is_done, output_paths, thread_counts
 from .steps import StepTimer, brain_mask, check_mask_volume, load_canonical, n4, normalise
 
 # ------------------------------------------------------------------------------------------- outputs
@@ -76,6 +82,8 @@ def preprocess_subject(subject: Subject, out_root: PathLike, config: Optional[Pr
     paths["error"].unlink(missing_ok=True)
     tm = StepTimer()
     t_start = time.perf_counter()
+    # fixed before the first ANTs call of the process (a worker's env already says the same)
+    itk = set_itk_threads(cfg.threads_per_job)
 
     # 7T space
     with tm("load"):
@@ -135,7 +143,7 @@ def preprocess_subject(subject: Subject, out_root: PathLike, config: Optional[Pr
         "registration": {"affine_ras": read_affine(paths["affine"]).tolist(), "metric": "Mattes MI",
                          "transforms": [str(paths["warp"].relative_to(out_root)),
                                         str(paths["affine"].relative_to(out_root))]},
-        "qc": qc, "files": rel, "timings": tm.t,
+        "qc": qc, "files": rel, "timings": tm.t, "threads": thread_counts(itk),
         "seconds": round(time.perf_counter() - t_start, 2),
     }
     write_json(paths["json"], record)

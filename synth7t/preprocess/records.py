@@ -39,6 +39,13 @@ def output_paths(out_root: PathLike, key: str) -> dict[str, Path]:
     }
 
 
+def thread_counts(itk: int) -> dict:
+    """``{"itk": ..., "torch": ...}``: the thread counts that a record stores (results depend on them)."""
+    import torch
+
+    return {"itk": int(itk), "torch": int(torch.get_num_threads())}
+
+
 def load_records(out_root: PathLike) -> list[dict]:
     """Every finished subject's JSON record under a derivatives folder, sorted by key."""
     recs = []

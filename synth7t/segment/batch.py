@@ -1,9 +1,14 @@
 """Segmentation of many images through :func:`synth7t.batch.run_batch`: label maps with JSON sidecars (written last,
-they mark finished items), ``segmentations.tsv`` (status per item) and ``volumes.tsv`` (regional volumes)."""
+they mark finished items), ``segmentations.tsv`` (status per item) and ``volumes.tsv`` (regional volumes).
+
+Atlas labels are byte-identical from run to run only with a fixed ANTs seed (``AtlasConfig.random_seed``) and one
+ITK thread (ITK's multi-threaded Mattes mutual information varies run to run), so every item runs with
+``AtlasConfig.threads`` ITK threads, default 1 (in a worker or in the calling process), and its sidecar stores the
+count really used (``itk_threads``).
+"""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
@@ -13,6 +18,7 @@ import pandas as pd
 
 from .. import io as sio
 from ..batch import Executor, LocalExecutor, file_stamp, read_json, run_batch, write_json
+from ..preprocess.ants import set_itk_threads
 from .backends import regional_volumes, segment
 from .config import (FREESURFER_LABELS, SEGMENTATIONS_FILE, SIDECAR_VERSION, TOTAL_BRAIN, VOLUMES_FILE, AtlasConfig,
                      PathLike, SynthSegConfig, config_for)
@@ -74,10 +80,17 @@ def is_finished(out: Path, backend: str, fingerprint: str, input_path: Optional[
     return meta.get("backend") == backend and meta.get("config_fingerprint") == fingerprint
 
 
+def item_threads(cfg: Union[AtlasConfig, SynthSegConfig]) -> int:
+    """ITK threads per segmented image: the atlas config's ``threads``, else 1 (byte-identical reruns)."""
+    return int(getattr(cfg, "threads", None) or 1)
+
+
 def _work(item) -> dict:
     """Segment one image in a batch worker and write its label map, then its sidecar (last)."""
     key, image_type, path, out_dir, backend, cfg = item
     t0 = time.perf_counter()
+    # a worker's environment already asks for this count; in the calling process it is fixed here
+    itk = set_itk_threads(item_threads(cfg))
     out = output_path(out_dir, key, image_type)
     _sidecar(out).unlink(missing_ok=True)  # written last: a half-done or failed item is never "finished"
     stamp = file_stamp(path)
@@ -90,7 +103,7 @@ def _work(item) -> dict:
     write_json(_sidecar(out), {
         "key": key, "image_type": image_type, "input": str(path), "input_stamp": stamp, "backend": backend,
         "config": cfg.to_dict(), "config_fingerprint": cfg.fingerprint(), "seconds": seconds,
-        "sidecar_version": SIDECAR_VERSION, "volumes_ml": vols, "total_brain_ml": total})
+        "sidecar_version": SIDECAR_VERSION, "volumes_ml": vols, "total_brain_ml": total, "itk_threads": itk})
     return {"seconds": seconds, "path": str(out)}
 
 
@@ -107,8 +120,8 @@ def segment_batch(items, out_dir: PathLike, *, backend: str = "atlas",
             (backend, settings, seconds, volumes) written last, plus ``segmentations.tsv`` and ``volumes.tsv``.
         backend: ``"atlas"`` or ``"synthseg"`` (see :func:`segment`).
         config: the backend's settings.
-        n_jobs: worker processes (spawned); each gets ``config.threads`` ITK threads (atlas; default the CPUs
-            divided among the workers).
+        n_jobs: worker processes (spawned); each gets ``config.threads`` ITK threads (atlas; default 1, which
+            keeps the labels identical from run to run; more threads are faster but not reproducible).
         overwrite: redo items that finished earlier; otherwise an item is skipped when its sidecar says it was
             made by the same backend and settings from the same input file (size and modification time).
         progress: tqdm progress bar.
@@ -129,7 +142,7 @@ def segment_batch(items, out_dir: PathLike, *, backend: str = "atlas",
     fp = cfg.fingerprint()
     if executor is None:
         n = max(1, min(int(n_jobs), len(table)))
-        executor = LocalExecutor(n, getattr(cfg, "threads", None) or max(1, (os.cpu_count() or 1) // n))
+        executor = LocalExecutor(n, item_threads(cfg))
     status = run_batch(
         [(r.key, r.image_type, r.path, str(out), backend, cfg) for r in table.itertuples(index=False)], _work,
         ids=lambda it: {"key": it[0], "image_type": it[1]}, id_columns=("key", "image_type"),
