@@ -11,11 +11,13 @@ Per subject the generator draws age, sex and diagnosis; a random head pose and s
 deformation; diagnosis- and age-linked atrophy (amygdala and hippocampus shrink, lateral ventricles widen);
 then renders
 
-- a **7T** member on a 0.7 mm grid: higher grey/white contrast, sharpened edges, small bright vessel-like
-  tubes, a centre-bright receive field, mild noise, and in a fraction of subjects a cerebellar signal loss
-  whose axial slice range is written to ``artefacts.tsv``;
-- a **3T** member on a 1 mm grid stored in FreeSurfer's LIA orientation: blurred, noisier, lower grey/white
-  contrast, with a bias field and a small rigid misalignment to the 7T;
+- a **7T** member on a 0.7 mm grid that keeps the finest anatomy the source holds, with 7T traits: small bright
+  vessel-like tubes, a mild centre-bright receive profile, and *local* artefacts listed in ``artefacts.tsv``:
+  cerebellar signal loss in a fraction of subjects and a motion-corrupted slab of axial slices in a few;
+- a **3T** member on a 1 mm grid stored in FreeSurfer's LIA orientation that loses what a real 3T loses against
+  7T, in published proportions (:class:`DemoConfig`): a point spread 1/0.7 times wider (partial volume at the
+  cortex and at the edges of the amygdala and hippocampus), a per-voxel SNR lower by the B0**1.65 law and the
+  voxel volumes (so a lower grey/white CNR), a bias field and a small rigid misalignment to the 7T;
 - a **label map** on the 7T grid (FreeSurfer label numbers) carried by the same deformation, i.e. an exact
   ground-truth segmentation, and ground-truth brain masks of both members (``_desc-brain_mask``).
 
@@ -43,9 +45,10 @@ from . import io as sio
 from .batch import LocalExecutor, read_json, run_batch, write_json
 from .configbase import Config
 from .layout import ARTEFACTS_FILE, PARTICIPANTS_FILE, discover, write_artefacts
+from .demo_traits import add_motion, artefact_slice_ranges, paint_vessels
 from .templates import CEREBELLUM_LABELS, LABELS, MTL_LABELS, VENTRICLE_LABELS, load_mni
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 
 SIMULATION_NOTICE = (
     "Simulated data: the demo cohort is generated from MNI template anatomy (ICBM 2009c/2009a) with random "
@@ -58,14 +61,43 @@ _MTL_SHIFT = {"CN": 0.0, "SCD": 0.2, "MCI": 0.8, "AD": 1.4, "dementia": 1.3}
 _VENT_SHIFT = {"CN": 0.3, "SCD": 0.5, "MCI": 1.3, "AD": 2.2, "dementia": 2.0}
 
 
+# Published 3T-vs-7T ratios the simulation follows (chapter 00 cites them):
+# - resolution: the paper's 3T voxels are 1 mm, its 7T voxels 0.7 mm (Gicquel et al., section 2.1);
+# - SNR per unit volume grows as B0**1.65 in the human brain (Pohmann, Speck & Scheffler 2016, Magn Reson Med
+#   75:801-809), i.e. 4.05 times from 3T to 7T; per voxel that is scaled by the voxel volumes;
+# - the point spread of a Fourier-sampled voxel has a FWHM of about 1.21 voxels (sinc PSF).
+FIELD_3T, FIELD_7T = 3.0, 7.0
+SNR_FIELD_EXPONENT = 1.65
+SINC_FWHM = 1.21
+# grey/white difference of the template T1 (white matter = 1): median cortex (GM probability > 0.8, itself about
+# 0.9) 0.76 against white matter 0.98; a member's extra grey darkening g adds about 0.9 * g to it
+TEMPLATE_GREY_WHITE = 0.22
+
+
 @dataclass
 class DemoConfig(Config):
-    """Generator settings. The defaults are the demo cohort; tests use coarser voxels.
+    """Generator settings. The defaults are the demo cohort at the paper's voxel sizes; tests use coarser voxels.
+
+    The 7T keeps the finest anatomy the source (the 1 mm template) holds; the 3T loses what a real 3T loses against
+    a 7T, in the published proportions: a point spread ``voxel_3t / voxel_7t`` times wider (:meth:`psf_3t`), a
+    per-voxel SNR lower by the field-strength law (:meth:`noise_3t_level`), hence a lower grey/white CNR, and partial
+    volume at the cortex and the boundaries of small structures.
 
     Attributes:
         voxel_7t: 7T voxel size in mm (0.7 as in the paper).
-        voxel_3t: 3T voxel size in mm.
+        voxel_3t: 3T voxel size in mm (1.0 as in the paper; keep the ratio 1/0.7 on coarser demo grids).
+        source_fwhm_mm: effective resolution of the anatomy source (the template is sampled at 1 mm; its steepest
+            edges are those of a 1 mm sampled step, so a sinc PSF of 1.21 mm).
+        psf_3t_mm: FWHM of the extra 3T blur in mm; ``None`` derives it from the voxel ratio (:meth:`psf_3t`).
+        noise_7t: 7T noise SD per voxel (Rician), relative to white matter = 1: 0.04 makes the 3T's white-matter SNR
+            about 18 per voxel, typical of a 1 mm 3T MPRAGE (an assumption of the demo, not a measurement).
+        noise_3t: 3T noise SD per voxel; ``None`` derives it from ``noise_7t`` (:meth:`noise_3t_level`).
+        gm_contrast_7t, gm_contrast_3t: extra grey-matter darkening of each member (0: the template's own
+            grey/white contrast; the CNR then differs by noise and resolution, as measured per voxel).
+        receive_7t: amplitude of the 7T's centre-bright receive profile (the demo's quick N4 removes 10 % well;
+            30 % left residual inhomogeneity that cost both members about 0.03 Dice).
         artefact_fraction: probability that a subject's 7T has cerebellar signal loss (paper: 44 of 172).
+        motion_fraction: probability that a subject's 7T has a motion-corrupted slab of axial slices (ghosting).
         n_vessels: number of bright vessel-like tubes per 7T image.
         deformation_mm: RMS amplitude of the random smooth deformation.
         misalignment_deg, misalignment_mm: maximum rotation and translation of the 3T head pose.
@@ -73,8 +105,16 @@ class DemoConfig(Config):
 
     voxel_7t: float = 0.7
     voxel_3t: float = 1.0
+    source_fwhm_mm: float = 1.21
+    psf_3t_mm: Optional[float] = None
+    noise_7t: float = 0.04
+    noise_3t: Optional[float] = None
+    gm_contrast_7t: float = 0.0
+    gm_contrast_3t: float = 0.0
+    receive_7t: float = 0.1
     artefact_fraction: float = 0.25
-    n_vessels: int = 60
+    motion_fraction: float = 0.15
+    n_vessels: int = 40
     deformation_mm: float = 2.0
     misalignment_deg: float = 3.0
     misalignment_mm: float = 4.0
@@ -84,8 +124,42 @@ class DemoConfig(Config):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0.3 <= v <= 4):
                 raise ValueError(f"{name} must be a voxel size in mm between 0.3 and 4, got {v!r}")
-        if not 0 <= self.artefact_fraction <= 1:
-            raise ValueError(f"artefact_fraction must be in [0, 1], got {self.artefact_fraction}")
+        for name in ("artefact_fraction", "motion_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("psf_3t_mm", "noise_3t"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and v >= 0):
+                raise ValueError(f"{name} must be None (derived) or a number >= 0, got {v!r}")
+
+    def resolution_7t(self) -> float:
+        """Effective 7T resolution (FWHM, mm): its sinc PSF, but never finer than the source."""
+        return max(SINC_FWHM * self.voxel_7t, self.source_fwhm_mm)
+
+    def psf_3t(self) -> float:
+        """FWHM (mm) of the Gaussian blur that makes the 3T's effective resolution ``voxel_3t / voxel_7t`` times
+        the 7T's (paper: 1 / 0.7): ``sqrt((ratio * r7)**2 - source**2)``."""
+        if self.psf_3t_mm is not None:
+            return float(self.psf_3t_mm)
+        target = self.resolution_7t() * self.voxel_3t / self.voxel_7t
+        return float(np.sqrt(max(target**2 - self.source_fwhm_mm**2, 0.0)))
+
+    def noise_3t_level(self) -> float:
+        """3T noise SD per voxel: SNR per unit volume scales as ``B0**1.65`` (Pohmann et al. 2016), per voxel also
+        with the voxel volume, so ``noise_7t * (7/3)**1.65 * (voxel_7t / voxel_3t)**3``."""
+        if self.noise_3t is not None:
+            return float(self.noise_3t)
+        return float(self.noise_7t * (FIELD_7T / FIELD_3T) ** SNR_FIELD_EXPONENT
+                     * (self.voxel_7t / self.voxel_3t) ** 3)
+
+    def ratios(self) -> dict:
+        """The simulated 3T-vs-7T ratios (7T over 3T) that chapter 00 sets beside the published ones."""
+        r3 = float(np.hypot(self.source_fwhm_mm, self.psf_3t()))
+        snr_voxel = self.noise_3t_level() / self.noise_7t
+        contrast = (TEMPLATE_GREY_WHITE + 0.9 * self.gm_contrast_7t) / (TEMPLATE_GREY_WHITE + 0.9 * self.gm_contrast_3t)
+        return {"resolution_fwhm_3t_over_7t": r3 / self.resolution_7t(),
+                "snr_per_voxel_7t_over_3t": snr_voxel, "cnr_per_voxel_7t_over_3t": snr_voxel * contrast,
+                "snr_per_volume_7t_over_3t": snr_voxel * (self.voxel_3t / self.voxel_7t) ** 3}
 
 
 # ------------------------------------------------------------------------------------------- templates
@@ -96,8 +170,7 @@ class Templates:
     """Template volumes on the 1 mm ICBM 2009c grid (shape ``(193, 229, 193)``)."""
 
     affine: np.ndarray
-    base7: np.ndarray       # 7T-like contrast, sharpened; white matter ~ 1
-    base3: np.ndarray       # 3T-like contrast, softer; white matter ~ 1
+    t1: np.ndarray          # the template T1 scaled so that white matter ~ 1
     gm: np.ndarray          # grey-matter probability
     mask: np.ndarray        # brain mask (0/1 float)
     labels: np.ndarray      # FreeSurfer label numbers
@@ -114,12 +187,7 @@ def load_templates() -> Templates:
     affine, t1, gm, wm, labels = mni.affine, mni.t1, mni.gm, mni.wm, mni.labels
     mask = mni.mask
     wm_level = float(np.median(t1[wm > 0.9]))
-    t1n = t1 / wm_level
-    # 7T: deeper grey matter (more grey/white contrast) and unsharp masking for crisper edges
-    b7 = t1n - 0.10 * gm
-    b7 = b7 + 0.6 * (b7 - ndi.gaussian_filter(b7, 1.0))
-    # 3T: shallower grey/white contrast and a slightly wider point spread
-    b3 = ndi.gaussian_filter(t1n + 0.06 * gm, 0.5)
+    t1n = np.clip(t1 / wm_level, 0, None)
 
     def unit_gradient(m: np.ndarray, sigma: float) -> np.ndarray:
         g = np.stack(np.gradient(ndi.gaussian_filter(m.astype(np.float32), sigma)))
@@ -131,8 +199,7 @@ def load_templates() -> Templates:
     cb_world = sio.voxel_to_world(affine, cb)[0]
     bidx = np.argwhere(mask)
     box = (sio.voxel_to_world(affine, bidx.min(0))[0], sio.voxel_to_world(affine, bidx.max(0))[0])
-    return Templates(affine=affine, mask=mask.astype(np.float32), base7=np.clip(b7, 0, None).astype(np.float32),
-                     base3=np.clip(b3, 0, None).astype(np.float32), gm=gm.astype(np.float32), labels=labels,
+    return Templates(affine=affine, mask=mask.astype(np.float32), t1=t1n.astype(np.float32), gm=gm.astype(np.float32), labels=labels,
                      grad_mtl=grad_mtl, grad_vent=grad_vent, cerebellum_centre=cb_world, brain_box=box)
 
 
@@ -162,6 +229,10 @@ class SubjectParams:
     artefact: bool
     artefact_depth: float
     field_seed: int
+    motion: bool = False
+    motion_centre: float = 0.5
+    motion_thickness_mm: float = 10.0
+    motion_ghost: float = 0.25
     extra: dict = field(default_factory=dict)
 
 
@@ -190,6 +261,8 @@ def draw_subject(seed: int, index: int, config: Optional[DemoConfig] = None,
     mtl = _MTL_SHIFT[dx] + 0.02 * age_term + rng.normal(0, 0.12)
     vent = _VENT_SHIFT[dx] + 0.03 * age_term + rng.normal(0, 0.15)
     size = 1.0 + (0.03 if sex == "M" else -0.03) + rng.normal(0, 0.025)
+    # motion is drawn from its own stream so that adding it left every other draw of a subject unchanged
+    mrng = np.random.default_rng([int(seed), int(index), 13])
     return SubjectParams(
         participant_id=f"sub-{index:03d}", index=int(index), seed=int(seed), age=round(a, 1), sex=sex,
         diagnosis=dx, mtl_shift_mm=float(max(mtl, -0.2)), ventricle_shift_mm=float(max(vent, 0.0)),
@@ -201,6 +274,8 @@ def draw_subject(seed: int, index: int, config: Optional[DemoConfig] = None,
         gm_contrast_7t=float(rng.normal(0, 0.02)), gain_7t=float(rng.normal(1.0, 0.06)),
         gain_3t=float(rng.normal(1.0, 0.06)), artefact=bool(rng.random() < cfg.artefact_fraction),
         artefact_depth=float(rng.uniform(0.5, 0.85)), field_seed=int(rng.integers(2**31)),
+        motion=bool(mrng.random() < cfg.motion_fraction), motion_centre=float(mrng.uniform(0.6, 0.9)),
+        motion_thickness_mm=float(mrng.uniform(8.0, 16.0)), motion_ghost=float(mrng.uniform(0.2, 0.35)),
     )
 
 
@@ -212,7 +287,8 @@ def _rotation(deg: Sequence[float]) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _rigid(rot_deg, trans_mm, scale=(1.0, 1.0, 1.0)) -> np.ndarray:
+def rigid_pose(rot_deg, trans_mm, scale=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """4x4 matrix of a rotation (degrees about x, y, z), an anisotropic scale and a translation (mm)."""
     m = np.eye(4)
     m[:3, :3] = _rotation(rot_deg) @ np.diag(scale)
     m[:3, 3] = trans_mm
@@ -236,7 +312,7 @@ class _Warp:
         self.torch = torch
         self.tpl = tpl
         # subject -> template: inverse of the subject's head placement (size, rotation, shift) in the scanner
-        placement = _rigid(params.head_rotation_deg, params.head_translation_mm, params.head_scale)
+        placement = rigid_pose(params.head_rotation_deg, params.head_translation_mm, params.head_scale)
         self.m = np.linalg.inv(placement)
         rng = np.random.default_rng(params.field_seed)
         spacing = 16.0
@@ -337,46 +413,6 @@ def _render(tpl: Templates, grid_affine, shape, pose: np.ndarray, channels: dict
     return out, labels, ymm.numpy()
 
 
-def _paint_vessels(img: np.ndarray, labels: np.ndarray, voxel: float, n: int, rng) -> int:
-    """Add ``n`` thin bright tubes (vessel-like, 7T only) starting on the cortical ribbon."""
-    cortex = np.argwhere(np.isin(labels, (3, 42)))
-    if len(cortex) == 0 or n == 0:
-        return 0
-    for start in cortex[rng.choice(len(cortex), size=min(n, len(cortex)), replace=False)]:
-        direction = rng.normal(size=3)
-        direction /= np.linalg.norm(direction)
-        length = rng.uniform(4, 12) / voxel
-        radius = rng.uniform(0.3, 0.6) / voxel
-        amp = rng.uniform(0.5, 1.0)
-        end = start + direction * length
-        lo = np.maximum(np.floor(np.minimum(start, end) - 3 * radius).astype(int), 0)
-        hi = np.minimum(np.ceil(np.maximum(start, end) + 3 * radius).astype(int) + 1, img.shape)
-        if np.any(hi <= lo):
-            continue
-        ii, jj, kk = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij")
-        q = np.stack([ii, jj, kk], -1).astype(np.float32) - start
-        t = np.clip(q @ direction / length, 0, 1)
-        dist = np.linalg.norm(q - t[..., None] * (direction * length), axis=-1)
-        img[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] += amp * np.exp(-0.5 * (dist / radius) ** 2)
-    return int(min(n, len(cortex)))
-
-
-def artefact_slice_ranges(loss: np.ndarray, brain: np.ndarray, threshold: float = 0.15) -> list[tuple[int, int]]:
-    """Contiguous axial slice ranges where the signal-loss fraction inside the brain exceeds ``threshold``."""
-    hit = np.array([bool(np.any(loss[:, :, k][brain[:, :, k]] > threshold)) for k in range(loss.shape[2])])
-    ranges, k = [], 0
-    while k < len(hit):
-        if hit[k]:
-            k1 = k
-            while k1 + 1 < len(hit) and hit[k1 + 1]:
-                k1 += 1
-            ranges.append((int(k), int(k1)))
-            k = k1 + 1
-        else:
-            k += 1
-    return ranges
-
-
 def _to_lia(data: np.ndarray, affine: np.ndarray):
     """Store an RAS array in FreeSurfer's LIA voxel order, with the matching affine."""
     from nibabel import orientations as o
@@ -422,10 +458,10 @@ def simulate_subject(params: SubjectParams, config: Optional[DemoConfig] = None)
 
     (shape7, aff7), (shape3, aff3) = demo_grids(cfg)
     v7 = cfg.voxel_7t
-    ch, labels, tmm = _render(tpl, aff7, shape7, np.eye(4), {"base": tpl.base7, "gm": tpl.gm, "mask": tpl.mask},
+    ch, labels, tmm = _render(tpl, aff7, shape7, np.eye(4), {"t1": tpl.t1, "gm": tpl.gm, "mask": tpl.mask},
                               True, warp)
-    t7 = ch["base"] - params.gm_contrast_7t * ch["gm"]
-    _paint_vessels(t7, labels, v7, cfg.n_vessels, rng)
+    t7 = ch["t1"] - (cfg.gm_contrast_7t + params.gm_contrast_7t) * ch["gm"]
+    paint_vessels(t7, labels, v7, cfg.n_vessels, rng)
     # cerebellar signal loss: a smooth dark region centred below and behind the cerebellum
     loss = np.zeros(shape7, np.float32)
     if params.artefact:
@@ -438,28 +474,33 @@ def simulate_subject(params: SubjectParams, config: Optional[DemoConfig] = None)
     centre = sio.voxel_to_world(aff7, (np.array(shape7) - 1) / 2.0)[0]
     ii = [np.arange(s) * v7 + aff7[a, 3] - centre[a] for a, s in enumerate(shape7)]
     r2 = ii[0][:, None, None] ** 2 / 90**2 + ii[1][None, :, None] ** 2 / 110**2 + ii[2][None, None, :] ** 2 / 90**2
-    t7 *= (0.85 + 0.3 * np.exp(-r2)).astype(np.float32)
+    t7 *= (1.0 - cfg.receive_7t / 2 + cfg.receive_7t * np.exp(-r2)).astype(np.float32)
     t7 = t7 * params.gain_7t
-    noise = 0.018
+    brain7 = labels > 0
+    artefacts = [(a, b, "simulated cerebellar signal loss") for a, b in artefact_slice_ranges(loss, brain7)]
+    if params.motion:  # before the noise: motion corrupts the signal, the receiver noise comes after
+        artefacts.append((*add_motion(t7, brain7, params, v7), "simulated motion (ghosting and blur)"))
+    artefacts.sort()
+    noise = cfg.noise_7t
     t7 = np.sqrt((t7 + rng.normal(0, noise, shape7).astype(np.float32)) ** 2
                  + rng.normal(0, noise, shape7).astype(np.float32) ** 2)
-    brain7 = labels > 0
-    art_ranges = artefact_slice_ranges(loss, brain7) if params.artefact else []
 
     # ---- 3T: 1 mm grid in the 3T scanner frame; the head sits in a slightly different pose
-    pose = _rigid(params.pose_3t_rotation_deg, params.pose_3t_translation_mm)
-    ch3, _, _ = _render(tpl, aff3, shape3, pose, {"base": tpl.base3, "mask": tpl.mask}, False, warp)
+    pose = rigid_pose(params.pose_3t_rotation_deg, params.pose_3t_translation_mm)
+    ch3, _, _ = _render(tpl, aff3, shape3, pose, {"t1": tpl.t1, "gm": tpl.gm, "mask": tpl.mask}, False,
+                        warp)
     v3 = cfg.voxel_3t
-    t3 = ndi.gaussian_filter(ch3["base"], 0.45 / v3)
+    t3 = ch3["t1"] - cfg.gm_contrast_3t * ch3["gm"]
+    t3 = ndi.gaussian_filter(t3, cfg.psf_3t() / 2.3548 / v3)
     t3 *= _smooth_field(shape3, rng, 0.18, 40.0 / v3)  # bias field
     t3 *= params.gain_3t
-    noise3 = 0.03
+    noise3 = cfg.noise_3t_level()
     t3 = np.sqrt((t3 + rng.normal(0, noise3, shape3).astype(np.float32)) ** 2
                  + rng.normal(0, noise3, shape3).astype(np.float32) ** 2)
     t3_lia, aff3_lia = _to_lia(t3, aff3)
     mask3_lia, _ = _to_lia((ch3["mask"] > 0.5).astype(np.uint8), aff3)
     return dict(t7=t7.astype(np.float32), t7_affine=aff7, labels=labels, t3=t3_lia.astype(np.float32),
-                t3_affine=aff3_lia, artefact_slices=art_ranges, loss=loss,
+                t3_affine=aff3_lia, artefact_slices=[(a, b) for a, b, _ in artefacts], artefacts=artefacts, loss=loss,
                 mask7=(ch["mask"] > 0.5).astype(np.uint8), mask3=mask3_lia)
 
 
@@ -519,7 +560,9 @@ def generate_subject(data_dir: Union[str, Path], params: SubjectParams, config: 
                                     "Pose3TRotationDeg": params.pose_3t_rotation_deg,
                                     "Pose3TTranslationMm": params.pose_3t_translation_mm})
     write_json(paths["sidecar"], {"MagneticFieldStrength": 7, "Simulated": True, "Notice": SIMULATION_NOTICE,
-                                   "ArtefactSlices": sim["artefact_slices"], "synth7t": fp})
+                                   "ArtefactSlices": sim["artefact_slices"],
+                                   "Artefacts": [{"first_slice": a, "last_slice": b, "note": n}
+                                                 for a, b, n in sim["artefacts"]], "synth7t": fp})
     return {"participant_id": params.participant_id, "skipped": False, "seconds": time.perf_counter() - t0,
             "artefact_slices": sim["artefact_slices"]}
 
@@ -536,9 +579,8 @@ def _write_tables(data_dir: Path, params: list[SubjectParams]) -> None:
     art = []
     for p in params:
         meta = json.loads(_anat_paths(data_dir, p.participant_id)["sidecar"].read_text())
-        for a, b in meta["ArtefactSlices"]:
-            art.append({"participant_id": p.participant_id, "session": "n/a", "first_slice": a, "last_slice": b,
-                        "note": "simulated cerebellar signal loss"})
+        for r in meta["Artefacts"]:
+            art.append({"participant_id": p.participant_id, "session": "n/a", **r})
     write_artefacts(data_dir / ARTEFACTS_FILE, art)
     (data_dir / "dataset_description.json").write_text(json.dumps({
         "Name": "synth7t demo cohort (simulated)", "BIDSVersion": "1.9.0", "DatasetType": "raw",
@@ -594,30 +636,3 @@ def generate_cohort(
                                                                  for r in failed.itertuples()))
     _write_tables(data_dir, params)
     return discover(data_dir)
-
-
-# ----------------------------------------------------------------------------------- cohort summaries
-
-
-def ground_truth_volumes(dataset, labels: Sequence[int] = (17, 18, 53, 54, 4, 43)) -> pd.DataFrame:
-    """Volumes (mm³) of chosen structures in each subject's label map, with demographics.
-
-    Args:
-        dataset: a :class:`synth7t.layout.Dataset` whose subjects have ``t7_labels``.
-        labels: FreeSurfer label numbers to measure.
-
-    Returns:
-        One row per subject: ``participant_id, age, sex, diagnosis`` and one column per label name.
-    """
-    rows = []
-    for s in dataset:
-        if s.t7_labels is None:
-            raise ValueError(f"{s.key}: no label map (_acq-7T_dseg.nii.gz) to measure")
-        img = sio.read_nifti(s.t7_labels, check_values=False)
-        lab = np.asarray(img.dataobj)
-        vox = float(abs(np.linalg.det(img.affine[:3, :3])))
-        counts = np.bincount(lab.ravel().astype(np.int64), minlength=max(labels) + 1)
-        row = {"participant_id": s.participant_id, "age": s.age, "sex": s.sex, "diagnosis": s.diagnosis}
-        row.update({LABELS[k]: counts[k] * vox for k in labels})
-        rows.append(row)
-    return pd.DataFrame(rows)

@@ -355,6 +355,66 @@ def segmentation_dice(images: pd.DataFrame, seg_paths: Mapping[tuple[str, str], 
     return pd.DataFrame(rows), per_label
 
 
+# the structures the premise is checked on (left and right scored apart, then averaged)
+PREMISE_STRUCTURES = {"amygdala": (18, 54), "hippocampus": (17, 53)}
+
+
+def truth_dice(seg_paths: Mapping[tuple[str, str], PathLike], truth: Mapping[str, PathLike], *,
+               excluded: Optional[Mapping[str, Sequence[Sequence[int]]]] = None, axis: int = 2) -> pd.DataFrame:
+    """Dice of segmentations against ground-truth label maps, outside excluded (artefact) slices.
+
+    Args:
+        seg_paths: ``{(key, image_type): label map}`` on the grid of ``truth[key]``.
+        truth: ``{key: ground-truth label map}``.
+        excluded: ``{key: [(first, last), ...]}`` inclusive slice ranges along ``axis`` left out of both maps.
+        axis: the slice axis of ``excluded`` (2: axial on the 7T/grid).
+
+    Returns:
+        One row per segmentation: ``key, image_type, mean_dice`` (every label of the truth but the cerebellum, as
+        :func:`synth7t.metrics.mean_dice`), one column per :data:`PREMISE_STRUCTURES` entry (mean of the left and
+        right Dice) and ``n_slices`` (slices scored).
+    """
+    from .metrics import dice as label_dice
+    from .metrics import mean_dice
+
+    excluded = excluded or {}
+    rows, cache = [], {}
+    for (key, image_type), path in sorted(seg_paths.items()):
+        if key not in truth:
+            raise KeyError(f"{key}: no ground-truth label map given")
+        if key not in cache:
+            cache = {key: sio.load_volume(truth[key], dtype=None).data}
+        ref = cache[key]
+        seg = sio.load_volume(path, dtype=None).data
+        if seg.shape != ref.shape:
+            raise ValueError(f"{key}/{image_type}: segmentation shape {seg.shape} differs from the truth's {ref.shape}")
+        keep = np.ones(ref.shape[axis], bool)
+        for a, b in excluded.get(key) or []:
+            keep[int(a):int(b) + 1] = False
+        take = [slice(None)] * ref.ndim
+        take[axis] = keep
+        r, g = ref[tuple(take)], seg[tuple(take)]
+        scores = label_dice(r, g, [int(v) for v in np.unique(r) if v != 0])
+        row = {"key": key, "image_type": image_type, "mean_dice": mean_dice(scores)}
+        for name, ids in PREMISE_STRUCTURES.items():
+            row[name] = float(np.nanmean([scores.get(i, np.nan) for i in ids]))
+        rows.append(row | {"n_slices": int(keep.sum())})
+    return pd.DataFrame(rows)
+
+
+def premise_margins(scores: pd.DataFrame, *, better: str = "7T", worse: str = "3T",
+                    columns: Sequence[str] = ("mean_dice", *PREMISE_STRUCTURES)) -> pd.DataFrame:
+    """Per subject, ``better`` minus ``worse`` for each score column of :func:`truth_dice`, and whether every
+    margin is positive (``holds``)."""
+    wide = scores.pivot(index="key", columns="image_type", values=list(columns))
+    missing = {better, worse} - set(scores["image_type"])
+    if missing:
+        raise ValueError(f"no {', '.join(sorted(missing))} rows to compare")
+    out = pd.DataFrame({c: wide[(c, better)] - wide[(c, worse)] for c in columns})
+    out["holds"] = (out[list(columns)] > 0).all(axis=1)
+    return out
+
+
 def structure_centre(labels: np.ndarray, ids: Sequence[int] = (17, 18)) -> np.ndarray:
     """Voxel indices (int) of the centre of the voxels carrying ``ids`` (default: left hippocampus and amygdala);
     the array centre when none does."""

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synth7t import demo, layout
+from synth7t import demo, demo_checks, layout, regional
 from conftest import COARSE
 
 REQUIRED_LABELS = (17, 53, 18, 54, 4, 43, 3, 42, 2, 41, 8, 47)
@@ -101,10 +101,12 @@ def test_misalignment_between_3t_and_7t(coarse_cohort):
 def test_artefact_table_matches_images(coarse_cohort):
     ds = coarse_cohort
     art = pd.read_csv(ds.root / "artefacts.tsv", sep="\t")
-    with_art = [s for s in ds if s.artefact_slices]
-    without = [s for s in ds if not s.artefact_slices]
-    assert with_art and without, "seed 3 must give both kinds of subject"
-    assert set(art["participant_id"]) == {s.participant_id for s in with_art}
+    params = {s.key: demo.draw_subject(3, int(s.participant_id[-3:]), CFG) for s in ds}
+    with_loss = [s for s in ds if params[s.key].artefact]
+    without = [s for s in ds if not params[s.key].artefact]
+    assert with_loss and without, "seed 3 must give both kinds of subject"
+    assert set(art["participant_id"]) == {s.participant_id for s in ds if s.artefact_slices}
+    assert set(art["note"]) <= {"simulated cerebellar signal loss", "simulated motion (ghosting and blur)"}
 
     def cerebellum_ratio(s):
         t7 = np.asarray(nib.load(str(s.t7)).dataobj, np.float32)
@@ -113,20 +115,48 @@ def test_artefact_table_matches_images(coarse_cohort):
         wm = np.isin(lab, (2, 41))
         return t7[cb].mean() / t7[wm].mean()
 
-    assert max(cerebellum_ratio(s) for s in with_art) < min(cerebellum_ratio(s) for s in without)
-    # the listed slices are exactly where the simulated loss inside the brain exceeds the threshold
-    s = with_art[0]
-    p = demo.draw_subject(3, int(s.participant_id[-3:]), CFG)
-    sim = demo.simulate_subject(p, CFG)
+    assert max(cerebellum_ratio(s) for s in with_loss) < min(cerebellum_ratio(s) for s in without)
+    # the signal-loss slices are exactly where the simulated loss inside the brain exceeds the threshold
+    s = with_loss[0]
+    sim = demo.simulate_subject(params[s.key], CFG)
     assert sim["artefact_slices"] == s.artefact_slices
     brain = sim["labels"] > 0
-    listed = set(s.excluded_slices().tolist())
+    listed = {k for a, b, note in sim["artefacts"] if "signal loss" in note for k in range(a, b + 1)}
     for k in range(sim["loss"].shape[2]):
         hit = bool(np.any(sim["loss"][:, :, k][brain[:, :, k]] > 0.15))
         assert hit == (k in listed)
-    # without the artefact flag the same subject has no listed slices and no loss
-    clean = demo.simulate_subject(dataclasses.replace(p, artefact=False), CFG)
+    # without the artefact flags the same subject has no listed slices and no loss
+    clean = demo.simulate_subject(dataclasses.replace(params[s.key], artefact=False, motion=False), CFG)
     assert clean["artefact_slices"] == [] and not clean["loss"].any()
+
+
+def test_motion_corrupts_only_its_listed_slab():
+    p = dataclasses.replace(demo.draw_subject(1, 1, CFG), artefact=False, motion=False)
+    clean = demo.simulate_subject(p, CFG)
+    moved = demo.simulate_subject(dataclasses.replace(p, motion=True), CFG)
+    (a, b, note), = moved["artefacts"]
+    assert "motion" in note and 0 < a <= b < clean["t7"].shape[2] - 1
+    differs = np.flatnonzero(np.abs(moved["t7"] - clean["t7"]).max(axis=(0, 1)) > 0.05)
+    assert differs.min() >= a and differs.max() <= b and len(differs) > 0.5 * (b - a + 1)
+    np.testing.assert_array_equal(moved["t3"], clean["t3"])  # the 3T is untouched
+
+
+def test_3t_loses_resolution_and_snr_in_the_published_proportions():
+    paper = demo.DemoConfig()  # the paper's voxels: 0.7 mm (7T), 1 mm (3T)
+    r = paper.ratios()
+    assert r["resolution_fwhm_3t_over_7t"] == pytest.approx(1 / 0.7, rel=1e-6)
+    assert r["snr_per_volume_7t_over_3t"] == pytest.approx((7 / 3) ** 1.65, rel=1e-6)
+    assert r["snr_per_voxel_7t_over_3t"] == pytest.approx((7 / 3) ** 1.65 * 0.343, rel=1e-3)
+    # the book's demo grid (1.0 / 1.43 mm) keeps every ratio
+    scaled = demo.DemoConfig(voxel_7t=1.0, voxel_3t=1.43).ratios()
+    for k, v in r.items():
+        assert scaled[k] == pytest.approx(v, rel=0.01), k
+    # explicit settings win over the derived ones
+    assert demo.DemoConfig(psf_3t_mm=0.5, noise_3t=0.01).psf_3t() == 0.5
+    with pytest.raises(ValueError, match="noise_3t"):
+        demo.DemoConfig(noise_3t=-1)
+    table = demo_checks.ratio_table(paper)
+    np.testing.assert_allclose(table["published"], table["simulated"], rtol=1e-3)
 
 
 def test_rerun_skips_finished_subjects(coarse_cohort, tmp_path):
@@ -159,6 +189,56 @@ def test_bad_arguments():
 
 
 def test_ground_truth_volumes_table(coarse_cohort):
-    vols = demo.ground_truth_volumes(coarse_cohort)
+    vols = demo_checks.ground_truth_volumes(coarse_cohort)
     assert len(vols) == 4 and (vols["Left-Hippocampus"] > 1000).all()
     assert {"participant_id", "age", "sex", "diagnosis", "Right-Lateral-Ventricle"} <= set(vols.columns)
+
+
+def test_aligned_3t_lands_on_the_7t_through_the_known_pose(coarse_cohort):
+    from scipy import ndimage as ndi
+
+    s = list(coarse_cohort)[0]
+    t3, aff = demo_checks.aligned_3t(s)
+    t7 = nib.load(str(s.t7))
+    np.testing.assert_allclose(aff, t7.affine)
+    t7 = np.asarray(t7.dataobj, np.float32)
+    brain = np.asarray(nib.load(str(s.t7_mask)).dataobj) > 0
+    r0 = np.corrcoef(t3[brain], t7[brain])[0, 1]
+    assert r0 > 0.85
+    for shift in ((1, 0, 0), (0, 1, 0), (0, 0, 1), (-1, 0, 0)):  # one voxel off is worse in every direction
+        assert np.corrcoef(ndi.shift(t3, shift, order=1)[brain], t7[brain])[0, 1] < r0
+
+
+def test_truth_dice_leaves_out_artefact_slices_and_margins_compare_members(tmp_path):
+    from synth7t import io as sio
+
+    truth = np.zeros((6, 6, 6), np.uint8)
+    truth[1:5, 1:5, 1:5] = 18  # left amygdala
+    good = truth.copy()
+    bad = truth.copy()
+    bad[:, :, 4] = 0  # wrong only in slice 4
+    aff = np.eye(4)
+    paths = {}
+    for name, lab in (("truth", truth), ("7T", good), ("3T", bad)):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        sio.save_volume(paths[name], lab, aff, dtype=np.uint8)
+    segs = {("s1", "7T"): paths["7T"], ("s1", "3T"): paths["3T"]}
+    scores = regional.truth_dice(segs, {"s1": paths["truth"]})
+    assert scores.set_index("image_type").loc["7T", "mean_dice"] == 1.0
+    assert scores.set_index("image_type").loc["3T", "amygdala"] == pytest.approx(2 * 48 / (64 + 48))
+    cut = regional.truth_dice(segs, {"s1": paths["truth"]}, excluded={"s1": [(4, 5)]})
+    assert (cut["mean_dice"] == 1.0).all() and (cut["n_slices"] == 4).all()
+    margins = regional.premise_margins(scores)
+    assert margins.loc["s1", "amygdala"] > 0 and bool(margins.loc["s1", "holds"]) is False  # no hippocampus: NaN
+    with pytest.raises(ValueError, match="no 3T"):
+        regional.premise_margins(scores[scores.image_type == "7T"])
+
+
+def test_premise_holds_on_the_smoke_cohort(coarse_cohort, tmp_path):
+    """The smoke cohort's raw 7T segments better than its raw 3T against the ground truth (mean Dice, amygdala and
+    hippocampus) on every subject checked: the demo's premise, kept by a test."""
+    keys = [s.key for s in coarse_cohort][:2]
+    scores, margins, seg = demo_checks.check_premise(coarse_cohort, keys, tmp_path, n_jobs=2)
+    assert (seg["status"] == "done").all()
+    assert set(scores["image_type"]) == {"3T", "7T"} and (scores["n_slices"] > 0).all()
+    assert margins["holds"].all(), margins.round(4).to_string()

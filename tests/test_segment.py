@@ -52,7 +52,7 @@ def test_atlas_config_checks_its_values():
     cfg = sg.AtlasConfig(syn_iterations=[10, 5], syn_shrink_factors=[2, 1], syn_smoothing_sigmas=[1, 0])
     assert cfg.syn_iterations == (10, 5)
     assert sg.AtlasConfig(threads=4).fingerprint() == sg.AtlasConfig().fingerprint()  # runtime option
-    assert sg.AtlasConfig(metric="cc").fingerprint() != sg.AtlasConfig().fingerprint()
+    assert sg.AtlasConfig(metric="mattes").fingerprint() != sg.AtlasConfig().fingerprint()
     with pytest.raises(ValueError, match="metric"):
         sg.AtlasConfig(metric="mi")
     with pytest.raises(ValueError, match="one value per level"):
@@ -258,7 +258,7 @@ def test_batch_skips_finished_items_and_records_failures(preprocessed_cohort, tm
     assert len(pd.read_csv(out / "segmentations.tsv", sep="\t")) == 1 and len(sg.volumes_table(out)) == 2
     # other settings or another backend make other labels: such an output does not count as finished
     assert sg.is_finished(written, "atlas", cfg.fingerprint())
-    assert not sg.is_finished(written, "atlas", sg.AtlasConfig(**{**TINY, "metric": "cc"}).fingerprint())
+    assert not sg.is_finished(written, "atlas", sg.AtlasConfig(**{**TINY, "metric": "mattes"}).fingerprint())
     assert not sg.is_finished(written, "synthseg", cfg.fingerprint())
     # so does a changed input (e.g. a prediction made again by a retrained model)
     src = Path(items.loc[0, "path"])

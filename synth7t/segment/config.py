@@ -37,8 +37,10 @@ class AtlasConfig(Config):
     Attributes:
         registration_spacing: voxel size (mm) at which the input is registered (it is smoothed and resampled to
             it; never upsampled). The labels are still warped onto the input's own grid.
-        metric: SyN similarity, ``"mattes"`` (mutual information, default) or ``"cc"`` (local correlation,
-            radius ``cc_radius`` voxels; about twice the time).
+        metric: SyN similarity, ``"cc"`` (local correlation of radius ``cc_radius`` voxels, default: the usual
+            choice for a T1 template to a T1 image, and the one that uses an image's finer detail) or ``"mattes"``
+            (mutual information; about half the time, but on the demo it segmented a blurrier 3T as well as the
+            7T, see :mod:`synth7t.segment`).
         mi_bins: histogram bins of the Mattes metric (affine and SyN stages).
         cc_radius: neighbourhood radius of the ``cc`` metric, in voxels of the registration grid.
         affine_iterations, affine_shrink_factors, affine_smoothing_sigmas: affine stage, per level (sigmas in
@@ -51,15 +53,16 @@ class AtlasConfig(Config):
         random_seed: seed of ANTs' metric sampling (``--random-seed``); ``None`` lets ANTs pick one. With a seed
             and one ITK thread the labels are identical run to run; with several threads the order of ITK's
             floating-point sums varies and labels at region borders change (measured: about 1% of the brain voxels).
-        threads: ITK threads per worker process of :func:`segment_batch` (default: the CPUs shared between
-            the workers). ITK reads its thread count once per process, so in the calling process this applies
-            only when it is set before the first ANTs call (:func:`limit_threads`).
+        threads: ITK threads per segmented image in :func:`segment_batch` (default 1: byte-identical labels run
+            to run; more threads are faster but vary). ITK reads its thread count once per process, so in the
+            calling process this applies only when it is set before the first ANTs call
+            (:func:`synth7t.preprocess.set_itk_threads`).
         fill_holes: fill enclosed holes of the brain taken from the non-zero voxels (dark CSF voxels that a
             clipped normalisation set to exactly 0 are still brain).
     """
 
     registration_spacing: float = 2.0
-    metric: str = "mattes"
+    metric: str = "cc"
     mi_bins: int = 32
     cc_radius: int = 1
     affine_iterations: tuple = (200, 100)
