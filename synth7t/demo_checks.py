@@ -179,7 +179,7 @@ def plot_mtl_truth(images: Mapping[str, np.ndarray], truth: np.ndarray, *,
                             ax.contour(m, levels=[0.5], colors=colour, linewidths=0.9)
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(f"{name} · {plane}", fontsize=9)
-    fig.suptitle(title or f"{side} amygdala and hippocampus: truth (yellow), segmentation (red)", fontsize=10)
+    fig.suptitle(f"{title or f'{side} amygdala and hippocampus'}\ntruth (yellow), segmentation (red)", fontsize=9)
     fig.tight_layout()
     return fig
 
