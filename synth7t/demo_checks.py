@@ -75,7 +75,9 @@ def premise_inputs(dataset, keys: Sequence[str], out_dir: PathLike) -> pd.DataFr
         t3, _ = aligned_3t(s)
         for name, data in (("7T", t7.data), ("3T", t3)):
             path = out / f"{key}_{name}_brain.nii.gz"
-            if not path.is_file():
+            sources = [s.t7, s.t3, s.t7_mask]
+            # rewritten when the cohort was regenerated since (else a rerun keeps it, and its segmentation)
+            if not path.is_file() or path.stat().st_mtime_ns < max(Path(p).stat().st_mtime_ns for p in sources):
                 sio.save_volume(path, np.where(mask, data, 0).astype(np.float32), t7.affine)
             rows.append({"key": key, "image_type": name, "path": str(path), "truth": str(s.t7_labels),
                          "excluded": [tuple(r) for r in s.artefact_slices]})
