@@ -1,7 +1,7 @@
 """Image and segmentation metrics as the paper defines them (§2.8.1).
 
 PSNR and SSIM are computed on whole normalised 3D images (clipped min-max, values in [0, 1]), over the voxels
-that are neither background nor in an excluded (artefact) axial slice:
+inside the subject's brain mask and outside the excluded (artefact) axial slices:
 
 - ``PSNR(I, I') = -10 log10(MSE(I, I'))`` (the peak is 1 after normalisation);
 - a *global* SSIM, one value per image pair:
@@ -156,28 +156,73 @@ def summarise(table: pd.DataFrame, by: str = "image_type", columns: Sequence[str
     return out
 
 
-def score_images(images: pd.DataFrame, records: Mapping[str, dict], *, reference: str = "7T") -> pd.DataFrame:
+def slice_indices(ranges: Iterable[Sequence[int]]) -> list[int]:
+    """Slice indices of inclusive ``[first, last]`` ranges (a preprocessing record's ``excluded_slices``)."""
+    out: list[int] = []
+    for r in ranges:
+        if len(r) != 2 or int(r[1]) < int(r[0]):
+            raise ValueError(f"a slice range is [first, last] with first <= last, got {list(r)}")
+        out.extend(range(int(r[0]), int(r[1]) + 1))
+    return sorted(set(out))
+
+
+#: ways :func:`score_images` chooses the evaluated voxels
+MASK_MODES = ("brain", "nonzero")
+
+
+def score_images(images: pd.DataFrame, records: Mapping[str, dict], *, derivatives=None, mask: str = "brain",
+                 reference: str = "7T") -> pd.DataFrame:
     """PSNR and global SSIM of every image against its subject's real 7T (§2.8.1), artefact slices left out.
+
+    The paper scores "the images without background and artifacts". The background is what lies outside the
+    subject's saved brain mask (``mask="brain"``, default). ``mask="nonzero"`` takes the reference's non-zero voxels
+    instead, as earlier versions did: the clipped min-max normalisation sets the darkest brain voxels (CSF) to exactly
+    0, so that choice drops them and scores a slightly different set of voxels for every subject.
 
     Args:
         images: :func:`synth7t.predict.collect_images` (``key, image_type, name, path``).
-        records: ``{key: preprocessing record}``; each record's ``excluded_slices`` are left out.
+        records: ``{key: preprocessing record}``; each record's ``excluded_slices`` are left out, and with
+            ``mask="brain"`` its ``files["mask"]`` (relative to ``derivatives``) is the brain.
+        derivatives: the preprocessing output folder (needed with ``mask="brain"``).
+        mask: ``"brain"`` or ``"nonzero"``.
         reference: the image type scored against.
 
     Returns:
         One row per image but the reference: ``key``, ``image_type`` (display name) and :func:`image_metrics`'s
         columns.
+
+    Raises:
+        ValueError: unknown ``mask``, ``mask="brain"`` without ``derivatives``, a record without a brain mask, or a
+            mask on another grid than the reference.
     """
+    from pathlib import Path
+
     from . import io as sio
 
+    if mask not in MASK_MODES:
+        raise ValueError(f"mask must be one of {', '.join(MASK_MODES)}, got {mask!r}")
+    if mask == "brain" and derivatives is None:
+        raise ValueError('mask="brain" reads each subject\'s saved brain mask: give derivatives=<the preprocessing '
+                         'output folder>, or mask="nonzero" to score the reference\'s non-zero voxels')
     rows = []
     for key, group in images.groupby("key", sort=True):
         ref_path = group.loc[group["image_type"] == reference, "path"]
         if ref_path.empty:
             raise ValueError(f"{key}: no {reference} image to score against")
         ref = sio.load_volume(ref_path.iloc[0]).data
-        excluded = (records.get(key) or {}).get("excluded_slices") or []
+        record = records.get(key) or {}
+        excluded = slice_indices(record.get("excluded_slices") or [])
+        brain = None
+        if mask == "brain":
+            rel = (record.get("files") or {}).get("mask")
+            if not rel:
+                raise ValueError(f"{key}: its preprocessing record has no brain mask (files.mask); rerun "
+                                 'preprocessing, or score with mask="nonzero"')
+            brain = sio.load_volume(Path(derivatives) / rel, dtype=None).data > 0
+            if brain.shape != ref.shape:
+                raise ValueError(f"{key}: brain mask shape {brain.shape} differs from the {reference}'s {ref.shape}")
         for r in group[group["image_type"] != reference].itertuples(index=False):
             rows.append({"key": key, "image_type": r.name,
-                         **image_metrics(ref, sio.load_volume(r.path).data, excluded_slices=excluded)})
+                         **image_metrics(ref, sio.load_volume(r.path).data, brain_mask=brain,
+                                         excluded_slices=excluded)})
     return pd.DataFrame(rows)

@@ -69,14 +69,35 @@ def test_score_images_against_each_subjects_7t(tmp_path):
 
     rng = np.random.default_rng(0)
     ref = rng.random((6, 7, 8)).astype(np.float32) + 0.1
+    ref[0, 0, 4] = 0.0  # a brain voxel the clipped normalisation set to 0: "nonzero" drops it, "brain" keeps it
+    brain = np.ones(ref.shape, np.uint8)
+    brain[5] = 0  # outside the brain
+    write_nifti(tmp_path / "der" / "sub-01_mask.nii.gz", brain)
     noisy = ref + rng.normal(0, 0.05, ref.shape).astype(np.float32)
     rows = [{"key": "sub-01", "image_type": t, "name": n, "path": str(write_nifti(tmp_path / f"{t}.nii.gz", d))}
             for t, n, d in (("7T", "7T", ref), ("3T", "3T", noisy), ("unet", "U-Net", ref))]
-    records = {"sub-01": {"excluded_slices": [[0, 1]]}}
-    table = metrics.score_images(pd.DataFrame(rows), records)
+    # records hold inclusive slice *ranges*: [0, 2] is slices 0, 1 and 2
+    records = {"sub-01": {"excluded_slices": [[0, 2]], "files": {"mask": "sub-01_mask.nii.gz"}}}
+    table = metrics.score_images(pd.DataFrame(rows), records, derivatives=tmp_path / "der")
     assert list(table["image_type"]) == ["3T", "U-Net"]
-    expected = metrics.image_metrics(ref, noisy, excluded_slices=[[0, 1]])
-    assert table.loc[0, "psnr"] == pytest.approx(expected["psnr"]) and table.loc[0, "n_voxels"] == 6 * 7 * 6
+    keep = brain.astype(bool)
+    keep[:, :, :3] = False
+    expected = metrics.image_metrics(ref, noisy, brain_mask=keep)
+    assert table.loc[0, "psnr"] == pytest.approx(expected["psnr"]) and table.loc[0, "n_voxels"] == 5 * 7 * 5
     assert table.loc[1, "psnr"] == float("inf")
+    old = metrics.score_images(pd.DataFrame(rows), records, mask="nonzero")
+    assert old.loc[0, "n_voxels"] == 6 * 7 * 5 - 1
+    with pytest.raises(ValueError, match="derivatives"):
+        metrics.score_images(pd.DataFrame(rows), records)
+    with pytest.raises(ValueError, match="no brain mask"):
+        metrics.score_images(pd.DataFrame(rows), {"sub-01": {"excluded_slices": []}}, derivatives=tmp_path)
+    with pytest.raises(ValueError, match="mask must be one of"):
+        metrics.score_images(pd.DataFrame(rows), records, mask="everything")
     with pytest.raises(ValueError, match="no 7T image"):
-        metrics.score_images(pd.DataFrame(rows[1:]), records)
+        metrics.score_images(pd.DataFrame(rows[1:]), records, derivatives=tmp_path / "der")
+
+
+def test_slice_indices_expand_inclusive_ranges():
+    assert metrics.slice_indices([[3, 5], [9, 9], [4, 6]]) == [3, 4, 5, 6, 9]
+    with pytest.raises(ValueError, match="first <= last"):
+        metrics.slice_indices([[5, 3]])
