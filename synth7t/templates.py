@@ -9,7 +9,9 @@ Sources (nothing is downloaded):
 
 :data:`LABELS` is the label table (FreeSurfer numbers, so that a SynthSeg segmentation compares label by label);
 :func:`load_mni` builds the label map from CerebrA's subcortical labels plus cortex and white matter from the
-tissue maps.
+tissue maps. :data:`APARC_LABELS` is FreeSurfer's cortical parcellation table (Desikan-Killiany, ``aparc``) and
+:func:`load_mni_aparc` the same label map with its cortex divided into CerebrA's cortical regions, numbered as
+the matching ``aparc`` regions (:data:`CEREBRA_CORTICAL`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,48 @@ CEREBRA_SUBCORTICAL = {
     "Vermal lobules VIII-X": (47, 8),
 }
 CEREBRA_TISSUE_FILL = ("Optic Chiasm", "Basal Forebrain")  # left to the grey/white rule
+
+# FreeSurfer's Desikan-Killiany cortical regions (``aparc``, FreeSurferColorLUT.txt): index -> name; the left
+# hemisphere's label is 1000 + index (``ctx-lh-<name>``), the right's 2000 + index (``ctx-rh-<name>``). Index 4
+# (corpus callosum) is not a cortical region that SynthSeg or CerebrA label, and is left out.
+_DK_REGIONS: dict[int, str] = {
+    1: "bankssts", 2: "caudalanteriorcingulate", 3: "caudalmiddlefrontal", 5: "cuneus", 6: "entorhinal",
+    7: "fusiform", 8: "inferiorparietal", 9: "inferiortemporal", 10: "isthmuscingulate", 11: "lateraloccipital",
+    12: "lateralorbitofrontal", 13: "lingual", 14: "medialorbitofrontal", 15: "middletemporal",
+    16: "parahippocampal", 17: "paracentral", 18: "parsopercularis", 19: "parsorbitalis", 20: "parstriangularis",
+    21: "pericalcarine", 22: "postcentral", 23: "posteriorcingulate", 24: "precentral", 25: "precuneus",
+    26: "rostralanteriorcingulate", 27: "rostralmiddlefrontal", 28: "superiorfrontal", 29: "superiorparietal",
+    30: "superiortemporal", 31: "supramarginal", 32: "frontalpole", 33: "temporalpole", 34: "transversetemporal",
+    35: "insula",
+}
+#: FreeSurfer cortical parcellation labels (``aparc``, Desikan-Killiany numbering) -> FreeSurfer names: what
+#: ``mri_synthseg --parc`` writes instead of the cortex labels 3 and 42. 1000s left, 2000s right.
+APARC_LABELS: dict[int, str] = {
+    **{1000 + i: f"ctx-lh-{n}" for i, n in _DK_REGIONS.items()},
+    **{2000 + i: f"ctx-rh-{n}" for i, n in _DK_REGIONS.items()},
+}
+
+#: CerebrA cortical region (``Label Name`` of ``CerebrA_LabelDetails.csv``) -> the ``aparc`` region it is numbered
+#: as. CerebrA is derived from Mindboggle-101's DKT31 protocol, which drops three Desikan-Killiany regions (their
+#: cortex belongs to neighbours: banks of the STS to superior/middle temporal, frontal pole to superior/rostral
+#: middle frontal, temporal pole to superior/middle/inferior temporal), so 31 of the 34 regions per hemisphere
+#: are mapped and :data:`APARC_NOT_IN_CEREBRA` are absent from an atlas parcellation.
+CEREBRA_CORTICAL: dict[str, str] = {
+    "Caudal Anterior Cingulate": "caudalanteriorcingulate", "Caudal Middle Frontal": "caudalmiddlefrontal",
+    "Cuneus": "cuneus", "Entorhinal": "entorhinal", "Fusiform": "fusiform", "Inferior Parietal": "inferiorparietal",
+    "Inferior temporal": "inferiortemporal", "Isthmus Cingulate": "isthmuscingulate",
+    "Lateral Occipital": "lateraloccipital", "Lateral Orbitofrontal": "lateralorbitofrontal", "Lingual": "lingual",
+    "Medial Orbitofrontal": "medialorbitofrontal", "Middle Temporal": "middletemporal",
+    "Parahippocampal": "parahippocampal", "Paracentral": "paracentral", "Pars Opercularis": "parsopercularis",
+    "Pars Orbitalis": "parsorbitalis", "Pars Triangularis": "parstriangularis", "Pericalcarine": "pericalcarine",
+    "Postcentral": "postcentral", "Posterior Cingulate": "posteriorcingulate", "Precentral": "precentral",
+    "Precuneus": "precuneus", "Rostral Anterior Cingulate": "rostralanteriorcingulate",
+    "Rostral Middle Frontal": "rostralmiddlefrontal", "Superior Frontal": "superiorfrontal",
+    "Superior Parietal": "superiorparietal", "Superior Temporal": "superiortemporal",
+    "Supramarginal": "supramarginal", "Transverse Temporal": "transversetemporal", "Insula": "insula",
+}
+#: Desikan-Killiany regions that DKT31 (hence CerebrA) does not have: absent from an atlas parcellation
+APARC_NOT_IN_CEREBRA = ("bankssts", "frontalpole", "temporalpole")
 
 
 def package_dir(name: str) -> Path:
@@ -162,3 +206,59 @@ def load_mni() -> MNITemplate:
     labels[~mask] = 0
     return MNITemplate(affine=affine, t1=t1, mask=mask, gm=gm.astype(np.float32), wm=wm.astype(np.float32),
                        labels=labels)
+
+
+def cerebra_to_aparc(cerebra: np.ndarray, table: Path) -> np.ndarray:
+    """CerebrA labels -> FreeSurfer ``aparc`` numbers of the cortical regions (:data:`CEREBRA_CORTICAL`); every
+    other voxel 0 (int16).
+
+    The name mapping is checked against the table's Mindboggle IDs (FreeSurfer's right-hemisphere numbers, 2000 +
+    the Desikan-Killiany index): a table that disagrees raises ``RuntimeError``.
+    """
+    rows = pd.read_csv(table)
+    index = {n: i for i, n in _DK_REGIONS.items()}
+    lut = np.zeros(int(cerebra.max()) + 1, dtype=np.int16)
+    seen = set()
+    for _, r in rows.iterrows():
+        name = str(r["Label Name"]).strip()
+        if name not in CEREBRA_CORTICAL:
+            continue
+        i = index[CEREBRA_CORTICAL[name]]
+        if int(r["Mindboggle ID"]) != 2000 + i:
+            raise RuntimeError(f"{table}: CerebrA region {name!r} has Mindboggle ID {r['Mindboggle ID']}, but synth7t "
+                               f"maps it to aparc {2000 + i} ({_DK_REGIONS[i]}); the label table changed")
+        lut[int(r["RH Label"])], lut[int(r["LH Labels"])] = 2000 + i, 1000 + i
+        seen.add(name)
+    if seen != set(CEREBRA_CORTICAL):
+        raise RuntimeError(f"{table}: CerebrA regions missing from the label table: "
+                           f"{', '.join(sorted(set(CEREBRA_CORTICAL) - seen))}")
+    return lut[np.clip(cerebra, 0, None)]
+
+
+@functools.lru_cache(maxsize=1)
+def load_mni_aparc() -> np.ndarray:
+    """:attr:`MNITemplate.labels` of :func:`load_mni` with the cortex divided into CerebrA's cortical regions.
+
+    Every cortex voxel (3 left, 42 right) takes the ``aparc`` number (:data:`APARC_LABELS`) of the nearest CerebrA
+    cortical voxel of its own hemisphere (CerebrA's cortical ribbon and the template's grey-matter cortex do not
+    coincide voxel for voxel); every other label is unchanged, so merging the parcels back into 3 and 42 gives
+    :func:`load_mni`'s labels exactly. The 31 DKT regions per hemisphere of :data:`CEREBRA_CORTICAL` are present,
+    :data:`APARC_NOT_IN_CEREBRA` are not. Built once per process (a few seconds).
+
+    Returns:
+        int16 label map on the template's 1 mm grid ``(193, 229, 193)``.
+    """
+    tpl = load_mni()
+    src = template_sources()
+    cerebra = np.rint(np.asarray(nib.load(str(src["cerebra"])).dataobj)).astype(np.int16)
+    parcels = cerebra_to_aparc(cerebra, src["cerebra_table"])
+    labels = tpl.labels.astype(np.int16)  # a copy: load_mni's cached labels stay as they are
+    for cortex, base in ((3, 1000), (42, 2000)):
+        seeds = (parcels > base) & (parcels < base + 1000)
+        target = labels == cortex
+        idx = np.argwhere(target | seeds)
+        box = tuple(slice(int(a), int(b) + 1) for a, b in zip(idx.min(0), idx.max(0)))
+        _, nearest = ndi.distance_transform_edt(~seeds[box], return_indices=True)
+        sub = labels[box]  # a view
+        sub[target[box]] = parcels[box][tuple(nearest)][target[box]]
+    return labels

@@ -7,21 +7,25 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     """Segment every input; exit status 1 when any failed (its row says why)."""
-    from synth7t.segment import (SEGMENTATIONS_FILE, VOLUMES_FILE, AtlasConfig, SynthSegConfig, expand_inputs,
-                                 segment_batch)
+    from synth7t.segment import (PROVENANCE_FILE, SEGMENTATIONS_FILE, VOLUMES_FILE, AtlasConfig, SynthSegConfig,
+                                 expand_inputs, provenance_note, segment_batch)
 
-    items = expand_inputs(args.inputs, args.image_type)
-    config = None
     if args.backend == "synthseg":
-        config = SynthSegConfig(robust=args.robust, threads=args.threads or 1)
-    elif args.threads:
-        config = AtlasConfig(threads=args.threads)
+        config = SynthSegConfig(v1=True if args.v1 is None else args.v1, parc=args.parc, robust=args.robust,
+                                threads=args.threads or 1)
+    else:
+        for flag, given in (("--v1/--no-v1", args.v1 is not None), ("--robust", args.robust)):
+            if given:
+                raise ValueError(f"{flag} applies to --backend synthseg (mri_synthseg), not to the atlas backend")
+        config = AtlasConfig(threads=args.threads, parc=args.parc)
+    items = expand_inputs(args.inputs, args.image_type)
     status = segment_batch(items, args.output_dir, backend=args.backend, config=config, n_jobs=args.n_jobs,
                            overwrite=args.overwrite, progress=not args.quiet)
     print(status.drop(columns=["path"]).to_string(index=False))
     failed = int((status["status"] == "failed").sum())
-    print(f"{len(status) - failed} of {len(status)} finished; label maps, {SEGMENTATIONS_FILE} and {VOLUMES_FILE} "
-          f"in {args.output_dir}")
+    print(f"{len(status) - failed} of {len(status)} finished; label maps, {SEGMENTATIONS_FILE}, {VOLUMES_FILE} and "
+          f"{PROVENANCE_FILE} in {args.output_dir}")
+    print(provenance_note(args.output_dir))
     return 1 if failed else 0
 
 
@@ -39,7 +43,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="output sub-folder for every input (default: the acq-<x> entity of each name, else image)")
     p.add_argument("--n-jobs", type=int, default=1, help="parallel worker processes")
     p.add_argument("--threads", type=int, default=None, help="threads per worker (ITK, or mri_synthseg --threads)")
-    p.add_argument("--robust", action="store_true", help="mri_synthseg --robust (synthseg backend)")
+    p.add_argument("--v1", action=argparse.BooleanOptionalAction, default=None,
+                   help="synthseg backend: SynthSeg 1.0 as in the paper (mri_synthseg --v1; default), an error where "
+                        "the installed mri_synthseg lacks it; --no-v1 uses the installed version's own model")
+    p.add_argument("--parc", action="store_true",
+                   help="cortical parcellation: mri_synthseg --parc (FreeSurfer aparc labels 1000s/2000s), or with "
+                        "the atlas backend CerebrA's cortical regions under the same numbers")
+    p.add_argument("--robust", action="store_true",
+                   help="mri_synthseg --robust (synthseg backend; needs --no-v1: SynthSeg-robust came with 2.0)")
     p.add_argument("--overwrite", action="store_true", help="redo finished images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

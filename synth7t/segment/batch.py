@@ -4,7 +4,8 @@ they mark finished items), ``segmentations.tsv`` (status per item) and ``volumes
 Atlas labels are byte-identical from run to run only with a fixed ANTs seed (``AtlasConfig.random_seed``) and one
 ITK thread (ITK's multi-threaded Mattes mutual information varies run to run), so every item runs with
 ``AtlasConfig.threads`` ITK threads, default 1 (in a worker or in the calling process), and its sidecar stores the
-count really used (``itk_threads``).
+count really used (``itk_threads``). Every sidecar also records :func:`~synth7t.segment.provenance` (backend, tool,
+version, settings), and ``provenance.json`` beside the tables gathers those of the label maps ``volumes.tsv`` lists.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from .. import io as sio
 from ..batch import Executor, LocalExecutor, file_stamp, read_json, run_batch, write_json
 from ..preprocess.ants import set_itk_threads
 from .backends import regional_volumes, segment
-from .config import (FREESURFER_LABELS, SEGMENTATIONS_FILE, SIDECAR_VERSION, TOTAL_BRAIN, VOLUMES_FILE, AtlasConfig,
-                     PathLike, SynthSegConfig, config_for)
+from .config import (APARC_LABELS, FREESURFER_LABELS, PROVENANCE_FILE, SEGMENTATIONS_FILE, SIDECAR_VERSION,
+                     TOTAL_BRAIN, VOLUMES_FILE, AtlasConfig, PathLike, SynthSegConfig, config_for, label_table)
+from .provenance import provenance
 
 # --------------------------------------------------------------------------------------------- batch
 
@@ -67,13 +69,14 @@ def _items_table(items) -> pd.DataFrame:
 
 
 def is_finished(out: Path, backend: str, fingerprint: str, input_path: Optional[PathLike] = None) -> bool:
-    """True when the label map and its sidecar (written last) exist, made by the same backend and settings and,
-    when ``input_path`` is given, from the same input file (same size and modification time)."""
+    """True when the label map and its sidecar (written last, of the current :data:`SIDECAR_VERSION`, so with its
+    provenance) exist, made by the same backend and settings and, when ``input_path`` is given, from the same input
+    file (same size and modification time)."""
     side = _sidecar(out)
     if not (out.is_file() and side.is_file()):
         return False
     meta = read_json(side)
-    if meta is None:
+    if meta is None or meta.get("sidecar_version") != SIDECAR_VERSION or not meta.get("provenance"):
         return False
     if input_path is not None and meta.get("input_stamp") != file_stamp(input_path):
         return False
@@ -96,14 +99,16 @@ def _work(item) -> dict:
     stamp = file_stamp(path)
     vol = sio.load_volume(path)
     labels, aff = segment(vol.data, vol.affine, backend=backend, config=cfg)
+    prov = provenance(backend, cfg)  # cached per process: the checks segment() made
     sio.save_volume(out, labels, aff, header=vol.header)
-    vols = {k: round(v, 4) for k, v in regional_volumes(labels, aff).items()}
+    vols = {k: round(v, 4) for k, v in regional_volumes(labels, aff, label_table(cfg.parc)).items()}
     total = round(float(np.count_nonzero(labels) * abs(np.linalg.det(aff[:3, :3])) / 1000.0), 4)
     seconds = round(time.perf_counter() - t0, 2)
     write_json(_sidecar(out), {
         "key": key, "image_type": image_type, "input": str(path), "input_stamp": stamp, "backend": backend,
         "config": cfg.to_dict(), "config_fingerprint": cfg.fingerprint(), "seconds": seconds,
-        "sidecar_version": SIDECAR_VERSION, "volumes_ml": vols, "total_brain_ml": total, "itk_threads": itk})
+        "sidecar_version": SIDECAR_VERSION, "volumes_ml": vols, "total_brain_ml": total, "itk_threads": itk,
+        "provenance": prov})
     return {"seconds": seconds, "path": str(out)}
 
 
@@ -117,7 +122,8 @@ def segment_batch(items, out_dir: PathLike, *, backend: str = "atlas",
         items: a table with columns ``key, image_type, path`` (e.g. :func:`synth7t.predict.collect_images`), or
             a list of ``(key, image_type, path)`` tuples or dicts.
         out_dir: output folder: ``<out_dir>/<image_type>/<key>_dseg.nii.gz`` with a ``_dseg.json`` sidecar
-            (backend, settings, seconds, volumes) written last, plus ``segmentations.tsv`` and ``volumes.tsv``.
+            (backend, settings, provenance, seconds, volumes) written last, plus ``segmentations.tsv``,
+            ``volumes.tsv`` and ``provenance.json`` (:func:`~synth7t.segment.provenance_note` prints it).
         backend: ``"atlas"`` or ``"synthseg"`` (see :func:`segment`).
         config: the backend's settings.
         n_jobs: worker processes (spawned); each gets ``config.threads`` ITK threads (atlas; default 1, which
@@ -130,8 +136,11 @@ def segment_batch(items, out_dir: PathLike, *, backend: str = "atlas",
     Returns:
         The status table ``key, image_type, status (done|skipped|failed), seconds, path, reason`` (also written
         as ``segmentations.tsv``). ``volumes.tsv`` has one row per finished ``key, image_type`` in ``out_dir``
-        (this run's and earlier runs') and one column per region of :data:`FREESURFER_LABELS` in mL, plus
-        ``Total-Brain`` (every labelled voxel: tissue and ventricles).
+        (this run's and earlier runs') and one column per region of :data:`FREESURFER_LABELS` in mL (then, when
+        any label map there has a cortical parcellation, one per region of :data:`APARC_LABELS`, empty for the
+        maps without), plus ``Total-Brain`` (every labelled voxel: tissue and ventricles). ``provenance.json``
+        lists the distinct provenances of those label maps (:func:`~synth7t.segment.provenance`) with their
+        image counts.
     """
     cfg = config_for(backend, config)
     if int(n_jobs) < 1:
@@ -154,23 +163,51 @@ def segment_batch(items, out_dir: PathLike, *, backend: str = "atlas",
                                    zip(status.loc[skipped, "key"], status.loc[skipped, "image_type"])]
     status = status.sort_values(["key", "image_type"], kind="stable").reset_index(drop=True)
     status.to_csv(out / SEGMENTATIONS_FILE, sep="\t", index=False)
-    _volumes_from_sidecars(out).to_csv(out / VOLUMES_FILE, sep="\t", index=False)
+    volumes, metas = _volumes_from_sidecars(out)
+    volumes.to_csv(out / VOLUMES_FILE, sep="\t", index=False)
+    _write_provenance(out, metas)
     return status
 
 
-def _volumes_from_sidecars(out_dir: Path) -> pd.DataFrame:
-    """One row per finished label map in ``out_dir`` (this run's and earlier runs'), from the sidecars."""
-    cols = ["key", "image_type", *FREESURFER_LABELS.values(), TOTAL_BRAIN]
-    rows = []
+def _finished_sidecars(out_dir: Path) -> list[dict]:
+    """The sidecars of the finished label maps in ``out_dir`` (this run's and earlier runs')."""
+    metas = []
     for side in sorted(Path(out_dir).glob("*/*_dseg.json")):
         meta = read_json(side)
         if meta is None:
             continue
         if not side.with_name(side.name.replace(".json", ".nii.gz")).is_file() or "volumes_ml" not in meta:
             continue
-        rows.append({"key": meta["key"], "image_type": meta["image_type"], **meta["volumes_ml"],
-                     TOTAL_BRAIN: meta["total_brain_ml"]})
-    return pd.DataFrame(rows, columns=cols).sort_values(["key", "image_type"], kind="stable").reset_index(drop=True)
+        metas.append(meta)
+    return metas
+
+
+def _volumes_from_sidecars(out_dir: Path) -> tuple[pd.DataFrame, list[dict]]:
+    """One row per finished label map in ``out_dir``, from the sidecars (returned too)."""
+    metas = _finished_sidecars(out_dir)
+    parc = any((m.get("config") or {}).get("parc") for m in metas)
+    cols = ["key", "image_type", *FREESURFER_LABELS.values(), *(APARC_LABELS.values() if parc else ()), TOTAL_BRAIN]
+    rows = [{"key": m["key"], "image_type": m["image_type"], **m["volumes_ml"], TOTAL_BRAIN: m["total_brain_ml"]}
+            for m in metas]
+    table = pd.DataFrame(rows, columns=cols).sort_values(["key", "image_type"], kind="stable").reset_index(drop=True)
+    return table, metas
+
+
+def _write_provenance(out_dir: Path, metas: list[dict]) -> Path:
+    """``provenance.json``: the distinct provenances of the label maps in ``volumes.tsv``, with their counts."""
+    groups: dict[str, dict] = {}
+    for m in sorted(metas, key=lambda m: (m["key"], m["image_type"])):
+        prov = m.get("provenance") or {
+            "backend": m.get("backend"),
+            "summary": f"{m.get('backend')}: provenance not recorded (label map made before synth7t recorded it; "
+                       "rerun with overwrite=True)"}
+        g = groups.setdefault(prov["summary"], {"summary": prov["summary"], "n_images": 0, "image_types": [],
+                                                "provenance": prov})
+        g["n_images"] += 1
+        if m["image_type"] not in g["image_types"]:
+            g["image_types"].append(m["image_type"])
+    return write_json(out_dir / PROVENANCE_FILE, {"tables": [SEGMENTATIONS_FILE, VOLUMES_FILE],
+                                                  "segmentations": list(groups.values())})
 
 
 def volumes_table(out_dir: PathLike) -> pd.DataFrame:
