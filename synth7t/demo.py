@@ -487,21 +487,56 @@ def simulate_subject(params: SubjectParams, config: Optional[DemoConfig] = None)
 
     # ---- 3T: 1 mm grid in the 3T scanner frame; the head sits in a slightly different pose
     pose = rigid_pose(params.pose_3t_rotation_deg, params.pose_3t_translation_mm)
-    ch3, _, _ = _render(tpl, aff3, shape3, pose, {"t1": tpl.t1, "gm": tpl.gm, "mask": tpl.mask}, False,
-                        warp)
-    v3 = cfg.voxel_3t
+    t3_lia, aff3_lia, mask3_lia = render_3t(tpl, warp, cfg, params.gain_3t, pose, rng)
+    return dict(t7=t7.astype(np.float32), t7_affine=aff7, labels=labels, t3=t3_lia.astype(np.float32),
+                t3_affine=aff3_lia, artefact_slices=[(a, b) for a, b, _ in artefacts], artefacts=artefacts, loss=loss,
+                mask7=(ch["mask"] > 0.5).astype(np.uint8), mask3=mask3_lia)
+
+
+def subject_anatomy(params: SubjectParams, config: Optional[DemoConfig] = None) -> tuple[Templates, "_Warp"]:
+    """The templates and the subject's deformation (its anatomy): what every image of the subject is rendered from."""
+    cfg = config or DemoConfig()
+    tpl = load_templates()
+    lo, hi = fov_box(tpl)
+    return tpl, _Warp(params, tpl, cfg, lo - 10, hi + 10)
+
+
+def render_labels(tpl: Templates, warp: "_Warp", grid) -> np.ndarray:
+    """The subject's ground-truth label map (FreeSurfer numbers, uint8) on ``grid = (shape, affine)`` (RAS, subject
+    frame)."""
+    shape, aff = grid
+    _, labels, _ = _render(tpl, np.asarray(aff, float), tuple(int(n) for n in shape), np.eye(4), {"mask": tpl.mask},
+                           True, warp)
+    return labels
+
+
+def render_3t(tpl: Templates, warp: "_Warp", cfg: DemoConfig, gain: float, pose: np.ndarray,
+              rng: np.random.Generator, grid=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One simulated 3T acquisition of a subject's anatomy (``warp``), in head pose ``pose``.
+
+    The template is rendered on the 3T grid, blurred by the extra point spread :meth:`DemoConfig.psf_3t`, multiplied
+    by a smooth bias field and ``gain``, and given Rician noise of :meth:`DemoConfig.noise_3t_level`; the random
+    draws come from ``rng`` in that order.
+
+    Args:
+        grid: ``(shape, affine)`` of the 3T grid in RAS; default :func:`demo_grids`'s 3T grid.
+
+    Returns:
+        ``(image, affine, brain mask)``, image and mask stored as LIA like a scanner's 3T (float32, uint8).
+    """
+    shape3, aff3 = grid or demo_grids(cfg)[1]
+    ch3, _, _ = _render(tpl, aff3, shape3, pose, {"t1": tpl.t1, "gm": tpl.gm, "mask": tpl.mask}, False, warp)
+    v3 = float(np.linalg.norm(aff3[:3, :3], axis=0).mean())
     t3 = ch3["t1"] - cfg.gm_contrast_3t * ch3["gm"]
     t3 = ndi.gaussian_filter(t3, cfg.psf_3t() / 2.3548 / v3)
     t3 *= _smooth_field(shape3, rng, 0.18, 40.0 / v3)  # bias field
-    t3 *= params.gain_3t
+    t3 *= gain
     noise3 = cfg.noise_3t_level()
     t3 = np.sqrt((t3 + rng.normal(0, noise3, shape3).astype(np.float32)) ** 2
                  + rng.normal(0, noise3, shape3).astype(np.float32) ** 2)
     t3_lia, aff3_lia = _to_lia(t3, aff3)
     mask3_lia, _ = _to_lia((ch3["mask"] > 0.5).astype(np.uint8), aff3)
-    return dict(t7=t7.astype(np.float32), t7_affine=aff7, labels=labels, t3=t3_lia.astype(np.float32),
-                t3_affine=aff3_lia, artefact_slices=[(a, b) for a, b, _ in artefacts], artefacts=artefacts, loss=loss,
-                mask7=(ch["mask"] > 0.5).astype(np.uint8), mask3=mask3_lia)
+    return t3_lia.astype(np.float32), aff3_lia, mask3_lia
 
 
 # ------------------------------------------------------------------------------------------ the cohort

@@ -585,3 +585,37 @@ def read_split(path: PathLike) -> pd.DataFrame:
     if bad:
         raise LayoutError(f"{p}: split values must be train or test, got {', '.join(bad)}")
     return df
+
+
+def model_building_participants(split: Union[pd.DataFrame, PathLike]) -> set[str]:
+    """The participants whose scans built a model: every participant not on the test side of its split.
+
+    Validation subjects are carved from the training side, so they count. Accepts a split table (``split.tsv``,
+    columns ``participant_id, split``) or a training cache's ``volumes.tsv`` (columns ``key, split``).
+    """
+    df = read_split(split) if not isinstance(split, pd.DataFrame) else split
+    if "split" not in df.columns or not ({"participant_id", "key"} & set(df.columns)):
+        raise LayoutError("a split needs columns split and participant_id (or key)")
+    ids = df["participant_id"] if "participant_id" in df.columns else df["key"].astype(str).str.split("_").str[0]
+    return {normalise_participant_id(i) for i, s in zip(ids, df["split"]) if str(s) != "test"}
+
+
+def exclude_model_participants(table: pd.DataFrame, building: Iterable[str], *,
+                               column: str = "participant_id") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Leave out the rows of participants who built the model (§2.1: "those from participants already used to
+    build the model"); the model's test participants stay, as in the paper.
+
+    Args:
+        table: one row per scan, with a participant column.
+        building: :func:`model_building_participants`.
+        column: the participant column.
+
+    Returns:
+        ``(kept, excluded)``; ``excluded`` has a ``reason`` column.
+    """
+    if column not in table.columns:
+        raise ValueError(f"the table has no {column!r} column (has {', '.join(map(str, table.columns))})")
+    building = {normalise_participant_id(b) for b in building}
+    out = table[column].map(normalise_participant_id).isin(building)
+    excluded = table[out].assign(reason="built the model (train or validation side of the run's split)")
+    return table[~out].reset_index(drop=True), excluded.reset_index(drop=True)

@@ -84,6 +84,20 @@ def _require(df: pd.DataFrame, cols, what: str) -> None:
         raise ValueError(f"{what} lacks column(s) {', '.join(missing)} (has {', '.join(map(str, df.columns))})")
 
 
+def match_paper_variants(image_types: pd.Series) -> pd.Series:
+    """Display names of a run's image types as the paper's survey and amygdala study name them.
+
+    Those two studies used the models conditioned on the diagnosis ("U-Net", "GAN U-Net"); a run that trained only
+    the ``-nodiag`` variants (the book's demo, because its diagnosis study needs them) is compared through them: a
+    run's "U-Net nodiag" stands for "U-Net" when the run has no "U-Net". The paper's Table 1 shows both variants
+    scoring alike (§3.1); Table 1 itself keeps the exact rows.
+    """
+    names = image_types.map(display_name)
+    present = set(names)
+    return names.map(lambda t: t[: -len(" nodiag")] if t.endswith(" nodiag") and t[: -len(" nodiag")] not in present
+                     else t)
+
+
 def compare_table1(scores: pd.DataFrame) -> pd.DataFrame:
     """Table 1 beside a run's: mean ± SD per image type and each metric's gain over the 3T.
 
@@ -135,7 +149,7 @@ def compare_ranks(rank_summary: pd.DataFrame) -> pd.DataFrame:
         ``paper_position``, ``here_rank``, ``here_sd``, ``here_position``, ``here_n``.
     """
     _require(rank_summary, ["criterion", "variant", "mean_rank", "sd"], "rank_summary")
-    here = rank_summary.assign(image_type=rank_summary["variant"].map(display_name))
+    here = rank_summary.assign(image_type=match_paper_variants(rank_summary["variant"]))
     rows = []
     for crit in list(dict.fromkeys([*RANKS["criterion"], *here["criterion"]])):
         h = here[here["criterion"] == crit].set_index("image_type")
@@ -194,7 +208,7 @@ def compare_amygdala(structure_dice: pd.DataFrame, *, baseline: str = "3T",
     """
     _require(structure_dice, ["key", "image_type", "structure", "dice"], "structure_dice")
     d = structure_dice[structure_dice["structure"].isin(structures)]
-    d = d.assign(image_type=d["image_type"].map(display_name))
+    d = d.assign(image_type=match_paper_variants(d["image_type"]))
     base = display_name(baseline)
     here = pd.DataFrame()
     better = {}

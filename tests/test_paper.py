@@ -224,3 +224,14 @@ def test_diagnosis_figure_and_summary_table(tmp_path):
     diag = s[s.result == "diagnosis"].set_index("quantity")["agrees"]
     assert diag["accuracy difference, U-Net minus 3T"] == "yes"  # not significant, as in the paper
     assert diag["balanced_accuracy difference, U-Net minus 3T"] == "no"
+
+
+def test_nodiag_variants_stand_for_the_papers_conditioned_models_only_when_the_run_lacks_those():
+    names = paper.match_paper_variants(pd.Series(["3T", "unet-nodiag", "gan-unet-nodiag", "vnet"]))
+    assert list(names) == ["3T", "U-Net", "GAN U-Net", "V-Net"]
+    both = paper.match_paper_variants(pd.Series(["unet", "unet-nodiag"]))
+    assert list(both) == ["U-Net", "U-Net nodiag"]
+    summary = pd.DataFrame({"criterion": ["looks_best"] * 3, "variant": ["3T", "7T", "gan-unet-nodiag"],
+                            "mean_rank": [2.5, 2.0, 1.5], "sd": [0.5, 0.5, 0.5], "n": [4, 4, 4]})
+    r = paper.compare_ranks(summary).set_index(["criterion", "image_type"])
+    assert r.loc[("looks_best", "GAN U-Net"), "here_rank"] == 1.5

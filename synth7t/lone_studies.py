@@ -1,0 +1,357 @@
+"""The paper's downstream studies on lone 3T scans (§2.8.3, §2.8.4): from a folder of 3T images to Dice and volumes.
+
+Both studies start from 3T scans that have no 7T:
+
+1. :func:`lone_inputs` lists the 3T images of a folder with their participants' age, sex and diagnosis and
+   (:func:`synth7t.layout.exclude_model_participants`) leaves out the participants who built the model;
+2. :func:`preprocess_lone_batch` aligns each 3T onto the model's grid with the generalised affine (or the template)
+   and normalises it (:func:`synth7t.preprocess.preprocess_lone_3t`), resumably, failures recorded;
+3. :func:`predict_lone` runs a model on every aligned 3T (:func:`synth7t.predict.predict_volume`), resumably.
+
+Then the amygdala study (§2.8.3) carries the aligned 3T and every synthetic image of a subject into the space of
+its reference image with *one* affine registration (estimated on the 3T, applied to the synthetic images, as the
+paper did: :func:`align_to_references`), segments each there and scores the reference labels by Dice
+(:func:`reference_study_dice`); the diagnosis study (§2.8.4) segments the aligned images and tabulates regional
+volumes (:func:`synth7t.segment.segment_batch`, :func:`synth7t.segment.volumes_table`).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from . import io as sio
+from .batch import LocalExecutor, read_json, run_batch, write_json
+
+PathLike = Union[str, Path]
+
+#: the image type of the aligned 3T in the studies' tables
+BASELINE = "3T"
+
+
+def key_of(path: PathLike) -> str:
+    """The acquisition key of a BIDS-like 3T file name: ``sub-01_ses-2_acq-3T_T1w.nii.gz`` -> ``sub-01_ses-2``."""
+    name = Path(path).name
+    return name.split("_acq")[0].split("_T1w")[0].split(".nii")[0]
+
+
+def lone_inputs(folder: PathLike, *, participants: Optional[PathLike] = None,
+                pattern: str = "*_acq-3T_T1w.nii*") -> pd.DataFrame:
+    """The 3T images of a folder (recursively) with their participants' demographics.
+
+    Args:
+        folder: the dataset folder.
+        participants: the participants table; default ``<folder>/participants.tsv``.
+        pattern: file-name pattern of the 3T images.
+
+    Returns:
+        One row per image: ``key, participant_id, path, mask, age, sex, diagnosis``; ``mask`` is the image's
+        ``_desc-brain_mask`` file beside it when there is one (used with ``mask_backend="given"``), else empty.
+
+    Raises:
+        ValueError: no image, a duplicated key, or images whose participant has no row in the table.
+    """
+    from .layout import PARTICIPANTS_FILE, read_participants
+
+    folder = Path(folder)
+    paths = sorted(p for p in folder.rglob(pattern) if p.is_file() and "derivatives" not in p.parts
+                   and "_desc-" not in p.name)
+    if not paths:
+        raise ValueError(f"{folder}: no 3T image matches {pattern!r}")
+    masks = [p.with_name(p.name.split("_T1w")[0] + "_desc-brain_mask.nii.gz") for p in paths]
+    table = pd.DataFrame({"key": [key_of(p) for p in paths], "path": [str(p) for p in paths],
+                          "mask": [str(m) if m.is_file() else "" for m in masks]})
+    dup = table["key"][table["key"].duplicated()].tolist()
+    if dup:
+        raise ValueError(f"{folder}: several images share the key(s) {dup}")
+    table.insert(1, "participant_id", table["key"].str.split("_").str[0])
+    parts = read_participants(Path(participants) if participants else folder / PARTICIPANTS_FILE)
+    parts = parts.reset_index() if "participant_id" not in parts.columns else parts
+    missing = sorted(set(table["participant_id"]) - set(parts["participant_id"]))
+    if missing:
+        raise ValueError(f"{len(missing)} participant(s) with images but no row in the participants table: "
+                         f"{', '.join(missing[:10])}")
+    cols = [c for c in ("age", "sex", "diagnosis") if c in parts.columns]
+    return table.merge(parts[["participant_id", *cols]], on="participant_id", how="left")
+
+
+# ------------------------------------------------------------------------------------------- the run
+
+
+def model_dirs(train_dir: PathLike, names: Sequence[str] = ()) -> dict[str, Path]:
+    """The exported model folders of a run's training stage (``<train_dir>/<name>/model``), all or the named ones.
+
+    Raises:
+        FileNotFoundError: a named model (or, with no names, any model) is missing.
+    """
+    train_dir = Path(train_dir)
+    if names:
+        out = {n: train_dir / n / "model" for n in names}
+    else:
+        out = {p.parent.name: p for p in sorted(train_dir.glob("*/model")) if (p / "model.json").is_file()}
+    missing = [f"{n} ({d})" for n, d in out.items() if not (d / "model.json").is_file()]
+    if missing or not out:
+        raise FileNotFoundError("trained model(s) not found: " + (", ".join(missing) or f"none in {train_dir}")
+                                + " - run notebook 02 (training) with that model_name")
+    return out
+
+
+def model_reads_diagnosis(model_dir: PathLike) -> bool:
+    """Whether a model's output depends on the diagnosis it is given (a U-Net conditioned on it; not the
+    ``-nodiag`` variants, whose output provably ignores it, nor the V-Net and WATNet, which take no context)."""
+    from .models.config import config_from_dict
+
+    meta = json.loads((Path(model_dir) / "model.json").read_text())
+    cfg = config_from_dict(meta["model_config"])
+    return bool(getattr(cfg, "use_diagnosis", False) and getattr(cfg, "uses_context", False))
+
+
+def lone_config(derivatives: PathLike, **overrides):
+    """The paired run's preprocessing settings (``<derivatives>/config.json``: grid, voxel size, normalisation) with
+    ``overrides`` (e.g. ``mask_backend``): lone 3T scans must reach the model on the grid it was trained on."""
+    from .preprocess import config_from_dict
+
+    path = Path(derivatives) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the run's preprocessing settings are missing (run notebook 01)")
+    d = json.loads(path.read_text())
+    d.pop("fingerprint", None)
+    return config_from_dict({**d, "qc_figure": False, **overrides})
+
+
+# ------------------------------------------------------------------------------------- preprocessing
+
+
+def _record_path(out_dir: Path, key: str) -> Path:
+    return out_dir / key / f"{key}_lone3t.json"
+
+
+def _preprocess_work(item) -> dict:
+    key, path, mask, out_dir, cfg, method, generalised = item
+    from .preprocess import preprocess_lone_3t
+
+    sub = Path(out_dir) / key
+    sub.mkdir(parents=True, exist_ok=True)
+    if cfg.mask_backend == "given" and not mask:
+        raise ValueError(f"{key}: mask_backend='given' but no _desc-brain_mask file beside {path}")
+    rec = preprocess_lone_3t(path, sub, cfg, method=method, generalised=generalised, key=key,
+                             t3_mask=mask if cfg.mask_backend == "given" else None)
+    write_json(_record_path(Path(out_dir), key), rec)  # written last: marks the subject finished
+    return {"path": rec["files"]["t3"], "seconds": rec["seconds"]}
+
+
+def preprocess_lone_batch(inputs: pd.DataFrame, out_dir: PathLike, *, config=None, method: str = "generalised",
+                          generalised=None, n_jobs: int = 1, progress: bool = True) -> pd.DataFrame:
+    """Align and normalise many lone 3T images onto the model's grid; resumable, failures recorded.
+
+    Args:
+        inputs: :func:`lone_inputs` (``key``, ``path``, optionally ``mask``).
+        out_dir: one folder per key with the aligned 3T, its brain mask and record; ``status.tsv``.
+        config: a :class:`synth7t.preprocess.PreprocessConfig` (its ``target_spacing`` and ``grid_inplane`` must
+            be the model's; :func:`synth7t.predict.preprocess_config_for` gives one).
+        method, generalised: as :func:`synth7t.preprocess.preprocess_lone_3t`.
+        n_jobs: parallel processes (one ITK thread each).
+
+    Returns:
+        The status table (``key, status, seconds, path, reason``).
+    """
+    from .preprocess import PreprocessConfig
+
+    cfg = config or PreprocessConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fp = cfg.fingerprint()
+    masks = inputs["mask"] if "mask" in inputs.columns else [""] * len(inputs)
+    items = [(r.key, r.path, m or "", str(out), cfg, method, generalised)
+             for r, m in zip(inputs.itertuples(index=False), masks)]
+
+    def finished(it) -> bool:
+        rec = read_json(_record_path(out, it[0])) if _record_path(out, it[0]).is_file() else None
+        return bool(rec) and rec.get("config_fingerprint") == fp and Path(rec["files"]["t3"]).is_file()
+
+    status = run_batch(items, _preprocess_work, ids=lambda it: {"key": it[0]}, is_finished=finished,
+                       status_file=out / "status.tsv", executor=LocalExecutor(n_jobs, 1), columns=("path",),
+                       progress=progress, desc="align lone 3T", unit="scan")
+    done = status["status"] == "skipped"
+    status.loc[done, "path"] = [read_json(_record_path(out, k))["files"]["t3"] for k in status.loc[done, "key"]]
+    return status
+
+
+def lone_records(out_dir: PathLike) -> dict[str, dict]:
+    """The records of :func:`preprocess_lone_batch`, by key."""
+    out = {}
+    for p in sorted(Path(out_dir).glob("*/*_lone3t.json")):
+        rec = read_json(p)
+        if rec:
+            out[rec["key"]] = rec
+    return out
+
+
+# ----------------------------------------------------------------------------------------- prediction
+
+
+def prediction_path(out_dir: PathLike, key: str, name: str) -> Path:
+    """Where :func:`predict_lone` writes a subject's synthetic 7T (on the aligned grid)."""
+    return Path(out_dir) / f"{key}_acq-{name}_space-grid_T1w.nii.gz"
+
+
+def predict_lone(model_dir: PathLike, records: Mapping[str, dict], demographics: pd.DataFrame, out_dir: PathLike, *,
+                 name: str, device: str = "auto", batch_size: Optional[int] = None, progress: bool = True
+                 ) -> pd.DataFrame:
+    """Synthetic 7T of every aligned lone 3T with one model; resumable, failures recorded.
+
+    Args:
+        model_dir: a model folder (:func:`synth7t.predict.load_model`).
+        records: :func:`lone_records`.
+        demographics: ``key, age, sex, diagnosis`` (:func:`lone_inputs`); a model conditioned on the diagnosis
+            needs it, a ``-nodiag`` model does not read it.
+        out_dir: output folder (``predictions.tsv`` and one NIfTI per key).
+        name: the image type (model name of the run).
+
+    Returns:
+        The status table (``key, status, seconds, path, reason``).
+    """
+    from . import predict
+    from .layout import is_impaired
+
+    generator, meta = predict.load_model(model_dir, device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    demo = demographics.set_index("key")
+    keys = sorted(records)
+    unknown = [k for k in keys if k not in demo.index]
+    if unknown:
+        raise ValueError(f"no demographics for {', '.join(unknown[:10])}")
+    overlap = predict.patch_overlap_of(meta) if hasattr(predict, "patch_overlap_of") else None
+
+    def work(key: str) -> dict:
+        rec = records[key]
+        t3 = sio.load_volume(rec["files"]["t3"])
+        mask = sio.load_volume(rec["files"]["mask"], dtype=None).data
+        d = demo.loc[key]
+        extra = {"patch_overlap": overlap} if overlap is not None else {}
+        vol = predict.predict_volume(generator, t3.data, age=float(d["age"]), sex=str(d["sex"]),
+                                     impaired=is_impaired(str(d["diagnosis"])), bottom=int(rec["bottom_slice"]),
+                                     top=int(rec["top_slice"]), mask=mask, batch_size=batch_size, **extra)
+        p = prediction_path(out, key, name)
+        sio.save_volume(p, vol, t3.affine, dtype=np.float32)
+        return {"path": str(p)}
+
+    table = run_batch(keys, work, ids=lambda k: {"key": k}, is_finished=lambda k: prediction_path(out, k, name).is_file(),
+                      status_file=out / "predictions.tsv", columns=("path",), progress=progress,
+                      desc=f"predict {name}", unit="volume")
+    skipped = table["status"] == "skipped"
+    table.loc[skipped, "path"] = [str(prediction_path(out, k, name)) for k in table.loc[skipped, "key"]]
+    return table
+
+
+def lone_images(records: Mapping[str, dict], predict_dirs: Mapping[str, PathLike]) -> pd.DataFrame:
+    """One row per image of the study: the aligned 3T and each model's prediction (``key, image_type, path``)."""
+    rows = []
+    for key in sorted(records):
+        rows.append({"key": key, "image_type": BASELINE, "path": str(records[key]["files"]["t3"])})
+        for name, folder in predict_dirs.items():
+            p = prediction_path(folder, key, name)
+            if p.is_file():
+                rows.append({"key": key, "image_type": name, "path": str(p)})
+    return pd.DataFrame(rows, columns=["key", "image_type", "path"])
+
+
+# ------------------------------------------------------------------------- the amygdala study (§2.8.3)
+
+
+def _aligned_path(out_dir: Path, key: str, image_type: str) -> Path:
+    return out_dir / image_type / f"{key}_space-reference_T1w.nii.gz"
+
+
+def align_to_references(images: pd.DataFrame, references: Mapping[str, tuple[PathLike, PathLike]],
+                        out_dir: PathLike, *, transform: str = "Affine", registration_spacing: Optional[float] = 2.0,
+                        progress: bool = True) -> pd.DataFrame:
+    """Carry every image of a subject into its reference image's grid with one affine registration (§2.8.3).
+
+    The subject's :data:`BASELINE` (aligned 3T) image is registered to the reference image (ANTs, ``transform``),
+    and the same transform resamples (linear) the 3T and every synthetic image of the subject, which share the 3T's
+    grid, onto the reference grid, as the paper applied the 3T's transform to its synthetic 7T images.
+
+    Args:
+        images: :func:`lone_images` (``key, image_type, path``); every key needs its :data:`BASELINE` row.
+        references: ``{key: (reference image, reference labels)}``.
+        out_dir: ``<out_dir>/<image_type>/<key>_space-reference_T1w.nii.gz`` and ``<out_dir>/xfm/<key>_*``;
+            finished subjects are reused.
+        transform: ``"Affine"`` (the paper's) or ``"Rigid"``.
+        registration_spacing: voxel size (mm) the registration runs at (never upsampled).
+
+    Returns:
+        ``key, image_type, path`` of the images on the reference grids.
+    """
+    from .preprocess import PreprocessConfig, apply_transforms, coarsen, register
+
+    if transform not in ("Affine", "Rigid"):
+        raise ValueError(f"transform must be 'Affine' or 'Rigid', got {transform!r}")
+    out = Path(out_dir)
+    xfm = out / "xfm"
+    xfm.mkdir(parents=True, exist_ok=True)
+    cfg = PreprocessConfig(aff_iterations=(100, 50, 20), aff_shrink_factors=(4, 2, 1), aff_smoothing_sigmas=(2, 1, 0))
+    rows = []
+    keys = list(dict.fromkeys(images["key"]))
+    try:
+        from tqdm.auto import tqdm
+
+        it = tqdm(keys, desc="align to references", unit="subject", disable=not progress)
+    except ImportError:  # tqdm is a dependency; without it, no bar
+        it = keys
+    for key in it:
+        group = images[images["key"] == key]
+        if key not in references:
+            raise ValueError(f"{key}: no reference image and labels")
+        base = group[group["image_type"] == BASELINE]
+        if base.empty:
+            raise ValueError(f"{key}: no {BASELINE} image to register to the reference")
+        ref_img = sio.load_volume(references[key][0])
+        mat = xfm / f"{key}_0GenericAffine.mat"
+        if not mat.is_file():
+            b = sio.load_volume(base["path"].iloc[0])
+            fixed, fixed_aff = coarsen(ref_img.data, ref_img.affine, registration_spacing)
+            moving, moving_aff = coarsen(b.data, b.affine, registration_spacing)
+            with tempfile.TemporaryDirectory(prefix="synth7t-ref.") as tmp:
+                reg = register(fixed, fixed_aff, moving, moving_aff, Path(tmp) / "reg_", cfg, syn=False,
+                               linear_transform=transform)
+                Path(reg["affine"]).replace(mat)
+        for r in group.itertuples(index=False):
+            dst = _aligned_path(out, key, r.image_type)
+            if not dst.is_file():
+                v = sio.load_volume(r.path)
+                moved = apply_transforms(v.data, v.affine, ref_img.shape, ref_img.affine, [str(mat)], "linear")
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                sio.save_volume(dst, np.clip(moved, 0, None), ref_img.affine, dtype=np.float32)
+            rows.append({"key": key, "image_type": r.image_type, "path": str(dst)})
+    return pd.DataFrame(rows, columns=["key", "image_type", "path"])
+
+
+def reference_study_dice(seg_paths: Mapping[tuple[str, str], PathLike],
+                         references: Mapping[str, tuple[PathLike, PathLike]],
+                         structures: Mapping[str, Sequence[int]]) -> pd.DataFrame:
+    """Dice of each structure between every segmentation (on its reference grid) and the reference labels.
+
+    Returns:
+        ``key, image_type, structure, dice`` (tidy).
+    """
+    from .regional import structure_dice
+
+    rows, cache = [], {}
+    for (key, image_type), path in sorted(seg_paths.items()):
+        if key not in cache:
+            cache = {key: sio.load_volume(references[key][1], dtype=None).data}
+        ref = cache[key]
+        lab = sio.load_volume(path, dtype=None).data
+        if lab.shape != ref.shape:
+            raise ValueError(f"{key}/{image_type}: segmentation {lab.shape} is not on the reference grid {ref.shape}")
+        rows += [{"key": key, "image_type": image_type, "structure": s, "dice": d}
+                 for s, d in structure_dice(ref, lab, structures).items()]
+    return pd.DataFrame(rows, columns=["key", "image_type", "structure", "dice"])
+

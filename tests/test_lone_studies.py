@@ -1,0 +1,163 @@
+"""The lone-3T studies (§2.8.3, §2.8.4): simulated sets, exclusion of model-building participants, alignment to the
+model's grid, prediction, registration to the reference, Dice and the BH family."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import COARSE
+
+from synth7t import demo, demo_lone, layout, lone_studies, stats
+from synth7t import io as sio
+
+
+@pytest.fixture(scope="module")
+def amygdala_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("amygdala") / "set"
+    parts = demo_lone.generate_amygdala_set(root, 2, seed=5, config=demo.DemoConfig(**COARSE), progress=False)
+    return root, parts
+
+
+def test_amygdala_set_has_lone_3t_and_labelled_references_on_the_finer_grid(amygdala_set):
+    root, parts = amygdala_set
+    cfg = demo.DemoConfig(**COARSE)
+    assert list(parts["participant_id"]) == ["sub-101", "sub-102"]
+    assert layout.is_simulated(root)
+    for key in parts["participant_id"]:
+        t3 = sio.read_nifti(root / key / "anat" / f"{key}_acq-3T_T1w.nii.gz")
+        assert np.allclose(np.linalg.norm(t3.affine[:3, :3], axis=0), cfg.voxel_3t)  # the 3T's own grid
+        ref = sio.load_volume(root / demo_lone.REFERENCE_DIR / f"{key}_T1w.nii.gz")
+        lab = sio.load_volume(root / demo_lone.REFERENCE_DIR / f"{key}_dseg.nii.gz", dtype=None)
+        # the paper's 0.5 x 1 x 0.5 mm, scaled like the 7T grid (0.7 mm -> voxel_7t)
+        assert np.allclose(np.linalg.norm(ref.affine[:3, :3], axis=0), np.array([0.5, 1.0, 0.5]) * cfg.voxel_7t / 0.7,
+                           atol=1e-3)
+        assert lab.data.shape == ref.data.shape and np.allclose(lab.affine, ref.affine)
+        assert {18, 54, 17, 53} <= set(np.unique(lab.data).tolist())
+        # the reference image is a 3T of the same anatomy: bright where the labels say white matter
+        wm = np.isin(lab.data, (2, 41))
+        gm = np.isin(lab.data, (3, 42))
+        assert ref.data[wm].mean() > ref.data[gm].mean()
+        side = json.loads((root / key / "anat" / f"{key}_acq-3T_T1w.json").read_text())
+        assert side["Simulated"] is True
+    # a rerun reuses the finished subjects
+    stamp = (root / "sub-101" / "anat" / "sub-101_acq-3T_T1w.nii.gz").stat().st_mtime_ns
+    demo_lone.generate_amygdala_set(root, 2, seed=5, config=cfg, progress=False)
+    assert (root / "sub-101" / "anat" / "sub-101_acq-3T_T1w.nii.gz").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match=">= 2"):
+        demo_lone.generate_amygdala_set(root, 1, config=cfg, progress=False)
+
+
+def test_lone_cohort_rescans_keep_the_paired_participants_ids(tmp_path):
+    cfg = demo.DemoConfig(**COARSE)
+    parts = demo_lone.generate_lone_cohort(tmp_path / "lone", 2, seed=4, config=cfg, rescans=[1, 3], paired_seed=3,
+                                           progress=False)
+    assert list(parts["participant_id"]) == ["sub-001", "sub-003", "sub-201", "sub-202"]
+    paired = demo.draw_subject(3, 1, cfg)
+    row = parts.set_index("participant_id").loc["sub-001"]
+    assert (row["age"], row["sex"], row["diagnosis"]) == (paired.age, paired.sex, paired.diagnosis)
+    table = lone_studies.lone_inputs(tmp_path / "lone")
+    assert list(table["key"]) == ["sub-001", "sub-003", "sub-201", "sub-202"]
+    assert table["mask"].str.endswith("_acq-3T_desc-brain_mask.nii.gz").all()
+    with pytest.raises(ValueError, match="repeat a participant"):
+        demo_lone.generate_lone_cohort(tmp_path / "x", 0, config=cfg, rescans=[1, 1], progress=False)
+
+
+def test_model_building_participants_are_excluded_and_test_participants_kept():
+    split = pd.DataFrame({"participant_id": ["sub-001", "sub-002", "sub-003"], "split": ["train", "test", "train"]})
+    assert layout.model_building_participants(split) == {"sub-001", "sub-003"}
+    # a training cache's volumes.tsv names sessions by key
+    vols = pd.DataFrame({"key": ["sub-001_ses-1", "sub-002_ses-1"], "split": ["train", "test"]})
+    assert layout.model_building_participants(vols) == {"sub-001"}
+    scans = pd.DataFrame({"key": ["sub-001", "sub-002", "sub-201"], "participant_id": ["sub-001", "sub-002", "sub-201"]})
+    kept, excluded = layout.exclude_model_participants(scans, {"sub-001", "sub-003"})
+    assert list(kept["key"]) == ["sub-002", "sub-201"] and list(excluded["key"]) == ["sub-001"]
+    assert excluded["reason"].str.contains("built the model").all()
+    with pytest.raises(ValueError, match="no 'subject' column"):
+        layout.exclude_model_participants(scans, [], column="subject")
+
+
+def test_lone_inputs_need_every_participant_in_the_table(tmp_path):
+    from conftest import write_nifti
+
+    write_nifti(tmp_path / "sub-01" / "anat" / "sub-01_acq-3T_T1w.nii.gz")
+    write_nifti(tmp_path / "sub-02" / "anat" / "sub-02_acq-3T_T1w.nii.gz")
+    pd.DataFrame({"participant_id": ["sub-01"], "age": [70], "sex": ["F"], "diagnosis": ["CN"]}).to_csv(
+        tmp_path / "participants.tsv", sep="\t", index=False)
+    with pytest.raises(ValueError, match="sub-02"):
+        lone_studies.lone_inputs(tmp_path)
+    with pytest.raises(ValueError, match="no 3T image"):
+        lone_studies.lone_inputs(tmp_path / "sub-01" / "anat", pattern="*_acq-7T_*")
+
+
+def test_the_amygdala_design_end_to_end(amygdala_set, preprocessed_cohort, tmp_path):
+    """Lone 3T -> generalised affine onto the model grid -> prediction -> one affine to the reference per subject
+    -> Dice of the segmentations against the reference labels; paired tests BH-adjusted over the paper's family."""
+    from synth7t import preprocess as pp
+    from synth7t import slices, train
+    from synth7t.train_config import make_train_config
+
+    root, parts = amygdala_set
+    derivatives, ds, split_file = preprocessed_cohort
+    cfg = pp.make_config("quick", target_spacing=1.6, grid_inplane=(128, 96), n4_3t=False, qc_figure=False,
+                         mask_backend="given")  # the simulated sets carry ground-truth 3T masks, as the cohort does
+    inputs = lone_studies.lone_inputs(root)
+    status = lone_studies.preprocess_lone_batch(inputs, tmp_path / "aligned", config=cfg,
+                                                generalised=pp.estimate_generalised_affine(derivatives),
+                                                progress=False)
+    assert (status["status"] == "done").all(), status
+    records = lone_studies.lone_records(tmp_path / "aligned")
+    assert sorted(records) == ["sub-101", "sub-102"]
+    again = lone_studies.preprocess_lone_batch(inputs, tmp_path / "aligned", config=cfg,
+                                               generalised=pp.estimate_generalised_affine(derivatives), progress=False)
+    assert (again["status"] == "skipped").all()
+
+    cache = slices.build_cache(derivatives, tmp_path / "cache", ds, split_file=split_file, progress=False)
+    run = tmp_path / "run"
+    tcfg = make_train_config("demo-cpu", epochs=1, batch_size=4, samples_per_epoch=8, crop=[64, 64], val_slices=4,
+                             lambda_perc=0.0, num_workers=0, device="cpu", seed=0)
+    train.Trainer(tcfg, cache, run, progress=False).fit()
+    pred = lone_studies.predict_lone(run / "model", records, inputs, tmp_path / "pred", name="unet", device="cpu",
+                                     progress=False)
+    assert (pred["status"] == "done").all(), pred
+    images = lone_studies.lone_images(records, {"unet": tmp_path / "pred"})
+    assert sorted(images["image_type"].unique()) == ["3T", "unet"] and len(images) == 4
+
+    refs = {k: (root / demo_lone.REFERENCE_DIR / f"{k}_T1w.nii.gz", root / demo_lone.REFERENCE_DIR / f"{k}_dseg.nii.gz")
+            for k in records}
+    moved = lone_studies.align_to_references(images, refs, tmp_path / "ref", progress=False)
+    for r in moved.itertuples():
+        v = sio.load_volume(r.path)
+        assert v.data.shape == sio.load_volume(refs[r.key][0]).data.shape
+    # the 3T lands on its reference: its brain overlaps the reference labels (the one affine per subject worked)
+    t3_ref = sio.load_volume(moved[(moved.key == "sub-101") & (moved.image_type == "3T")].path.iloc[0]).data > 0.05
+    lab = sio.load_volume(refs["sub-101"][1], dtype=None).data > 0
+    assert 2 * (t3_ref & lab).sum() / (t3_ref.sum() + lab.sum()) > 0.8
+    # Dice against the reference: the reference labels themselves as a segmentation score 1
+    seg_paths = {("sub-101", "3T"): refs["sub-101"][1], ("sub-102", "3T"): refs["sub-102"][1]}
+    structures = {"Left-Amygdala": (18,), "Right-Amygdala": (54,)}
+    dice = lone_studies.reference_study_dice(seg_paths, refs, structures)
+    assert np.allclose(dice["dice"], 1.0) and len(dice) == 4
+
+
+def test_benjamini_hochberg_runs_over_the_papers_family_only():
+    """Left/right amygdala x synthetic types against the 3T: one family; the hippocampus joins only when asked."""
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(8):
+        for s in ("Left-Amygdala", "Right-Amygdala", "Left-Hippocampus"):
+            for t, gain in (("3T", 0.0), ("U-Net", 0.005), ("GAN U-Net", 0.02)):
+                rows.append({"key": f"s{k}", "structure": s, "image_type": t, "dice": 0.8 + gain + rng.normal(0, 0.01)})
+    df = pd.DataFrame(rows)
+    amyg = df[df.structure.str.contains("Amygdala")]
+    tests = stats.paired_tests(amyg, value="dice", condition="image_type", subject="key", baseline="3T",
+                               by="structure")
+    assert len(tests) == 4  # 2 sides x 2 synthetic types
+    np.testing.assert_allclose(tests["p_bh"], multipletests(tests["p"], method="fdr_bh")[1])
+    wider = stats.paired_tests(df, value="dice", condition="image_type", subject="key", baseline="3T", by="structure")
+    assert len(wider) == 6 and not np.allclose(wider["p_bh"].iloc[:4], tests["p_bh"])
