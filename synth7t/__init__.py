@@ -16,12 +16,13 @@ Processing many items
 
 Models and training
 - :mod:`synth7t.slices`       memory-mapped 2.5D slice cache and datasets
+- :mod:`synth7t.patches`      the baselines' patches from the slice cache, sliding-window prediction
 - :mod:`synth7t.models`       conditional U-Net, patch critic, V-Net, WATNet
 - :mod:`synth7t.losses`       L1, perceptual and adversarial losses
 - :mod:`synth7t.train_config` training settings and presets
 - :mod:`synth7t.train`        the trainer (CPU, one GPU, DDP), checkpoints and resume
 - :mod:`synth7t.modelcard`    the model card written beside every exported model
-- :mod:`synth7t.predict`      whole-volume 2.5D prediction, batch and lone-3T prediction
+- :mod:`synth7t.predict`      whole-volume prediction (2.5D or sliding window), batch and lone-3T prediction
 
 Evaluation and studies
 - :mod:`synth7t.metrics`      PSNR, global SSIM, Dice as the paper defines them

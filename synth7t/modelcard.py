@@ -284,6 +284,16 @@ def _architecture(model_config: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def _patches(train_config: Mapping[str, Any], model_config: Mapping[str, Any]) -> Dict[str, Any]:
+    """Patch facts of a baseline trained on patches (V-Net, WATNet): edge, dimensions, sliding-window overlap."""
+    kind = model_config.get("kind")
+    if kind not in ("vnet", "watnet") or not model_config.get("patch_size"):
+        return {}
+    dims = 3 if kind == "vnet" else int(model_config.get("spatial_dims") or 2)
+    return {"patch_size": int(model_config["patch_size"]), "patch_dims": dims,
+            "patch_overlap": train_config.get("patch_overlap")}
+
+
 def _objective(train_config: Mapping[str, Any], objective: Optional[str]) -> Dict[str, Any]:
     lambda_perc = float(train_config.get("lambda_perc") or 0.0)
     gan = bool(train_config.get("gan"))
@@ -340,7 +350,8 @@ def _grid(grid: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _use_and_limits(data: Mapping[str, Any], grid: Mapping[str, Any], validation: Mapping[str, Any],
-                    train_config: Mapping[str, Any]) -> Tuple[str, List[str]]:
+                    train_config: Mapping[str, Any],
+                    patches: Optional[Mapping[str, Any]] = None) -> Tuple[str, List[str]]:
     simulated = data.get("simulated")
     spacing, inplane = grid.get("voxel_size_mm"), grid.get("inplane")
     where = (f"a {spacing:g} mm grid" if spacing else "the training grid") + \
@@ -382,6 +393,11 @@ def _use_and_limits(data: Mapping[str, Any], grid: Mapping[str, Any], validation
     if train_config.get("crop"):
         h, w = train_config["crop"]
         limits.append(f"Trained on random {h} x {w} crops of the slices, predicts whole slices.")
+    if patches:
+        p, what = patches["patch_size"], ("cubes" if patches["patch_dims"] == 3 else "slice patches")
+        limits.append(f"Trained on {p}-voxel {what} inside the brain, predicts whole volumes by sliding window "
+                      f"(overlap {patches['patch_overlap']} voxels, Gaussian blending): it sees no context beyond "
+                      "a window, and seams between windows are possible.")
     if train_config.get("gan"):
         limits.append("The adversarial objective sharpens the output and can add plausible detail that is not in "
                       "the subject.")
@@ -432,7 +448,7 @@ def build_model_card(train_config: Mapping[str, Any], model_config: Mapping[str,
     data = _jsonable(dict(dataset))
     grid_facts = _grid(grid)
     val = _jsonable(_validation(validation))
-    use, limits = _use_and_limits(data, grid_facts, val, train_config)
+    use, limits = _use_and_limits(data, grid_facts, val, train_config, _patches(train_config, model_config))
     gan = bool(train_config.get("gan"))
     card = {
         "format": CARD_FORMAT,
@@ -447,7 +463,8 @@ def build_model_card(train_config: Mapping[str, Any], model_config: Mapping[str,
                      "batch_size": train_config.get("batch_size"), "lr_g": train_config.get("lr_g"),
                      "lr_decay_per_epoch": train_config.get("lr_decay"), "crop": train_config.get("crop"),
                      "augment": train_config.get("augment"), "amp": train_config.get("amp"),
-                     "seed": train_config.get("seed")},
+                     "seed": train_config.get("seed"), "weight_decay": train_config.get("weight_decay"),
+                     **_patches(train_config, model_config)},
         "grid": grid_facts,
         "validation": val,
         "intended_use": use,
@@ -525,6 +542,12 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
               "per epoch |",
               f"| slices | {'random crops of ' + ' x '.join(map(str, crop)) if crop else 'whole slices'} |",
               f"| seed | {_md(train.get('seed'))} |", ""]
+    if train.get("patch_size"):
+        p, dims = train["patch_size"], train.get("patch_dims")
+        shape = f"{p}^3 cubes" if dims == 3 else f"{p} x {p} patches of neighbouring slices"
+        lines[-3] = f"| patches | {shape} inside the brain; sliding-window prediction, overlap " \
+                    f"{_md(train.get('patch_overlap'))} voxels |"
+        lines.insert(-2, f"| weight decay | {_md(train.get('weight_decay'))} |")
     spacing, inplane = grid.get("voxel_size_mm"), grid.get("inplane")
     lines += ["## Grid", "", f"- voxel size: {_num(spacing, 'g')} mm" + (" isotropic" if spacing else ""),
               "- axial slices: " + (f"{inplane[0]} x {inplane[1]}" if inplane else "—") +

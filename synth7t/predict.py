@@ -8,6 +8,9 @@ Inputs are 3T volumes on the preprocessing grid (``..._acq-3T_space-7T_desc-prep
 slice is predicted from itself and its neighbours (clamped at the grid's edges), with the subject's age, sex,
 diagnosis and the slice location ``(2s - (top + bot)) / (top - bot)``; the slices are batched, reassembled,
 clipped to [0, 1], masked by the brain mask when one is given, and written as NIfTI with the grid's affine.
+The baselines (V-Net, WATNet; ``model.json`` has an ``inference`` entry) predict by sliding window instead: windows
+of their training patch size over the brain's bounding box, blended where they overlap
+(:func:`synth7t.patches.sliding_window_predict`); the outputs land in the same files.
 :func:`uncrop_to_space` puts a prediction back on the full 7T grid exactly.
 """
 
@@ -29,6 +32,7 @@ from .modelcard import (
     simulated_training_warning,
 )
 from .names import display_name
+from .patches import DEFAULT_OVERLAP, PatchGeometry, nonzero_box, patch_geometry, sliding_window_predict
 
 PathLike = Union[str, Path]
 
@@ -41,7 +45,8 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
     """Build the generator of a model folder and load its weights (safetensors).
 
     On a CPU the weights are stored channels-last, which oneDNN convolves faster (demo-cpu, 2 slices of
-    224 x 160 on 2 idle cores: 0.20-0.22 s per forward pass against 0.22-0.28 s contiguous, same process).
+    224 x 160 on 2 idle cores: 0.20-0.22 s per forward pass against 0.22-0.28 s contiguous, same process; a 3D
+    network channels-last-3d: vnet-demo, 8 windows of 32^3, 0.56 s against 0.80 s).
 
     A model trained on simulated data (its model card says so) raises a one-line
     :class:`synth7t.modelcard.SimulatedTrainingWarning`: the demo model is for the demo and blurs real scans.
@@ -78,8 +83,18 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
     dev = resolve_device(device)
     g = g.to(dev).eval()
     if dev.type == "cpu":
-        g = g.to(memory_format=torch.channels_last)
+        geom = patch_geometry(meta["model_config"])
+        three_d = geom is not None and geom.spatial_dims == 3
+        g = g.to(memory_format=torch.channels_last_3d if three_d else torch.channels_last)
     return g, meta
+
+
+def patch_overlap_of(meta: dict) -> Optional[int]:
+    """The sliding-window overlap a baseline's ``model.json`` records (None for the U-Nets)."""
+    inference = meta.get("inference") or {}
+    if "patch_overlap" in inference:
+        return int(inference["patch_overlap"])
+    return None
 
 
 def _uses_context(generator) -> bool:
@@ -88,29 +103,38 @@ def _uses_context(generator) -> bool:
     return isinstance(generator, ConditionalUNet)
 
 
-def default_batch_size(device) -> int:
-    """Slices per forward pass: 2 on a CPU (demo-cpu on 2 cores: 32 slices in 9.9 s at batch 2, 13.0 s at 16),
-    32 on a GPU."""
-    return 32 if str(device).startswith("cuda") else 2
+def default_batch_size(device, geometry: Optional[PatchGeometry] = None) -> int:
+    """Slices (sliding windows, for a baseline) per forward pass: 32 on a GPU; on a CPU 2 slices (demo-cpu on 2
+    cores: 32 slices in 9.9 s at batch 2, 13.0 s at 16), 2 windows of a 3D baseline (vnet-demo, a demo volume
+    on 2 idle cores: 2.4 s at 2, 2.3 s at 4, 3.1 s at 8) and 64 of WATNet-2D (watnet-2d-demo: 8.1 s at 4,
+    3.8 s at 16, 2.9 s at 64; its windows are small)."""
+    if str(device).startswith("cuda"):
+        return 32
+    return 64 if geometry is not None and geometry.spatial_dims == 2 else 2
 
 
 def predict_volume(
     generator, t3: np.ndarray, *, age: float, sex: str, impaired: Optional[bool], bottom: int, top: int,
     mask: Optional[np.ndarray] = None, batch_size: Optional[int] = None, n_input_slices: Optional[int] = None,
-    progress: bool = False,
+    progress: bool = False, patch_overlap: Optional[int] = None,
 ) -> np.ndarray:
     """Predict a synthetic 7T volume from a 3T volume on the preprocessing grid.
 
+    A U-Net predicts slice by slice; a baseline (V-Net, WATNet: a network whose config has a ``patch_size``)
+    by sliding window (:func:`predict_volume_patches`), and the context arguments are then not used.
+
     Args:
-        generator: a trained 2D generator (see :func:`load_model`).
+        generator: a trained generator (see :func:`load_model`).
         t3: normalised 3T volume ``(X, Y, Z)`` on the grid (X left-right, Y anterior-posterior, Z axial).
         age, sex, impaired: the context (``impaired`` may be None only for a ``nodiag`` model).
         bottom, top: lowest and highest axial slices with brain (slice-location condition).
         mask: optional brain mask ``(X, Y, Z)``; the output is zero outside it, and axial slices without
             brain (the grid's margins) are not passed through the network at all.
-        batch_size: slices per forward pass; default :func:`default_batch_size` (2 on a CPU, where larger
-            batches are slower, measured in ``benchmarks/bench_train_predict.py``; 32 on a GPU).
+        batch_size: slices (a baseline's windows) per forward pass; default :func:`default_batch_size` (2 on a
+            CPU, where larger batches are slower, measured in ``benchmarks/bench_train_predict.py``; 32 on a GPU).
         n_input_slices: neighbouring slices per input (default: the model's).
+        patch_overlap: a baseline's window overlap in voxels (default 8, as the paper's; ``model.json`` records
+            the run's, see :func:`patch_overlap_of`).
 
     Returns:
         float32 ``(X, Y, Z)`` in [0, 1].
@@ -124,6 +148,10 @@ def predict_volume(
         raise ValueError(f"t3 must be a 3D volume, got shape {t3.shape}")
     if not np.all(np.isfinite(t3)):
         raise ValueError("t3 contains non-finite values")
+    geometry = patch_geometry(getattr(generator, "config", None))
+    if geometry is not None:
+        return predict_volume_patches(generator, t3, mask=mask, batch_size=batch_size, progress=progress,
+                                      overlap=DEFAULT_OVERLAP if patch_overlap is None else patch_overlap)
     if top == bottom:
         raise ValueError(f"bottom and top brain slices must differ, got {bottom}")
     n_in = n_input_slices or getattr(getattr(generator, "config", None), "n_input_slices", 3)
@@ -160,6 +188,84 @@ def predict_volume(
             else:
                 y = generator(x)
             out[zs] = y.float().clamp(0, 1)[:, 0].cpu().numpy()
+    vol = np.transpose(out, (2, 1, 0))
+    if mask is not None:
+        vol = vol * mask
+    return np.ascontiguousarray(vol, dtype=np.float32)
+
+
+def predict_volume_patches(
+    generator, t3: np.ndarray, *, mask: Optional[np.ndarray] = None, batch_size: Optional[int] = None,
+    overlap: int = DEFAULT_OVERLAP, progress: bool = False,
+) -> np.ndarray:
+    """Predict a synthetic 7T volume with a patch-trained baseline (V-Net, WATNet) by sliding window.
+
+    The volume is taken in the training layout ``(Z, H, W)`` and cropped to the bounding box of the brain mask
+    (of the whole volume without a mask); a 3D network then slides windows of its ``patch_size`` over that box,
+    WATNet-2D slides 2D windows over the stack of every brain slice with its neighbours (clamped at the grid's
+    edges, as in training), the slices batched. Windows overlap by ``overlap`` voxels and are blended with
+    Gaussian weights (:func:`synth7t.patches.sliding_window_predict`).
+
+    Args:
+        generator: a V-Net or WATNet (its ``config`` gives the patch geometry).
+        t3: normalised 3T volume ``(X, Y, Z)`` on the grid.
+        mask: optional brain mask ``(X, Y, Z)``; the output is zero outside it.
+        batch_size: windows per forward pass (default :func:`default_batch_size`).
+        overlap: voxels shared by neighbouring windows (8 in the paper's runs of Cui et al.'s code).
+        progress: a tqdm bar over the windows.
+
+    Returns:
+        float32 ``(X, Y, Z)`` in [0, 1].
+
+    Raises:
+        ValueError: a generator without a patch geometry, a bad volume, mask or overlap.
+    """
+    import torch
+
+    geometry = patch_geometry(getattr(generator, "config", None))
+    if geometry is None:
+        raise ValueError("generator is not a patch-trained baseline (V-Net or WATNet); use predict_volume")
+    t3 = np.asarray(t3, dtype=np.float32)
+    if t3.ndim != 3:
+        raise ValueError(f"t3 must be a 3D volume, got shape {t3.shape}")
+    if not np.all(np.isfinite(t3)):
+        raise ValueError("t3 contains non-finite values")
+    device = next(generator.parameters()).device
+    batch_size = int(batch_size or default_batch_size(device, geometry))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    stack = np.transpose(t3, (2, 1, 0))  # (Z, H=AP, W=LR): the training layout
+    if mask is not None:
+        mask = np.asarray(mask) > 0
+        if mask.shape != t3.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from the 3T's {t3.shape}")
+        box = nonzero_box(np.transpose(mask, (2, 1, 0)))
+        if box is None:
+            return np.zeros_like(t3)
+    else:
+        box = tuple(slice(0, n) for n in stack.shape)
+    out = np.zeros_like(stack)
+    size = geometry.size
+    if geometry.spatial_dims == 3:
+        x = torch.from_numpy(np.ascontiguousarray(stack[box]))[None, None].to(device)
+        pred = sliding_window_predict(generator, x, patch_size=size, overlap=overlap, batch_size=batch_size,
+                                      progress=progress)
+        out[box] = pred.float().clamp(0, 1)[0, 0].cpu().numpy()
+    else:
+        half = geometry.n_input_slices // 2
+        depth = stack.shape[0]
+        zs = np.arange(box[0].start, box[0].stop)
+        if mask is not None:
+            zs = zs[np.transpose(mask, (2, 1, 0))[zs].any(axis=(1, 2))]
+        from tqdm.auto import tqdm
+
+        chunk = 16  # slices per call: the windows of 16 slices are batched together
+        for c0 in tqdm(range(0, len(zs), chunk), desc="slices", disable=not progress, leave=False):
+            z = zs[c0:c0 + chunk]
+            rows = np.clip(z[:, None] + np.arange(-half, half + 1)[None], 0, depth - 1)
+            x = torch.from_numpy(np.ascontiguousarray(stack[rows][:, :, box[1], box[2]])).to(device)
+            pred = sliding_window_predict(generator, x, patch_size=size, overlap=overlap, batch_size=batch_size)
+            out[z, box[1], box[2]] = pred.float().clamp(0, 1)[:, 0].cpu().numpy()
     vol = np.transpose(out, (2, 1, 0))
     if mask is not None:
         vol = vol * mask
@@ -222,7 +328,7 @@ def predict_subjects(
         rec = inp["record"]
         vol = predict_volume(generator, inp["t3"].data, age=s.age, sex=s.sex, impaired=s.impaired,
                              bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=inp["mask"],
-                             batch_size=batch_size)
+                             batch_size=batch_size, patch_overlap=patch_overlap_of(meta))
         if "grid" in paths:
             sio.save_volume(paths["grid"], vol, inp["t3"].affine, header=inp["t3"].header, dtype=np.float32)
         if "7T" in paths:
@@ -427,7 +533,8 @@ def predict_file(
         t3 = sio.load_volume(rec["files"]["t3"])
         mask = sio.load_volume(rec["files"]["mask"], dtype=None).data
     vol = predict_volume(generator, t3.data, age=float(age), sex=sex, impaired=impaired,
-                         bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=mask, batch_size=batch_size)
+                         bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=mask, batch_size=batch_size,
+                         patch_overlap=patch_overlap_of(meta))
     sio.save_volume(out_path, vol, t3.affine, header=_tagged_header(), dtype=np.float32)
     written = {"output": str(out_path), "space": rec["space"], "shape": list(vol.shape)}
     if native:

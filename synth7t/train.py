@@ -1,9 +1,19 @@
-"""Training: the U-Net and the GAN U-Net on 2.5D slices, on a CPU, one GPU, or several through ``torchrun``.
+"""Training: the U-Net and the GAN U-Net on 2.5D slices, and the V-Net and WATNet baselines on patches, on a CPU,
+one GPU, or several through ``torchrun``.
 
 Schedule (§2.5, Appendix A.3): Adam for the generator (lr 1e-4, betas (0.9, 0.999)) and the critic
 (2e-5, (0, 0.9)); the learning rates decay by ``lr_decay`` every epoch. For the GAN U-Net every batch trains
 the critic (WGAN-GP), and every ``n_critic``-th batch also trains the generator (``n_critic_first_epoch`` in
 the first epoch, when ``lambda_gan`` is also divided by ``gan_warmup_factor``).
+
+Baselines (§2.6; ``paper-vnet``, ``paper-watnet``): the V-Net and WATNet train on patches of their model config's
+``patch_size`` drawn inside the brain of the training subjects (:class:`synth7t.patches.PatchDataset`: cubes for
+3D networks, three neighbouring slices for WATNet-2D) with the L1 loss of the brain-masked output, as Cui et al.'s
+code, and Adam with ``weight_decay``. Validation predicts whole slices with MONAI's sliding window
+(:func:`synth7t.patches.sliding_window_predict`), as prediction does (see :meth:`Trainer.validate`). A V-Net's
+batch normalisation becomes ``SyncBatchNorm`` under ``torchrun`` on GPUs, so that its statistics are those of the
+global batch, as in one process (PyTorch has no synchronised batch norm on CPUs: there, and within
+``grad_accumulation`` micro-batches, the statistics are those of each share).
 
 Checkpoints are folders written under a temporary name and renamed into place (a crash never leaves a
 half-written checkpoint), holding ``generator.safetensors`` (and ``critic.safetensors``), ``state.pt``
@@ -57,6 +67,7 @@ from .modelcard import (
     training_data_facts,
     write_model_card,
 )
+from .patches import BLEND_MODE, PatchDataset, nonzero_box, patch_geometry, sliding_window_predict
 from .slices import SliceCache, SliceDataset, validation_keys
 from .train_config import TrainConfig, train_config_from_dict
 
@@ -266,14 +277,31 @@ class Trainer:
 
         self.cache = SliceCache.open(cache)
         self.model_config = resolve_config(config.model)
+        #: the patch geometry of a baseline (V-Net, WATNet), None for the U-Nets (whole slices)
+        self.geometry = patch_geometry(self.model_config)
+        if self.geometry is not None:
+            if config.crop is not None or config.augment:
+                raise ValueError(f"model {config.model!r} trains on {self.geometry.size}-voxel patches "
+                                 f"(its config's patch_size): crop and augment apply to slice models only; set "
+                                 f"crop=None and augment=False")
+            if config.gan:
+                raise ValueError(f"model {config.model!r} is a baseline trained without a critic (the paper ran the "
+                                 f"default V-Net and WATNet, not their GAN variants); set gan=False")
+            if config.patch_overlap >= self.geometry.size:
+                raise ValueError(f"patch_overlap={config.patch_overlap} must be smaller than the patch size "
+                                 f"{self.geometry.size} of model {config.model!r}")
         n_in = getattr(self.model_config, "n_input_slices", 3)
         # the training side of the split (test subjects are never seen), less a validation share carved from it
         vols = self.cache.volumes
         side = sorted(vols.loc[vols["split"].isin(["train", "unsplit"]), "key"])
         self.val_keys = validation_keys(vols, config.val_fraction, config.seed)
         self.train_keys = [k for k in side if k not in set(self.val_keys)]
-        self.train_ds = SliceDataset(self.cache, self.train_keys, n_input_slices=n_in, crop=config.crop,
-                                     augment=config.augment, seed=config.seed)
+        if self.geometry is None:
+            self.train_ds = SliceDataset(self.cache, self.train_keys, n_input_slices=n_in, crop=config.crop,
+                                         augment=config.augment, seed=config.seed)
+        else:
+            self.train_ds = PatchDataset(self.cache, self.train_keys, geometry=self.geometry,
+                                         overlap=config.patch_overlap, seed=config.seed)
         if self.world * config.grad_accumulation > 1 and len(self.train_ds) < config.batch_size:
             raise ValueError(f"the training split has {len(self.train_ds)} samples, fewer than one global batch "
                              f"(batch_size={config.batch_size}); it cannot be split over {self.world} process(es) "
@@ -284,8 +312,12 @@ class Trainer:
                                           replace=False))
 
         self.generator = build_model(self.model_config).to(self.device)
+        if self.distributed and self.device.type == "cuda":
+            # batch statistics of the global batch, as one process computes them (a no-op without batch norm)
+            self.generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
         self.critic = build_discriminator(config.discriminator).to(self.device) if config.gan else None
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=tuple(config.betas_g))
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=tuple(config.betas_g),
+                                      weight_decay=config.weight_decay)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma=config.lr_decay)
         if self.critic is not None:
             self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr_d, betas=tuple(config.betas_d))
@@ -304,7 +336,7 @@ class Trainer:
         if resume:
             self._resume()
         if config.channels_last:
-            self.generator.to(memory_format=torch.channels_last)
+            self.generator.to(memory_format=self._memory_format)
             if self.critic is not None:
                 self.critic.to(memory_format=torch.channels_last)
         g = self.generator
@@ -335,6 +367,14 @@ class Trainer:
         """Optimiser steps per epoch: ``samples_per_epoch // batch_size`` (global), whatever the world size."""
         return self.samples_per_epoch // self.cfg.batch_size or 1
 
+    @property
+    def _memory_format(self):
+        """Channels-last for the generator's tensors: NHWC for 2D networks, NDHWC for 3D ones."""
+        import torch
+
+        three_d = self.geometry is not None and self.geometry.spatial_dims == 3
+        return torch.channels_last_3d if three_d else torch.channels_last
+
     def _autocast(self):
         """bfloat16 autocast on the training device (CUDA or CPU) when ``amp="bf16"``, else a no-op."""
         import torch
@@ -360,10 +400,11 @@ class Trainer:
         self.train_ds.set_epoch(epoch)
         items = [self.train_ds[int(i)] for i in self.rank_batch_ids(epoch, b)]
         out = {k: torch.stack([it[k] for it in items]).to(self.device, non_blocking=True)
-               for k in ("x", "y", "context")}
+               for k in ("x", "y", "context", "mask") if k in items[0]}
         if self.cfg.channels_last:
-            out["x"] = out["x"].contiguous(memory_format=torch.channels_last)
-            out["y"] = out["y"].contiguous(memory_format=torch.channels_last)
+            for k in ("x", "y", "mask"):
+                if k in out:
+                    out[k] = out[k].contiguous(memory_format=self._memory_format)
         return out
 
     def penalty_weights(self, row: int, n: int):
@@ -474,8 +515,11 @@ class Trainer:
         their number and back-propagated (DistributedDataParallel's ``no_sync`` for all but the last), and the
         optimiser steps once, so the gradient is the mean over the global batch.
 
+        A baseline's batch carries a ``mask`` (brain voxels of usable slices): its output and target are
+        multiplied by it before the loss, as Cui et al. mask their output.
+
         Args:
-            share: ``x``, ``y``, ``context`` tensors of this process's share (:meth:`_batch`).
+            share: ``x``, ``y``, ``context`` (and ``mask``) tensors of this process's share (:meth:`_batch`).
 
         Returns:
             The step's losses (``critic`` and the generator's parts), averaged over micro-batches and processes.
@@ -528,7 +572,10 @@ class Trainer:
                     with self._sync(self.g_train, last=i == n_micro - 1):
                         with self._autocast():
                             pred = self.g_train(batch["x"], batch["context"])
-                        total, parts = self.loss(pred.float(), batch["y"], critic=self.critic, lambda_gan=lam)
+                        pred, target = pred.float(), batch["y"]
+                        if "mask" in batch:
+                            pred, target = pred * batch["mask"], target * batch["mask"]
+                        total, parts = self.loss(pred, target, critic=self.critic, lambda_gan=lam)
                         (total / n_micro).backward()
                     for k, v in parts.items():
                         add(k, v)
@@ -545,10 +592,24 @@ class Trainer:
             return float("nan"), float("nan")
         return psnr(ref, img, m), ssim_global(ref, img, m)
 
+    def _sliding_window(self, x):
+        """A baseline's prediction of whole slices (2D) or a slab (3D) by sliding window, as
+        :func:`synth7t.predict.predict_volume` predicts (windows per pass: this process's training share)."""
+        with self._autocast():
+            return sliding_window_predict(self.generator, x, patch_size=self.geometry.size,
+                                          overlap=self.cfg.patch_overlap, batch_size=self.micro_batch)
+
     def validate(self) -> dict:
-        """PSNR and SSIM (paper definitions, brain voxels) of the model and of the 3T input on validation slices."""
+        """PSNR and SSIM (paper definitions, brain voxels) of the model and of the 3T input on validation slices.
+
+        The U-Nets and WATNet-2D are scored on ``val_slices`` whole axial slices of the validation subjects (the
+        same slices every epoch); WATNet-2D predicts each from its three-slice stack by sliding window. A 3D
+        baseline is scored on the slices of one slab per validation subject (:meth:`_validation_slabs`).
+        """
         import torch
 
+        if self.geometry is not None and self.geometry.spatial_dims == 3:
+            return self._validate_slabs()
         self.generator.eval()
         rows = []
         with torch.no_grad():
@@ -556,14 +617,82 @@ class Trainer:
                 items = [self.val_ds[int(i)] for i in self.val_ids[start:start + self.rank_batch]]
                 x = torch.stack([it["x"] for it in items]).to(self.device)
                 c = torch.stack([it["context"] for it in items]).to(self.device)
-                with self._autocast():
-                    pred = self.generator(x, c).float().clamp(0, 1).cpu().numpy()
+                if self.geometry is None:
+                    with self._autocast():
+                        pred = self.generator(x, c)
+                else:
+                    pred = self._sliding_window(x)
+                pred = pred.float().clamp(0, 1).cpu().numpy()
                 mid = x.shape[1] // 2
                 for it, p, xin in zip(items, pred, x.cpu().numpy()):
                     y = it["y"].numpy()[0]
                     mask = y > 0
                     rows.append((*self._slice_metrics(y, p[0] * mask), *self._slice_metrics(y, xin[mid] * mask)))
         self.generator.train()
+        return self._summarise_validation(rows)
+
+    def _validation_slabs(self) -> list:
+        """The slabs a 3D baseline is validated on: ``(key, first row, last row + 1, scored z)`` per validation
+        subject, in key order, until ``val_slices`` slices are scored.
+
+        A slab is ``patch_size`` slices deep, centred on the subject's middle usable slice; the scored slices are
+        its usable slices at least ``patch_overlap`` slices from a slab face that is not the volume's own face:
+        there, as in a whole-volume prediction, every voxel lies well inside a window or is blended with a
+        neighbour's, so the scores follow the predictions of :func:`synth7t.predict.predict_volume`. A whole
+        volume would cost a few hundred windows per subject and epoch on a CPU; a slab costs one layer of them.
+        """
+        P, ov = self.geometry.size, self.cfg.patch_overlap
+        vols = self.cache.volumes.set_index("key")
+        idx = self.cache.index
+        slabs, n = [], 0
+        for key in self.val_keys:
+            offset, depth = int(vols.loc[key, "offset"]), int(vols.loc[key, "depth"])
+            z = np.sort(idx.loc[idx["key"] == key, "z"].to_numpy())
+            if not len(z):
+                continue
+            z0 = min(max(int(z[len(z) // 2]) - P // 2, 0), max(depth - P, 0))
+            z1 = min(z0 + P, depth)
+            lo, hi = (z0 + ov if z0 > 0 else 0), (z1 - ov if z1 < depth else depth)
+            scored = [int(v) for v in z if lo <= v < hi][: max(self.cfg.val_slices - n, 0)]
+            if scored:
+                slabs.append((key, offset + z0, offset + z1, scored))
+                n += len(scored)
+            if n >= self.cfg.val_slices:
+                break
+        return slabs
+
+    def _validate_slabs(self) -> dict:
+        """:meth:`validate` for a 3D baseline: the slabs of :meth:`_validation_slabs`, each cropped in-plane to its
+        non-zero voxels and predicted by sliding window; the scored slices are compared with the 7T."""
+        import torch
+
+        self.generator.eval()
+        rows = []
+        vols = self.cache.volumes.set_index("key")
+        with torch.no_grad():
+            for key, r0, r1, scored in self._validation_slabs():
+                x3 = np.asarray(self.cache.t3[r0:r1], np.float32)
+                y7 = np.asarray(self.cache.t7[r0:r1], np.float32)
+                pred = np.zeros_like(x3)
+                box = nonzero_box(x3)
+                if box is not None:
+                    inplane = (slice(None), box[1], box[2])
+                    x = torch.from_numpy(np.ascontiguousarray(x3[inplane]))[None, None].to(self.device)
+                    pred[inplane] = self._sliding_window(x).float().clamp(0, 1)[0, 0].cpu().numpy()
+                first = r0 - int(vols.loc[key, "offset"])
+                for z in scored:
+                    y = y7[z - first]
+                    mask = y > 0
+                    rows.append((*self._slice_metrics(y, pred[z - first] * mask),
+                                 *self._slice_metrics(y, x3[z - first] * mask)))
+        self.generator.train()
+        return self._summarise_validation(rows)
+
+    @staticmethod
+    def _summarise_validation(rows: list) -> dict:
+        """Mean PSNR and SSIM of the model and of the 3T input over the scored slices (NaN-safe)."""
+        if not rows:
+            return {k: float("nan") for k in ("psnr", "ssim", "psnr_3t", "ssim_3t")}
         a = np.array(rows, dtype=float)
         keys = ("psnr", "ssim", "psnr_3t", "ssim_3t")
         return {k: float(np.nanmean(a[:, i])) for i, k in enumerate(keys)}
@@ -638,7 +767,7 @@ class Trainer:
         tmp.mkdir(parents=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.generator.state_dict().items()},
                   str(tmp / "generator.safetensors"))
-        (tmp / "model.json").write_text(json.dumps({
+        meta = {
             "model_config": self.model_config.to_dict(), "train_config": self.cfg.to_dict(),
             "step": self.pos.step, "epoch": self.pos.epoch, "format": "synth7t-model-1",
             "input": {"grid": "synth7t-preproc 7T grid, axial slices (H, W) = (anterior-posterior, left-right)",
@@ -646,7 +775,13 @@ class Trainer:
                       # lone 3T scans are aligned onto a grid like the training one (synth7t.predict.predict_file)
                       "spacing_mm": self.cache.meta.get("spacing_mm"),
                       "grid_inplane": [int(self.cache.t3.shape[1]), int(self.cache.t3.shape[2])]},
-        }, indent=2))
+        }
+        if self.geometry is not None:
+            # how synth7t.predict reassembles whole volumes from windows of the training patch size
+            meta["inference"] = {"method": "sliding window (monai.inferers.sliding_window_inference)",
+                                 "spatial_dims": self.geometry.spatial_dims, "patch_size": self.geometry.size,
+                                 "patch_overlap": self.cfg.patch_overlap, "blend": BLEND_MODE}
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2))
         grid = {"spacing_mm": self.cache.meta.get("spacing_mm"),
                 "inplane": [int(self.cache.t3.shape[1]), int(self.cache.t3.shape[2])]}
         card = build_model_card(self.cfg.to_dict(), self.model_config.to_dict(),

@@ -1,6 +1,9 @@
 """Training configuration: one flat dataclass with documented defaults and named presets (nanoGPT style).
 
-Presets follow Table A.2/A.3 of the paper; ``demo-cpu`` trains in minutes on 2 CPU cores. Unknown keys are
+Presets follow Table A.2/A.3 of the paper (``paper-unet``, ``paper-gan``, their ``-nodiag`` variants) and its
+§2.6 for the baselines (``paper-vnet``, ``paper-watnet``: Cui et al.'s settings with the paper's learning-rate
+decay and epochs); ``demo-cpu`` (and ``demo-cpu-gan``, ``demo-cpu-vnet``, ``demo-cpu-watnet``) train in minutes
+on 2 CPU cores. Unknown keys are
 errors everywhere (presets, overrides, JSON), and every run writes its full resolved config next to its outputs.
 Presets, the JSON round trip, ``replace`` and ``fingerprint`` come from :class:`synth7t.configbase.Config`.
 """
@@ -36,6 +39,21 @@ TRAIN_PRESETS: Dict[str, Dict[str, Any]] = {
                          crop=[96, 96], augment=True, lr_g=1e-3, lr_d=2e-4, lr_decay=0.9, lambda_perc=0.01,
                          lambda_gan=0.1, adversarial="bce", amp="off", val_slices=32, ckpt_every=100,
                          num_workers=0, device="cpu"),
+    # §2.6: the baselines as the paper ran Cui et al.'s code (their params_VNet.json / params_WatNet2D.json: Adam,
+    # L1 (MAE) only, no augmentation; V-Net on 64^3 patches, batch 40, lr 1e-3, weight decay 1e-5; WATNet-2D on
+    # 64 x 64 x 3 patches, batch 128, lr 1e-4) with the paper's changes: lr x 0.8 per epoch, 20 epochs
+    "paper-vnet": dict(model="vnet", gan=False, epochs=20, batch_size=40, lr_g=1e-3, weight_decay=1e-5,
+                       lr_decay=0.8, lambda_perc=0.0, augment=False, patch_overlap=8),
+    "paper-watnet": dict(model="watnet-2d", gan=False, epochs=20, batch_size=128, lr_g=1e-4, weight_decay=0.0,
+                         lr_decay=0.8, lambda_perc=0.0, augment=False, patch_overlap=8),
+    # about a minute on 2 CPU cores (the demo cohort): the small baseline networks, short epochs
+    "demo-cpu-vnet": dict(model="vnet-demo", gan=False, epochs=3, samples_per_epoch=600, batch_size=4, lr_g=1e-3,
+                          weight_decay=1e-5, lr_decay=0.8, lambda_perc=0.0, augment=False, patch_overlap=8,
+                          amp="off", val_slices=16, ckpt_every=100, num_workers=0, device="cpu"),
+    "demo-cpu-watnet": dict(model="watnet-2d-demo", gan=False, epochs=3, samples_per_epoch=8192, batch_size=32,
+                            lr_g=1e-3, weight_decay=0.0, lr_decay=0.8, lambda_perc=0.0, augment=False,
+                            patch_overlap=8, amp="off", val_slices=32, ckpt_every=100, num_workers=0,
+                            device="cpu"),
 }
 
 #: Adversarial objectives (the same as :data:`synth7t.losses.ADVERSARIAL_OBJECTIVES`, repeated here so that
@@ -52,12 +70,17 @@ class TrainConfig(Config):
     """Everything a training run needs besides the data.
 
     Attributes:
-        model: generator preset name (``synth7t.models``), e.g. ``paper-unet``.
+        model: generator preset name (``synth7t.models``), e.g. ``paper-unet``. The U-Nets train on whole
+            slices (or ``crop``s of them); the baselines ``vnet`` and ``watnet-*`` on patches of their
+            config's ``patch_size`` drawn inside the brain (:mod:`synth7t.patches`), with an L1 loss on the
+            brain voxels of usable slices, as Cui et al. mask theirs.
         gan: train with the patch critic (the GAN U-Net): adversarial term plus the WGAN-GP gradient penalty.
         discriminator: critic preset name (used when ``gan``).
-        epochs: passes over the training slices (Table A.2: 4 U-Net, 22 GAN U-Net).
+        epochs: passes over the training slices (Table A.2: 4 U-Net, 22 GAN U-Net; 20 for the baselines, §2.6);
+            for the baselines an epoch has as many patches as Cui et al.'s grid sampler gives over the brain.
         max_steps: stop after this many batches (0 = no limit): smoke runs and benchmarks.
-        samples_per_epoch: slices drawn per epoch (0 = all training slices): short epochs on small machines.
+        samples_per_epoch: slices (patches, for the baselines) drawn per epoch (0 = all training slices, or the
+            grid's patch count): short epochs on small machines.
         batch_size: slices per optimiser step: the global batch, as in the paper (56 over 8 GPUs), split into
             equal contiguous shares over the ``torchrun`` processes (it must divide by their number times
             ``grad_accumulation``), so the steps per epoch do not depend on the number of GPUs.
@@ -65,8 +88,14 @@ class TrainConfig(Config):
             batch at once: the share is processed in ``grad_accumulation`` equal parts, each loss divided by
             their number, and the optimisers step once (the gradient equals the full batch's).
         crop: optional ``[h, w]`` random crop of the slices (small machines); ``None`` = whole 288 x 224 slices.
-        augment: random left-right flips.
-        lr_g, betas_g: generator Adam (Table A.2: 1e-4, (0.9, 0.999)).
+            Slice models only: the baselines' patches have their model config's ``patch_size``.
+        augment: random left-right flips (slice models only; the paper trained the baselines without augmentation).
+        lr_g, betas_g: generator Adam (Table A.2: 1e-4, (0.9, 0.999); V-Net 1e-3, WATNet 1e-4, §2.6).
+        weight_decay: the generator Adam's L2 penalty (``torch.optim.Adam(weight_decay=...)``, as Cui et al.'s
+            code: 1e-5 for the V-Net, 0 otherwise).
+        patch_overlap: voxels shared by neighbouring windows when a baseline predicts a whole slice or volume by
+            sliding window (validation here, prediction in :mod:`synth7t.predict`; Cui et al.: 8), and the
+            overlap of the grid that sizes a baseline's epoch. Ignored by the U-Nets.
         lr_d, betas_d: critic Adam (WGAN-GP practice: 2e-5, (0, 0.9)).
         lr_decay: learning-rate factor per epoch (x0.5 U-Net, x0.9 GAN U-Net).
         lambda_perc: perceptual weight (0.05 U-Net, 0.01 GAN U-Net).
@@ -90,7 +119,8 @@ class TrainConfig(Config):
             cores and of oneDNN on CPUs; the results are the same up to float rounding.
         val_fraction: share of the training participants carved out for validation (at least one; stratified
             by age bin, sex and impairment): the test subjects of the split are never trained or validated on.
-        val_slices: validation slices scored each epoch (PSNR, SSIM on the validation subjects).
+        val_slices: validation slices scored each epoch (PSNR, SSIM on the validation subjects); a 3D baseline
+            scores up to this many slices of one slab per validation subject (``Trainer.validate``).
         ckpt_every: checkpoint every N generator steps (and at every epoch end).
         keep_checkpoints: step checkpoints kept besides the latest epoch's.
         num_workers: data-loader worker processes.
@@ -126,6 +156,8 @@ class TrainConfig(Config):
     betas_g: list = field(default_factory=lambda: [0.9, 0.999])
     lr_d: float = 2e-5
     betas_d: list = field(default_factory=lambda: [0.0, 0.9])
+    weight_decay: float = 0.0
+    patch_overlap: int = 8
     lr_decay: float = 0.5
     lambda_perc: float = 0.05
     perceptual: str = "efficientnet_lite0"
@@ -162,6 +194,10 @@ class TrainConfig(Config):
         for name in ("lr_g", "lr_d", "lr_decay"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if isinstance(self.patch_overlap, bool) or not isinstance(self.patch_overlap, int) or self.patch_overlap < 0:
+            raise ValueError(f"patch_overlap must be an integer >= 0 (voxels), got {self.patch_overlap!r}")
         if self.adversarial not in ADVERSARIAL_OBJECTIVES:
             raise ValueError(f"adversarial must be one of {', '.join(repr(o) for o in ADVERSARIAL_OBJECTIVES)}, "
                              f"got {self.adversarial!r}")

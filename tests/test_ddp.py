@@ -250,3 +250,20 @@ def test_ddp_run_killed_after_a_checkpoint_resumes_to_the_same_weights(ddp_unet,
     print(f"killed after the checkpoint of step {killed_at}, resumed: max abs {max_abs:.2e}, relative L2 {rel:.2e}")
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)  # the same processes, bit for bit
     assert not list((run / "checkpoints").glob(".*.tmp"))
+
+
+def test_ddp_watnet_on_patches_matches_one_process(cache, tmp_path):
+    """The WATNet baseline (patches from synth7t.patches, no batch norm): 2 processes train what one does.
+
+    (A V-Net's batch norm is synchronised over the processes on GPUs only: PyTorch's SyncBatchNorm has no CPU
+    version, so on gloo each rank normalises with its own share and the weights differ from one process's.)"""
+    overrides = dict(epochs=2, samples_per_epoch=16, batch_size=4, val_slices=4, ckpt_every=2, device="cpu", seed=0)
+    _torchrun(cache, tmp_path / "ddp", "demo-cpu-watnet", overrides)
+    one = train.Trainer(tconf.make_train_config("demo-cpu-watnet", **overrides), cache, tmp_path / "one",
+                        progress=False)
+    one.fit()
+    meta = json.loads((train.latest_checkpoint(tmp_path / "ddp" / "checkpoints") / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["step"] == one.pos.step == 8
+    max_abs, rel = _compare(_weights(tmp_path / "ddp"), _weights(tmp_path / "one"))
+    print(f"WATNet, 2 processes vs 1: max abs {max_abs:.2e}, relative L2 {rel:.2e}")
+    _assert_same_log(tmp_path / "ddp", tmp_path / "one")

@@ -345,3 +345,64 @@ def test_predict_volume_skips_slices_without_brain():
     assert not masked[:, :, [0, 1, 2, 7, 8, 9]].any()
     with pytest.raises(ValueError, match="mask shape"):
         predict.predict_volume(g, t3, age=70, sex="F", impaired=None, bottom=3, top=6, mask=mask[:, :, :5])
+
+
+def test_baseline_presets_follow_the_paper_and_cui_et_al(cache, tmp_path):
+    """§2.6: Cui et al.'s settings (V-Net 64^3, batch 40, lr 1e-3, weight decay 1e-5; WATNet-2D 64 x 64 x 3, batch
+    128, lr 1e-4; L1 only, no augmentation) with the paper's lr x 0.8 per epoch for 20 epochs."""
+    from synth7t.models import get_model_config
+
+    v, w = tconf.make_train_config("paper-vnet"), tconf.make_train_config("paper-watnet")
+    assert (v.model, v.batch_size, v.lr_g, v.weight_decay, v.lr_decay, v.epochs) == ("vnet", 40, 1e-3, 1e-5, 0.8, 20)
+    assert (w.model, w.batch_size, w.lr_g, w.weight_decay, w.lr_decay, w.epochs) == ("watnet-2d", 128, 1e-4, 0.0, 0.8,
+                                                                                    20)
+    for c in (v, w, tconf.make_train_config("demo-cpu-vnet"), tconf.make_train_config("demo-cpu-watnet")):
+        assert c.lambda_perc == 0 and not c.gan and not c.augment and c.crop is None and c.patch_overlap == 8
+    assert get_model_config("vnet").patch_size == 64 and get_model_config("watnet-2d").patch_size == 64
+    assert get_model_config("watnet-2d").n_input_slices == 3
+    for bad, match in [({"weight_decay": -1.0}, "weight_decay"), ({"patch_overlap": -1}, "patch_overlap"),
+                       ({"patch_overlap": 2.5}, "patch_overlap")]:
+        with pytest.raises(ValueError, match=match):
+            tconf.make_train_config("demo-cpu-vnet", **bad)
+    for bad, match in [({"crop": [32, 32]}, "crop and augment apply to slice models"),
+                       ({"augment": True}, "crop and augment apply to slice models"),
+                       ({"gan": True}, "without a critic"), ({"patch_overlap": 32}, "smaller than the patch size")]:
+        with pytest.raises(ValueError, match=match):
+            train.Trainer(tconf.make_train_config("demo-cpu-vnet", **bad), cache, tmp_path / "bad", progress=False)
+
+
+@pytest.mark.parametrize("preset,name,overrides", [
+    ("demo-cpu-vnet", "vnet", dict(batch_size=2, samples_per_epoch=4, val_slices=4)),
+    ("demo-cpu-watnet", "watnet", dict(batch_size=8, samples_per_epoch=16, val_slices=4)),
+])
+def test_baseline_trains_exports_reloads_and_predicts_a_volume(preset, name, overrides, cache, preprocessed_cohort,
+                                                              tmp_path):
+    import nibabel as nib
+
+    from synth7t import patches, predict
+
+    derivatives, ds, _ = preprocessed_cohort
+    cfg = tconf.make_train_config(preset, epochs=1, **overrides)
+    tr = train.Trainer(cfg, cache, tmp_path / "run", progress=False)
+    assert isinstance(tr.train_ds, patches.PatchDataset)
+    assert tr.opt_g.param_groups[0]["weight_decay"] == cfg.weight_decay
+    if tr.geometry.spatial_dims == 3:
+        slabs = tr._validation_slabs()
+        assert slabs and sum(len(s[3]) for s in slabs) <= cfg.val_slices
+        assert {s[0] for s in slabs} <= set(tr.val_keys)
+    metrics = tr.fit()
+    assert tr.pos.step == 2 and all(np.isfinite(metrics[k]) for k in ("psnr", "ssim", "psnr_3t", "ssim_3t"))
+    meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert meta["inference"]["patch_overlap"] == 8 and meta["inference"]["blend"] == "gaussian"
+    assert meta["inference"]["patch_size"] == tr.geometry.size
+    assert train.Trainer(cfg, cache, tmp_path / "run", progress=False).pos.step == 2  # resumes
+    vols = slices.SliceCache.open(cache).volumes
+    key = sorted(vols.loc[vols["split"] == "test", "key"])[0]  # a held-out subject
+    table = predict.predict_subjects(tmp_path / "run" / "model", derivatives, ds, tmp_path / "pred", keys=[key],
+                                     device="cpu", progress=False, name=name, spaces=("grid",))
+    assert list(table["status"]) == ["done"], table
+    inp = predict.preprocessed_inputs(derivatives, key)
+    out = nib.load(predict.prediction_path(tmp_path / "pred", key, name, "grid"))
+    data = np.asarray(out.dataobj)
+    assert out.shape == inp["t3"].shape and np.allclose(out.affine, inp["t3"].affine)
+    assert data.min() >= 0 and data.max() <= 1 and data.any() and not data[inp["mask"] == 0].any()

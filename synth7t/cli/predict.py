@@ -152,7 +152,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--mask", default=None, help="brain mask of the (single) input 3T instead of brain extraction")
     p.add_argument("--native", action="store_true", help="also write the prediction resampled to the input 3T grid")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="slices per forward pass (default: 2 on CPU, 32 on GPU)")
+                   help="slices (sliding windows, for V-Net and WATNet models) per forward pass (default: 2 on CPU, "
+                        "64 WATNet windows; 32 on GPU)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     p.set_defaults(func=run)

@@ -9,6 +9,9 @@ batch, split across the processes, so the steps per epoch do not depend on their
 GPUs that cannot hold their share (56 / 8 = 7 slices each here) take it in micro-batches:
 ``--set grad_accumulation=7`` (one slice per forward pass, the same gradient).
 
+The paper's baselines train the same way: ``--preset paper-vnet`` (V-Net on 64^3 patches) or ``--preset
+paper-watnet`` (WATNet-2D on 64 x 64 patches of three slices), ``demo-cpu-vnet`` / ``demo-cpu-watnet`` on a CPU.
+
 A run folder that holds checkpoints resumes from the newest one unless ``--no-resume``.
 """
 
@@ -45,7 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "train", help="train a model on a slice cache (CPU, one GPU, or several under torchrun)",
         description="Train the U-Net or the GAN U-Net on the 2.5D slices of a slice cache (built by notebook 02 or "
-                    "synth7t.slices.build_cache), on a CPU, one GPU, or several GPUs through torchrun "
+                    "synth7t.slices.build_cache), or the V-Net and WATNet baselines on patches of it (presets "
+                    "paper-vnet, paper-watnet), on a CPU, one GPU, or several GPUs through torchrun "
                     "(torchrun --nproc_per_node=8 -m synth7t train ...). A run folder with checkpoints resumes.")
     p.add_argument("--cache", required=True, help="slice cache folder (synth7t.slices.build_cache)")
     p.add_argument("--run-dir", required=True, help="run folder: config, checkpoints, logs and the model folder")
