@@ -127,33 +127,51 @@ def test_train_and_predict_notebooks_smoke_run(smoke_run):
         nb = nbformat.read(out / name, as_version=4)
         assert not _errors(nb), name
         assert _images(nb), name
-    model = runs / "smoke" / "02_train" / "unet" / "model"
+    model = runs / "smoke" / "02_train" / "unet-nodiag" / "model"
     assert (model / "generator.safetensors").is_file() and (model / "model.json").is_file()
-    pred = runs / "smoke" / "03_predict" / "unet"
+    pred = runs / "smoke" / "03_predict" / "unet-nodiag"
     table = pd.read_csv(pred / "predictions.tsv", sep="\t")
     assert set(table["status"]) == {"done"}
     for space in ("grid", "7T", "3T"):
-        assert len(list(pred.glob(f"*_acq-unet_space-{space}_T1w.nii.gz"))) == len(table), space
+        assert len(list(pred.glob(f"*_acq-unet-nodiag_space-{space}_T1w.nii.gz"))) == len(table), space
     quick = pd.read_csv(runs / "smoke" / "03_predict" / "quick_metrics.tsv", sep="\t")
-    assert set(quick["image_type"]) == {"3T", "U-Net"} and quick["psnr"].notna().all()
+    assert set(quick["image_type"]) == {"3T", "U-Net nodiag"} and quick["psnr"].notna().all()
 
 
-def test_evaluate_and_segmentation_notebooks_smoke_run(smoke_run):
+@pytest.fixture(scope="module")
+def lone_sets(tmp_path_factory):
+    """The lone-3T sets of chapters 07 and 08 on the coarse grids: two subjects with labelled references, and a lone
+    cohort of eight new subjects plus re-scans of the coarse cohort's four participants (seed 3)."""
+    from conftest import COARSE
+
+    from synth7t import demo, demo_lone
+
+    root = tmp_path_factory.mktemp("lone_sets")
+    cfg = demo.DemoConfig(**COARSE)
+    demo_lone.generate_amygdala_set(root / "amygdala", 2, seed=5, config=cfg, progress=False)
+    demo_lone.generate_lone_cohort(root / "lone", 8, seed=3, config=cfg, rescans=[1, 2, 3, 4], paired_seed=3,
+                                   progress=False)
+    return {"amygdala_dir": str(root / "amygdala"), "lone_dir": str(root / "lone")}
+
+
+def test_evaluate_and_segmentation_notebooks_smoke_run(smoke_run, lone_sets):
     """04 scores 3T and the smoke U-Net against the 7T (PSNR, SSIM, Dice of atlas segmentations) and draws its
-    figures; 07 scores amygdala and hippocampus against the ground-truth labels and writes regional volumes."""
+    figures; 07 runs the amygdala study on lone 3T scans: generalised affine, prediction, one affine to each
+    reference, segmentation there, Dice of the amygdalae against the reference labels."""
     out, runs = smoke_run["book"], smoke_run["runs"]
     timings = profiles.run_profile("smoke", stages=["04", "07"], output_dir=out, cwd=smoke_run["root"],
-                                   overrides=smoke_run["overrides"], progress=False)
+                                   overrides={**smoke_run["overrides"], "amygdala_dir": lone_sets["amygdala_dir"]},
+                                   progress=False)
     assert list(timings["notebook"]) == ["04_evaluate.ipynb", "07_segmentation.ipynb"]
     for name in timings["notebook"]:
         nb = nbformat.read(out / name, as_version=4)
         assert not _errors(nb), name
-        assert len(_images(nb)) >= 3, name
+        assert len(_images(nb)) >= (3 if name.startswith("04") else 2), name
         assert "simulated" in nb.cells[0].source.lower(), name
     ev = runs / "smoke" / "04_evaluate"
     table1 = pd.read_csv(ev / "table1.tsv", sep="\t", index_col=0)
     # the 7T row carries only its Dice against the simulated ground truth
-    assert list(table1.index) == ["3T", "U-Net", "7T"]
+    assert list(table1.index) == ["3T", "U-Net nodiag", "7T"]
     assert {"psnr", "ssim", "mean_dice", "mean_dice_truth"} <= set(table1.columns)
     scores = pd.read_csv(ev / "scores.tsv", sep="\t")
     assert scores.loc[scores.image_type != "7T", ["psnr", "ssim", "mean_dice"]].notna().all().all()
@@ -162,13 +180,16 @@ def test_evaluate_and_segmentation_notebooks_smoke_run(smoke_run):
         assert (ev / f).is_file(), f
     seg = runs / "smoke" / "07_segmentation"
     dice = pd.read_csv(seg / "structure_dice.tsv", sep="\t")
-    assert set(dice["image_type"]) == {"3T", "U-Net"} and dice["dice"].between(0, 1).all()
-    assert set(dice["structure"]) == {"Left-Amygdala", "Right-Amygdala", "Left-Hippocampus", "Right-Hippocampus"}
-    volumes = pd.read_csv(seg / "volumes.tsv", sep="\t")
-    assert set(volumes["image_type"]) == {"3T", "unet"} and (volumes["Left-Hippocampus"] > 0).all()
-    # 07 reused 04's segmentations (shared folder): nothing was segmented twice
-    status = pd.read_csv(runs / "smoke" / "segment" / "atlas" / "segmentations.tsv", sep="\t")
-    assert set(status["status"]) == {"skipped"}
+    assert set(dice["image_type"]) == {"3T", "U-Net nodiag"} and dice["dice"].between(0, 1).all()
+    assert set(dice["structure"]) == {"Left-Amygdala", "Right-Amygdala"}  # the paper's family; no hippocampus
+    assert set(dice["key"]) == {"sub-101", "sub-102"}
+    tests = pd.read_csv(seg / "paired_tests.tsv", sep="\t")
+    assert len(tests) == 2 and tests["p_bh"].notna().all()  # 2 sides x 1 synthetic type, one BH family
+    # every image of a subject went to its reference grid through one transform, estimated on the 3T
+    assert sorted(p.name for p in (seg / "reference_space" / "xfm").iterdir()) == [
+        "sub-101_0GenericAffine.mat", "sub-102_0GenericAffine.mat"]
+    shown = json.dumps([c.get("outputs", []) for c in nbformat.read(out / "07_segmentation.ipynb", as_version=4).cells])
+    assert "Segmentation: atlas: ICBM 2009c + CerebrA" in shown  # the backend under the table
 
 
 def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed_cohort, tmp_path):
@@ -202,7 +223,7 @@ def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed
     key = rating.read_key(session)
     n_queries = 2 * len(test_keys)
     assert store.n_queries == n_queries and key["query_index"].nunique() == n_queries
-    assert all(set(g["variant"]) == {"3T", "7T", "unet"} for _, g in key.groupby("query_index"))
+    assert all(set(g["variant"]) == {"3T", "7T", "unet-nodiag"} for _, g in key.groupby("query_index"))
     with sqlite3.connect(session / "answers.sqlite") as conn:
         n_answers = conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
     assert n_answers == 3 * n_queries * 2
@@ -219,7 +240,7 @@ def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed
               "stacked_ranks_sim1.png", "stacked_ranks_sim3.png"):
         assert (ana / f).is_file(), f
     summary = pd.read_csv(ana / "rank_summary.tsv", sep="\t")
-    assert set(summary["variant"]) == {"3T", "U-Net", "7T"} and (summary["n"] == 3 * n_queries).all()
+    assert set(summary["variant"]) == {"3T", "U-Net nodiag", "7T"} and (summary["n"] == 3 * n_queries).all()
     anova = pd.read_csv(ana / "anova.tsv", sep="\t")
     by_rater = anova[anova["unit"] == "rater_id"].set_index("criterion")
     assert set(by_rater.index) == {"looks_best", "most_detailed"}
@@ -239,8 +260,33 @@ def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed
     assert len(rating.RatingStore(session).answers()) == n_answers
 
 
-def test_compare_paper_notebook_and_book_from_the_smoke_run(smoke_run, smoke_book, tmp_path):
-    """08 (on an external volumes table: the smoke run has too few subjects for cross-validation) and 09 (on the
+def test_diagnosis_notebook_on_a_lone_cohort(smoke_run, lone_sets):
+    """08 as the paper designed it: the lone cohort's model-building participants (the smoke split's training side)
+    are left out, the test participant and the new subjects stay; each 3T is aligned and synthesised by the smoke
+    run's -nodiag U-Net; every image is segmented with the cortical parcellation; the forests compare 3T and U-Net."""
+    runs = smoke_run["runs"] / "smoke"
+    overrides = {**smoke_run["overrides"], "lone_dir": lone_sets["lone_dir"]}
+    profiles.run_profile("smoke", stages=["08"], output_dir=smoke_run["book"], cwd=smoke_run["root"],
+                         overrides=overrides, progress=False)
+    nb = nbformat.read(smoke_run["book"] / "08_diagnosis.ipynb", as_version=4)
+    assert not _errors(nb)
+    dx = runs / "08_diagnosis"
+    split = pd.read_csv(runs / "02_train" / "cache" / "volumes.tsv", sep="\t")
+    building = {k.split("_")[0] for k, s in zip(split["key"], split["split"]) if s != "test"}
+    excluded = pd.read_csv(dx / "excluded.tsv", sep="\t")
+    assert set(excluded["participant_id"]) == building and len(building) == 3
+    volumes = pd.read_csv(dx / "volumes.tsv", sep="\t")
+    assert set(volumes["image_type"]) == {"3T", "unet-nodiag"}
+    assert not set(volumes["key"]) & building and len(set(volumes["key"])) == 9  # 8 new + the test participant
+    assert any(c.startswith("ctx-lh-") for c in volumes.columns)  # aparc + aseg, as the paper
+    summary = pd.read_csv(dx / "score_summary.tsv", sep="\t")
+    assert set(summary["image_type"]) == {"3T", "unet-nodiag"}
+    shown = json.dumps([c.get("outputs", []) for c in nb.cells])
+    assert "Segmentation: atlas: ICBM 2009c + CerebrA" in shown
+
+
+def test_compare_paper_notebook_and_book_from_the_smoke_run(smoke_run, smoke_book, lone_sets, tmp_path):
+    """08 (on an external volumes table, the path for cohorts analysed from their FreeSurfer tables) and 09 (on the
     smoke run's tables) run; then the chapters of this module's smoke run (every notebook but 01,
     whose smoke run is marked slow in test_preprocess.py) become a book with the real pages and configuration, built
     with warnings as errors, and headless Chromium opens the front page and two chapters: every image loaded with a
@@ -260,15 +306,17 @@ def test_compare_paper_notebook_and_book_from_the_smoke_run(smoke_run, smoke_boo
     for first, stages in (("04", ["04", "07"]), ("05", ["05", "06"])):
         if need[first]:
             profiles.run_profile("smoke", stages=stages, output_dir=smoke_book, cwd=smoke_run["root"],
-                                 overrides=smoke_run["overrides"], progress=False)
+                                 overrides={**smoke_run["overrides"],
+                                            **({"amygdala_dir": lone_sets["amygdala_dir"]} if first == "04" else {})},
+                                 progress=False)
 
-    vol, part = simulate_cohort(n=24, types=("3T", "unet"))
+    vol, part = simulate_cohort(n=24, types=("3T", "unet-nodiag"))
     vol.to_csv(tmp_path / "volumes.tsv", sep="\t", index=False)
     part.to_csv(tmp_path / "participants.tsv", sep="\t", index=False)
     external = {"volumes_table": str(tmp_path / "volumes.tsv"), "participants": str(tmp_path / "participants.tsv")}
     dirs = {k: smoke_run["overrides"][k] for k in ("data_dir", "runs_dir")}  # 08 and 09 read tables, not images
     profiles.run_profile("smoke", stages=["08"], output_dir=smoke_book, cwd=smoke_run["root"],
-                         overrides={**dirs, **external}, progress=False)
+                         overrides={**dirs, **external, "lone_dir": ""}, progress=False)
     timings = profiles.run_profile("smoke", stages=["09"], output_dir=smoke_book, cwd=smoke_run["root"],
                                    overrides=dirs, progress=False)
     assert list(timings["notebook"]) == ["09_compare_paper.ipynb"]
@@ -301,7 +349,14 @@ def test_compare_paper_notebook_and_book_from_the_smoke_run(smoke_run, smoke_boo
                 or c["file"].rsplit("/", 1)[1] in present]
         dropped += [c["file"] for c in part["chapters"] if c not in keep]
         part["chapters"] = keep
-    assert dropped == ["book/notebooks/01_preprocess"]
+        for c in keep:  # the smoke run trains one model: the demo's other 02 runs are not there
+            if c.get("sections"):
+                dropped += [x["file"] for x in c["sections"] if x["file"].rsplit("/", 1)[1] not in present]
+                c["sections"] = [x for x in c["sections"] if x["file"].rsplit("/", 1)[1] in present]
+                if not c["sections"]:
+                    del c["sections"]
+    assert dropped == ["book/notebooks/01_preprocess", "book/notebooks/02_train_gan-unet-nodiag",
+                       "book/notebooks/02_train_vnet", "book/notebooks/02_train_watnet"]
     # a chapter whose cell failed, to show that both checks catch it: the chapter check refuses the build, and
     # (built anyway) the browser sees the error on the page
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
