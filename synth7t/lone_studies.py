@@ -163,7 +163,7 @@ def preprocess_lone_batch(inputs: pd.DataFrame, out_dir: PathLike, *, config=Non
     from .preprocess import PreprocessConfig
 
     cfg = config or PreprocessConfig()
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # records name their files by absolute path: readable from any working folder
     out.mkdir(parents=True, exist_ok=True)
     fp = cfg.fingerprint()
     masks = inputs["mask"] if "mask" in inputs.columns else [""] * len(inputs)
