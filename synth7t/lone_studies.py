@@ -318,7 +318,7 @@ def align_to_references(images: pd.DataFrame, references: Mapping[str, tuple[Pat
             b = sio.load_volume(base["path"].iloc[0])
             fixed, fixed_aff = coarsen(ref_img.data, ref_img.affine, registration_spacing)
             moving, moving_aff = coarsen(b.data, b.affine, registration_spacing)
-            with tempfile.TemporaryDirectory(prefix="synth7t-ref.") as tmp:
+            with tempfile.TemporaryDirectory(prefix="synth7t-ref-") as tmp:
                 reg = register(fixed, fixed_aff, moving, moving_aff, Path(tmp) / "reg_", cfg, syn=False,
                                linear_transform=transform)
                 Path(reg["affine"]).replace(mat)

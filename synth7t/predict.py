@@ -528,7 +528,7 @@ def predict_file(
         cfg = preprocess_preset
     if t3_mask is not None:
         cfg = pp.config_from_dict({**cfg.to_dict(), "mask_backend": "given"})
-    with tempfile.TemporaryDirectory(prefix="synth7t-predict.", dir=work_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix="synth7t-predict-", dir=work_dir) as tmp:
         rec = pp.preprocess_lone_3t(t3_path, tmp, cfg, method=method, generalised=generalised, t3_mask=t3_mask)
         t3 = sio.load_volume(rec["files"]["t3"])
         mask = sio.load_volume(rec["files"]["mask"], dtype=None).data

@@ -78,7 +78,7 @@ def align_labels(image, labels, reference, *, transform: str = "Affine",
         raise ValueError(f"interpolation must be 'genericLabel' or 'nearestNeighbor', got {interpolation!r}")
     cfg = PreprocessConfig(aff_iterations=(100, 50, 20), aff_shrink_factors=(4, 2, 1),
                            aff_smoothing_sigmas=(2, 1, 0))
-    with tempfile.TemporaryDirectory(prefix="synth7t-align.") as tmp:
+    with tempfile.TemporaryDirectory(prefix="synth7t-align-") as tmp:
         fixed, fixed_aff = coarsen(np.asarray(ref, np.float32), ref_aff, registration_spacing)
         moving, moving_aff = coarsen(np.asarray(img, np.float32), img_aff, registration_spacing)
         reg = register(fixed, fixed_aff, moving, moving_aff, Path(tmp) / "reg_", cfg, syn=False,

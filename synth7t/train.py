@@ -53,14 +53,13 @@ import os
 import shutil
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
 
 import numpy as np
 
-from .batch import write_json
 from .modelcard import (
     build_model_card,
     read_validation_log,
@@ -70,159 +69,12 @@ from .modelcard import (
 from .patches import BLEND_MODE, PatchDataset, nonzero_box, patch_geometry, sliding_window_predict
 from .slices import SliceCache, SliceDataset, validation_keys
 from .train_config import TrainConfig, train_config_from_dict
+from .train_runtime import (  # noqa: F401  (re-exported: synth7t.train.save_checkpoint, ...)
+    cxx_compiler, dist_info, frozen, epoch_order, latest_checkpoint, load_state, load_weights, resolve_device,
+    save_checkpoint, seed_everything, split_batch,
+)
 
 PathLike = Union[str, Path]
-
-
-# ----------------------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(ckpt_dir: PathLike, name: str, *, generator, critic=None, state: dict, meta: dict) -> Path:
-    """Write one checkpoint folder atomically and point ``latest.json`` at it."""
-    import torch
-    from safetensors.torch import save_file
-
-    root = Path(ckpt_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / name
-    tmp = root / f".{name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()},
-              str(tmp / "generator.safetensors"))
-    if critic is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in critic.state_dict().items()},
-                  str(tmp / "critic.safetensors"))
-    torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    write_json(root / "latest.json", {"checkpoint": name, "step": meta.get("step")})
-    return final
-
-
-def latest_checkpoint(ckpt_dir: PathLike) -> Optional[Path]:
-    """The folder named by ``latest.json`` (None when there is no complete checkpoint)."""
-    p = Path(ckpt_dir) / "latest.json"
-    if not p.is_file():
-        return None
-    d = Path(ckpt_dir) / json.loads(p.read_text())["checkpoint"]
-    return d if (d / "meta.json").is_file() else None
-
-
-def load_weights(path: PathLike, module, *, strict: bool = True) -> None:
-    """Load ``.safetensors`` weights into a module (no pickle involved)."""
-    from safetensors.torch import load_file
-
-    module.load_state_dict(load_file(str(path)), strict=strict)
-
-
-def load_state(path: PathLike) -> dict:
-    """Read a ``state.pt`` written by this module with the safe loader."""
-    import torch
-
-    return torch.load(str(path), map_location="cpu", weights_only=True)
-
-
-# ------------------------------------------------------------------------------------------- the trainer
-
-
-def _dist_info():
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return world, rank, local
-
-
-def resolve_device(name: str = "auto"):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use device='cpu' or 'auto'")
-    return dev
-
-
-def seed_everything(seed: int, *, deterministic: bool = True) -> None:
-    """Seed Python's, NumPy's and torch's global generators (CPU and every GPU) and choose deterministic kernels.
-
-    Most randomness of a run does not come from these generators (crops, flips, data order and the gradient
-    penalty's weights are drawn from generators seeded per sample or per step), but model initialisation and any
-    library that draws from a global generator do. ``deterministic`` turns on
-    ``torch.use_deterministic_algorithms(True, warn_only=True)`` (process-wide: an op with no deterministic
-    version warns instead of failing), turns off cuDNN autotuning and asks cuBLAS for its deterministic workspace
-    (``CUBLAS_WORKSPACE_CONFIG``, read when CUDA first initialises cuBLAS in the process).
-    """
-    import random
-
-    import torch
-
-    random.seed(int(seed))
-    np.random.seed(int(seed))
-    torch.manual_seed(int(seed))  # also seeds every CUDA device
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The permutation of the training samples for one epoch (the same in every process)."""
-    return np.random.default_rng([int(seed), int(epoch), 97]).permutation(n)
-
-
-def split_batch(batch_size: int, world_size: int = 1, grad_accumulation: int = 1) -> tuple[int, int]:
-    """Split the global batch over the processes and each process's share into micro-batches.
-
-    Args:
-        batch_size: the global batch (slices per optimiser step, all processes together).
-        world_size: number of processes (``torchrun --nproc_per_node``, times the nodes).
-        grad_accumulation: micro-batches per process and step.
-
-    Returns:
-        ``(per_rank, micro)``: slices each process takes per step, and slices per forward/backward pass.
-
-    Raises:
-        ValueError: ``batch_size`` is not a multiple of ``world_size * grad_accumulation``; the message names
-            the batch size, the world size, the accumulation and the nearest batch sizes that divide.
-    """
-    for name, v in (("batch_size", batch_size), ("world_size", world_size), ("grad_accumulation", grad_accumulation)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    unit = world_size * grad_accumulation
-    if batch_size % unit:
-        lower, upper = batch_size // unit * unit, (batch_size // unit + 1) * unit
-        near = f"{lower} or {upper}" if lower else f"{upper}"
-        raise ValueError(
-            f"batch_size={batch_size} (the global batch) does not split evenly over world size {world_size} "
-            f"x grad_accumulation {grad_accumulation} = {unit} equal micro-batches; the nearest valid batch sizes "
-            f"are {near} (or change the number of processes or grad_accumulation)")
-    return batch_size // world_size, batch_size // unit
-
-
-@contextmanager
-def _frozen(module):
-    """Turn off ``requires_grad`` of a module's parameters inside the block (``None``: nothing to do)."""
-    params = [] if module is None else [p for p in module.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-def _cxx_compiler() -> Optional[str]:
-    """Path of the C++ compiler that ``torch.compile`` (inductor) would use on a CPU, or None."""
-    for name in (os.environ.get("CXX"), "g++", "clang++", "c++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
 
 
 @dataclass
@@ -256,7 +108,7 @@ class Trainer:
         self.cfg = config
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.world, self.rank, self.local_rank = _dist_info()
+        self.world, self.rank, self.local_rank = dist_info()
         self.distributed = self.world > 1
         #: slices per process and step (the rank's share of the global batch), and per forward/backward pass
         self.rank_batch, self.micro_batch = split_batch(config.batch_size, self.world, config.grad_accumulation)
@@ -341,7 +193,7 @@ class Trainer:
                 self.critic.to(memory_format=torch.channels_last)
         g = self.generator
         if config.compile:
-            if self.device.type == "cpu" and _cxx_compiler() is None:
+            if self.device.type == "cpu" and cxx_compiler() is None:
                 raise ValueError("compile=True on a CPU needs a C++ compiler (g++ or clang++ on PATH, or $CXX) for "
                                  "torch.compile's inductor backend; install one or set compile=False")
             g = torch.compile(g)
@@ -567,7 +419,7 @@ class Trainer:
             self.opt_g.zero_grad(set_to_none=True)
             # the critic only passes gradients to the fakes here: frozen, and outside its DDP wrapper (whose
             # all-reduce would be wasted)
-            with _frozen(self.critic):
+            with frozen(self.critic):
                 for i, batch in enumerate(micro):
                     with self._sync(self.g_train, last=i == n_micro - 1):
                         with self._autocast():

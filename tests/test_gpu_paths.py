@@ -115,14 +115,14 @@ def test_compile_traces_the_generator_in_one_graph(cache, tmp_path, monkeypatch)
 
 
 @pytest.mark.slow  # inductor compiles C++ kernels: 65-75 s on 2 cores with an empty cache (about 10 s warm)
-@pytest.mark.skipif(train._cxx_compiler() is None, reason="torch.compile on a CPU needs a C++ compiler (g++/clang++)")
+@pytest.mark.skipif(train.cxx_compiler() is None, reason="torch.compile on a CPU needs a C++ compiler (g++/clang++)")
 def test_compile_with_inductor_on_cpu(cache, tmp_path, monkeypatch):
     """``compile=True`` as on a GPU: inductor's CPU kernels run the generator's forward and backward."""
     _compile_step(cache, tmp_path, monkeypatch, "inductor")
 
 
 def test_compile_without_a_compiler_is_a_clear_error(cache, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "_cxx_compiler", lambda: None)
+    monkeypatch.setattr(train, "cxx_compiler", lambda: None)
     with pytest.raises(ValueError, match="compile=True on a CPU needs a C\\+\\+ compiler"):
         _trainer(cache, tmp_path / "x", preset="demo-cpu", compile=True)
 

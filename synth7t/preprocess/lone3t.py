@@ -211,7 +211,7 @@ def _align_template(brain3: np.ndarray, aff3: np.ndarray, cfg: PreprocessConfig,
     src = template_sources()
     tpl = sio.load_volume(src["t1"], reorient=True)
     tmask = sio.load_volume(src["mask"], reorient=True).data > 0.5
-    with tempfile.TemporaryDirectory(prefix=f"{key}.tpl.") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{key}-tpl-") as tmp:
         # the template brain at registration_spacing (default 1 mm: its own grid)
         fixed, fixed_aff = coarsen(tpl.data * tmask, tpl.affine, cfg.registration_spacing)
         reg = register(fixed, fixed_aff, brain3, aff3, Path(tmp) / "tpl_", cfg, syn=False,

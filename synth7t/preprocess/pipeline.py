@@ -153,7 +153,8 @@ def preprocess_subject(subject: Subject, out_root: PathLike, config: Optional[Pr
 def _register_pair(fixed: np.ndarray, aff7: np.ndarray, moving: np.ndarray, aff3: np.ndarray, paths: dict,
                    cfg: PreprocessConfig, key: str) -> None:
     """Register the brain-extracted 3T to the brain-extracted 7T; keep the transforms under ``paths``."""
-    with tempfile.TemporaryDirectory(prefix=f"{key}.reg.") as tmp:
+    # no "." before the random part of a temporary folder: ITK took ".../x.h5q3/reg_1Warp.nii.gz" for an HDF5 file
+    with tempfile.TemporaryDirectory(prefix=f"{key}-reg-") as tmp:
         fixed, fixed_aff = coarsen(fixed, aff7, cfg.registration_spacing)
         reg = register(fixed, fixed_aff, moving, aff3, Path(tmp) / "reg_", cfg)
         paths["affine"].parent.mkdir(parents=True, exist_ok=True)

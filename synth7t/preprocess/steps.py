@@ -95,7 +95,7 @@ def brain_mask(data: np.ndarray, affine: np.ndarray, backend: str = "deepbet", *
                 "FreeSurfer >= 7.3 (https://surfer.nmr.mgh.harvard.edu) and source $FREESURFER_HOME/"
                 "SetUpFreeSurfer.sh, or use the standalone SynthStrip container (https://w3id.org/synthstrip); "
                 "or choose mask_backend='deepbet' (offline default)")
-        with tempfile.TemporaryDirectory(prefix="synthstrip.") as tmp:
+        with tempfile.TemporaryDirectory(prefix="synthstrip-") as tmp:
             src, dst = Path(tmp) / "in.nii.gz", Path(tmp) / "mask.nii.gz"
             sio.save_volume(src, np.asarray(data, np.float32), affine)
             proc = subprocess.run([exe, "-i", str(src), "-m", str(dst)], capture_output=True, text=True)

@@ -132,7 +132,7 @@ def _segment_atlas(data: np.ndarray, affine: np.ndarray, brain: np.ndarray, cfg:
     crop_aff = _crop_affine(affine, box)
     fixed = _rescale(data[box], brain[box])
     fixed, fixed_aff = coarsen(fixed, crop_aff, float(cfg.registration_spacing), antialias=True)
-    with tempfile.TemporaryDirectory(prefix="synth7t-atlas.") as tmp:
+    with tempfile.TemporaryDirectory(prefix="synth7t-atlas-") as tmp:
         try:
             transforms = register(fixed, fixed_aff, tpl_img, tpl_aff, Path(tmp) / "atlas_", cfg)["transforms"]
         except RuntimeError as exc:
@@ -265,7 +265,7 @@ def synthseg_version(with_source: bool = False) -> Union[str, tuple[str, str]]:
 def _segment_synthseg(data: np.ndarray, affine: np.ndarray, header, cfg: SynthSegConfig) -> np.ndarray:
     exe = synthseg_executable()
     flags = synthseg_flags(cfg)  # before any work: an unavailable --v1 is an error, never dropped
-    with tempfile.TemporaryDirectory(prefix="synth7t-synthseg.") as tmp:
+    with tempfile.TemporaryDirectory(prefix="synth7t-synthseg-") as tmp:
         src, dst = Path(tmp) / "input.nii.gz", Path(tmp) / "synthseg.nii.gz"
         sio.save_volume(src, data, affine, header=header, dtype=np.float32)
         cmd = [exe, "--i", str(src), "--o", str(dst), "--threads", str(int(cfg.threads)), *flags]
