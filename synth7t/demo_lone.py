@@ -23,6 +23,7 @@ every sidecar says so.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -263,8 +264,6 @@ def _write_description(data_dir: Path, params: Sequence[SubjectParams], name: st
     for d in data_dir.glob("sub-*"):
         side = _t3_paths(data_dir, d.name)["sidecar"]
         if d.name not in keep and side.is_file() and (read_json(side) or {}).get("Simulated"):
-            import shutil
-
             shutil.rmtree(d)
             for f in (data_dir / REFERENCE_DIR).glob(f"{d.name}_*"):
                 f.unlink()

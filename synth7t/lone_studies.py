@@ -227,17 +227,17 @@ def predict_lone(model_dir: PathLike, records: Mapping[str, dict], demographics:
     unknown = [k for k in keys if k not in demo.index]
     if unknown:
         raise ValueError(f"no demographics for {', '.join(unknown[:10])}")
-    overlap = predict.patch_overlap_of(meta) if hasattr(predict, "patch_overlap_of") else None
+    overlap = predict.patch_overlap_of(meta)
 
     def work(key: str) -> dict:
         rec = records[key]
         t3 = sio.load_volume(rec["files"]["t3"])
         mask = sio.load_volume(rec["files"]["mask"], dtype=None).data
         d = demo.loc[key]
-        extra = {"patch_overlap": overlap} if overlap is not None else {}
         vol = predict.predict_volume(generator, t3.data, age=float(d["age"]), sex=str(d["sex"]),
                                      impaired=is_impaired(str(d["diagnosis"])), bottom=int(rec["bottom_slice"]),
-                                     top=int(rec["top_slice"]), mask=mask, batch_size=batch_size, **extra)
+                                     top=int(rec["top_slice"]), mask=mask, batch_size=batch_size,
+                                     patch_overlap=overlap)
         p = prediction_path(out, key, name)
         sio.save_volume(p, vol, t3.affine, dtype=np.float32)
         return {"path": str(p)}
@@ -299,13 +299,9 @@ def align_to_references(images: pd.DataFrame, references: Mapping[str, tuple[Pat
     cfg = PreprocessConfig(aff_iterations=(100, 50, 20), aff_shrink_factors=(4, 2, 1), aff_smoothing_sigmas=(2, 1, 0))
     rows = []
     keys = list(dict.fromkeys(images["key"]))
-    try:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        it = tqdm(keys, desc="align to references", unit="subject", disable=not progress)
-    except ImportError:  # tqdm is a dependency; without it, no bar
-        it = keys
-    for key in it:
+    for key in tqdm(keys, desc="align to references", unit="subject", disable=not progress):
         group = images[images["key"] == key]
         if key not in references:
             raise ValueError(f"{key}: no reference image and labels")
