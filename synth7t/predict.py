@@ -59,14 +59,8 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
     from .models import build_model
     from .train import load_weights, resolve_device
 
-    d = Path(model_dir)
-    if (d / "model").is_dir() and not (d / "model.json").is_file():
-        d = d / "model"  # a run folder was given
+    d = model_folder(model_dir)
     meta_path, weights = d / "model.json", d / "generator.safetensors"
-    if not meta_path.is_file() or not weights.is_file():
-        raise ModelFolderError(f"{model_dir}: not a model folder (needs model.json and generator.safetensors; "
-                               "train one with notebooks/02_train.ipynb and pass "
-                               "runs/<run>/02_train/<model_name>/model)")
     meta = json.loads(meta_path.read_text())
     try:
         meta["model_card"] = read_model_card(d)
@@ -87,6 +81,22 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
         three_d = geom is not None and geom.spatial_dims == 3
         g = g.to(memory_format=torch.channels_last_3d if three_d else torch.channels_last)
     return g, meta
+
+
+def model_folder(model_dir: PathLike) -> Path:
+    """The model folder that ``model_dir`` names (itself, or ``model/`` inside a run folder).
+
+    Raises:
+        ModelFolderError: no ``model.json`` and ``generator.safetensors`` there.
+    """
+    d = Path(model_dir)
+    if (d / "model").is_dir() and not (d / "model.json").is_file():
+        d = d / "model"  # a run folder was given
+    if not (d / "model.json").is_file() or not (d / "generator.safetensors").is_file():
+        raise ModelFolderError(f"{model_dir}: not a model folder (needs model.json and generator.safetensors; "
+                               "train one with notebooks/02_train.ipynb and pass "
+                               "runs/<run>/02_train/<model_name>/model)")
+    return d
 
 
 def patch_overlap_of(meta: dict) -> Optional[int]:
@@ -580,48 +590,17 @@ def demographics_of(t3_path: PathLike, participants, age, sex, impaired, source:
     return float(row["age"]), str(row["sex"]), bool(row["impaired"])
 
 
-def predict_files(
-    inputs: Sequence[PathLike], output_dir: PathLike, model, *, participants: Optional[PathLike] = None,
-    age: Optional[float] = None, sex: Optional[str] = None, impaired: Optional[bool] = None,
-    overwrite: bool = False, progress: bool = True, **options,
-):
-    """Synthetic 7T of many lone 3T files; resumable, a failure is recorded and the batch goes on.
+def predict_files(inputs: Sequence[PathLike], output_dir: PathLike, model, **kwargs):
+    """Synthetic 7T of many lone 3T files; resumable, a failure is recorded and the batch goes on; in this process,
+    in worker processes, as a SLURM job array or over the GPUs of a node under ``torchrun``.
 
-    Args:
-        inputs: files, folders and ``.txt`` lists (:func:`expand_inputs`).
-        output_dir: receives :func:`batch_output_path` files and ``predictions.tsv`` (``input, status, seconds,
-            output, reason``), rewritten as each input finishes.
-        model: a model folder or a ``(generator, meta)`` pair from :func:`load_model` (loaded once).
-        participants: a ``participants.tsv`` giving age, sex and diagnosis per ``sub-<id>`` (the first part of
-            each file name); otherwise ``age``, ``sex`` and ``impaired`` apply to every input.
-        overwrite: redo inputs whose synth7t output exists.
-        progress: tqdm bar.
-        **options: passed to :func:`predict_file` (``method``, ``generalised``, ``preprocess_preset``, ``native``,
-            ``batch_size``, ``device``, ``t3_mask``, ``work_dir``).
+    Forwards to :func:`synth7t.predict_batch.predict_files`, which takes ``participants``,
+    ``age``, ``sex``, ``impaired``, ``overwrite``, ``progress``, ``executor`` and the options of
+    :func:`predict_file`.
 
     Returns:
-        The status table.
+        The status table (also ``<output_dir>/predictions.tsv``).
     """
-    from .layout import read_participants
+    from .predict_batch import predict_files as run
 
-    files = expand_inputs(inputs)
-    out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    loaded = load_model(model, options.get("device", "cpu")) if not isinstance(model, tuple) else model
-    table = read_participants(participants) if participants is not None else None
-
-    def work(t3: Path) -> dict:
-        sio.read_nifti(t3)  # a bad input is reported before anything else
-        out = batch_output_path(out_dir, t3)
-        check_output(t3, out, overwrite)
-        a, s, imp = demographics_of(t3, table, age, sex, impaired, str(participants))
-        rec = predict_file(t3, out, loaded, age=a, sex=s, impaired=None if imp is None else bool(imp), **options)
-        return {"output": rec["output"]}
-
-    status = run_batch(files, work, ids=lambda t3: {"input": str(t3)}, id_columns=("input",),
-                       is_finished=lambda t3: is_synth7t_output(batch_output_path(out_dir, t3)),
-                       status_file=out_dir / "predictions.tsv", overwrite=overwrite, columns=("output",),
-                       progress=progress, desc="predict", unit="scan")
-    skipped = status["status"] == "skipped"
-    status.loc[skipped, "output"] = [str(batch_output_path(out_dir, t)) for t in status.loc[skipped, "input"]]
-    return status
+    return run(inputs, output_dir, model, **kwargs)

@@ -86,3 +86,44 @@ def test_json_and_stamps(tmp_path):
     stamp = batch.file_stamp(p)
     assert stamp[0] == p.stat().st_size
     assert batch.input_stamp({"rec": p, "gone": tmp_path / "gone", "none": None}) == {"rec": stamp}
+
+
+@pytest.mark.parametrize("n_items, n_shards", [(0, 1), (1, 3), (7, 3), (10, 10), (23, 4)])
+def test_shards_cover_every_item_exactly_once(n_items, n_shards):
+    parts = [batch.shard_indices(n_items, (k, n_shards)) for k in range(n_shards)]
+    flat = [i for p in parts for i in p]
+    assert sorted(flat) == list(range(n_items)) and len(flat) == len(set(flat))
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1  # like shares
+    # shard r of 2 inside shard k of N is one shard of the whole list (torchrun ranks inside an array task)
+    for k in range(n_shards):
+        inner = [[parts[k][j] for j in batch.shard_indices(len(parts[k]), (r, 2))] for r in range(2)]
+        assert inner == [batch.shard_indices(n_items, batch.compose_shards((k, n_shards), (r, 2))) for r in range(2)]
+
+
+def test_parse_shard_from_text_and_from_a_slurm_array():
+    assert batch.parse_shard(None) is None and batch.parse_shard("") is None
+    assert batch.parse_shard("0/10") == (0, 10) and batch.parse_shard(" 9/10 ") == (9, 10)
+    env = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "10"}
+    assert batch.parse_shard("auto", env) == (3, 10)  # --array=0-9
+    assert batch.parse_shard("auto", {**env, "SLURM_ARRAY_TASK_ID": "10", "SLURM_ARRAY_TASK_MIN": "1"}) == (9, 10)
+    assert batch.parse_shard("auto", {**env, "SLURM_ARRAY_TASK_ID": "18", "SLURM_ARRAY_TASK_STEP": "2"}) == (9, 10)
+    for text, environ, match in [("10/10", None, "0 <= K < N"), ("1-10", None, "expects K/N"),
+                                 ("a/b", None, "expects K/N"), ("auto", {}, "only inside a task of an sbatch --array"),
+                                 ("auto", {**env, "SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_STEP": "2"},
+                                  "not on the array's grid")]:
+        with pytest.raises(ValueError, match=match):
+            batch.parse_shard(text, environ)
+
+
+def test_a_shard_runs_its_items_into_its_own_table(tmp_path):
+    items = [{"value": i} for i in range(7)]
+    tables = [batch.run_batch(items, dict, ids=lambda it: {"key": it["value"]}, columns=("value",),
+                              executor=batch.LocalExecutor(shard=(k, 3)), status_file=tmp_path / "status.tsv",
+                              progress=False) for k in range(3)]
+    assert [list(t["key"]) for t in tables] == [[0, 3, 6], [1, 4], [2, 5]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"status.shard-{k}-of-3.tsv" for k in range(3)]
+    assert batch.shard_status_path("a/predictions.tsv", (3, 250)).name == "predictions.shard-003-of-250.tsv"
+    # the shard argument wins over the executor's; finished items are skipped inside a shard as everywhere
+    t = batch.run_batch(items, dict, ids=lambda it: {"key": it["value"]}, shard=(1, 2), progress=False,
+                        executor=batch.LocalExecutor(shard=(0, 3)), is_finished=lambda it: it["value"] == 3)
+    assert list(t["key"]) == [1, 3, 5] and list(t["status"]) == ["done", "skipped", "done"]

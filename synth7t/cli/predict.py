@@ -6,6 +6,11 @@ batch (:func:`synth7t.predict.predict_files`), ``<DIR>/<name>_desc-synth7t_T1w.n
 ``<DIR>/predictions.tsv`` with each input's status and error; a failing input is recorded and the batch goes on.
 Either way an output that ``synth7t predict`` wrote earlier (its NIfTI header says so) is skipped unless
 ``--overwrite``, and a file it did not write is never replaced without ``--overwrite``.
+
+A batch runs in this process (one model, loaded once), in ``--n-jobs`` worker processes (a model copy each), as a
+SLURM job array (``--executor slurm``, a model copy per job; ``--gpus-per-task 1`` for GPUs), one ``--shard`` of
+it, or over the GPUs of one node: ``torchrun --nproc_per_node G -m synth7t predict ... --output-dir DIR`` gives
+each GPU every G-th input and merges the ranks' tables into one ``predictions.tsv``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 from pathlib import Path
 
 from synth7t import io as sio
+from synth7t.cli.common import add_executor_options, make_executor, report_batch
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -21,7 +27,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
     Raises:
         ValueError: both or neither of ``-o`` and ``--output-dir``; ``-o`` with several inputs, a folder or a list;
-            ``-o`` without a NIfTI name; ``--method generalised`` without ``--generalised-from``.
+            ``-o`` without a NIfTI name, or with a batch option; ``--method generalised`` without
+            ``--generalised-from``.
     """
     if args.output and args.output_dir:
         raise ValueError("give either -o/--output (one input) or --output-dir (several), not both")
@@ -34,6 +41,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise ValueError("-o takes one input file; for several inputs, a folder or a .txt list use --output-dir")
         if not sio.is_nifti_path(args.output):
             raise ValueError(f"{args.output}: the output must end in .nii or .nii.gz")
+    if args.output and (args.executor != "local" or args.shard or args.no_wait or args.n_jobs != 1):
+        raise ValueError("--n-jobs, --executor, --shard and --no-wait apply to batches (--output-dir), not to -o")
     if args.method == "generalised" and not args.generalised_from:
         raise ValueError("--method generalised needs --generalised-from <derivatives of preprocessed pairs>")
 
@@ -115,13 +124,25 @@ def run_batch(args: argparse.Namespace) -> int:
     inputs = predict.expand_inputs(args.inputs)
     if args.mask and len(inputs) > 1:
         raise ValueError(f"--mask is the brain mask of one input, but {len(inputs)} inputs were given")
+    import os
+
+    from synth7t.predict_batch import distributed_context
+
+    if args.n_jobs < 1:
+        raise ValueError(f"--n-jobs must be >= 1, got {args.n_jobs}")
+    # a cluster job's CPUs are not this machine's: 4 threads (brain extraction, N4, registration) unless told
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // args.n_jobs) if args.executor == "local" else 4)
+    executor = make_executor(args, output_dir=args.output_dir, n_jobs=args.n_jobs, threads=threads)
+    ctx = distributed_context()
     status = predict.predict_files(inputs, args.output_dir, args.model, participants=args.participants,
                                    age=args.age, sex=args.sex,
                                    impaired=None if args.impaired is None else bool(args.impaired),
-                                   overwrite=args.overwrite, **_options(args))
-    for r in status[status["status"] == "failed"].itertuples():
-        print(f"synth7t predict: {r.input}: {r.reason}")
-    print(status.to_string(index=False))
+                                   overwrite=args.overwrite, executor=executor, **_options(args))
+    if ctx is None or ctx[0] == 0:  # under torchrun rank 0 speaks for the merged table
+        for r in status[status["status"] == "failed"].itertuples():
+            print(f"synth7t predict: {r.input}: {r.reason}")
+        print(status.to_string(index=False))
+        report_batch(status, args.output_dir, "scan")
     return 1 if (status["status"] == "failed").any() else 0
 
 
@@ -156,5 +177,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "64 WATNet windows; 32 on GPU)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    p.add_argument("--n-jobs", "--jobs", type=int, default=1,
+                   help="--output-dir: worker processes, each with its own model copy (default 1: this process)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads per worker process or cluster job (default: the CPUs divided by --n-jobs; 4 in a "
+                        "cluster job)")
+    add_executor_options(p, default_cpus="--threads, else 4")
     p.set_defaults(func=run)
     return p

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from synth7t.cli.common import parse_key_values
+from synth7t.cli.common import add_executor_options, make_executor, parse_key_values, report_batch
 
 
 def run(args: argparse.Namespace) -> int:
@@ -12,11 +12,12 @@ def run(args: argparse.Namespace) -> int:
     from synth7t.preprocess import derivatives_dir, make_config, preprocess_dataset
 
     cfg = make_config(args.preset, **parse_key_values(args.set))
+    out = derivatives_dir(args.data_dir)
+    executor = make_executor(args, output_dir=out, n_jobs=args.jobs, threads=cfg.threads_per_job)
     summary = preprocess_dataset(args.data_dir, cfg, subjects=args.subjects or None, n_jobs=args.jobs,
-                                 overwrite=args.overwrite)
+                                 overwrite=args.overwrite, executor=executor)
     print(summary.to_string(index=False))
-    failed = int((summary["status"] == "failed").sum())
-    print(f"{len(summary) - failed} of {len(summary)} finished; outputs in {derivatives_dir(args.data_dir)}")
+    failed, _ = report_batch(summary, out, "subject")
     return 1 if failed else 0
 
 
@@ -30,10 +31,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                           "recorded and the batch goes on).")
     p.add_argument("data_dir", help="the dataset's root folder")
     p.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="settings preset (default: paper)")
-    p.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--jobs", "--n-jobs", type=int, default=1, help="parallel worker processes (--executor local)")
     p.add_argument("--subjects", nargs="*", help="participant ids or keys (default all)")
     p.add_argument("--overwrite", action="store_true", help="redo finished subjects")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set mask_backend=given --set 'n4_iterations=[50,50]'")
+    add_executor_options(p, default_cpus="the config's threads_per_job")
     p.set_defaults(func=run)
     return p

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from synth7t.cli.common import add_executor_options, make_executor, report_batch
+
 
 def run(args: argparse.Namespace) -> int:
     """Segment every input; exit status 1 when any failed (its row says why)."""
     from synth7t.segment import (PROVENANCE_FILE, SEGMENTATIONS_FILE, VOLUMES_FILE, AtlasConfig, SynthSegConfig,
                                  expand_inputs, provenance_note, segment_batch)
+    from synth7t.segment.batch import item_threads
 
     if args.backend == "synthseg":
         config = SynthSegConfig(v1=True if args.v1 is None else args.v1, parc=args.parc, robust=args.robust,
@@ -18,14 +21,16 @@ def run(args: argparse.Namespace) -> int:
             if given:
                 raise ValueError(f"{flag} applies to --backend synthseg (mri_synthseg), not to the atlas backend")
         config = AtlasConfig(threads=args.threads, parc=args.parc)
+    executor = make_executor(args, output_dir=args.output_dir, n_jobs=args.n_jobs, threads=item_threads(config),
+                             progress=not args.quiet)
     items = expand_inputs(args.inputs, args.image_type)
     status = segment_batch(items, args.output_dir, backend=args.backend, config=config, n_jobs=args.n_jobs,
-                           overwrite=args.overwrite, progress=not args.quiet)
+                           overwrite=args.overwrite, progress=not args.quiet, executor=executor)
     print(status.drop(columns=["path"]).to_string(index=False))
-    failed = int((status["status"] == "failed").sum())
-    print(f"{len(status) - failed} of {len(status)} finished; label maps, {SEGMENTATIONS_FILE}, {VOLUMES_FILE} and "
-          f"{PROVENANCE_FILE} in {args.output_dir}")
-    print(provenance_note(args.output_dir))
+    failed, pending = report_batch(status, args.output_dir, "image")
+    if not pending:
+        print(f"label maps, {SEGMENTATIONS_FILE}, {VOLUMES_FILE} and {PROVENANCE_FILE} in {args.output_dir}")
+        print(provenance_note(args.output_dir))
     return 1 if failed else 0
 
 
@@ -53,5 +58,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="mri_synthseg --robust (synthseg backend; needs --no-v1: SynthSeg-robust came with 2.0)")
     p.add_argument("--overwrite", action="store_true", help="redo finished images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_executor_options(p, default_cpus="--threads")
     p.set_defaults(func=run)
     return p

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import io as sio
-from ..batch import Executor, LocalExecutor, file_stamp, read_json, run_batch, write_json
+from ..batch import Executor, LocalExecutor, file_stamp, read_json, run_batch, shard_status_path, write_json
 from ..preprocess.ants import set_itk_threads
 from .backends import regional_volumes, segment
 from .config import (APARC_LABELS, FREESURFER_LABELS, PROVENANCE_FILE, SEGMENTATIONS_FILE, SIDECAR_VERSION,
@@ -162,7 +162,9 @@ def segment_batch(items, out_dir: PathLike, *, backend: str = "atlas",
     status.loc[skipped, "path"] = [str(output_path(out, k, t)) for k, t in
                                    zip(status.loc[skipped, "key"], status.loc[skipped, "image_type"])]
     status = status.sort_values(["key", "image_type"], kind="stable").reset_index(drop=True)
-    status.to_csv(out / SEGMENTATIONS_FILE, sep="\t", index=False)
+    # the table run_batch wrote (a shard's has its own name), now in key order
+    table_path = shard_status_path(out / SEGMENTATIONS_FILE, getattr(executor, "shard", None))
+    status.to_csv(table_path, sep="\t", index=False)
     volumes, metas = _volumes_from_sidecars(out)
     volumes.to_csv(out / VOLUMES_FILE, sep="\t", index=False)
     _write_provenance(out, metas)

@@ -1,0 +1,112 @@
+"""Small inputs for batch prediction tests and ``benchmarks/bench_batch_predict.py``: a model folder of the
+``demo-cpu`` U-Net (seeded, untrained: the batch machinery is under test, not the model), synthetic 3T scans with a
+brain-shaped ellipsoid on a coarse grid, and corrupt files of the kinds that reach real batches.
+
+The scans share one grid, so one brain mask serves them all (``t3_mask``), and :func:`fast_options` aligns them
+with a generalised affine (no registration) and no N4: a scan costs a fraction of a second on a CPU.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+#: the synthetic 3T grid: 3 mm voxels, 48 x 56 x 44 (the brain fits the model grid of 32 x 32 slices at 4 mm)
+SHAPE, VOXEL = (48, 56, 44), 3.0
+MODEL_SPACING, MODEL_INPLANE = 4.0, (32, 32)
+CORRUPT_KINDS = ("truncated", "nan", "four_d", "text", "empty")
+
+
+def write_model_folder(folder: Path, seed: int = 0) -> Path:
+    """A model folder (``generator.safetensors`` + ``model.json``) of the seeded, untrained ``demo-cpu`` U-Net that
+    expects :data:`MODEL_SPACING` mm voxels and :data:`MODEL_INPLANE` slices."""
+    import torch
+    from safetensors.torch import save_file
+
+    from synth7t.models import build_model
+
+    torch.manual_seed(seed)
+    g = build_model("demo-cpu")
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in g.state_dict().items()}, str(folder / "generator.safetensors"))
+    meta = {"model_config": g.config.to_dict(), "format": "synth7t-model-1",
+            "input": {"spacing_mm": MODEL_SPACING, "grid_inplane": list(MODEL_INPLANE)}}
+    (folder / "model.json").write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def brain_mask() -> np.ndarray:
+    """The ellipsoid brain (radii 52, 58, 50 mm: about 630 mL) of every synthetic scan, as uint8."""
+    idx = np.indices(SHAPE).astype(np.float32)
+    centre = (np.asarray(SHAPE, np.float32) - 1) / 2
+    radii = np.array([52.0, 58.0, 50.0]) / VOXEL
+    r2 = sum(((idx[a] - centre[a]) / radii[a]) ** 2 for a in range(3))
+    return (r2 <= 1).astype(np.uint8)
+
+
+def affine() -> np.ndarray:
+    return np.diag([VOXEL, VOXEL, VOXEL, 1.0])
+
+
+def write_scan(path: Path, seed: int) -> Path:
+    """A synthetic 3T T1w: smooth tissue-like texture inside the ellipsoid, dark outside, Rician-like noise."""
+    rng = np.random.default_rng(seed)
+    from scipy.ndimage import gaussian_filter
+
+    mask = brain_mask().astype(np.float32)
+    texture = gaussian_filter(rng.standard_normal(SHAPE).astype(np.float32), 2.0)
+    img = mask * (600 + 200 * np.tanh(4 * texture)) + 40 * np.abs(rng.standard_normal(SHAPE)).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(img.astype(np.float32), affine()), str(path))
+    return path
+
+
+def write_corrupt(path: Path, kind: str, seed: int = 0) -> Path:
+    """A file that a batch must record as failed: a truncated gzip, NaNs, a 4D series, text, an empty file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "truncated":
+        write_scan(path, seed)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    elif kind == "nan":
+        nib.save(nib.Nifti1Image(np.full(SHAPE, np.nan, np.float32), affine()), str(path))
+    elif kind == "four_d":
+        nib.save(nib.Nifti1Image(np.ones((*SHAPE[:3], 2), np.float32), affine()), str(path))
+    elif kind == "text":
+        with gzip.open(path, "wt") as f:
+            f.write("this is a radiology report, not an image\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        raise ValueError(f"unknown corrupt kind {kind!r}; known: {', '.join(CORRUPT_KINDS)}")
+    return path
+
+
+def write_cohort(folder: Path, n: int, corrupt_every: int = 0) -> tuple[list[Path], list[Path], Path]:
+    """``n`` scans ``sub-NNNN_T1w.nii.gz`` (every ``corrupt_every``-th one corrupt, the kinds in turn) and the shared
+    brain mask; returns ``(good, corrupt, mask path)``."""
+    good, bad = [], []
+    for i in range(n):
+        path = Path(folder) / f"sub-{i:04d}_T1w.nii.gz"
+        if corrupt_every and i % corrupt_every == corrupt_every - 1:
+            bad.append(write_corrupt(path, CORRUPT_KINDS[len(bad) % len(CORRUPT_KINDS)], i))
+        else:
+            good.append(write_scan(path, i))
+    mask = Path(folder).parent / f"{Path(folder).name}_brain_mask.nii.gz"
+    nib.save(nib.Nifti1Image(brain_mask(), affine()), str(mask))
+    return good, bad, mask
+
+
+def fast_options(mask: Path) -> dict:
+    """:func:`synth7t.predict.predict_file` options for the synthetic scans: the shared mask, no N4, a generalised
+    affine (identity, recentred on each brain) onto the model's grid, on the CPU."""
+    from synth7t import preprocess as pp
+
+    cfg = pp.make_config("quick", target_spacing=MODEL_SPACING, grid_inplane=MODEL_INPLANE, n4_3t=False,
+                         mask_backend="given", qc_figure=False, axial_margin=2)
+    space = pp.GeneralisedAffine(np.eye(3), np.zeros(3), (100, 120, 100), np.diag([1.4, 1.4, 1.4, 1.0]), 1)
+    return dict(method="generalised", generalised=space, preprocess_preset=cfg, t3_mask=str(mask), device="cpu")
