@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= demo
 
-.PHONY: venv demo book check-book test test-all clean-demo
+.PHONY: venv demo book check-book test test-all clean-demo lab
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ check-book: venv
 
 test: venv
 	$(PY) -m pytest
+
+# JupyterLab on notebooks/; its kernels start in the repository root, as papermill's, so that the notebooks'
+# relative paths (data/demo, runs) mean the same (LAB_OPTS: e.g. --no-browser --port 8889; as root, as in a
+# container, --allow-root is added)
+lab: venv
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR)/notebooks --MappingKernelManager.root_dir=$(CURDIR) \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_OPTS)
 
 test-all: venv
 	$(PY) -m pytest -m ""

@@ -194,8 +194,9 @@ def test_evaluate_and_segmentation_notebooks_smoke_run(smoke_run, lone_sets):
 
 def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed_cohort, tmp_path):
     """05 builds a blinded session for the held-out subject (3T, real 7T and the smoke run's U-Net prediction,
-    2 slices) that 3 simulated raters answer through the widget; 06 unblinds and analyses it; running 05 again
-    keeps the session and its answers."""
+    2 queries; the key beside the session folder, not in it) that 3 simulated raters (the model observer) answer
+    through the widget; 06 unblinds and analyses it, with the observer's measurements; running 05 again keeps the
+    session and its answers."""
     import sqlite3
 
     from synth7t import layout, rating
@@ -221,8 +222,11 @@ def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed
     session = runs / "smoke" / "05_rating_session" / "session"
     store = rating.RatingStore(session)
     key = rating.read_key(session)
-    n_queries = 2 * len(test_keys)
+    n_queries = 2  # the smoke profile's n_queries, over len(test_keys) held-out subject(s)
+    assert len(test_keys) >= 1 and set(key["subject"]) == set(test_keys)
     assert store.n_queries == n_queries and key["query_index"].nunique() == n_queries
+    assert sorted(p.name for p in session.iterdir()) == ["answers.sqlite", "images", "session.json"]
+    assert (session.parent / "session-key" / "key.sqlite").is_file()
     assert all(set(g["variant"]) == {"3T", "7T", "unet-nodiag"} for _, g in key.groupby("query_index"))
     with sqlite3.connect(session / "answers.sqlite") as conn:
         n_answers = conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
@@ -237,10 +241,12 @@ def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed
     # the analysis: tables and figures, one ANOVA p-value over raters per criterion
     ana = runs / "smoke" / "06_rating_analysis"
     for f in ("ranks.tsv", "rank_summary.tsv", "anova.tsv", "tukey.tsv", "bonferroni.tsv", "rank_violins.png",
-              "stacked_ranks_sim1.png", "stacked_ranks_sim3.png"):
+              "stacked_ranks_sim1.png", "stacked_ranks_sim3.png", "observer_measures.tsv"):
         assert (ana / f).is_file(), f
     summary = pd.read_csv(ana / "rank_summary.tsv", sep="\t")
     assert set(summary["variant"]) == {"3T", "U-Net nodiag", "7T"} and (summary["n"] == 3 * n_queries).all()
+    observed = pd.read_csv(ana / "observer_measures.tsv", sep="\t")
+    assert set(observed["variant"]) == {"3T", "U-Net nodiag", "7T"} and observed["sharpness"].gt(0).all()
     anova = pd.read_csv(ana / "anova.tsv", sep="\t")
     by_rater = anova[anova["unit"] == "rater_id"].set_index("criterion")
     assert set(by_rater.index) == {"looks_best", "most_detailed"}

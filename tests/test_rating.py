@@ -34,6 +34,12 @@ def session(tmp_path):
 def test_session_is_blinded_and_keyed(session):
     key = rating.read_key(session.dir)
     assert len(session.queries()) == 5 and len(key) == 5 * 6
+    # the key lives beside the session folder, never in it: the folder holds what the rater app reads, only
+    assert sorted(p.name for p in session.dir.iterdir()) == ["answers.sqlite", "images", "session.json"]
+    assert rating.key_file(session.dir) == session.dir.parent / "session-key" / "key.sqlite"
+    with pytest.raises(ValueError, match="inside the session folder"):
+        rating.build_session(session.dir.parent / "s2", {"a": {"x": np.ones((6, 6, 6))}, "b": {"x": np.ones((6, 6, 6))}},
+                             key_dir=session.dir.parent / "s2" / "key")
     assert all(sorted(g["variant"]) == sorted(VARIANTS) for _, g in key.groupby("query_index"))
     # positions are shuffled per query
     orders = [tuple(g.sort_values("position")["variant"]) for _, g in key.groupby("query_index")]
@@ -55,6 +61,27 @@ def test_record_validates(session):
         session.record("r1", 9, "looks_best", list("ABCDEF"))
     with pytest.raises(ValueError, match="rater_id"):
         session.record(" ", 0, "looks_best", list("ABCDEF"))
+    with pytest.raises(ValueError, match="rater_id"):
+        session.record("<b>x</b>", 0, "looks_best", list("ABCDEF"))
+    # a query's rankings are stored together or not at all
+    with pytest.raises(ValueError, match="exactly once"):
+        session.record_query("r1", 0, {"looks_best": list("ABCDEF"), "most_detailed": list("ABCDE")})
+    assert session.answers().empty
+
+
+def test_raters_writing_at_the_same_time_lose_nothing(session):
+    """Two processes store 5 queries x 2 criteria each as fast as they can into one answers.sqlite."""
+    code = textwrap.dedent(f"""
+        import sys
+        from synth7t.rating import RatingStore
+        s = RatingStore({str(session.dir)!r})
+        for q in range(5):
+            s.record_query(sys.argv[1], q, {{"looks_best": list("ABCDEF"), "most_detailed": list("FEDCBA")}})
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code, r]) for r in ("p1", "p2")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    ans = session.answers()
+    assert len(ans) == 2 * 5 * 2 and session.progress("p1") == session.progress("p2") == (5, 5)
 
 
 def test_answers_survive_a_crash_between_answers(session):
@@ -85,18 +112,65 @@ def test_widget_shows_no_variant_and_resumes(session):
         assert v not in text
     app.answer({"looks_best": list("ABCDEF"), "most_detailed": list("ABCDEF")})
     app.answer({"looks_best": list("FEDCBA"), "most_detailed": list("BADCFE")})
-    assert app.current == 2
-    # an incomplete ranking is refused, nothing is saved
-    app.menus["looks_best"]["A"].value = 1
+    assert app.current == 2 and "Query 3 of 5" in app.header.value and app.progress.value == 2
+    # an incomplete ranking cannot be saved: the button stays disabled, and a click anyway stores nothing
+    app.rankers["looks_best"].buttons["A"].click()
+    assert app.save_button.disabled
     app.save_button.click()
-    assert "different rank" in app.message.value and app.current == 2
+    assert "Rank every letter" in app.message.value and app.current == 2 and len(session.answers("r1")) == 4
     # a new kernel: the same rater continues at the first unanswered query
     again = rating.RaterApp(session.dir, "r1")
     assert again.current == 2
     assert rating.RaterApp(session.dir, "r2").current == 0
     for _ in range(3):
         again.answer({"looks_best": list("ABCDEF"), "most_detailed": list("ABCDEF")})
-    assert again.current is None and again.save_button.disabled
+    assert again.current is None and again.save_button.disabled and "All 5 queries answered" in again.header.value
+    assert session.answers("r1").set_index(["query_index", "criterion"]).loc[(1, "most_detailed"), "ranking"] == \
+        list("BADCFE")
+
+
+def test_ranking_by_clicks_and_by_keyboard(session):
+    app = rating.RaterApp(session.dir, "r1")
+    lb, md = app.rankers["looks_best"], app.rankers["most_detailed"]
+    for p in "CA":
+        lb.buttons[p].click()
+    lb.buttons["C"].click()  # a letter already ranked: ignored (its button is disabled in the page)
+    assert lb.order == ["C", "A"] and lb.field.value == "CA" and lb.buttons["C"].disabled
+    assert lb.buttons["A"].description == "A · 2nd" and "still to rank: B, D, E, F" in lb.summary.value
+    lb.field.value = "ca b9 x fedd"  # typed: case, spaces, unknown letters and repeats do not matter
+    assert lb.order == list("CABFED") and lb.field.value == "ca b9 x fedd" and lb.complete
+    assert [b.description for b in lb.buttons.values()][:3] == ["A · 2nd", "B · 3rd", "C · 1st"]
+    assert app.save_button.disabled  # the other criterion is not ranked yet
+    md.field.value = "fedcba"
+    assert not app.save_button.disabled
+    md.clear_button.click()
+    assert md.order == [] and md.field.value == "" and app.save_button.disabled
+    md.field.value = "FEDCBA"
+    md.field._handle_custom_msg({"event": "submit"}, [])  # Enter in the field saves
+    assert app.current == 1
+    assert session.answers("r1")["ranking"].tolist() == [list("CABFED"), list("FEDCBA")]
+    assert lb.order == [] and lb.field.value == "" and not any(b.disabled for b in lb.buttons.values())
+
+
+def test_rater_signs_in_once(session):
+    app = rating.RaterApp(session.dir)
+    assert app.rater_id is None and app.current is None and app.rating.layout.display == "none"
+    app.rater_field.value = "not valid!"
+    app.start_button.click()
+    assert app.rater_id is None and "rater_id must be" in app.signin_message.value
+    app.rater_field.value = " ab "
+    assert "You will rate as <b>ab</b>" in app.signin_message.value
+    app.start_button.click()
+    assert app.rater_id == "ab" and app.current == 0 and app.signin.layout.display == "none"
+    with pytest.raises(ValueError, match="this page rates as ab"):
+        app.start("cd")
+    assert rating.app.rater_from_query("x=1&rater=cd") == "cd" and rating.app.rater_from_query("") is None
+
+
+def _planted_ranking(quality, positions_of, rng, noise):
+    """A ranking from a planted quality per variant plus Gumbel noise (Plackett-Luce), to test the statistics."""
+    scores = {v: q + noise * rng.gumbel() for v, q in quality.items()}
+    return [positions_of[v] for v in sorted(scores, key=scores.get, reverse=True)]
 
 
 def _simulate(session, quality, raters=("r1", "r2", "r3"), seed=0, noise=1.0):
@@ -107,7 +181,7 @@ def _simulate(session, quality, raters=("r1", "r2", "r3"), seed=0, noise=1.0):
         while app.current is not None:
             q = key[key.query_index == app.current]
             pos = dict(zip(q["variant"], q["position"]))
-            app.answer({c: rating.simulated_ranking(quality, pos, rng, noise) for c in session.criteria})
+            app.answer({c: _planted_ranking(quality, pos, rng, noise) for c in session.criteria})
     return rating.ranks_table(session.dir)
 
 
@@ -147,39 +221,43 @@ def test_rm_anova_matches_statsmodels():
     assert len(bt) == 6 and (bt["p_bonferroni"] >= bt["p"]).all()
 
 
-def test_several_slices_per_subject(tmp_path):
+def test_n_queries_take_subjects_in_turn_over_three_planes(tmp_path):
+    """The paper's design: every variant and criterion in every query, slices across the three planes, the number
+    of queries a parameter (28 in the paper); a small cohort gives each subject several distinct slices."""
     rng = np.random.default_rng(0)
     base = np.zeros((24, 28, 20), np.float32)
     base[4:20, 4:24, 3:17] = 1.0
     vols = {v: {f"sub-{s:02d}": base * (1 + i) + rng.random(base.shape).astype(np.float32) * base
                 for s in range(4)} for i, v in enumerate(VARIANTS)}
-    store = rating.build_session(tmp_path / "s3", vols, seed=2, slices_per_subject=3)
+    store = rating.build_session(tmp_path / "s", vols, seed=2, n_queries=rating.PAPER_N_QUERIES)
     key = rating.read_key(store.dir)
-    assert store.n_queries == 12 and len(store.queries()) == 12 and len(key) == 12 * 6
-    assert json.loads((store.dir / "session.json").read_text())["slices_per_subject"] == 3
+    assert store.n_queries == 28 and len(store.queries()) == 28 and len(key) == 28 * 6
+    assert json.loads((store.dir / "session.json").read_text())["n_queries"] == 28
+    assert list(store.criteria) == list(rating.CRITERIA)
     for q, g in key.groupby("query_index"):  # each query: one subject, one plane and slice, every variant
         assert sorted(g["variant"]) == sorted(VARIANTS)
         assert g["subject"].nunique() == g["plane"].nunique() == g["slice_index"].nunique() == 1
     per_query = key.drop_duplicates("query_index")
-    assert per_query.groupby("subject").size().tolist() == [3, 3, 3, 3]
-    # a subject's slices are distinct draws (never the same plane and slice twice)
-    assert not per_query.duplicated(["subject", "plane", "slice_index"]).any()
-    assert len(list((store.dir / "images").iterdir())) == 12 * 6
-    assert "Query 1 of 12" in " ".join(rating.RaterApp(store.dir, "r1").visible_text())
-    # one slice per subject is the default and the paper's set-up
-    one = rating.build_session(tmp_path / "s1", vols, seed=2)
-    assert one.n_queries == 4
+    assert per_query["subject"].tolist() == [f"sub-{q % 4:02d}" for q in range(28)]  # in turn, 7 each
+    assert sorted(per_query.groupby("plane").size().tolist()) == [9, 9, 10]  # the planes balanced
+    assert not per_query.duplicated(["subject", "plane", "slice_index"]).any()  # distinct slices per subject
+    assert len(list((store.dir / "images").iterdir())) == 28 * 6
+    assert "Query 1 of 28" in " ".join(rating.RaterApp(store.dir, "r1").visible_text())
+    # one query per subject is the default (the paper: 28 test subjects, 28 queries)
+    assert rating.build_session(tmp_path / "s1", vols, seed=2).n_queries == 4
     for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="slices_per_subject"):
-            rating.build_session(tmp_path / "bad", vols, slices_per_subject=bad)
-    assert not (tmp_path / "bad").exists()
+        with pytest.raises(ValueError, match="n_queries"):
+            rating.build_session(tmp_path / "bad", vols, n_queries=bad)
+    with pytest.raises(ValueError, match="distinct slices"):
+        rating.build_session(tmp_path / "bad", vols, n_queries=4 * 3 * 40, central_fraction=0.1)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad-key").exists()
 
 
 def test_a_failed_build_leaves_no_folder(tmp_path):
     vols = {"3T": {"s1": np.ones((6, 6, 6), np.float32)}, "7T": {"s1": np.ones((6, 6, 7), np.float32)}}
     with pytest.raises(ValueError, match="different grids"):
         rating.build_session(tmp_path / "s", vols)
-    assert not (tmp_path / "s").exists()
+    assert not (tmp_path / "s").exists() and not (tmp_path / "s-key").exists()
     vols["7T"]["s1"] = np.ones((6, 6, 6), np.float32)
     assert rating.build_session(tmp_path / "s", vols).n_queries == 1  # the retry is not blocked
 
@@ -188,11 +266,13 @@ def test_a_failed_build_leaves_no_folder(tmp_path):
 
 
 def _images_table(tmp_path, keys=("sub-01", "sub-02"), types=("3T", "7T", "unet"), missing=()):
-    """A collect_images-like table of tiny NIfTI volumes (``missing``: (key, type) pairs without a file)."""
+    """A collect_images-like table of tiny textured NIfTI volumes (``missing``: (key, type) pairs without a
+    file)."""
     import nibabel as nib
 
     base = np.zeros((12, 14, 10), np.float32)
     base[2:10, 3:11, 2:8] = 1.0
+    base *= 1 + np.random.default_rng(0).random(base.shape).astype(np.float32)
     rows = []
     for i, t in enumerate(types):
         for k in keys:
@@ -224,17 +304,27 @@ def test_rater_list_and_variant_volumes(tmp_path):
 def test_open_session_builds_once_reuses_and_moves_aside(tmp_path):
     volumes, _ = rating.variant_volumes(_images_table(tmp_path))
     folder = tmp_path / "run" / "session"
-    store, notes = rating.open_session(folder, volumes, seed=3, slices_per_subject=2)
+    store, notes = rating.open_session(folder, volumes, seed=3, n_queries=4)
     assert store.n_queries == 4 and notes[0].startswith("built in")
-    assert "2 subject(s) x 2 slice(s), 3 variants" in notes[0]
+    assert "4 queries over 2 subject(s), 3 variants per query; key in" in notes[0]
     store.record("r1", 0, "looks_best", ["A", "B", "C"])
-    again, notes = rating.open_session(folder, volumes, seed=4, slices_per_subject=2)
+    again, notes = rating.open_session(folder, volumes, seed=4, n_queries=4)
     assert len(notes) == 2 and "reusing the session" in notes[0] and "seed 4" in notes[1]
     assert again.meta == store.meta and len(again.answers()) == 1
     fresh, notes = rating.open_session(folder, volumes, seed=4, overwrite=True)
-    aside = [p for p in folder.parent.iterdir() if p.name.startswith("session-replaced-")]
+    aside = [p for p in folder.parent.iterdir() if p.name.startswith("session-replaced-") and p.is_dir()
+             and not p.name.endswith("-key")]
     assert len(aside) == 1 and len(rating.RatingStore(aside[0]).answers()) == 1  # the answers are kept aside
+    assert len(rating.read_key(aside[0])) == 4 * 3  # with their key
     assert fresh.n_queries == 2 and fresh.meta["seed"] == 4 and fresh.answers().empty
+    # a session built when the key sat in its folder: reusing it moves the key out, and only then can it be served
+    rating.key_file(fresh.dir).replace(fresh.dir / "key.sqlite")
+    rating.key_dir_of(fresh.dir).rmdir()
+    with pytest.raises(ValueError, match="move-key"):
+        rating.check_servable(fresh.dir)
+    _, notes = rating.open_session(folder, volumes, seed=4)
+    assert "moved to" in notes[-1] and not (fresh.dir / "key.sqlite").exists()
+    assert rating.check_servable(fresh.dir).n_queries == 2 and len(rating.read_key(fresh.dir)) == 2 * 3
     (tmp_path / "junk").mkdir()
     with pytest.raises(RuntimeError, match="not a rating session"):
         rating.open_session(tmp_path / "junk", volumes)
@@ -254,22 +344,91 @@ def test_plot_query_shows_the_letters(session):
         rating.plot_query(session, 5)
 
 
-def test_simulated_raters_answer_everything_through_the_widget(session):
-    table = rating.simulate_raters(session.dir, 2, noise=[0.01, 0.01], seed=0)
-    assert table.to_dict("records") == [{"rater": "sim1", "noise": 0.01, "new_answers": 5},
-                                        {"rater": "sim2", "noise": 0.01, "new_answers": 5}]
+def phantom_variants(shape=(48, 48, 32), seed=0):
+    """A brain-like phantom (white matter 1.0, folded grey-matter bands 0.55 around CSF 0.15, inside an
+    ellipsoid) as four image variants with known properties: ``sharp`` (little noise), ``blurred`` (Gaussian
+    blur of 1.2 voxels), ``noisy`` (noise SD 0.12) and ``dropout`` (a smooth local signal loss, down to
+    15 % at its centre, as the 7T's cerebellar signal loss)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    brain = x ** 2 + y ** 2 + z ** 2 < 0.8
+    folds = np.sin(x * 9) + np.sin(y * 9) + np.sin(z * 9)
+    tissue = np.select([folds > 1.7, folds > 0.6], [0.15, 0.55], 1.0)
+    clean = np.where(brain, tissue, 0.0)
+
+    def finish(img, sd):
+        return np.where(brain, np.abs(img + rng.normal(0, sd, shape)), 0.0).astype(np.float32)
+
+    dropout = clean * (1 - 0.85 * np.exp(-((x + 0.3) ** 2 + (y - 0.1) ** 2 + (z + 0.1) ** 2) / (2 * 0.4 ** 2)))
+    return {"sharp": finish(clean, 0.01), "blurred": finish(ndimage.gaussian_filter(clean, 1.2), 0.01),
+            "noisy": finish(clean, 0.12), "dropout": finish(dropout, 0.01)}
+
+
+@pytest.fixture
+def phantom_session(tmp_path):
+    vols = {v: {f"sub-{s}": a for s in range(2)} for v, a in phantom_variants().items()}
+    return rating.build_session(tmp_path / "phantom", vols, n_queries=6, seed=0)
+
+
+def test_the_observer_measures_what_the_images_show(phantom_session):
+    """Measured on the rater's PNGs, per query: the blurred image is less sharp and lower in grey/white contrast
+    than the sharp one, the noisy one has the most noise, and only the dropout one loses signal."""
+    key = rating.read_key(phantom_session.dir)
+    m = rating.measure_session(phantom_session.dir).merge(key, on=["query_index", "position"])
+    assert len(m) == 6 * 4 and set(m.columns) >= set(rating.MEASURES)
+    for _, g in m.groupby("query_index"):
+        g = g.set_index("variant")
+        assert g.loc["blurred", "sharpness"] < g.loc["sharp", "sharpness"] and g["noise"].idxmax() == "noisy"
+        assert g.loc["blurred", "contrast"] < g.loc["sharp", "contrast"]
+        assert g.drop("dropout")["signal_loss"].max() < 0.02
+    # the signal loss shows where the slice crosses it (and is measured as such); elsewhere the image is normal
+    lost = m.loc[m["variant"] == "dropout", "signal_loss"]
+    assert (lost > 0.05).sum() >= 2
+    with pytest.raises(ValueError, match="no weights for criteria"):
+        rating.observer_scores(m, criteria=["prettiest"])
+    with pytest.raises(ValueError, match="unknown measures"):
+        rating.observer_scores(m, weights={"looks_best": {"beauty": 1.0}})
+    with pytest.raises(ValueError, match="share one shape"):
+        rating.measure_query({"A": np.ones((9, 9)), "B": np.ones((9, 8))})
+
+
+def test_simulated_raters_rank_from_the_images_through_the_widget(phantom_session):
+    session = phantom_session
+    table = rating.simulate_raters(session.dir, 2, noise=[0.0, 0.0], seed=0)
+    assert table.to_dict("records") == [{"rater": "sim1", "noise": 0.0, "new_answers": 6},
+                                        {"rater": "sim2", "noise": 0.0, "new_answers": 6}]
     ranks = rating.ranks_table(session.dir)
-    assert len(ranks) == 2 * 5 * 2 * 6  # raters x queries x criteria x variants
-    # almost no noise: the real 7T always first, the 3T always last, the models between
-    assert set(ranks.loc[ranks.variant == "7T", "rank"]) == {1} and set(ranks.loc[ranks.variant == "3T", "rank"]) == {6}
+    assert len(ranks) == 2 * 6 * 2 * 4  # raters x queries x criteria x variants
+    wide = ranks.pivot_table(index=["rater_id", "query_index", "criterion"], columns="variant", values="rank")
+    # without rater noise, what the images show decides: the sharp image is more detailed than the blurred one
+    # and looks better than the noisy one and the one with signal loss, in every query
+    detailed, looks = wide.xs("most_detailed", level="criterion"), wide.xs("looks_best", level="criterion")
+    assert (detailed["sharp"] < detailed["blurred"]).all()
+    assert (looks["sharp"] < looks["noisy"]).all()
+    measured = rating.measure_session(session.dir).merge(rating.read_key(session.dir), on=["query_index", "position"])
+    visible = measured.loc[(measured["variant"] == "dropout") & (measured["signal_loss"] > 0.05), "query_index"]
+    assert len(visible) >= 2 and (looks.loc[(slice(None), list(visible)), "sharp"]
+                                  < looks.loc[(slice(None), list(visible)), "dropout"]).all()
+    observed = rating.observer_table(session.dir).set_index("variant")
+    assert observed.loc["blurred", "rank_most_detailed"] > observed.loc["sharp", "rank_most_detailed"]
+    assert {"sharpness", "sharpness_sd", "rank_looks_best"} <= set(observed.columns)
     assert rating.simulate_raters(session.dir, 2, seed=1)["new_answers"].tolist() == [0, 0]  # nothing left to answer
     assert rating.simulate_raters(session.dir, 0).empty
     with pytest.raises(ValueError, match="one value per simulated rater"):
         rating.simulate_raters(session.dir, 2, noise=[1.0])
     progress = rating.progress_table(session, ["rater9"])
     assert progress[["rater", "answered", "total", "done"]].values.tolist() == [
-        ["rater9", 0, 5, "0 %"], ["sim1", 5, 5, "100 %"], ["sim2", 5, 5, "100 %"]]
+        ["rater9", 0, 6, "0 %"], ["sim1", 6, 6, "100 %"], ["sim2", 6, 6, "100 %"]]
     assert progress.loc[0, "last answer"] == "-" and progress.loc[1, "last answer"] != "-"
+    # rater noise makes raters disagree
+    noisy = rating.build_session(session.dir.parent / "noisy", {v: {"s": a} for v, a in phantom_variants().items()},
+                                 n_queries=6)
+    rating.simulate_raters(noisy.dir, 2, noise=[3.0, 3.0], seed=0)
+    by_rater = rating.RatingStore(noisy.dir).answers().pivot_table(
+        index=["query_index", "criterion"], columns="rater_id", values="ranking", aggfunc="first")
+    assert (by_rater["sim1"] != by_rater["sim2"]).any()
 
 
 def test_analysis_ranks_unblinds_with_display_names(tmp_path):

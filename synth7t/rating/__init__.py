@@ -1,33 +1,49 @@
-"""Blinded rating sessions (paper §2.8.2): anonymised queries, a rater widget, answers in SQLite.
+"""Blinded rating sessions (paper §2.8.2): anonymised queries, a rater web app, answers in SQLite.
 
-A session folder holds::
+A session folder holds what raters' app reads, and nothing else::
 
     session.json       criteria, number of queries and positions (no variant names)
     images/<token>.png one anonymised 2D slice per (query, position); token names carry no meaning
     answers.sqlite     the queries (positions -> image files) and every answer, one transaction per answer
-    key.sqlite         the key: which variant (3T, 7T, U-Net, ...) sits at which position of which query
 
-The widget reads ``session.json``, ``images/`` and ``answers.sqlite`` only; the key is read by the analysis.
-Each answer is committed before the widget moves on, so a closed kernel or a crash loses nothing already
-answered, and a rater who comes back continues at the first query they have not answered.
+and beside it, never inside, the analyst's folder ``<session>-key/key.sqlite``: which variant (3T, 7T, U-Net, ...)
+sits at which position of which query.
 
-Chapter 05 runs a session with :func:`variant_volumes`, :func:`open_session` (build once, then reuse),
-:func:`plot_query`, :func:`simulate_raters` and :func:`progress_table`; chapter 06 unblinds it with
-:func:`analysis_ranks` before the statistics of :mod:`synth7t.stats`.
+``synth7t rating-session`` (or chapter 05) builds a session; ``synth7t rate SESSION`` serves the widget to raters
+as a Voilà web app (:mod:`~synth7t.rating.app`) that shows no code and cannot reach the key. Each answer is
+committed before the widget moves on, so a closed page, a killed server or a crash loses nothing already answered,
+and a rater who comes back continues at the first query they have not answered.
 
-Modules: :mod:`~synth7t.rating.session` (building and storing a session), :mod:`~synth7t.rating.widget` (what a
-rater sees), :mod:`~synth7t.rating.run` (chapter 05: raters, variants, simulated raters) and
+Chapter 05 runs a session with :func:`run_images`, :func:`variant_volumes`, :func:`open_session` (build once, then
+reuse), :func:`plot_query`, :func:`simulate_raters` (the model observer of :mod:`~synth7t.rating.observer`) and
+:func:`progress_table`; chapter 06 unblinds it with :func:`analysis_ranks` and :func:`observer_table` before the
+statistics of :mod:`synth7t.stats`.
+
+Modules: :mod:`~synth7t.rating.session` (building and storing a session, the key), :mod:`~synth7t.rating.widget`
+(what a rater sees), :mod:`~synth7t.rating.app` (the widget as a web app), :mod:`~synth7t.rating.observer` (the
+simulated raters' measurements), :mod:`~synth7t.rating.run` (chapter 05 and the session command) and
 :mod:`~synth7t.rating.analysis` (chapter 06). Every public name is importable from here.
 """
 
-from .analysis import analysis_ranks, variant_order
+from .analysis import analysis_ranks, is_simulated_rater, variant_order
+from .app import check_servable, open_rater_page, serve
+from .observer import (
+    MEASURES,
+    OBSERVER_WEIGHTS,
+    measure_query,
+    measure_session,
+    observer_ranking,
+    observer_scores,
+)
 from .run import (
-    SIMULATED_QUALITY,
+    PAPER_N_QUERIES,
+    default_rater_noise,
+    observer_table,
     open_session,
     progress_table,
     rater_list,
+    run_images,
     simulate_raters,
-    simulated_ranking,
     variant_volumes,
 )
 from .session import (
@@ -36,13 +52,21 @@ from .session import (
     Query,
     RatingStore,
     build_session,
+    check_rater_id,
+    key_dir_of,
+    key_file,
+    move_key_out,
+    query_design,
     ranks_table,
     read_key,
 )
-from .widget import RaterApp, plot_query
+from .widget import CriterionRanker, RaterApp, plot_query
 
 __all__ = [
-    "CRITERIA", "PLANES", "SIMULATED_QUALITY", "Query", "RaterApp", "RatingStore", "analysis_ranks", "build_session",
-    "open_session", "plot_query", "progress_table", "ranks_table", "rater_list", "read_key", "simulate_raters",
-    "simulated_ranking", "variant_order", "variant_volumes",
+    "CRITERIA", "MEASURES", "OBSERVER_WEIGHTS", "PAPER_N_QUERIES", "PLANES", "CriterionRanker", "Query", "RaterApp",
+    "RatingStore", "analysis_ranks", "build_session", "check_rater_id", "check_servable", "default_rater_noise", "is_simulated_rater",
+    "key_dir_of", "key_file", "measure_query", "measure_session", "move_key_out", "observer_ranking",
+    "observer_scores", "observer_table", "open_rater_page", "open_session", "plot_query", "progress_table",
+    "query_design", "ranks_table", "rater_list", "read_key", "run_images", "serve", "simulate_raters",
+    "variant_order", "variant_volumes",
 ]

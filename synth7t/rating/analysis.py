@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import pandas as pd
 
@@ -23,8 +23,16 @@ def variant_order(shown: Sequence[str], preferred: Sequence[str] = ()) -> list[s
     return order + [v for v in default if v not in order]
 
 
+def is_simulated_rater(rater_id: str) -> bool:
+    """Whether a rater code is one of chapter 05's simulated raters (``sim1``, ``sim2``, ...)."""
+    import re
+
+    return re.fullmatch(r"sim\d+", str(rater_id)) is not None
+
+
 def analysis_ranks(session_dir: PathLike, criteria: Sequence[str], *, preferred_order: Sequence[str] = (),
-                   raters: Sequence[str] = ()) -> tuple[pd.DataFrame, list[str], list[str]]:
+                   raters: Sequence[str] = (), key_dir: Optional[PathLike] = None
+                   ) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The unblinded ranks of a session, ready for the analysis: chosen criteria and raters, display names.
 
     Args:
@@ -32,6 +40,7 @@ def analysis_ranks(session_dir: PathLike, criteria: Sequence[str], *, preferred_
         criteria: criteria to analyse, in order (each must be one of the session's).
         preferred_order: image types in table order (:func:`variant_order`); empty: 3T, models, 7T.
         raters: rater ids to keep; empty: every rater with an answer.
+        key_dir: the folder of the session's key (default ``<session_dir>-key``).
 
     Returns:
         ``(ranks, order, notes)``: the tidy ranks (:func:`ranks_table` with ``image_type``, the run's name, and
@@ -41,8 +50,6 @@ def analysis_ranks(session_dir: PathLike, criteria: Sequence[str], *, preferred_
     Raises:
         ValueError: a criterion is not one of the session's.
     """
-    import re
-
     from ..names import display_name
 
     store = RatingStore(session_dir)
@@ -53,13 +60,13 @@ def analysis_ranks(session_dir: PathLike, criteria: Sequence[str], *, preferred_
     skipped = [c for c in store.criteria if c not in criteria]
     if skipped:
         notes.append(f"criteria of the session not analysed (not in `criteria`): {', '.join(skipped)}")
-    shown = list(dict.fromkeys(read_key(session_dir)["variant"]))
+    shown = list(dict.fromkeys(read_key(session_dir, key_dir)["variant"]))
     never = [v for v in preferred_order if v not in shown]
     if never:
         notes.append(f"never shown in this session, left out: {', '.join(never)} "
                      f"(the session shows {', '.join(sorted(shown))})")
     order = [display_name(v) for v in variant_order(shown, preferred_order)]
-    ranks = ranks_table(session_dir)
+    ranks = ranks_table(session_dir, key_dir)
     absent = [r for r in raters if r not in set(ranks["rater_id"])]
     if absent:
         notes.append(f"no answer from: {', '.join(absent)}")
@@ -74,7 +81,7 @@ def analysis_ranks(session_dir: PathLike, criteria: Sequence[str], *, preferred_
     elif len(answering) == 1:
         notes.append(f"Only one rater ({answering[0]}): the ANOVA over raters and the Bonferroni tests on raters' "
                      "means need at least 2; the query-level tests stand in for them.")
-    simulated = [r for r in answering if re.fullmatch(r"sim\d+", r)]
+    simulated = [r for r in answering if is_simulated_rater(r)]
     if simulated:
-        notes.append(f"{', '.join(simulated)}: simulated raters (chapter 05), not expert opinions")
+        notes.append(f"{', '.join(simulated)}: simulated raters (chapter 05's model observer), not expert opinions")
     return ranks, order, notes

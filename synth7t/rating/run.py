@@ -1,5 +1,5 @@
-"""Running a session (chapter 05): raters, the image variants of a run, opening a session once, simulated raters,
-progress."""
+"""Running a session (chapter 05 and ``synth7t rating-session``): raters, the image variants of a run, opening a
+session once, simulated raters, progress."""
 
 from __future__ import annotations
 
@@ -10,32 +10,14 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from .session import RatingStore, build_session, read_key
+from .observer import measure_session, observer_ranking, observer_scores
+from .session import RatingStore, build_session, key_dir_of, move_key_out, read_key
 from .widget import RaterApp
 
 PathLike = Union[str, Path]
 
-
-def simulated_ranking(quality: Mapping[str, float], positions_of: Mapping[str, str], rng, noise: float = 1.0):
-    """A simulated rater's ranking: variants ordered by latent quality plus Gumbel noise (Plackett-Luce).
-
-    Args:
-        quality: ``{variant: latent quality}`` (higher is better).
-        positions_of: ``{variant: position}`` for the query.
-        rng: a numpy Generator.
-        noise: Gumbel scale; larger means less consistent raters.
-
-    Returns:
-        Positions, best first.
-    """
-    scores = {v: q + noise * rng.gumbel() for v, q in quality.items()}
-    return [positions_of[v] for v in sorted(scores, key=scores.get, reverse=True)]
-
-
-# ------------------------------------------------------------------------------ running a session (chapter 05)
-
-#: the simulated raters' latent quality per variant (a stated assumption, not a finding); other variants: 1.0
-SIMULATED_QUALITY = {"7T": 2.0, "3T": 0.0}
+#: the paper's survey: 28 queries (one per test subject), ranked by four raters
+PAPER_N_QUERIES = 28
 
 
 def rater_list(rater_ids) -> list[str]:
@@ -77,18 +59,42 @@ def variant_volumes(images: pd.DataFrame, image_types: Sequence[str] = ()) -> tu
     return {v: {k: paths[v][k] for k in complete} for v in variants}, sorted(set(keys) - set(complete))
 
 
+def run_images(data_dir: PathLike, derivatives: PathLike, predict_dir: PathLike, subjects: str = "test"
+               ) -> pd.DataFrame:
+    """Every image type of a run for the chosen subjects: the preprocessed 3T and 7T of each finished subject and
+    each model's prediction of chapter 03 (:func:`synth7t.predict.collect_images`).
+
+    Args:
+        data_dir: the dataset root (its ``split.tsv`` names the held-out subjects).
+        derivatives: the preprocessing outputs.
+        predict_dir: ``<runs_dir>/<run_name>/03_predict``.
+        subjects: ``"test"`` (held out) or ``"all"``.
+
+    Returns:
+        ``key, image_type, name, path``.
+    """
+    from .. import layout, predict
+    from ..preprocess import load_records
+
+    keys = layout.select_keys([r["key"] for r in load_records(derivatives) if r.get("status") == "done"],
+                              data_dir, subjects)
+    return predict.collect_images(derivatives, predict_dir, keys=keys)
+
+
 def open_session(session_dir: PathLike, volumes: Mapping[str, Mapping[str, PathLike]], *, seed: int = 0,
-                 slices_per_subject: int = 1, overwrite: bool = False) -> tuple[RatingStore, list[str]]:
+                 n_queries: Optional[int] = None, overwrite: bool = False) -> tuple[RatingStore, list[str]]:
     """Reuse the session in ``session_dir``, or build it (:func:`build_session`) when there is none.
 
     A session is never rebuilt over its answers: with ``overwrite`` the existing folder is moved aside to
-    ``session-replaced-<time>`` (kept, since its answers may have taken hours) and a new one is built.
+    ``session-replaced-<time>`` with its key folder (kept, since its answers may have taken hours) and a new one
+    is built. A session built with the key inside its folder has its key moved out (to
+    :func:`~synth7t.rating.session.key_dir_of`) before raters can be served it.
 
     Args:
-        session_dir: the session folder.
+        session_dir: the session folder; its key goes to ``<session_dir>-key/``.
         volumes: ``{variant: {key: path}}`` (:func:`variant_volumes`), used only when a session is built.
         seed: draws of planes, slices and letters (only when a session is built).
-        slices_per_subject: queries per subject (only when a session is built).
+        n_queries: number of queries (the paper's: 28); ``None``: one per subject (only when a session is built).
         overwrite: move an existing session aside and build a new one.
 
     Returns:
@@ -102,17 +108,21 @@ def open_session(session_dir: PathLike, volumes: Mapping[str, Mapping[str, PathL
     if overwrite and session_dir.exists():
         aside = session_dir.with_name(f"session-replaced-{time.strftime('%Y%m%d-%H%M%S')}")
         session_dir.rename(aside)
-        notes.append(f"the previous session was moved to {aside} with its answers")
+        if key_dir_of(session_dir).exists():
+            key_dir_of(session_dir).rename(key_dir_of(aside))
+        notes.append(f"the previous session was moved to {aside} with its answers (key: {key_dir_of(aside)})")
     if (session_dir / "session.json").is_file():
         store = RatingStore(session_dir)
         m = store.meta
         built = time.strftime("%Y-%m-%d %H:%M", time.localtime(m["created_at"]))
-        notes.append(f"reusing the session built {built} (seed {m['seed']}, {m.get('slices_per_subject', 1)} "
-                     "slice(s) per subject): its images and answers are kept; set overwrite_session = True for a "
-                     "new one")
-        if m.get("slices_per_subject", 1) != slices_per_subject or m["seed"] != seed:
-            notes.append(f"note: the parameters ask for seed {seed} and {slices_per_subject} slice(s) per subject; "
-                         "the session keeps the ones it was built with")
+        notes.append(f"reusing the session built {built} (seed {m['seed']}, {m['n_queries']} queries): its images "
+                     "and answers are kept; set overwrite_session = True for a new one")
+        if (n_queries is not None and m["n_queries"] != n_queries) or m["seed"] != seed:
+            notes.append(f"note: the parameters ask for seed {seed} and {n_queries or 'one query per subject'} "
+                         "queries; the session keeps the ones it was built with")
+        moved = move_key_out(session_dir)
+        if moved is not None:
+            notes.append(f"its key was inside the session folder, where the raters' app reads: moved to {moved}")
         return store, notes
     if session_dir.exists():
         raise RuntimeError(f"{session_dir} exists but is not a rating session (no session.json); move it away")
@@ -121,52 +131,98 @@ def open_session(session_dir: PathLike, volumes: Mapping[str, Mapping[str, PathL
         raise RuntimeError(f"a session needs at least 2 image variants on at least one subject; found "
                            f"{list(volumes)} on {len(subjects)} subject(s) (run notebooks 01 and 03 first)")
     t0 = time.perf_counter()
-    store = build_session(session_dir, volumes, subjects=subjects, seed=seed, slices_per_subject=slices_per_subject)
-    notes.append(f"built in {time.perf_counter() - t0:.1f} s: {len(subjects)} subject(s) x {slices_per_subject} "
-                 f"slice(s), {len(volumes)} variants per query")
+    store = build_session(session_dir, volumes, subjects=subjects, seed=seed, n_queries=n_queries)
+    notes.append(f"built in {time.perf_counter() - t0:.1f} s: {store.n_queries} queries over {len(subjects)} "
+                 f"subject(s), {len(volumes)} variants per query; key in {key_dir_of(session_dir)}")
     return store, notes
 
 
-def simulate_raters(session_dir: PathLike, n_raters: int, *, quality: Optional[Mapping[str, float]] = None,
-                    default_quality: float = 1.0, noise: Optional[Sequence[float]] = None,
-                    seed: int = 0) -> pd.DataFrame:
-    """Simulated raters ``sim1 ... simN`` answer every query they have not answered, through the widget's own path.
+# ------------------------------------------------------------------------------ simulated raters (demo, tests)
 
-    Each goes through :meth:`RaterApp.answer` (the rank menus and "Save and next", as a person's clicks) with
-    rankings from :func:`simulated_ranking`. To put the qualities on the right letters the simulation reads the
-    key, which a real rater never sees. **These are not expert opinions.**
+
+def default_rater_noise(n_raters: int) -> list[float]:
+    """The simulated raters' noise SDs (score units): 0.25, 0.5, 0.75, ...: sim1 the most consistent. On the demo's
+    session four such raters give ranks with SDs of about 1 to 1.7, the spread of the paper's four raters."""
+    return [round(0.25 * (i + 1), 3) for i in range(n_raters)]
+
+
+def simulate_raters(session_dir: PathLike, n_raters: int, *, noise: Optional[Sequence[float]] = None,
+                    weights: Optional[Mapping[str, Mapping[str, float]]] = None, seed: int = 0) -> pd.DataFrame:
+    """Simulated raters ``sim1 ... simN`` rank every query they have not answered from measured image properties
+    (the model observer of :mod:`synth7t.rating.observer`), through the widget's own clicks.
+
+    Every rater scores each image of a query by the observer's weighted measures (sharpness, grey/white contrast,
+    noise, signal loss) plus Gaussian noise of their own, and clicks the letters in that order and "Save and
+    next" (:meth:`RaterApp.answer`). The observer reads the anonymised images only, never the key. **These are not
+    expert opinions.**
 
     Args:
         session_dir: the session.
         n_raters: how many simulated raters (0: none).
-        quality: latent quality per variant (default :data:`SIMULATED_QUALITY`: real 7T 2, 3T 0).
-        default_quality: the quality of every other variant (the models).
-        noise: Gumbel scale per rater (default 0.6, 0.9, 1.2, ...: sim1 the most consistent).
-        seed: seed of the rankings.
+        noise: noise SD per rater (default :func:`default_rater_noise`).
+        weights: the observer's ``{criterion: {measure: weight}}`` (default
+            :data:`~synth7t.rating.observer.OBSERVER_WEIGHTS`).
+        seed: seed of the raters' noise.
 
     Returns:
         One row per simulated rater: ``rater``, ``noise``, ``new_answers`` (queries answered now).
     """
     if n_raters < 0:
         raise ValueError(f"n_raters must be 0 or more, got {n_raters}")
-    quality = dict(SIMULATED_QUALITY if quality is None else quality)
-    noise = [0.6 + 0.3 * i for i in range(n_raters)] if noise is None else list(noise)
+    noise = default_rater_noise(n_raters) if noise is None else list(noise)
     if len(noise) != n_raters:
         raise ValueError(f"noise needs one value per simulated rater ({n_raters}), got {len(noise)}")
-    key = read_key(session_dir)
-    positions = {q: dict(zip(g["variant"], g["position"])) for q, g in key.groupby("query_index")}
-    rng = np.random.default_rng(seed)
     rows = []
-    for i, scale in enumerate(noise):
-        app = RaterApp(session_dir, f"sim{i + 1}")
-        before = app.store.progress(app.rater_id)[0]
-        while app.current is not None:
-            pos = positions[app.current]
-            q = {v: quality.get(v, default_quality) for v in pos}
-            app.answer({c: simulated_ranking(q, pos, rng, noise=scale) for c in app.store.criteria})
-        new = app.store.progress(app.rater_id)[0] - before
-        rows.append({"rater": app.rater_id, "noise": scale, "new_answers": new})
+    if n_raters:
+        store = RatingStore(session_dir)
+        scores = observer_scores(measure_session(session_dir), weights, criteria=list(store.criteria))
+        by_query = {int(q): g.set_index("position") for q, g in scores.groupby("query_index")}
+        rng = np.random.default_rng(seed)
+        for i, sd in enumerate(noise):
+            app = RaterApp(session_dir, f"sim{i + 1}")
+            before = app.store.progress(app.rater_id)[0]
+            while app.current is not None:
+                s = by_query[app.current]
+                app.answer({c: observer_ranking(s[c].to_dict(), rng, sd) for c in store.criteria})
+            rows.append({"rater": app.rater_id, "noise": sd,
+                         "new_answers": app.store.progress(app.rater_id)[0] - before})
     return pd.DataFrame(rows, columns=["rater", "noise", "new_answers"])
+
+
+def observer_table(session_dir: PathLike, key_dir: Optional[PathLike] = None, order: Sequence[str] = ()
+                   ) -> pd.DataFrame:
+    """What the model observer measured, unblinded: each measure's mean and SD per image type over the queries,
+    and the observer's noise-free mean rank per criterion (1 = best). For the analysis (it reads the key).
+
+    Args:
+        session_dir: the session.
+        key_dir: the folder of its key (default ``<session_dir>-key``).
+        order: display names in table order (e.g. :func:`analysis_ranks`'s); others follow.
+
+    Returns:
+        One row per image type: ``image_type``, ``variant`` (its display name), ``<measure>`` and
+        ``<measure>_sd`` for each measure, then ``rank_<criterion>``.
+    """
+    from ..names import display_name
+    from .observer import MEASURES
+
+    store = RatingStore(session_dir)
+    measures = measure_session(session_dir)
+    scores = observer_scores(measures, criteria=list(store.criteria))
+    rank_cols = [f"rank_{c}" for c in store.criteria]
+    for c, col in zip(store.criteria, rank_cols):
+        scores[col] = scores.groupby("query_index")[c].rank(ascending=False, method="average")
+    key = read_key(session_dir, key_dir)[["query_index", "position", "variant"]]
+    m = measures.merge(scores[["query_index", "position", *rank_cols]], on=["query_index", "position"])
+    m = m.merge(key, on=["query_index", "position"])
+    grouped = m.groupby("variant", sort=False)
+    means, sds = grouped[list(MEASURES)].mean(), grouped[list(MEASURES)].std(ddof=0).add_suffix("_sd")
+    table = pd.concat([means, sds], axis=1)[[c for name in MEASURES for c in (name, f"{name}_sd")]]
+    out = pd.concat([table, grouped[rank_cols].mean()], axis=1).reset_index().rename(columns={"variant": "image_type"})
+    out.insert(1, "variant", out["image_type"].map(display_name))
+    place = {v: i for i, v in enumerate(order)}
+    return out.sort_values("variant", key=lambda col: col.map(lambda v: place.get(v, len(place))), kind="stable",
+                           ignore_index=True)
 
 
 def progress_table(store: RatingStore, rater_ids: Sequence[str] = ()) -> pd.DataFrame:
