@@ -1,4 +1,4 @@
-"""2.5D slice data: preprocessed pairs cached as memory-mapped arrays, one sample per axial slice.
+"""2.5D slice data: preprocessed pairs cached as memory-mapped arrays, one sample per slice of each cached plane.
 
 A sample is the ``n_input_slices`` neighbouring axial 3T slices (the centre one and as many above as below),
 the matching 7T slice and the context vector (age, sex, impaired, slice location). Slices listed as 7T
@@ -15,6 +15,22 @@ several DistributedDataParallel processes and their loader workers) reads only t
 
 Slices are stored as ``(H, W) = (anterior-posterior, left-right)``, i.e. the grid's axial array transposed:
 the paper's 288 x 224 inputs.
+
+Multi-view caches (``build_cache(..., planes=("axial", "coronal", "sagittal"))``, beyond the paper) also hold, per
+extra plane ``p``, the stacks of :func:`synth7t.views.to_plane_stack` (``(S, H, W)``: coronal ``(Y, Z, X)``,
+sagittal ``(X, Z, Y)``, H the grid's depth zero-padded at the superior end to a multiple of 32 so that every
+subject's slices share one shape)::
+
+    t3_<p>.npy, t7_<p>.npy   float16 (n_subjects * S, H, W), subject after subject (S = Y or X rows each)
+    index_<p>.tsv            the samples of that plane, as index.tsv, ``z`` the slice index along the plane's axis
+                             and ``slice_location`` along it (its own brain range)
+    volumes.tsv              gains offset_<p>, bottom_<p>, top_<p> (and ``excluded``: the artefact slice ranges)
+
+A cached axial slice is a sample as before. A coronal or sagittal slice crosses every axial slice, artefact slices
+included, so its samples carry a ``mask`` that is 0 on the rows of excluded axial slices and of the padding: the
+trainer multiplies prediction and target by it before the loss, and the 7T's artefacts are never learned.
+Axial arrays are always cached; the other planes are added to an existing cache of the same records without
+rewriting it.
 """
 
 from __future__ import annotations
@@ -22,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -31,6 +47,7 @@ import pandas as pd
 
 from . import io as sio
 from .layout import Dataset, dataset_facts, read_split
+from .models.config import PLANES, check_planes
 from .models.unet import slice_location
 
 PathLike = Union[str, Path]
@@ -59,9 +76,16 @@ def _split_digest(split_file: PathLike) -> str:
     return hashlib.sha1(Path(split_file).read_bytes()).hexdigest()[:8]
 
 
+def _cache_planes(planes) -> tuple:
+    """The planes a cache holds: axial always, then the others asked for, in :data:`PLANES` order."""
+    asked = set(check_planes(planes, "planes"))
+    return tuple(p for p in PLANES if p == "axial" or p in asked)
+
+
 def build_cache(
     derivatives: PathLike, cache_dir: PathLike, dataset: Dataset, *, split_file: Optional[PathLike] = None,
     keys: Optional[Sequence[str]] = None, allow_unsplit: bool = False, progress: bool = True,
+    planes: Sequence[str] = ("axial",),
 ) -> Path:
     """Write (or reuse) the slice cache of preprocessed pairs.
 
@@ -75,17 +99,20 @@ def build_cache(
         allow_unsplit: build a cache without a split (every subject ``unsplit``, all of them trainable); only
             for a model that will never be scored on these subjects.
         progress: show a progress bar.
+        planes: slicing planes to cache (``axial``, ``coronal``, ``sagittal``; axial is always cached). A
+            multi-view model's ``TrainConfig.planes``.
 
     Returns:
-        The cache folder. An existing cache built from the same records is reused as it is. ``cache.json``
-        records the keys, the grid and the dataset's name and whether it is simulated (for the model card).
+        The cache folder. An existing cache built from the same records is reused as it is; planes it lacks are
+        added to it. ``cache.json`` records the keys, the grid, the planes and the dataset's name and whether it
+        is simulated (for the model card).
 
     Raises:
-        ValueError: no preprocessed subjects, a missing split (unless ``allow_unsplit``), mixed grids.
+        ValueError: no preprocessed subjects, a missing split (unless ``allow_unsplit``), mixed grids, an unknown
+            plane.
     """
-    from tqdm.auto import tqdm
-
     derivatives, cache_dir = Path(derivatives), Path(cache_dir)
+    planes = _cache_planes(planes)
     if split_file is None and not allow_unsplit:
         raise ValueError(f"no train/test split for {dataset.root}: training would see every subject and no "
                          f"subject could be scored; write one with `synth7t split {dataset.root}` (split.tsv), "
@@ -99,13 +126,20 @@ def build_cache(
         raise ValueError(f"not preprocessed: {', '.join(missing)}")
     fp = _fingerprint(recs, keys) + ("" if split_file is None else "-" + _split_digest(split_file))
     meta_path = cache_dir / "cache.json"
-    if meta_path.is_file():
-        old = json.loads(meta_path.read_text())
-        # a cache from before spacing_mm was recorded is rebuilt: the exported model must know its grid
-        if old.get("fingerprint") == fp and "spacing_mm" in old:
-            return cache_dir
+    old = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    # a cache from before spacing_mm was recorded is rebuilt: the exported model must know its grid
+    reuse = old.get("fingerprint") == fp and "spacing_mm" in old
+    have = tuple(old.get("planes", ["axial"])) if reuse else ()
+    todo = tuple(p for p in planes if p not in have)
+    if not todo:
+        return cache_dir
     split = read_split(split_file).set_index("participant_id")["split"] if split_file else None
     cache_dir.mkdir(parents=True, exist_ok=True)
+    if not have:  # rebuilt from other records: the other planes' files would be stale
+        for p in PLANES:
+            if p not in todo:
+                for name in (_array_name("t3", p), _array_name("t7", p), _index_name(p)):
+                    (cache_dir / name).unlink(missing_ok=True)
     shapes = [tuple(recs[k]["grid"]["shape"]) for k in keys]
     inplane = {s[:2] for s in shapes}
     if len(inplane) != 1:
@@ -114,10 +148,55 @@ def build_cache(
     spacings = {round(float(np.linalg.norm(np.asarray(recs[k]["grid_affine"], float)[:3, 0])), 4) for k in keys}
     if len(spacings) != 1:
         raise ValueError(f"subjects have different voxel sizes {sorted(spacings)} mm; preprocess them with one config")
+    vol_rows, idx_rows, plane_shapes = _write_arrays(cache_dir, todo, keys, recs, derivatives, dataset, split,
+                                                     (nx, ny, [s[2] for s in shapes]), progress)
+    new_vols = pd.DataFrame(vol_rows)
+    if have:  # same records: keep the cached planes, add the new planes' columns
+        vols = pd.read_csv(cache_dir / "volumes.tsv", sep="\t")
+        for c in new_vols.columns:
+            if c not in vols.columns:
+                vols[c] = new_vols[c].to_numpy()
+        new_vols = vols
+    new_vols.to_csv(cache_dir / "volumes.tsv", sep="\t", index=False)
+    for plane, rows in idx_rows.items():
+        pd.DataFrame(rows).to_csv(cache_dir / _index_name(plane), sep="\t", index=False)
     total = sum(s[2] for s in shapes)
-    tmp = {n: cache_dir / f"{n}.npy.tmp" for n in ("t3", "t7")}
-    arrays = {n: np.lib.format.open_memmap(tmp[n], mode="w+", dtype=np.float16, shape=(total, ny, nx)) for n in tmp}
-    vol_rows, idx_rows = [], []
+    meta = {"fingerprint": fp, "keys": keys, "shape": [total, ny, nx], "spacing_mm": next(iter(spacings)),
+            "dataset": dataset_facts(dataset.root), "split_file": str(split_file) if split_file else None,
+            "planes": [p for p in PLANES if p in set(have) | set(todo)],
+            "plane_shapes": {**old.get("plane_shapes", {}), **plane_shapes} if have else plane_shapes}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return cache_dir
+
+
+def _index_name(plane: str) -> str:
+    return "index.tsv" if plane == "axial" else f"index_{plane}.tsv"
+
+
+def _array_name(image: str, plane: str) -> str:
+    return f"{image}.npy" if plane == "axial" else f"{image}_{plane}.npy"
+
+
+def _write_arrays(cache_dir: Path, planes: Sequence[str], keys: Sequence[str], recs: dict, derivatives: Path,
+                  dataset: Dataset, split, grid: tuple, progress: bool):
+    """Fill the arrays of ``planes`` in one pass over the subjects (each volume is read once).
+
+    Returns:
+        ``(volume rows, {plane: sample rows}, {plane: array shape})``.
+    """
+    from tqdm.auto import tqdm
+
+    from .views import PLANE_AXIS, brain_range, padded_height, to_plane_stack
+
+    nx, ny, depths = grid
+    height = padded_height(max(depths))
+    per_subject = {"coronal": ny, "sagittal": nx}
+    shapes = {"axial": (sum(depths), ny, nx), "coronal": (len(keys) * ny, height, nx),
+              "sagittal": (len(keys) * nx, height, ny)}
+    tmp = {(n, p): cache_dir / (_array_name(n, p) + ".tmp") for p in planes for n in ("t3", "t7")}
+    arrays = {np_: np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shapes[np_[1]])
+              for np_, path in tmp.items()}
+    vol_rows, idx_rows = [], {p: [] for p in planes}
     offset = 0
     for vi, k in enumerate(tqdm(keys, desc="slice cache", unit="subject", disable=not progress)):
         r = recs[k]
@@ -125,34 +204,44 @@ def build_cache(
         files = {n: derivatives / r["files"][n] for n in ("t3", "t7", "mask")}
         vols = {n: sio.load_volume(files[n]).data for n in files}
         depth = vols["t7"].shape[2]
-        for n in ("t3", "t7"):
-            arrays[n][offset:offset + depth] = np.transpose(vols[n], (2, 1, 0)).astype(np.float16)
         s = dataset[k]
         bottom, top = int(r["bottom_slice"]), int(r["top_slice"])
-        excluded = {z for a, b in r.get("excluded_slices", []) for z in range(int(a), int(b) + 1)}
-        brain = vols["mask"].reshape(-1, depth).any(0)
+        ranges = [[int(a), int(b)] for a, b in r.get("excluded_slices", [])]
+        excluded = {z for a, b in ranges for z in range(a, b + 1)}
         sp = str(split.get(s.participant_id, "unsplit")) if split is not None else "unsplit"
-        vol_rows.append({"key": k, "volume": vi, "offset": offset, "depth": depth, "bottom": bottom, "top": top,
-                         "age": s.age, "sex": s.sex, "impaired": int(s.impaired), "split": sp,
-                         "n_excluded": len(excluded), "dir": str(base)})
-        for z in range(depth):
-            if brain[z] and z not in excluded and top != bottom:
-                loc = slice_location(z, bottom, top)
-                idx_rows.append({"key": k, "volume": vi, "z": z, "offset": offset + z, "age": s.age,
-                                 "sex": 1.0 if s.sex == "M" else 0.0, "impaired": float(s.impaired),
-                                 "slice_location": loc, "split": sp})
+        row = {"key": k, "volume": vi, "offset": offset, "depth": depth, "bottom": bottom, "top": top,
+               "age": s.age, "sex": s.sex, "impaired": int(s.impaired), "split": sp,
+               "n_excluded": len(excluded), "dir": str(base), "excluded": json.dumps(ranges)}
+        demo = {"age": s.age, "sex": 1.0 if s.sex == "M" else 0.0, "impaired": float(s.impaired)}
+        mask = vols["mask"] > 0
+        for p in planes:
+            if p == "axial":
+                for n in ("t3", "t7"):
+                    arrays[(n, p)][offset:offset + depth] = np.transpose(vols[n], (2, 1, 0)).astype(np.float16)
+                brain = mask.reshape(-1, depth).any(0)
+                for z in range(depth):
+                    if brain[z] and z not in excluded and top != bottom:
+                        idx_rows[p].append({"key": k, "volume": vi, "z": z, "offset": offset + z, **demo,
+                                            "slice_location": slice_location(z, bottom, top), "split": sp})
+                continue
+            first = vi * per_subject[p]
+            for n in ("t3", "t7"):
+                arrays[(n, p)][first:first + per_subject[p]] = to_plane_stack(vols[n], p, height=height)
+            b, t = brain_range(mask, p)
+            axis = PLANE_AXIS[p]
+            brain = mask.any(axis=tuple(a for a in range(3) if a != axis))
+            row.update({f"offset_{p}": first, f"bottom_{p}": b, f"top_{p}": t})
+            for z in np.flatnonzero(brain) if t != b else []:
+                idx_rows[p].append({"key": k, "volume": vi, "z": int(z), "offset": first + int(z), **demo,
+                                    "slice_location": slice_location(int(z), b, t), "split": sp, "plane": p})
+        vol_rows.append(row)
         offset += depth
     for arr in arrays.values():
         arr.flush()
     arrays.clear()  # close the memory maps before renaming their files
-    for n, p in tmp.items():
-        os.replace(p, cache_dir / f"{n}.npy")
-    pd.DataFrame(vol_rows).to_csv(cache_dir / "volumes.tsv", sep="\t", index=False)
-    pd.DataFrame(idx_rows).to_csv(cache_dir / "index.tsv", sep="\t", index=False)
-    meta_path.write_text(json.dumps({"fingerprint": fp, "keys": keys, "shape": [total, ny, nx],
-                                     "spacing_mm": next(iter(spacings)), "dataset": dataset_facts(dataset.root),
-                                     "split_file": str(split_file) if split_file else None}, indent=2))
-    return cache_dir
+    for (n, p), path in tmp.items():
+        os.replace(path, cache_dir / _array_name(n, p))
+    return vol_rows, idx_rows, {p: list(shapes[p]) for p in planes}
 
 
 def validation_keys(volumes: pd.DataFrame, fraction: float = 0.1, seed: int = 0) -> list[str]:
@@ -187,18 +276,24 @@ def validation_keys(volumes: pd.DataFrame, fraction: float = 0.1, seed: int = 0)
 
 @dataclass
 class SliceCache:
-    """An opened cache: memory-mapped arrays and its tables."""
+    """An opened cache: memory-mapped arrays and its tables (``t3``, ``t7``, ``index``: the axial ones)."""
 
     root: Path
     t3: np.ndarray
     t7: np.ndarray
     index: pd.DataFrame
     volumes: pd.DataFrame
+    _planes: dict = field(default_factory=dict, repr=False)
 
     @property
     def meta(self) -> dict:
         """``cache.json``: fingerprint, keys, array shape and ``spacing_mm`` (absent in caches built before it)."""
         return json.loads((self.root / "cache.json").read_text())
+
+    @property
+    def planes(self) -> tuple:
+        """The cached planes (``("axial",)`` for a cache built before multi-view)."""
+        return tuple(self.meta.get("planes", ["axial"]))
 
     @classmethod
     def open(cls, root: PathLike) -> "SliceCache":
@@ -207,6 +302,27 @@ class SliceCache:
             raise ValueError(f"{root}: not a slice cache (build it with synth7t.slices.build_cache)")
         return cls(root, np.load(root / "t3.npy", mmap_mode="r"), np.load(root / "t7.npy", mmap_mode="r"),
                    pd.read_csv(root / "index.tsv", sep="\t"), pd.read_csv(root / "volumes.tsv", sep="\t"))
+
+    def plane(self, plane: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """``(t3, t7, index)`` of one cached plane: memory-mapped ``(N, H, W)`` stacks and its samples (with a
+        ``plane`` column).
+
+        Raises:
+            ValueError: an unknown plane, or one this cache does not hold.
+        """
+        plane = check_planes([plane], "plane")[0]
+        if plane not in self._planes:
+            if plane == "axial":
+                self._planes[plane] = (self.t3, self.t7, self.index.assign(plane="axial"))
+            else:
+                if plane not in self.planes:
+                    raise ValueError(f"the slice cache {self.root} holds {', '.join(self.planes)} slices, not "
+                                     f"{plane}: build it with synth7t.slices.build_cache(..., planes=[...]) "
+                                     f"(notebook 02 passes the training config's planes)")
+                self._planes[plane] = tuple(np.load(self.root / _array_name(n, plane), mmap_mode="r")
+                                            for n in ("t3", "t7")) + (
+                    pd.read_csv(self.root / _index_name(plane), sep="\t"),)
+        return self._planes[plane]
 
 
 class SliceDataset:
@@ -219,20 +335,37 @@ class SliceDataset:
         crop: optional ``(h, w)`` random crop (centre crop when ``random_crop`` is False), each side a
             multiple of the model's downsampling factor; for small machines.
         random_crop: draw crops at random (training) or take the centre (validation).
-        augment: random left-right flips (the brain is roughly symmetric; the flip keeps the context valid).
+        augment: random left-right flips (the brain is roughly symmetric; the flip keeps the context valid). A
+            sagittal slice is not flipped: its in-plane axes are anterior-posterior and inferior-superior, which
+            have no mirror symmetry (the draw is made all the same, so the other samples' streams do not move).
         seed: base seed; sample ``i`` of epoch ``e`` uses ``(seed, e, i)`` so runs are reproducible.
+        planes: slicing planes to draw samples from (multi-view; default the paper's axial slices). Without a
+            crop, the slices of several planes are zero-padded (below and to the right) to the largest height and
+            width among them, so that a batch stacks.
+        plane_context: append the plane's code (0 axial, 1 coronal, 2 sagittal) to the context (a
+            plane-conditioned model's fifth column).
 
     Items are dicts of ``x`` (n_input_slices, h, w), ``y`` (1, h, w), ``context`` (4,) float32 tensors and
-    ``key``/``z``.
+    ``key``/``z`` (and ``plane``); with a coronal or sagittal plane every item also has a ``mask`` (1, h, w):
+    1 on the rows of usable axial slices, 0 on artefact slices and padding (all 1 on an axial sample).
     """
 
     def __init__(self, cache: Union[SliceCache, PathLike], split: Union[str, Sequence[str], None] = "train", *,
                  n_input_slices: int = 3, crop: Optional[Sequence[int]] = None, random_crop: bool = True,
-                 augment: bool = False, seed: int = 0):
+                 augment: bool = False, seed: int = 0, planes: Sequence[str] = ("axial",),
+                 plane_context: bool = False):
         self.cache = cache if isinstance(cache, SliceCache) else SliceCache.open(cache)
         if n_input_slices < 1 or n_input_slices % 2 == 0:
             raise ValueError(f"n_input_slices must be a positive odd number, got {n_input_slices}")
-        idx = self.cache.index
+        self.planes = check_planes(planes, "planes")
+        tables = []
+        self._arrays, shapes = {}, {}
+        for p in self.planes:
+            t3, t7, idx = self.cache.plane(p)
+            self._arrays[p] = (t3, t7)
+            shapes[p] = t3.shape[1:]
+            tables.append(idx.assign(plane=p))
+        idx = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
         if isinstance(split, str):
             if split not in ("train", "test", "unsplit"):
                 raise ValueError(f"split must be 'train', 'test', a list of keys or None, got {split!r}")
@@ -243,14 +376,38 @@ class SliceDataset:
             raise ValueError(f"no samples for split {split!r} in {self.cache.root}")
         self.index = idx.reset_index(drop=True)
         self.half = n_input_slices // 2
-        _, self.height, self.width = self.cache.t3.shape
+        #: the slices' (H, W); with several planes the largest of each (what whole slices are padded to)
+        self.height = max(int(h) for h, _ in shapes.values())
+        self.width = max(int(w) for _, w in shapes.values())
+        self._shapes = shapes
         self.crop = tuple(int(c) for c in crop) if crop else None
-        if self.crop and (self.crop[0] > self.height or self.crop[1] > self.width):
-            raise ValueError(f"crop {self.crop} is larger than the slices ({self.height}, {self.width})")
+        if self.crop:
+            for p, (h, w) in shapes.items():
+                if self.crop[0] > h or self.crop[1] > w:
+                    raise ValueError(f"crop {self.crop} is larger than the {p} slices ({h}, {w})"
+                                     if len(shapes) > 1 else f"crop {self.crop} is larger than the slices ({h}, {w})")
         self.random_crop, self.augment, self.seed = random_crop, augment, int(seed)
+        self.plane_context = bool(plane_context)
+        self.with_mask = any(p != "axial" for p in self.planes)
         self.epoch = 0
         vols = self.cache.volumes.set_index("volume")
-        self._bounds = {int(v): (int(r["offset"]), int(r["offset"] + r["depth"] - 1)) for v, r in vols.iterrows()}
+        #: (plane, volume) -> first and last row of the volume's slices in the plane's arrays
+        self._bounds: dict = {}
+        #: (plane, volume) -> per row of a coronal/sagittal slice (an axial slice index): 1 usable, 0 artefact/padding
+        self._rows_ok: dict = {}
+        per_subject = {"coronal": self.cache.t3.shape[1], "sagittal": self.cache.t3.shape[2]}
+        for p in self.planes:
+            for v, r in vols.iterrows():
+                if p == "axial":
+                    self._bounds[(p, int(v))] = (int(r["offset"]), int(r["offset"] + r["depth"] - 1))
+                    continue
+                first = int(r[f"offset_{p}"])
+                self._bounds[(p, int(v))] = (first, first + per_subject[p] - 1)
+                ok = np.zeros(shapes[p][0], np.float32)
+                ok[: int(r["depth"])] = 1.0
+                for a, b in json.loads(r["excluded"]):
+                    ok[int(a): int(b) + 1] = 0.0
+                self._rows_ok[(p, int(v))] = ok
 
     def __len__(self) -> int:
         return len(self.index)
@@ -263,20 +420,41 @@ class SliceDataset:
         import torch
 
         r = self.index.iloc[int(i)]
-        lo, hi = self._bounds[int(r["volume"])]
+        plane = str(r["plane"]) if "plane" in r else "axial"
+        t3, t7 = self._arrays[plane]
+        lo, hi = self._bounds[(plane, int(r["volume"]))]
         rows = np.clip(np.arange(r["offset"] - self.half, r["offset"] + self.half + 1), lo, hi)
-        x = np.asarray(self.cache.t3[rows], dtype=np.float32)
-        y = np.asarray(self.cache.t7[int(r["offset"])], dtype=np.float32)[None]
+        x = np.asarray(t3[rows], dtype=np.float32)
+        y = np.asarray(t7[int(r["offset"])], dtype=np.float32)[None]
+        m = None
+        if self.with_mask:
+            m = np.ones_like(y) if plane == "axial" else np.broadcast_to(
+                self._rows_ok[(plane, int(r["volume"]))][None, :, None], y.shape).astype(np.float32)
+        height, width = y.shape[1:]
+        if not self.crop and (height, width) != (self.height, self.width):
+            pad = ((0, 0), (0, self.height - height), (0, self.width - width))
+            x, y = np.pad(x, pad), np.pad(y, pad)
+            m = None if m is None else np.pad(m, pad)
+            height, width = self.height, self.width
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         if self.crop:
             ch, cw = self.crop
             if self.random_crop:
-                y0, x0 = int(rng.integers(0, self.height - ch + 1)), int(rng.integers(0, self.width - cw + 1))
+                y0, x0 = int(rng.integers(0, height - ch + 1)), int(rng.integers(0, width - cw + 1))
             else:
-                y0, x0 = (self.height - ch) // 2, (self.width - cw) // 2
+                y0, x0 = (height - ch) // 2, (width - cw) // 2
             x, y = x[:, y0:y0 + ch, x0:x0 + cw], y[:, y0:y0 + ch, x0:x0 + cw]
-        if self.augment and rng.random() < 0.5:
+            m = None if m is None else m[:, y0:y0 + ch, x0:x0 + cw]
+        # W is left-right in axial and coronal slices; a sagittal slice has no left-right axis to mirror
+        if self.augment and rng.random() < 0.5 and plane != "sagittal":
             x, y = x[:, :, ::-1], y[:, :, ::-1]
-        ctx = np.array([r["age"], r["sex"], r["impaired"], r["slice_location"]], dtype=np.float32)
-        return {"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.from_numpy(np.ascontiguousarray(y)),
-                "context": torch.from_numpy(ctx), "key": str(r["key"]), "z": int(r["z"])}
+            m = None if m is None else m[:, :, ::-1]
+        ctx = [r["age"], r["sex"], r["impaired"], r["slice_location"]]
+        if self.plane_context:
+            ctx.append(PLANES.index(plane))
+        item = {"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.from_numpy(np.ascontiguousarray(y)),
+                "context": torch.from_numpy(np.array(ctx, dtype=np.float32)), "key": str(r["key"]), "z": int(r["z"]),
+                "plane": plane}
+        if m is not None:
+            item["mask"] = torch.from_numpy(np.ascontiguousarray(m))
+        return item

@@ -34,6 +34,10 @@ gradient penalty's interpolation weights of (seed, step, row of the global batch
 :meth:`Trainer.penalty_weights`), so ``N`` processes reproduce one process with the same global batch
 up to float rounding. Rank 0 alone writes logs (losses averaged over the ranks) and checkpoints.
 
+Multi-view (beyond the paper): ``planes`` lists the slicing planes of the samples (:class:`synth7t.slices.SliceDataset`;
+coronal and sagittal samples carry a loss mask over the 7T's artefact slices); with several, the U-Net is conditioned
+on the plane by default (``plane_condition``), and ``model.json`` lists them for :mod:`synth7t.multiview`.
+
 GPU-only paths run on a CPU as well: ``amp="bf16"`` autocasts to bfloat16 on either device, ``compile`` wraps
 the generator in ``torch.compile`` (on a CPU it needs a C++ compiler), ``channels_last`` stores the networks and
 their inputs channels-last.
@@ -68,7 +72,7 @@ from .modelcard import (
 )
 from .patches import BLEND_MODE, PatchDataset, nonzero_box, patch_geometry, sliding_window_predict
 from .slices import SliceCache, SliceDataset, validation_keys
-from .train_config import TrainConfig, train_config_from_dict
+from .train_config import TrainConfig, plane_conditioned, train_config_from_dict
 from .train_runtime import (  # noqa: F401  (re-exported: synth7t.train.save_checkpoint, ...)
     cxx_compiler, dist_info, frozen, epoch_order, latest_checkpoint, load_state, load_weights, resolve_device,
     save_checkpoint, seed_everything, split_batch,
@@ -131,6 +135,14 @@ class Trainer:
         self.model_config = resolve_config(config.model)
         #: the patch geometry of a baseline (V-Net, WATNet), None for the U-Nets (whole slices)
         self.geometry = patch_geometry(self.model_config)
+        #: slicing planes (multi-view, beyond the paper); a plane-conditioned U-Net reads a fifth context column
+        self.planes = tuple(config.planes)
+        if config.conditions_on_plane:
+            self.model_config = plane_conditioned(self.model_config, config.model)
+        plane_ctx = bool(getattr(self.model_config, "plane_condition", False))
+        if self.geometry is not None and self.planes != ("axial",):
+            raise ValueError(f"model {config.model!r} trains on axial patches: planes={list(self.planes)} applies to "
+                             f"the U-Nets only; set planes=['axial']")
         if self.geometry is not None:
             if config.crop is not None or config.augment:
                 raise ValueError(f"model {config.model!r} trains on {self.geometry.size}-voxel patches "
@@ -150,7 +162,8 @@ class Trainer:
         self.train_keys = [k for k in side if k not in set(self.val_keys)]
         if self.geometry is None:
             self.train_ds = SliceDataset(self.cache, self.train_keys, n_input_slices=n_in, crop=config.crop,
-                                         augment=config.augment, seed=config.seed)
+                                         augment=config.augment, seed=config.seed, planes=self.planes,
+                                         plane_context=plane_ctx)
         else:
             self.train_ds = PatchDataset(self.cache, self.train_keys, geometry=self.geometry,
                                          overlap=config.patch_overlap, seed=config.seed)
@@ -158,7 +171,8 @@ class Trainer:
             raise ValueError(f"the training split has {len(self.train_ds)} samples, fewer than one global batch "
                              f"(batch_size={config.batch_size}); it cannot be split over {self.world} process(es) "
                              f"x grad_accumulation {config.grad_accumulation}")
-        self.val_ds = SliceDataset(self.cache, self.val_keys, n_input_slices=n_in, crop=None, random_crop=False)
+        self.val_ds = SliceDataset(self.cache, self.val_keys, n_input_slices=n_in, crop=None, random_crop=False,
+                                   planes=self.planes, plane_context=plane_ctx)
         rng = np.random.default_rng(config.seed + 1)
         self.val_ids = np.sort(rng.choice(len(self.val_ds), size=min(config.val_slices, len(self.val_ds)),
                                           replace=False))
@@ -328,10 +342,12 @@ class Trainer:
             return
         meta = json.loads((ck / "meta.json").read_text())
         saved = train_config_from_dict(meta["config"])
-        if (saved.model, saved.gan, saved.adversarial) != (self.cfg.model, self.cfg.gan, self.cfg.adversarial):
+        if (saved.model, saved.gan, saved.adversarial, saved.conditions_on_plane) != (
+                self.cfg.model, self.cfg.gan, self.cfg.adversarial, self.cfg.conditions_on_plane):
             raise ValueError(f"{ck}: checkpoint of model {saved.model!r} (gan={saved.gan}, adversarial="
-                             f"{saved.adversarial!r}) cannot resume a run of {self.cfg.model!r} (gan={self.cfg.gan}, "
-                             f"adversarial={self.cfg.adversarial!r}); use another run_dir")
+                             f"{saved.adversarial!r}, plane condition {saved.conditions_on_plane}) cannot resume a "
+                             f"run of {self.cfg.model!r} (gan={self.cfg.gan}, adversarial={self.cfg.adversarial!r}, "
+                             f"plane condition {self.cfg.conditions_on_plane}); use another run_dir")
         load_weights(ck / "generator.safetensors", self.generator)
         st = load_state(ck / "state.pt")
         self.opt_g.load_state_dict(st["opt_g"])
@@ -477,7 +493,8 @@ class Trainer:
                 pred = pred.float().clamp(0, 1).cpu().numpy()
                 mid = x.shape[1] // 2
                 for it, p, xin in zip(items, pred, x.cpu().numpy()):
-                    y = it["y"].numpy()[0]
+                    # a coronal/sagittal slice's artefact rows (its loss mask) are not scored either
+                    y = it["y"].numpy()[0] * (it["mask"].numpy()[0] if "mask" in it else 1)
                     mask = y > 0
                     rows.append((*self._slice_metrics(y, p[0] * mask), *self._slice_metrics(y, xin[mid] * mask)))
         self.generator.train()
@@ -622,6 +639,8 @@ class Trainer:
         meta = {
             "model_config": self.model_config.to_dict(), "train_config": self.cfg.to_dict(),
             "step": self.pos.step, "epoch": self.pos.epoch, "format": "synth7t-model-1",
+            # the slicing planes it learned (absent before multi-view: axial); synth7t.multiview predicts in them
+            "planes": list(self.planes),
             "input": {"grid": "synth7t-preproc 7T grid, axial slices (H, W) = (anterior-posterior, left-right)",
                       "intensity": "clipped min-max normalised to [0, 1]",
                       # lone 3T scans are aligned onto a grid like the training one (synth7t.predict.predict_file)

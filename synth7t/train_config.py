@@ -3,7 +3,8 @@
 Presets follow Table A.2/A.3 of the paper (``paper-unet``, ``paper-gan``, their ``-nodiag`` variants) and its
 §2.6 for the baselines (``paper-vnet``, ``paper-watnet``: Cui et al.'s settings with the paper's learning-rate
 decay and epochs); ``demo-cpu`` (and ``demo-cpu-gan``, ``demo-cpu-vnet``, ``demo-cpu-watnet``) train in minutes
-on 2 CPU cores. Unknown keys are
+on 2 CPU cores; ``demo-cpu-mv`` and ``paper-unet-mv`` (beyond the paper) train one U-Net on axial, coronal and
+sagittal slices with the plane as a condition. Unknown keys are
 errors everywhere (presets, overrides, JSON), and every run writes its full resolved config next to its outputs.
 Presets, the JSON round trip, ``replace`` and ``fingerprint`` come from :class:`synth7t.configbase.Config`.
 """
@@ -18,7 +19,7 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Union
 from .configbase import Config
 
 __all__ = ["TrainConfig", "TRAIN_PRESETS", "ADVERSARIAL_OBJECTIVES", "PERCEPTUAL_NETWORKS", "make_train_config",
-           "train_config_from_dict", "load_train_config", "check_keys"]
+           "train_config_from_dict", "load_train_config", "check_keys", "plane_conditioned"]
 
 #: Named presets: overrides of the :class:`TrainConfig` defaults.
 TRAIN_PRESETS: Dict[str, Dict[str, Any]] = {
@@ -35,6 +36,13 @@ TRAIN_PRESETS: Dict[str, Dict[str, Any]] = {
     "demo-cpu": dict(model="demo-cpu", gan=False, epochs=3, batch_size=8, crop=[96, 96], augment=True,
                      lr_g=1e-3, lr_decay=0.7, lambda_perc=0.05, amp="off", val_slices=32, ckpt_every=100,
                      num_workers=0, device="cpu"),
+    # beyond the paper: one multi-view model, slices of all three planes with the plane as a condition (the CPU
+    # one is the demo-cpu network; on the demo cohort about 90 s of training, see notebooks/02 and 04)
+    "demo-cpu-mv": dict(model="demo-cpu", gan=False, epochs=3, batch_size=8, crop=[96, 96], augment=True,
+                        lr_g=1e-3, lr_decay=0.7, lambda_perc=0.05, amp="off", val_slices=32, ckpt_every=100,
+                        num_workers=0, device="cpu", planes=["axial", "coronal", "sagittal"]),
+    "paper-unet-mv": dict(model="paper-unet", gan=False, epochs=4, batch_size=56, lr_decay=0.5, lambda_perc=0.05,
+                          planes=["axial", "coronal", "sagittal"]),
     "demo-cpu-gan": dict(model="demo-cpu-gan", gan=True, discriminator="demo-cpu", epochs=3, batch_size=8,
                          crop=[96, 96], augment=True, lr_g=1e-3, lr_d=2e-4, lr_decay=0.9, lambda_perc=0.01,
                          lambda_gan=0.1, adversarial="bce", amp="off", val_slices=32, ckpt_every=100,
@@ -132,6 +140,13 @@ class TrainConfig(Config):
             no cuDNN autotuning; an op without a deterministic version warns): the same seed gives the same weights
             on the same machine, at some GPU speed; on a CPU it changes nothing.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``.
+        planes: slicing planes of the 2.5D samples (beyond the paper, which slices axially): any of ``axial``,
+            ``coronal``, ``sagittal``; one model learns from all the planes listed (``*-mv`` presets: all three).
+            Coronal and sagittal samples cross the artefact slices, which their loss mask leaves out
+            (:class:`synth7t.slices.SliceDataset`). Slice models only; the exported ``model.json`` lists them.
+        plane_condition: condition the U-Net on the plane (a fifth context column, one more token;
+            :class:`synth7t.models.UNetConfig` ``plane_condition``); ``None``: when more than one plane is listed.
+            ``False`` with several planes trains one plane-agnostic model.
     """
 
     PRESETS: ClassVar[Dict[str, Dict[str, Any]]] = TRAIN_PRESETS
@@ -180,6 +195,8 @@ class TrainConfig(Config):
     threads: Optional[int] = None
     deterministic: bool = True
     device: str = "auto"
+    planes: list = field(default_factory=lambda: ["axial"])
+    plane_condition: Optional[bool] = None
 
     def __post_init__(self):
         if not 0 < self.val_fraction < 1:
@@ -216,10 +233,20 @@ class TrainConfig(Config):
                              f"{f'{lower} or {upper}' if lower else upper}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+        from .models.config import check_planes
+
+        self.planes = list(check_planes(self.planes, "planes"))
+        if self.plane_condition is not None and not isinstance(self.plane_condition, bool):
+            raise ValueError(f"plane_condition must be True, False or None (auto), got {self.plane_condition!r}")
         if self.crop is not None:
             if len(self.crop) != 2 or any(int(c) < 8 for c in self.crop):
                 raise ValueError(f"crop must be [height, width] (each >= 8) or None, got {self.crop}")
             self.crop = [int(c) for c in self.crop]
+
+    @property
+    def conditions_on_plane(self) -> bool:
+        """Whether the trained U-Net reads the plane (``plane_condition``, or by default several ``planes``)."""
+        return bool(self.plane_condition) if self.plane_condition is not None else len(self.planes) > 1
 
     def save(self, path: Union[str, Path]) -> Path:
         """Write :meth:`to_dict` as JSON (``config.json`` of a run); :func:`load_train_config` reads it back."""
@@ -257,3 +284,17 @@ def train_config_from_dict(d: Mapping[str, Any]) -> TrainConfig:
 def load_train_config(path: Union[str, Path]) -> TrainConfig:
     """Read a config written by :meth:`TrainConfig.save`."""
     return train_config_from_dict(json.loads(Path(path).read_text()))
+
+
+def plane_conditioned(model_config, name: str = "the model"):
+    """The U-Net config with ``plane_condition`` on (a multi-view run's generator).
+
+    Raises:
+        ValueError: a network that is not a conditional U-Net (the baselines read no context).
+    """
+    from .models.config import UNetConfig
+
+    if not isinstance(model_config, UNetConfig) or not model_config.uses_context:
+        raise ValueError(f"plane_condition needs a conditional U-Net; {name!r} is a "
+                         f"{type(model_config).__name__}: set plane_condition=False or planes=['axial']")
+    return model_config.replace(plane_condition=True)

@@ -338,6 +338,46 @@ def test_nodiag_paper_model_has_no_diagnosis_token():
     assert model.context_encoder.n_tokens == 3
 
 
+def test_plane_conditioned_unet_reads_a_fifth_context_column():
+    torch.manual_seed(0)
+    cfg = get_model_config("demo-cpu-nodiag").replace(plane_condition=True)
+    model = build_model(cfg).eval()
+    assert model.context_encoder.n_tokens == 4 and model.context_encoder.n_columns == 5
+    x = torch.rand(3, 3, 32, 32)
+    c = make_context(70, 1, None, 0.1, plane=["axial", "c", 2])
+    torch.testing.assert_close(c[:, 4], torch.tensor([0.0, 1.0, 2.0]))
+    with torch.no_grad():
+        out = model(x, c)
+        # the plane changes the output; a (B, 4) context takes the plane set on the model
+        assert (out[0] - model(x[:1], make_context(70, 1, None, 0.1, plane="sagittal"))[0]).abs().max() > 1e-5
+        with model.using_plane("coronal"):
+            torch.testing.assert_close(model(x[1:2], c[1:2, :4]), out[1:2])
+    assert model._plane is None  # restored after the block
+    with pytest.raises(ValueError, match="conditioned on the slicing plane"):
+        model(x, c[:, :4])
+    with pytest.raises(ValueError, match="plane codes 0"):
+        model(x, torch.cat([c[:, :4], torch.full((3, 1), 1.5)], 1))
+    with pytest.raises(ValueError, match="unknown plane 'oblique'"):
+        make_context(70, 1, 0, 0.1, plane="oblique")
+    with pytest.raises(ValueError, match=r"\(B, 4\)"):
+        build_model("demo-cpu-nodiag")(x, c)  # a paper model gets 4 columns
+
+
+def test_a_config_saved_before_plane_condition_reads_back_as_an_axial_model():
+    old = {k: v for k, v in get_model_config("demo-cpu").to_dict().items() if k != "plane_condition"}
+    cfg = config_from_dict(old)
+    assert cfg.plane_condition is False
+    torch.manual_seed(0)
+    weights = build_model(cfg).state_dict()
+    assert not any("plane" in k for k in weights)  # its weights load into a model built today
+    build_model(config_from_dict(json.loads(json.dumps(old)))).load_state_dict(weights)
+    with pytest.raises(ValueError, match="plane_condition must be True or False"):
+        UNetConfig(plane_condition="yes")
+    with pytest.raises(ValueError, match="plane_condition needs a U-Net that reads its context"):
+        build_model(UNetConfig(channels=8, channel_mult=(1, 2), num_groups=4, num_res_blocks=1, ca_stages=(),
+                               bottleneck_attention=False, plane_condition=True))
+
+
 # ----------------------------------------------------------------------------------------- AdaDM, PE
 
 def test_adadm_matches_its_formula_by_hand():

@@ -406,3 +406,89 @@ def test_baseline_trains_exports_reloads_and_predicts_a_volume(preset, name, ove
     data = np.asarray(out.dataobj)
     assert out.shape == inp["t3"].shape and np.allclose(out.affine, inp["t3"].affine)
     assert data.min() >= 0 and data.max() <= 1 and data.any() and not data[inp["mask"] == 0].any()
+
+
+# ---------------------------------------------------------------------------------------- multi-view
+
+
+def test_multiview_cache_adds_planes_and_samples_mask_artefact_rows(preprocessed_cohort, tmp_path):
+    from synth7t import io as sio
+    from synth7t import views
+
+    derivatives, ds, split_file = preprocessed_cohort
+    root = slices.build_cache(derivatives, tmp_path / "cache", ds, split_file=split_file, progress=False)
+    with pytest.raises(ValueError, match="holds axial slices, not coronal"):
+        slices.SliceDataset(root, "train", planes=["coronal"])
+    mtime = (root / "t3.npy").stat().st_mtime_ns
+    slices.build_cache(derivatives, root, ds, split_file=split_file, progress=False, planes=["sagittal", "c"])
+    assert (root / "t3.npy").stat().st_mtime_ns == mtime  # the axial arrays are kept, the planes added
+    c = slices.SliceCache.open(root)
+    assert c.planes == ("axial", "coronal", "sagittal") and len(c.index) and "plane" not in c.index
+    n_sub, ny, nx = len(c.volumes), c.t3.shape[1], c.t3.shape[2]
+    depth = int(c.volumes["depth"].max())
+    for plane, (per, w) in {"coronal": (ny, nx), "sagittal": (nx, ny)}.items():
+        t3, t7, idx = c.plane(plane)
+        assert t3.shape == (n_sub * per, views.padded_height(depth), w) and t3.shape[1] % 32 == 0
+        assert idx["slice_location"].between(-1, 1).all() and set(idx["plane"]) == {plane}
+    # a coronal sample is the 3T volume's coronal slice; the context ends with the plane's code
+    vol = c.volumes.iloc[0]
+    rec = json.loads(next(derivatives.glob(f"{vol['key']}/anat/{vol['key']}_desc-preproc.json")).read_text())
+    t3_vol = sio.load_volume(derivatives / rec["files"]["t3"]).data
+    data = slices.SliceDataset(c, [vol["key"]], planes=["axial", "coronal", "sagittal"], plane_context=True)
+    assert (data.height, data.width) == (max(ny, c.plane("sagittal")[0].shape[1]), max(nx, ny))
+    i = int(np.flatnonzero((data.index["plane"] == "coronal").to_numpy())[0])
+    it, r = data[i], data.index.iloc[i]
+    expected = views.to_plane_stack(t3_vol, "coronal", height=c.plane("coronal")[0].shape[1])[int(r["z"])]
+    np.testing.assert_array_equal(it["x"][1, :expected.shape[0], :expected.shape[1]].numpy(),
+                                  expected.astype(np.float16).astype(np.float32))
+    assert it["x"].shape == (3, data.height, data.width) and it["context"].shape == (5,) and it["context"][4] == 1
+    # the loss mask: 0 on the padding rows and on every excluded (7T artefact) axial slice, 1 elsewhere
+    m = it["mask"][0].numpy()
+    excluded = {z for a, b in rec["excluded_slices"] for z in range(a, b + 1)}
+    rows = m[:, 0]
+    assert set(np.flatnonzero(rows == 0)) == excluded | set(range(int(vol["depth"]), data.height))
+    assert (m[:, :nx] == rows[:, None]).all() and not m[:, nx:].any()  # (the width is padded to the largest)
+    assert data[int(np.flatnonzero((data.index["plane"] == "axial").to_numpy())[0])]["mask"].numpy().all()
+    # augmentation mirrors axial and coronal slices left-right, never a sagittal one (no left-right axis in it)
+    aug = slices.SliceDataset(c, [vol["key"]], planes=["sagittal"], augment=True, crop=(32, 32), seed=0)
+    plain = slices.SliceDataset(c, [vol["key"]], planes=["sagittal"], augment=False, crop=(32, 32), seed=0)
+    for j in range(6):
+        torch.testing.assert_close(aug[j]["x"], plain[j]["x"])
+
+
+def test_multiview_training_exports_its_planes_and_predicts_fused_volumes(preprocessed_cohort, tmp_path):
+    import nibabel as nib
+
+    from synth7t import multiview, predict, views
+
+    derivatives, ds, split_file = preprocessed_cohort
+    root = slices.build_cache(derivatives, tmp_path / "cache", ds, split_file=split_file, progress=False,
+                              planes=["axial", "coronal", "sagittal"])
+    cfg = _cfg(epochs=1, samples_per_epoch=8, planes=["axial", "coronal", "sagittal"])
+    assert cfg.conditions_on_plane and not _cfg(planes=["axial", "coronal"], plane_condition=False).conditions_on_plane
+    tr = train.Trainer(cfg, root, tmp_path / "run", progress=False)
+    assert tr.model_config.plane_condition and set(tr.train_ds.index["plane"]) == set(views.PLANES)
+    metrics = tr.fit()
+    assert np.isfinite(metrics["psnr"])
+    meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert meta["planes"] == ["axial", "coronal", "sagittal"] and meta["model_config"]["plane_condition"] is True
+    # a run cannot resume with another plane condition
+    with pytest.raises(ValueError, match="plane condition"):
+        train.Trainer(cfg.replace(plane_condition=False), root, tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="applies to the U-Nets only"):
+        train.Trainer(tconf.make_train_config("demo-cpu-vnet", planes=["coronal"]), root, tmp_path / "b",
+                      progress=False)
+    key = sorted(tr.cache.volumes.loc[tr.cache.volumes["split"] == "test", "key"])[0]
+    inp = predict.preprocessed_inputs(derivatives, key)
+    s = ds[key]
+    res = multiview.predict_multiview(tmp_path / "run" / "model", inp["t3"].data, age=s.age, sex=s.sex,
+                                      impaired=s.impaired, mask=inp["mask"], uncertainty=True)
+    brain = inp["mask"] > 0
+    assert set(res.views) == set(views.PLANES) and res.prediction.shape == inp["t3"].shape
+    assert res.prediction[brain].max() > 0 and not res.prediction[~brain].any()
+    assert res.uncertainty[brain].mean() > 0 and not res.uncertainty[~brain].any()
+    out = tmp_path / f"{key}_acq-mv_space-grid_T1w.nii.gz"
+    sio_save = nib.Nifti1Image(res.prediction, inp["t3"].affine, inp["t3"].header)
+    nib.save(sio_save, str(out))
+    up = views.write_uncertainty(out, res.uncertainty)
+    assert np.allclose(nib.load(str(up)).affine, inp["t3"].affine)

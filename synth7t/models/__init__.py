@@ -7,10 +7,11 @@ Entry points: :func:`build_model` (any generator preset, config or config dict),
 """
 
 from .build import build_model, resolve_config
-from .config import (DISCRIMINATOR_PRESETS, MODEL_PRESETS, DiscriminatorConfig, UNetConfig, VNetConfig,
-                     WATNetConfig, config_from_dict, get_discriminator_config, get_model_config, list_presets)
+from .config import (DISCRIMINATOR_PRESETS, MODEL_PRESETS, PLANES, DiscriminatorConfig, UNetConfig, VNetConfig,
+                     WATNetConfig, check_planes, config_from_dict, get_discriminator_config, get_model_config,
+                     list_presets)
 from .discriminator import PatchCritic, build_discriminator
-from .unet import ConditionalUNet, make_context, slice_location
+from .unet import ConditionalUNet, make_context, plane_code, slice_location
 from .vnet import VNet
 from .watnet import WATNet
 
@@ -34,4 +35,7 @@ __all__ = [
     "WATNet",
     "make_context",
     "slice_location",
+    "plane_code",
+    "PLANES",
+    "check_planes",
 ]

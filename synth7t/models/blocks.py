@@ -25,10 +25,13 @@ __all__ = [
     "Downsample",
     "Upsample",
     "CONTEXT_COLUMNS",
+    "PLANE_COLUMN",
 ]
 
 #: Column order of the (B, 4) context tensor.
 CONTEXT_COLUMNS = ("age", "sex", "diagnosis", "slice_location")
+#: The fifth column of a plane-conditioned model's (B, 5) context: the plane code (0 axial, 1 coronal, 2 sagittal).
+PLANE_COLUMN = "plane"
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -294,42 +297,65 @@ class ContextEncoder(nn.Module):
     With ``use_diagnosis=False`` the diagnosis column is never read (it may hold anything, NaN included):
     the output of a "nodiag" model is provably independent of it.
 
+    With ``use_plane=True`` (multi-view models) the context has a fifth column, the slicing plane's code
+    (0 axial, 1 coronal, 2 sagittal), which a learned embedding turns into one more token: the plane is a
+    category, not a quantity, so it gets a table row rather than an MLP of its code.
+
     Args:
         dim: token width.
         use_diagnosis: keep the diagnosis token.
         age_center, age_scale: age standardisation.
+        use_plane: read the plane column (B, 5) and add its token.
 
     Shapes:
-        (B, 4) -> (B, T, dim) with T = 4, or 3 without the diagnosis.
+        (B, 4) -> (B, T, dim) with T = 4, or 3 without the diagnosis; (B, 5) -> T + 1 tokens with ``use_plane``.
     """
 
+    N_PLANES = 3
+
     def __init__(self, dim: int, use_diagnosis: bool = True, age_center: float = 70.0,
-                 age_scale: float = 10.0) -> None:
+                 age_scale: float = 10.0, use_plane: bool = False) -> None:
         super().__init__()
         self.dim = dim
         self.age_center = float(age_center)
         self.age_scale = float(age_scale)
+        self.use_plane = bool(use_plane)
         self.columns = tuple(i for i, name in enumerate(CONTEXT_COLUMNS)
                              if use_diagnosis or name != "diagnosis")
         self.embed = nn.ModuleList(
             nn.Sequential(nn.Linear(1, dim), nn.SiLU(), nn.Linear(dim, dim)) for _ in self.columns)
+        # absent from models without it, whose state dicts therefore load unchanged
+        self.plane_embed: Optional[nn.Embedding] = nn.Embedding(self.N_PLANES, dim) if self.use_plane else None
+
+    @property
+    def n_columns(self) -> int:
+        """Width of the context this encoder reads: 4, or 5 with the plane."""
+        return len(CONTEXT_COLUMNS) + int(self.use_plane)
 
     @property
     def n_tokens(self) -> int:
         """Number of context tokens ``T``."""
-        return len(self.columns)
+        return len(self.columns) + int(self.use_plane)
 
     def forward(self, context: Tensor) -> Tensor:
-        if context.ndim != 2 or context.shape[1] != len(CONTEXT_COLUMNS):
-            raise ValueError(f"context must have shape (B, {len(CONTEXT_COLUMNS)}) with columns "
-                             f"{CONTEXT_COLUMNS}, got {tuple(context.shape)}; build it with "
-                             "synth7t.models.make_context")
+        if context.ndim != 2 or context.shape[1] != self.n_columns:
+            cols = CONTEXT_COLUMNS + ((PLANE_COLUMN,) if self.use_plane else ())
+            raise ValueError(f"context must have shape (B, {self.n_columns}) with columns "
+                             f"{cols}, got {tuple(context.shape)}; build it with "
+                             "synth7t.models.make_context" + (" (plane=...)" if self.use_plane else ""))
         tokens = []
         for module, col in zip(self.embed, self.columns):
             value = context[:, col : col + 1]
             if CONTEXT_COLUMNS[col] == "age":
                 value = (value - self.age_center) / self.age_scale
             tokens.append(module(value))
+        if self.plane_embed is not None:
+            code = context[:, len(CONTEXT_COLUMNS)]
+            idx = code.round().long()
+            if not torch.equal(idx.to(code.dtype), code) or idx.min() < 0 or idx.max() >= self.N_PLANES:
+                raise ValueError(f"the plane column must hold plane codes 0 (axial), 1 (coronal) or 2 (sagittal), "
+                                 f"got {sorted(set(code.tolist()))}")
+            tokens.append(self.plane_embed(idx))
         return torch.stack(tokens, dim=1)
 
 

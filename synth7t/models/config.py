@@ -50,7 +50,39 @@ __all__ = [
     "get_discriminator_config",
     "config_from_dict",
     "list_presets",
+    "PLANES",
+    "check_planes",
 ]
+
+#: Slicing planes of a 2.5D model, in the order of their code in the context's plane column (0, 1, 2).
+PLANES: Tuple[str, ...] = ("axial", "coronal", "sagittal")
+_PLANE_ALIASES = {"a": "axial", "ax": "axial", "c": "coronal", "cor": "coronal", "s": "sagittal", "sag": "sagittal"}
+
+
+def check_planes(planes: Any, what: str = "planes") -> Tuple[str, ...]:
+    """Validate slicing-plane names and return them as a tuple, in the order given.
+
+    Accepts ``"axial"``, ``"coronal"``, ``"sagittal"`` (any case) and the short forms ``a``/``c``/``s``
+    (``ax``/``cor``/``sag``), as a list or one comma-separated string (``"axial,coronal,sagittal"``).
+
+    Raises:
+        ValueError: an unknown or repeated plane, or no plane at all (the message lists the known names).
+    """
+    if isinstance(planes, str):
+        planes = [p for p in planes.split(",") if p.strip()]
+    if not isinstance(planes, (list, tuple)) or not planes:
+        raise ValueError(f"{what} must be a non-empty list of {', '.join(PLANES)}, got {planes!r}")
+    out = []
+    for p in planes:
+        name = str(p).strip().lower()
+        name = _PLANE_ALIASES.get(name, name)
+        if name not in PLANES:
+            raise ValueError(f"unknown plane {p!r} in {what}; known planes: {', '.join(PLANES)} "
+                             f"(or a, c, s)")
+        if name in out:
+            raise ValueError(f"plane {name!r} is listed twice in {what}")
+        out.append(name)
+    return tuple(out)
 
 
 class ModelConfig(Config):
@@ -121,6 +153,10 @@ class UNetConfig(ModelConfig):
         context_dim: width of the context tokens.
         age_center, age_scale: the model feeds ``(age - age_center) / age_scale`` to its age embedding;
             the context tensor carries age in years (see :func:`synth7t.models.make_context`).
+        plane_condition: condition on the slicing plane as well (multi-view 2.5D, beyond the paper): the
+            context has a fifth column, the plane's code in :data:`PLANES` (0 axial, 1 coronal, 2 sagittal),
+            embedded as one more token. A config saved without this key (every model before multi-view) reads
+            back as ``False``: four context columns, axial slices.
     """
 
     kind: ClassVar[str] = "unet"
@@ -143,6 +179,7 @@ class UNetConfig(ModelConfig):
     context_dim: int = 64
     age_center: float = 70.0
     age_scale: float = 10.0
+    plane_condition: bool = False
 
     #: residual blocks of the bottleneck (fixed by the paper: "the bottleneck always has 2").
     bottleneck_res_blocks: ClassVar[int] = 2
@@ -181,6 +218,8 @@ class UNetConfig(ModelConfig):
         _check_positive_int("context_dim", self.context_dim)
         if not self.age_scale > 0:
             raise ValueError(f"age_scale must be > 0, got {self.age_scale!r}")
+        if not isinstance(self.plane_condition, bool):
+            raise ValueError(f"plane_condition must be True or False, got {self.plane_condition!r}")
 
     @property
     def n_stages(self) -> int:

@@ -3,12 +3,18 @@
 Input: ``n_input_slices`` neighbouring axial 3T slices ``(B, n_input_slices, H, W)`` and the context
 ``(B, 4)`` (age in years, sex, diagnosis, slice location; see :func:`make_context`). Output: the
 synthetic 7T centre slice ``(B, 1, H, W)``. There is no final normalisation layer (§2.4, third change).
+
+Beyond the paper, a U-Net with ``plane_condition`` (multi-view 2.5D) slices along any of the three planes and
+reads a (B, 5) context whose last column is the plane's code; it also takes the paper's (B, 4) context while a
+plane is set with :meth:`ConditionalUNet.set_plane` / :meth:`ConditionalUNet.using_plane` (how
+:func:`synth7t.predict.predict_volume` drives it plane by plane).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Sequence, Union
+from contextlib import contextmanager
+from typing import Callable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -17,9 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .blocks import AttentionBlock, ContextEncoder, Downsample, ResBlock, Upsample, check_divisible
-from .config import UNetConfig
+from .config import PLANES, UNetConfig, check_planes
 
-__all__ = ["ConditionalUNet", "make_context", "slice_location"]
+__all__ = ["ConditionalUNet", "make_context", "slice_location", "plane_code"]
 
 _SEX_CODES = {"f": 0.0, "female": 0.0, "m": 1.0, "male": 1.0}
 
@@ -89,8 +95,18 @@ def _column(value: object, name: str, convert: Optional[Callable[[object], float
     return torch.tensor(values, dtype=torch.float32, device="cpu")  # CPU even inside a device context
 
 
-def make_context(age: object, sex: object, impaired: object, slice_location: object) -> Tensor:
-    """Build the (B, 4) context tensor that :class:`ConditionalUNet` expects.
+def plane_code(plane: object) -> float:
+    """The context code of a slicing plane: 0 axial, 1 coronal, 2 sagittal (names, short forms or the codes)."""
+    if isinstance(plane, (int, float, np.integer, np.floating)) and not isinstance(plane, bool):
+        if float(plane) not in (0.0, 1.0, 2.0):
+            raise ValueError(f"plane code must be 0 (axial), 1 (coronal) or 2 (sagittal), got {plane!r}")
+        return float(plane)
+    return float(PLANES.index(check_planes([plane], "plane")[0]))
+
+
+def make_context(age: object, sex: object, impaired: object, slice_location: object,
+                 plane: object = None) -> Tensor:
+    """Build the (B, 4) context tensor that :class:`ConditionalUNet` expects (B, 5 with ``plane``).
 
     Columns (in this order): age in **years** (the model standardises it itself as
     ``(age - 70) / 10``, see :class:`~synth7t.models.config.UNetConfig`), sex (0 female, 1 male;
@@ -98,17 +114,24 @@ def make_context(age: object, sex: object, impaired: object, slice_location: obj
     dementia; 0 unimpaired, i.e. CN or SCD; ``None`` for unknown, stored as NaN, which only a
     ``use_diagnosis=False`` model may receive) and slice location in [-1, 1] (see :func:`slice_location`).
     Each argument is a scalar or a 1-D sequence/array/tensor; scalars broadcast to the batch size.
+    ``plane`` (a plane-conditioned model's fifth column): ``"axial"``, ``"coronal"``, ``"sagittal"`` (or
+    ``a``/``c``/``s``, or the codes 0/1/2), one or one per sample; the slice location is then along that
+    plane's axis.
 
     Returns:
-        float32 tensor (B, 4) on the CPU.
+        float32 tensor (B, 4) on the CPU, or (B, 5) with ``plane``.
 
     Raises:
         ValueError: on mismatched lengths, an unknown sex code, or a diagnosis other than 0/1/None.
     """
     cols = [_column(age, "age"), _column(sex, "sex", _sex_value),
             _column(impaired, "impaired", _diagnosis_value), _column(slice_location, "slice_location")]
+    names = ["age", "sex", "impaired", "slice_location"]
+    if plane is not None:
+        cols.append(_column(plane, "plane", plane_code))
+        names.append("plane")
     n = max(c.numel() for c in cols)
-    for c, name in zip(cols, ("age", "sex", "impaired", "slice_location")):
+    for c, name in zip(cols, names):
         if c.numel() not in (1, n):
             raise ValueError(f"{name} has {c.numel()} values but the batch has {n}; give one value or one per sample")
     return torch.stack([c.expand(n) for c in cols], dim=1).contiguous()
@@ -159,9 +182,15 @@ class ConditionalUNet(nn.Module):
         cfg = config
         chans = cfg.stage_channels
 
+        if cfg.plane_condition and not cfg.uses_context:
+            raise ValueError("plane_condition needs a U-Net that reads its context (ca_stages or "
+                             "bottleneck_attention)")
         self.context_encoder: Optional[ContextEncoder] = (
-            ContextEncoder(cfg.context_dim, cfg.use_diagnosis, cfg.age_center, cfg.age_scale)
+            ContextEncoder(cfg.context_dim, cfg.use_diagnosis, cfg.age_center, cfg.age_scale,
+                           use_plane=cfg.plane_condition)
             if cfg.uses_context else None)
+        #: plane code appended to a (B, 4) context by a plane-conditioned model (see :meth:`set_plane`)
+        self._plane: Optional[float] = None
 
         def attention(ch: int, stage: int) -> Optional[AttentionBlock]:
             if stage not in cfg.ca_stages:
@@ -212,6 +241,40 @@ class ConditionalUNet(nn.Module):
 
         self.output_conv = nn.Conv2d(ch, cfg.out_channels, 3, padding=1)
 
+    def set_plane(self, plane: Optional[str]) -> None:
+        """Choose the plane a plane-conditioned model assumes for a (B, 4) context (``None``: none; then it needs
+        the (B, 5) context). Without ``plane_condition`` only ``"axial"`` or ``None`` are accepted: the paper's
+        models slice axially."""
+        if plane is None:
+            self._plane = None
+            return
+        code = plane_code(plane)
+        if not self.config.plane_condition and code != 0.0:
+            raise ValueError(f"this U-Net was trained on axial slices only (no plane_condition): it cannot be "
+                             f"set to the {PLANES[int(code)]} plane")
+        self._plane = code if self.config.plane_condition else None
+
+    @contextmanager
+    def using_plane(self, plane: Optional[str]) -> Iterator["ConditionalUNet"]:
+        """:meth:`set_plane` inside a ``with`` block, restoring the previous plane afterwards."""
+        before = self._plane
+        self.set_plane(plane)
+        try:
+            yield self
+        finally:
+            self._plane = before
+
+    def _with_plane(self, context: Tensor) -> Tensor:
+        """A plane-conditioned model's (B, 5) context: as given, or a (B, 4) one plus the set plane's code."""
+        if context.ndim == 2 and context.shape[1] == 4:
+            if self._plane is None:
+                raise ValueError("this U-Net is conditioned on the slicing plane: pass a (B, 5) context built with "
+                                 "synth7t.models.make_context(..., plane=...), or choose the plane first with "
+                                 "model.set_plane('axial' | 'coronal' | 'sagittal')")
+            code = torch.full((context.shape[0], 1), self._plane, dtype=context.dtype, device=context.device)
+            return torch.cat([context, code], dim=1)
+        return context
+
     def encode_context(self, context: Tensor) -> Optional[Tensor]:
         """Context tokens (B, T, context_dim), or ``None`` for a network without cross-attention."""
         if self.context_encoder is None:
@@ -229,6 +292,8 @@ class ConditionalUNet(nn.Module):
             if context is None:
                 raise ValueError("this U-Net is conditioned: pass context of shape (B, 4) built with "
                                  "synth7t.models.make_context(age, sex, impaired, slice_location)")
+            if self.config.plane_condition:
+                context = self._with_plane(context)
             if context.shape[0] != x.shape[0]:
                 raise ValueError(f"context batch {context.shape[0]} differs from input batch {x.shape[0]}")
             tokens = self.encode_context(context)
