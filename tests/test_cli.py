@@ -16,7 +16,7 @@ from conftest import write_nifti
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("demo-data", "discover", "split", "preprocess", "train", "predict", "segment", "model-facts",
-            "run-profile", "book")
+            "run-profile", "book", "status", "rating-session", "rate")
 
 
 def _one_line_error(capsys, argv, message):
