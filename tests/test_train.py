@@ -448,7 +448,9 @@ def test_multiview_cache_adds_planes_and_samples_mask_artefact_rows(preprocessed
     rows = m[:, 0]
     assert set(np.flatnonzero(rows == 0)) == excluded | set(range(int(vol["depth"]), data.height))
     assert (m[:, :nx] == rows[:, None]).all() and not m[:, nx:].any()  # (the width is padded to the largest)
-    assert data[int(np.flatnonzero((data.index["plane"] == "axial").to_numpy())[0])]["mask"].numpy().all()
+    # an axial sample (not an excluded slice) is all 1 over its own (ny, nx) extent and 0 on the padding around it
+    am = data[int(np.flatnonzero((data.index["plane"] == "axial").to_numpy())[0])]["mask"][0].numpy()
+    assert am[:ny, :nx].all() and not am[ny:, :].any() and not am[:, nx:].any()
     # augmentation mirrors axial and coronal slices left-right, never a sagittal one (no left-right axis in it)
     aug = slices.SliceDataset(c, [vol["key"]], planes=["sagittal"], augment=True, crop=(32, 32), seed=0)
     plain = slices.SliceDataset(c, [vol["key"]], planes=["sagittal"], augment=False, crop=(32, 32), seed=0)
