@@ -143,7 +143,7 @@ def ended(state: str) -> str:
 
 
 def log_tail(folder: PathLike, job_id: str, lines: int = 3) -> str:
-    """The last non-empty lines of a job's stderr log (submitit's ``<job>_0_log.err``), joined by `` | ``."""
+    """The last non-empty lines of a job's stderr log (submitit's ``<job>_0_log.err``), joined by a vertical bar."""
     path = submitit.core.utils.JobPaths(folder, job_id=str(job_id), task_id=0).stderr
     try:
         text = path.read_text(errors="replace")
@@ -506,8 +506,9 @@ def batch_status(folder: PathLike) -> dict:
             ``segment``, or a ``--slurm-folder`` that holds batch records (``*.batch.json``).
 
     Returns:
-        ``{"tables": [{"table", "items", "done", "skipped", "failed", "pending", "jobs", "failures"}],
-        "shards": merge_shards(...)}``; ``failures`` is the failed rows (id fields and reason).
+        A dict: ``tables``, one dict per status table (``table``, ``items``, ``done``, ``skipped``, ``failed``,
+        ``pending``, ``jobs``, ``failures``: the failed rows with their id fields and reason), and ``shards``, what
+        :func:`merge_shards` did.
 
     Raises:
         FileNotFoundError: a folder that does not exist.
