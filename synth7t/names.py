@@ -11,9 +11,19 @@ from __future__ import annotations
 IMAGE_TYPE_NAMES = {
     "3T": "3T", "7T": "7T", "unet": "U-Net", "gan-unet": "GAN U-Net", "unet-nodiag": "U-Net nodiag",
     "gan-unet-nodiag": "GAN U-Net nodiag", "vnet": "V-Net", "watnet": "WATNet",
+    "unet-mv-nodiag": "U-Net multi-view nodiag", "unet-mv-nodiag-axial": "U-Net multi-view nodiag, axial view",
 }
 
 
 def display_name(image_type: str) -> str:
     """The name figures and tables use for an image type (``gan-unet`` -> ``GAN U-Net``)."""
     return IMAGE_TYPE_NAMES.get(image_type, image_type)
+
+
+def display_order(names) -> list:
+    """``names`` (image types or their display names) in the order of :data:`IMAGE_TYPE_NAMES` (3T, the paper's
+    models, the baselines, the multi-view variants, 7T), names it does not know after them in their given order."""
+    known = {n: i for i, n in enumerate(IMAGE_TYPE_NAMES)}
+    known.update({d: i for i, d in enumerate(IMAGE_TYPE_NAMES.values())})
+    listed = list(dict.fromkeys(names))
+    return sorted(listed, key=lambda n: (known.get(n, len(known)), listed.index(n)))

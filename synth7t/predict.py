@@ -307,7 +307,8 @@ def prediction_path(out_dir: PathLike, key: str, name: str, space: str = "grid")
 def predict_subjects(
     model_dir: PathLike, derivatives: PathLike, dataset, out_dir: PathLike, *, keys: Optional[Sequence[str]] = None,
     device: str = "auto", batch_size: Optional[int] = None, overwrite: bool = False, progress: bool = True,
-    name: str = "synth7t", spaces: Sequence[str] = ("grid",),
+    name: str = "synth7t", spaces: Sequence[str] = ("grid",), views: Optional[Sequence[str]] = None,
+    fusion: str = "mean", uncertainty: bool = False, flips: bool = False,
 ):
     """Predict every (or the listed) preprocessed subject; resumable, failures recorded, the batch goes on.
 
@@ -317,13 +318,23 @@ def predict_subjects(
     grid), and ``predictions.tsv`` (key, status, seconds, path, reason). A subject whose files all exist is
     skipped unless ``overwrite``.
 
+    Multi-view (beyond the paper; :mod:`synth7t.multiview`): ``views`` (e.g. ``["axial", "coronal", "sagittal"]``;
+    default: the planes the model learned, axial for every model before multi-view) are predicted and fused
+    (``fusion``: mean or median); ``uncertainty`` writes the SD across the views (and, with ``flips``, their
+    left-right mirrored passes) beside each prediction, ``<name>_uncertainty.nii.gz``
+    (:func:`synth7t.views.uncertainty_path`), in every space.
+
     Returns:
         The summary table.
     """
     bad = [sp for sp in spaces if sp not in SPACES]
     if bad or not spaces:
         raise ValueError(f"spaces must be among {', '.join(SPACES)}, got {list(spaces)}")
+    from .multiview import check_view_request, predict_grid_volume
+    from .views import uncertainty_path, write_uncertainty
+
     generator, meta = load_model(model_dir, device)
+    check_view_request(meta, views, uncertainty=uncertainty, flips=flips)  # before any volume
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = list(keys) if keys is not None else [s.key for s in dataset]
@@ -331,27 +342,41 @@ def predict_subjects(
     def paths_of(key: str) -> dict:
         return {sp: prediction_path(out_dir, key, name, sp) for sp in spaces}
 
+    def files_of(key: str) -> list:
+        paths = list(paths_of(key).values())
+        return paths + [uncertainty_path(p) for p in paths] if uncertainty else paths
+
     def work(key: str) -> dict:
         paths = paths_of(key)
         inp = preprocessed_inputs(derivatives, key)
         s = dataset[key]
         rec = inp["record"]
-        vol = predict_volume(generator, inp["t3"].data, age=s.age, sex=s.sex, impaired=s.impaired,
-                             bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=inp["mask"],
-                             batch_size=batch_size, patch_overlap=patch_overlap_of(meta))
-        if "grid" in paths:
-            sio.save_volume(paths["grid"], vol, inp["t3"].affine, header=inp["t3"].header, dtype=np.float32)
-        if "7T" in paths:
-            full, aff = uncrop_to_space(vol, rec)
-            sio.save_volume(paths["7T"], full, aff, dtype=np.float32)
-        if "native" in paths:
-            nat, aff = to_native_3t(vol, rec, derivatives, s.t3)
-            sio.save_volume(paths["native"], nat, aff, dtype=np.float32)
+        vol, unc = predict_grid_volume((generator, meta), inp["t3"].data, age=s.age, sex=s.sex, impaired=s.impaired,
+                                       bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=inp["mask"],
+                                       batch_size=batch_size, patch_overlap=patch_overlap_of(meta), views=views,
+                                       fusion=fusion, uncertainty=uncertainty, flips=flips)
+        for image, write in ((vol, sio.save_volume), (unc, None)):
+            if image is None:
+                continue
+            if "grid" in paths:
+                _put(write, paths["grid"], image, inp["t3"].affine, inp["t3"].header)
+            if "7T" in paths:
+                full, aff = uncrop_to_space(image, rec)
+                _put(write, paths["7T"], full, aff)
+            if "native" in paths:
+                nat, aff = to_native_3t(image, rec, derivatives, s.t3)
+                _put(write, paths["native"], nat, aff)
         return {"path": str(paths[spaces[0]])}
+
+    def _put(write, path, image, affine, header=None):
+        if write is None:  # the uncertainty map beside the prediction, on the same grid
+            write_uncertainty(path, image, affine, header)
+        else:
+            write(path, image, affine, header=header, dtype=np.float32)
 
     # one model in this process: items run here, one after the other
     table = run_batch(keys, work, ids=lambda k: {"key": k},
-                      is_finished=lambda k: all(p.exists() for p in paths_of(k).values()),
+                      is_finished=lambda k: all(p.exists() for p in files_of(k)),
                       status_file=out_dir / "predictions.tsv", overwrite=overwrite, columns=("path",),
                       progress=progress, desc=f"predict {name}", unit="volume")
     skipped = table["status"] == "skipped"
@@ -484,7 +509,8 @@ def predict_file(
     t3_path: PathLike, out_path: PathLike, model, *, age: float, sex: str, impaired: Optional[bool],
     method: str = "template", generalised=None, preprocess_preset="quick", work_dir: Optional[PathLike] = None,
     native: bool = False, batch_size: Optional[int] = None, device: str = "cpu",
-    t3_mask: Optional[PathLike] = None,
+    t3_mask: Optional[PathLike] = None, views: Optional[Sequence[str]] = None, fusion: str = "mean",
+    uncertainty: bool = False, flips: bool = False,
 ) -> dict:
     """Synthetic 7T from a lone 3T file: lone-3T preprocessing (template or generalised affine), prediction,
     output on the aligned grid (and, with ``native``, resampled back onto the input 3T grid).
@@ -499,6 +525,8 @@ def predict_file(
             training pairs; pass ``generalised``).
         preprocess_preset: a preprocessing preset name or a ``PreprocessConfig``.
         t3_mask: a brain mask of the 3T to use instead of the configured brain extraction.
+        views, fusion, uncertainty, flips: multi-view prediction (see :func:`predict_subjects`); the uncertainty
+            map goes beside the output (and beside the native output), ``<out>_uncertainty.nii.gz``.
 
     Returns:
         A record of what was written.
@@ -511,7 +539,11 @@ def predict_file(
     sio.read_nifti(t3_path)  # one clear error for a bad input before any work
     if not sio.is_nifti_path(out_path):
         raise ValueError(f"{out_path}: output must end in .nii or .nii.gz")
+    from .multiview import check_view_request, predict_grid_volume
+    from .views import write_uncertainty
+
     generator, meta = load_model(model, device) if not isinstance(model, tuple) else model
+    check_view_request(meta, views, uncertainty=uncertainty, flips=flips)  # before the preprocessing
     uses_dx = meta["model_config"].get("use_diagnosis", True) and _uses_context(generator)
     if uses_dx and impaired is None:
         raise ValueError("this model is conditioned on the diagnosis: give --impaired 0 or 1 (or use a -nodiag model)")
@@ -542,11 +574,14 @@ def predict_file(
         rec = pp.preprocess_lone_3t(t3_path, tmp, cfg, method=method, generalised=generalised, t3_mask=t3_mask)
         t3 = sio.load_volume(rec["files"]["t3"])
         mask = sio.load_volume(rec["files"]["mask"], dtype=None).data
-    vol = predict_volume(generator, t3.data, age=float(age), sex=sex, impaired=impaired,
-                         bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=mask, batch_size=batch_size,
-                         patch_overlap=patch_overlap_of(meta))
+    vol, unc = predict_grid_volume((generator, meta), t3.data, age=float(age), sex=sex, impaired=impaired,
+                                   bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=mask,
+                                   batch_size=batch_size, patch_overlap=patch_overlap_of(meta), views=views,
+                                   fusion=fusion, uncertainty=uncertainty, flips=flips)
     sio.save_volume(out_path, vol, t3.affine, header=_tagged_header(), dtype=np.float32)
     written = {"output": str(out_path), "space": rec["space"], "shape": list(vol.shape)}
+    if unc is not None:
+        written["uncertainty"] = str(write_uncertainty(out_path, unc, t3.affine, _tagged_header()))
     if native:
         src = sio.read_nifti(t3_path, reorient=True, check_values=False)
         world_map = np.asarray(rec["alignment"]["world_map"], float)  # output world -> 3T world
@@ -554,6 +589,9 @@ def predict_file(
         native_path = out_path.with_name(out_path.name.replace(".nii", "_space-native.nii", 1))
         sio.save_volume(native_path, nat, src.affine, header=_tagged_header(), dtype=np.float32)
         written["native"] = str(native_path)
+        if unc is not None:
+            nat_u = pp.resample(unc, t3.affine, src.shape, src.affine, world_map=np.linalg.inv(world_map), order=1)
+            written["native_uncertainty"] = str(write_uncertainty(native_path, nat_u, src.affine, _tagged_header()))
     return written
 
 

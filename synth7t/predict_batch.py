@@ -17,6 +17,7 @@ tensors, the group only lets the ranks wait for each other.
 from __future__ import annotations
 
 import datetime
+import json
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -128,7 +129,8 @@ def predict_files(
             :class:`synth7t.cluster.SlurmExecutor` job array (a model copy per job); its ``shard`` keeps one shard.
             Under ``torchrun`` each rank runs its share in its own process (see the module docstring).
         **options: passed to :func:`synth7t.predict.predict_file` (``method``, ``generalised``,
-            ``preprocess_preset``, ``native``, ``batch_size``, ``device``, ``t3_mask``, ``work_dir``).
+            ``preprocess_preset``, ``native``, ``batch_size``, ``device``, ``t3_mask``, ``work_dir``, ``views``,
+            ``fusion``, ``uncertainty``, ``flips``).
 
     Returns:
         The status table (under ``torchrun``, every rank returns the merged one).
@@ -163,6 +165,12 @@ def predict_files(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SimulatedTrainingWarning)
             loaded = load_model(model, options.get("device", "cpu"))
+    from .multiview import check_view_request
+
+    # a view the model did not learn fails here, once, not on every input
+    meta = loaded[1] if loaded is not None else json.loads((model_folder(model) / "model.json").read_text())
+    check_view_request(meta, options.get("views"), uncertainty=bool(options.get("uncertainty")),
+                       flips=bool(options.get("flips")))
     table = read_participants(participants) if participants is not None else None
     work = PredictFileWork(loaded if loaded is not None else model, out_dir, table, age, sex, impaired, overwrite,
                            options, str(participants))

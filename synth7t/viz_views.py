@@ -81,8 +81,9 @@ def plot_uncertainty_vs_error(prediction: np.ndarray, reference: np.ndarray, unc
                               axes=None, title: Optional[str] = None):
     """The prediction, its absolute error against the real 7T and its uncertainty map, through one voxel.
 
-    The error and the uncertainty share one colour scale (intensity units, up to the 99th percentile of the error
-    inside ``mask``), so that where the map under- or over-states the error is visible.
+    The error and the uncertainty each have their own colour scale (0 to their 99th percentile inside ``mask``,
+    printed in the column titles): the figure compares where they are high; the calibration plot
+    (:func:`plot_calibration`) compares their sizes.
 
     Args:
         prediction, reference, uncertainty: ``(X, Y, Z)`` on one grid.
@@ -99,28 +100,30 @@ def plot_uncertainty_vs_error(prediction: np.ndarray, reference: np.ndarray, unc
     if not p.shape == r.shape == u.shape:
         raise ValueError(f"prediction, reference and uncertainty shapes differ: {p.shape}, {r.shape}, {u.shape}")
     m = np.ones(p.shape, bool) if mask is None else np.asarray(mask) > 0
-    err = np.abs(p - r) * m
-    vmax = float(np.percentile(err[m], 99)) if m.any() else 1.0
+    err, u = np.abs(p - r) * m, u * m
+    top = [float(np.percentile(v[m], 99)) if m.any() else 1.0 for v in (err, u)]
+    top = [t if t > 0 else 1.0 for t in top]
     side = int(size) if size else 2 * max(p.shape)
     if axes is None:
-        fig, axes = plt.subplots(len(planes), 3, figsize=(9.5, 3.0 * len(planes)), squeeze=False)
+        fig, axes = plt.subplots(len(planes), 3, figsize=(10, 3.2 * len(planes)), squeeze=False,
+                                 layout="constrained")
     else:
         axes = np.asarray(axes).reshape(len(planes), 3)
         fig = axes[0, 0].figure
+    panels = (("synthetic 7T", p, "gray", 1.0), (f"|synthetic - real 7T| (0-{top[0]:.3f})", err, "magma", top[0]),
+              (f"uncertainty: SD across views (0-{top[1]:.3f})", u, "magma", top[1]))
     for i, plane in enumerate(planes):
-        panels = (("synthetic 7T", p, "gray", 0, 1), ("|synthetic - real 7T|", err, "magma", 0, vmax),
-                  ("uncertainty (SD across views)", u * m, "magma", 0, vmax))
-        for j, (name, vol, cmap, lo, hi) in enumerate(panels):
+        for j, (name, vol, cmap, hi) in enumerate(panels):
             a = axes[i, j]
-            im = a.imshow(_cut(vol, plane, centre, side), cmap=cmap, origin="lower", vmin=lo, vmax=hi,
+            im = a.imshow(_cut(vol, plane, centre, side), cmap=cmap, origin="lower", vmin=0, vmax=hi,
                           interpolation="nearest")
             a.set_xticks([]), a.set_yticks([])
             if i == 0:
-                a.set_title(name)
+                a.set_title(name, fontsize=9)
             if j == 0:
                 a.set_ylabel(plane)
-            if j == 2:
-                fig.colorbar(im, ax=axes[i, 1:].tolist(), fraction=0.046, pad=0.02)
+            if j and i == len(planes) - 1:
+                fig.colorbar(im, ax=axes[:, j].tolist(), location="bottom", shrink=0.8, pad=0.02)
     if title:
         fig.suptitle(title)
     return fig

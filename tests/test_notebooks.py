@@ -122,7 +122,8 @@ def smoke_run(preprocessed_cohort, tmp_path_factory, smoke_book):
 
 def test_train_and_predict_notebooks_smoke_run(smoke_run):
     out, runs = smoke_run["book"], smoke_run["runs"]
-    assert list(smoke_run["timings"]["notebook"]) == ["02_train.ipynb", "03_predict.ipynb"]
+    assert list(smoke_run["timings"]["notebook"]) == ["02_train.ipynb", "02_train_unet-mv-nodiag.ipynb",
+                                                      "03_predict.ipynb"]
     for name in smoke_run["timings"]["notebook"]:
         nb = nbformat.read(out / name, as_version=4)
         assert not _errors(nb), name
@@ -134,8 +135,16 @@ def test_train_and_predict_notebooks_smoke_run(smoke_run):
     assert set(table["status"]) == {"done"}
     for space in ("grid", "7T", "3T"):
         assert len(list(pred.glob(f"*_acq-unet-nodiag_space-{space}_T1w.nii.gz"))) == len(table), space
+    # the multi-view model: its planes recorded, the fused prediction with its uncertainty map, its axial view alone
+    assert json.loads((runs / "smoke" / "02_train" / "unet-mv-nodiag" / "model" / "model.json").read_text())[
+        "train_config"]["planes"] == ["axial", "coronal", "sagittal"]
+    for name, maps in (("unet-mv-nodiag", 1), ("unet-mv-nodiag-axial", 0)):
+        done = runs / "smoke" / "03_predict" / name
+        assert len(list(done.glob(f"*_acq-{name}_space-grid_T1w.nii.gz"))) == len(table), name
+        assert len(list(done.glob("*_uncertainty.nii.gz"))) == maps * 3 * len(table), name  # grid, 7T, 3T
     quick = pd.read_csv(runs / "smoke" / "03_predict" / "quick_metrics.tsv", sep="\t")
-    assert set(quick["image_type"]) == {"3T", "U-Net nodiag"} and quick["psnr"].notna().all()
+    assert set(quick["image_type"]) == {"3T", "U-Net nodiag", "U-Net multi-view nodiag",
+                                        "U-Net multi-view nodiag, axial view"} and quick["psnr"].notna().all()
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +180,22 @@ def test_evaluate_and_segmentation_notebooks_smoke_run(smoke_run, lone_sets):
     ev = runs / "smoke" / "04_evaluate"
     table1 = pd.read_csv(ev / "table1.tsv", sep="\t", index_col=0)
     # the 7T row carries only its Dice against the simulated ground truth
-    assert list(table1.index) == ["3T", "U-Net nodiag", "7T"]
+    assert list(table1.index) == ["3T", "U-Net nodiag", "U-Net multi-view nodiag",
+                                  "U-Net multi-view nodiag, axial view", "7T"]
     assert {"psnr", "ssim", "mean_dice", "mean_dice_truth"} <= set(table1.columns)
     scores = pd.read_csv(ev / "scores.tsv", sep="\t")
     assert scores.loc[scores.image_type != "7T", ["psnr", "ssim", "mean_dice"]].notna().all().all()
     assert scores["mean_dice_truth"].between(0, 1).all()
-    for f in ("figure3_boxplots.png", "figure4_closeups.png", "figure1_3t_vs_7t.png"):
+    for f in ("figure3_boxplots.png", "figure4_closeups.png", "figure1_3t_vs_7t.png", "through_plane.png",
+              "closeups_coronal_sagittal.png", "uncertainty_vs_error.png", "uncertainty_calibration.png"):
         assert (ev / f).is_file(), f
+    # beyond the paper: the through-plane measure of every image, the uncertainty of the fused prediction only
+    tp = pd.read_csv(ev / "through_plane.tsv", sep="\t")
+    assert set(tp["image_type"]) == set(table1.index) - {"7T"} and (tp[["tp_axial", "tp_coronal", "tp_sagittal"]] > 0).all().all()
+    rho = pd.read_csv(ev / "uncertainty_rho.tsv", sep="\t")
+    assert list(rho["image_type"]) == ["U-Net multi-view nodiag"] and rho["rho"].between(-1, 1).all()
+    calibration = pd.read_csv(ev / "uncertainty_calibration.tsv", sep="\t")
+    assert list(calibration["bin"]) == list(range(1, 11))
     seg = runs / "smoke" / "07_segmentation"
     dice = pd.read_csv(seg / "structure_dice.tsv", sep="\t")
     assert set(dice["image_type"]) == {"3T", "U-Net nodiag"} and dice["dice"].between(0, 1).all()

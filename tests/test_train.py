@@ -494,3 +494,65 @@ def test_multiview_training_exports_its_planes_and_predicts_fused_volumes(prepro
     nib.save(sio_save, str(out))
     up = views.write_uncertainty(out, res.uncertainty)
     assert np.allclose(nib.load(str(up)).affine, inp["t3"].affine)
+
+
+@pytest.fixture(scope="module")
+def multiview_model(preprocessed_cohort, tmp_path_factory):
+    derivatives, ds, split_file = preprocessed_cohort
+    root = tmp_path_factory.mktemp("mv")
+    cache = slices.build_cache(derivatives, root / "cache", ds, split_file=split_file, progress=False,
+                               planes=["axial", "coronal", "sagittal"])
+    train.Trainer(_cfg(epochs=1, samples_per_epoch=8, planes=["axial", "coronal", "sagittal"]), cache, root / "run",
+                  progress=False).fit()
+    return root / "run" / "model"
+
+
+def test_predict_subjects_fuses_views_and_writes_the_uncertainty_beside_every_space(multiview_model,
+                                                                                   preprocessed_cohort, tmp_path):
+    import nibabel as nib
+
+    from synth7t import predict, views
+
+    derivatives, ds, _ = preprocessed_cohort
+    key = [s.key for s in ds][0]
+    table = predict.predict_subjects(multiview_model, derivatives, ds, tmp_path / "p", keys=[key], device="cpu",
+                                     progress=False, name="mv", spaces=("grid", "7T"), uncertainty=True)
+    assert list(table["status"]) == ["done"], table
+    for space in ("grid", "7T"):
+        pred = predict.prediction_path(tmp_path / "p", key, "mv", space)
+        unc = views.uncertainty_path(pred)
+        a, b = nib.load(str(pred)), nib.load(str(unc))
+        assert b.shape == a.shape and np.allclose(a.affine, b.affine)
+        assert np.asarray(b.dataobj).max() > 0
+    # resumable: both files exist, the subject is skipped; a missing map redoes it
+    again = predict.predict_subjects(multiview_model, derivatives, ds, tmp_path / "p", keys=[key], device="cpu",
+                                     progress=False, name="mv", spaces=("grid", "7T"), uncertainty=True)
+    assert list(again["status"]) == ["skipped"]
+    with pytest.raises(ValueError, match="at least two members"):
+        predict.predict_subjects(multiview_model, derivatives, ds, tmp_path / "q", keys=[key], views=["axial"],
+                                 uncertainty=True, progress=False)
+
+
+def test_an_axial_model_refuses_other_views_and_keeps_its_output(trained_model, preprocessed_cohort, tmp_path):
+    from synth7t import predict
+
+    derivatives, ds, _ = preprocessed_cohort
+    with pytest.raises(ValueError, match="no model learned coronal slices"):
+        predict.predict_subjects(trained_model, derivatives, ds, tmp_path / "x", views=["axial", "coronal"],
+                                 progress=False)
+
+
+def test_predict_cli_views_and_uncertainty(multiview_model, preprocessed_cohort, tmp_path):
+    from synth7t.views import uncertainty_path
+
+    _, ds, _ = preprocessed_cohort
+    s = ds[0]
+    out = tmp_path / "out.nii.gz"
+    cmd = [sys.executable, "-m", "synth7t.cli", "predict", str(s.t3), "-o", str(out), "--model", str(multiview_model),
+           "--age", str(s.age), "--sex", s.sex, "--impaired", str(int(bool(s.impaired))), "--device", "cpu",
+           "--mask", str(s.t3_mask), "--views", "a,c,s", "--uncertainty"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert out.is_file() and uncertainty_path(out).is_file()
+    bad = subprocess.run(cmd[:-3] + ["--views", "axial,oblique"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown plane 'oblique'" in bad.stderr

@@ -180,6 +180,11 @@ def test_uncertainty_calibration_ranks_and_bins():
     assert table["abs_error"].is_monotonic_increasing and table["u_max"].is_monotonic_increasing
     rho0, _ = views.uncertainty_calibration(rng.random(ref.shape), pred, ref, mask, n_bins=4)
     assert abs(rho0) < 0.05
+    # regional: means over 2-voxel cubes wholly inside the mask (the first X plane is out: the cubes of X 0..1 too)
+    rho_b, cubes = views.uncertainty_calibration(u, pred, ref, mask, n_bins=4, block=2)
+    assert cubes["n_voxels"].sum() == 9 * 10 * 10 and rho_b == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="block"):
+        views.uncertainty_calibration(u, pred, ref, mask, block=0)
     with pytest.raises(ValueError, match="n_bins"):
         views.uncertainty_calibration(u, pred, ref, mask, n_bins=1)
 

@@ -22,6 +22,16 @@ from synth7t import io as sio
 from synth7t.cli.common import add_executor_options, make_executor, report_batch
 
 
+def _views(text: str) -> list:
+    """``--views a,c,s``: checked plane names (an unknown one is an argparse error naming the known ones)."""
+    from synth7t.views import check_planes
+
+    try:
+        return list(check_planes(text, "--views"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """The checks that need no file: one way to name outputs, and what each option needs.
 
@@ -66,7 +76,8 @@ def _options(args: argparse.Namespace) -> dict:
 
         generalised = estimate_generalised_affine(args.generalised_from)
     return dict(method=args.method, generalised=generalised, preprocess_preset=args.preset, native=args.native,
-                batch_size=args.batch_size, device=args.device, t3_mask=args.mask)
+                batch_size=args.batch_size, device=args.device, t3_mask=args.mask, views=args.views,
+                fusion=args.fusion, uncertainty=args.uncertainty, flips=args.flips)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,6 +188,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "64 WATNet windows; 32 on GPU)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    mv = p.add_argument_group("multi-view and uncertainty (beyond the paper)")
+    mv.add_argument("--views", default=None, type=_views,
+                    help="planes to predict and fuse, e.g. axial,coronal,sagittal (or a,c,s); default: the planes "
+                         "the model learned (axial for the paper's models)")
+    mv.add_argument("--fusion", choices=["mean", "median"], default="mean", help="how the views are fused")
+    mv.add_argument("--uncertainty", action="store_true",
+                    help="also write <output>_uncertainty.nii.gz: the voxel-wise SD across the views (and flips)")
+    mv.add_argument("--flips", action="store_true",
+                    help="also predict every view from the left-right mirrored 3T (twice the time; more members "
+                         "for --uncertainty, which then works with a single view)")
     p.add_argument("--n-jobs", "--jobs", type=int, default=1,
                    help="--output-dir: worker processes, each with its own model copy (default 1: this process)")
     p.add_argument("--threads", type=int, default=None,
