@@ -82,3 +82,18 @@ def preprocessed_cohort(coarse_cohort, tmp_path_factory):
     table = preprocess.preprocess_dataset(root, cfg, n_jobs=1, progress=False, out_root=out)
     assert (table["status"] == "done").all(), table
     return out, coarse_cohort, split_file
+
+
+def require_browser():
+    """Skip when Debian's Chromium and chromedriver are missing, unless SYNTH7T_REQUIRE_BROWSER is set (CI): then the
+    missing browser is an error, not a skip."""
+    import os
+
+    from synth7t.workflow import book
+
+    try:
+        book.find_browser()
+    except book.BookError as err:
+        if os.environ.get("SYNTH7T_REQUIRE_BROWSER"):
+            raise
+        pytest.skip(str(err))

@@ -1,7 +1,6 @@
 """Notebooks executed through papermill with the smoke profile (tiny cohort, coarse voxels)."""
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -405,12 +404,9 @@ def test_compare_paper_notebook_and_book_from_the_smoke_run(smoke_run, smoke_boo
     assert page.count('<div class="cell tag_hide-input') >= 3 and "Show code cell source" in page
 
     pages = ["index.html", "book/notebooks/04_evaluate.html", "book/notebooks/09_compare_paper.html"]
-    try:
-        book.find_browser()
-    except book.BookError as err:
-        if os.environ.get("SYNTH7T_REQUIRE_BROWSER"):
-            raise
-        pytest.skip(str(err))
+    from conftest import require_browser
+
+    require_browser()
     report = book.check_in_browser(index.parent, [*pages, "book/notebooks/99_failed.html"]).set_index("page")
     bad = report.loc["book/notebooks/99_failed.html"]
     assert not bad["ok"] and bad["n_errors"] >= 1 and bad["traceback_text"]

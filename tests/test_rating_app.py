@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require_browser
+
 from synth7t import rating
 from synth7t.workflow import book
 
@@ -34,12 +36,7 @@ CRITERIA = list(rating.CRITERIA)
 
 @pytest.fixture(scope="module")
 def browser_available():
-    try:
-        book.find_browser()
-    except book.BookError as err:
-        if os.environ.get("SYNTH7T_REQUIRE_BROWSER"):
-            raise
-        pytest.skip(str(err))
+    require_browser()
 
 
 @pytest.fixture(scope="module")
