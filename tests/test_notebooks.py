@@ -98,6 +98,13 @@ def test_demo_data_notebook_smoke_run(tmp_path, smoke_book):
     assert (run_dir / "cohort_summary.tsv").is_file() and (run_dir / "volumes_by_diagnosis.png").is_file()
     assert (tmp_path / "data" / "participants.tsv").is_file()
     assert (tmp_path / "data" / "split.tsv").is_file()
+    # the premise, kept by a test: the held-out subject's raw 7T segments better than its raw 3T against the
+    # ground truth (mean Dice, amygdala and hippocampus), as chapter 00 checks it
+    margins = pd.read_csv(run_dir / "premise_margins.tsv", sep="\t", index_col=0)
+    assert len(margins) == 1 and margins["holds"].all(), margins.round(4).to_string()
+    assert (margins[["mean_dice", "amygdala", "hippocampus"]] > 0).all().all()
+    dice = pd.read_csv(run_dir / "premise_dice.tsv", sep="\t")
+    assert set(dice["image_type"]) == {"3T", "7T"} and (dice["n_slices"] > 0).all()
     shutil.copy(out / "00_demo_data.ipynb", smoke_book)
 
 
