@@ -114,13 +114,16 @@ def _uses_context(generator) -> bool:
 
 
 def default_batch_size(device, geometry: Optional[PatchGeometry] = None) -> int:
-    """Slices (sliding windows, for a baseline) per forward pass: 32 on a GPU; on a CPU 2 slices (demo-cpu on 2
-    cores: 32 slices in 9.9 s at batch 2, 13.0 s at 16), 2 windows of a 3D baseline (vnet-demo, a demo volume
-    on 2 idle cores: 2.4 s at 2, 2.3 s at 4, 3.1 s at 8) and 64 of WATNet-2D (watnet-2d-demo: 8.1 s at 4,
+    """Slices (sliding windows, for a baseline) per forward pass: 32 on a GPU; on a CPU 1 slice (demo-cpu U-Net on
+    2 idle cores, a demo volume of 148 slices of 176 x 136: 6.15 s at batch 1, 6.7-7.0 s at 2, 6.6 s at 4; 32
+    slices of 224 x 160 took 9.9 s at batch 2 and 13.0 s at 16), 2 windows of a 3D baseline (vnet-demo, a demo
+    volume on 2 idle cores: 2.4 s at 2, 2.3 s at 4, 3.1 s at 8) and 64 of WATNet-2D (watnet-2d-demo: 8.1 s at 4,
     3.8 s at 16, 2.9 s at 64; its windows are small)."""
     if str(device).startswith("cuda"):
         return 32
-    return 64 if geometry is not None and geometry.spatial_dims == 2 else 2
+    if geometry is None:
+        return 1
+    return 64 if geometry.spatial_dims == 2 else 2
 
 
 def predict_volume(
@@ -140,7 +143,7 @@ def predict_volume(
         bottom, top: lowest and highest axial slices with brain (slice-location condition).
         mask: optional brain mask ``(X, Y, Z)``; the output is zero outside it, and axial slices without
             brain (the grid's margins) are not passed through the network at all.
-        batch_size: slices (a baseline's windows) per forward pass; default :func:`default_batch_size` (2 on a
+        batch_size: slices (a baseline's windows) per forward pass; default :func:`default_batch_size` (1 on a
             CPU, where larger batches are slower, measured in ``benchmarks/bench_train_predict.py``; 32 on a GPU).
         n_input_slices: neighbouring slices per input (default: the model's).
         patch_overlap: a baseline's window overlap in voxels (default 8, as the paper's; ``model.json`` records

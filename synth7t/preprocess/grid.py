@@ -73,7 +73,7 @@ def plan_grid(mask: np.ndarray, affine: np.ndarray, inplane: Sequence[int] = (28
         if extent > sizes[ax]:
             name = ("left-right", "anterior-posterior")[ax]
             raise PreprocessError(f"{what}: the brain spans {extent} voxels {name}, more than the grid's {sizes[ax]}; "
-                                  "increase grid_inplane (multiples of 32) or check the brain mask")
+                                  "increase grid_inplane (multiples of grid_divisor) or check the brain mask")
         centre = (lo[ax] + hi[ax] + 1) / 2.0
         start.append(int(np.floor(centre - sizes[ax] / 2.0)))
     bot, top = int(lo[2]), int(hi[2])
