@@ -123,6 +123,15 @@ def test_the_amygdala_design_end_to_end(amygdala_set, preprocessed_cohort, tmp_p
     pred = lone_studies.predict_lone(run / "model", records, inputs, tmp_path / "pred", name="unet", device="cpu",
                                      progress=False)
     assert (pred["status"] == "done").all(), pred
+    # two 1-thread worker processes (the demo's chapter 08 on 2 cores): the same volumes, to float noise
+    par = lone_studies.predict_lone(run / "model", records, inputs, tmp_path / "pred2", name="unet", device="cpu",
+                                    progress=False, n_jobs=2)
+    assert list(par["key"]) == list(pred["key"]) and (par["status"] == "done").all(), par
+    for a, b in zip(pred["path"], par["path"]):
+        va, vb = sio.load_volume(a), sio.load_volume(b)
+        assert np.allclose(va.affine, vb.affine) and np.abs(va.data - vb.data).max() < 1e-4
+    with pytest.raises(ValueError, match="n_jobs"):
+        lone_studies.predict_lone(run / "model", records, inputs, tmp_path / "pred3", name="unet", n_jobs=0)
     images = lone_studies.lone_images(records, {"unet": tmp_path / "pred"})
     assert sorted(images["image_type"].unique()) == ["3T", "unet"] and len(images) == 4
 

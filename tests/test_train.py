@@ -533,6 +533,37 @@ def test_predict_subjects_fuses_views_and_writes_the_uncertainty_beside_every_sp
                                  uncertainty=True, progress=False)
 
 
+def test_predict_many_in_workers_gives_each_models_table_and_volumes(trained_model, multiview_model,
+                                                                    preprocessed_cohort, tmp_path):
+    """Notebook 03 on a CPU: the models side by side in 2 one-thread workers, the multi-view one handed out first;
+    the tables come back in the tasks' order and the volumes equal the in-process ones to float noise."""
+    import nibabel as nib
+
+    from synth7t import predict
+
+    derivatives, ds, _ = preprocessed_cohort
+    keys = [s.key for s in ds][:1]
+
+    def tasks(root):
+        common = dict(derivatives=derivatives, dataset=ds, keys=keys, device="cpu", spaces=("grid",))
+        return [dict(model_dir=trained_model, out_dir=root / "unet", name="unet", **common),
+                dict(model_dir=multiview_model, out_dir=root / "mv", name="mv", views=["axial", "coronal"],
+                     uncertainty=True, **common)]
+
+    here = predict.predict_many(tasks(tmp_path / "one"), n_jobs=1, progress=False)
+    there = predict.predict_many(tasks(tmp_path / "two"), n_jobs=2, progress=False)
+    assert [list(t.columns) for t in there] == [list(t.columns) for t in here]
+    for name, a, b in zip(("unet", "mv"), here, there):
+        assert list(a["status"]) == list(b["status"]) == ["done"], (a, b)
+        va = np.asarray(nib.load(predict.prediction_path(tmp_path / "one" / name, keys[0], name)).dataobj)
+        vb = np.asarray(nib.load(predict.prediction_path(tmp_path / "two" / name, keys[0], name)).dataobj)
+        assert va.shape == vb.shape and np.abs(va - vb).max() < 1e-4
+    # a model folder that is not one fails the whole call, named
+    with pytest.raises(predict.ModelFolderError):
+        predict.predict_many([dict(tasks(tmp_path / "bad")[0], model_dir=tmp_path), tasks(tmp_path / "bad")[1]],
+                             n_jobs=2, progress=False)
+
+
 def test_an_axial_model_refuses_other_views_and_keeps_its_output(trained_model, preprocessed_cohort, tmp_path):
     from synth7t import predict
 
