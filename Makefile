@@ -30,8 +30,10 @@ book: venv
 check-book: venv
 	$(PY) -m synth7t.cli book --browser
 
+# two pytest workers with one thread each (small CPU tests use a second thread poorly; two workers of two threads
+# would oversubscribe the cores); each test file stays in one worker, so a file's shared fixtures are built once
 test: venv
-	$(PY) -m pytest
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile
 
 # JupyterLab on notebooks/; its kernels start in the repository root, as papermill's, so that the notebooks'
 # relative paths (data/demo, runs) mean the same (LAB_OPTS: e.g. --no-browser --port 8889; as root, as in a
