@@ -289,7 +289,8 @@ def predict_lone(model_dir: PathLike, records: Mapping[str, dict], demographics:
     work = _LoneWork(model_dir, records, {k: demo.loc[k, ["age", "sex", "diagnosis"]].to_dict() for k in keys},
                      out, name, "cpu", batch_size, loaded=None if workers else (generator, meta))
     executor = LocalExecutor(int(n_jobs), max(1, (os.cpu_count() or 1) // int(n_jobs))) if workers else None
-    table = run_batch(keys, work, ids=lambda k: {"key": k}, is_finished=lambda k: prediction_path(out, k, name).is_file(),
+    table = run_batch(keys, work, ids=lambda k: {"key": k},
+                      is_finished=lambda k: prediction_path(out, k, name).is_file(),
                       status_file=out / "predictions.tsv", columns=("path",), progress=progress, executor=executor,
                       desc=f"predict {name}", unit="volume")
     skipped = table["status"] == "skipped"

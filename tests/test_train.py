@@ -539,7 +539,7 @@ def test_predict_many_in_workers_gives_each_models_table_and_volumes(trained_mod
     the tables come back in the tasks' order and the volumes equal the in-process ones to float noise."""
     import nibabel as nib
 
-    from synth7t import predict
+    from synth7t import predict, predict_batch
 
     derivatives, ds, _ = preprocessed_cohort
     keys = [s.key for s in ds][:1]
@@ -550,8 +550,8 @@ def test_predict_many_in_workers_gives_each_models_table_and_volumes(trained_mod
                 dict(model_dir=multiview_model, out_dir=root / "mv", name="mv", views=["axial", "coronal"],
                      uncertainty=True, **common)]
 
-    here = predict.predict_many(tasks(tmp_path / "one"), n_jobs=1, progress=False)
-    there = predict.predict_many(tasks(tmp_path / "two"), n_jobs=2, progress=False)
+    here = predict_batch.predict_many(tasks(tmp_path / "one"), n_jobs=1, progress=False)
+    there = predict_batch.predict_many(tasks(tmp_path / "two"), n_jobs=2, progress=False)
     assert [list(t.columns) for t in there] == [list(t.columns) for t in here]
     for name, a, b in zip(("unet", "mv"), here, there):
         assert list(a["status"]) == list(b["status"]) == ["done"], (a, b)
@@ -560,7 +560,7 @@ def test_predict_many_in_workers_gives_each_models_table_and_volumes(trained_mod
         assert va.shape == vb.shape and np.abs(va - vb).max() < 1e-4
     # a model folder that is not one fails the whole call, named
     with pytest.raises(predict.ModelFolderError):
-        predict.predict_many([dict(tasks(tmp_path / "bad")[0], model_dir=tmp_path), tasks(tmp_path / "bad")[1]],
+        predict_batch.predict_many([dict(tasks(tmp_path / "bad")[0], model_dir=tmp_path), tasks(tmp_path / "bad")[1]],
                              n_jobs=2, progress=False)
 
 
