@@ -254,6 +254,11 @@ def _call_indexed(payload) -> tuple[int, dict]:
     return i, call_item(work, item)
 
 
+def cores_per_worker(n_jobs: int) -> int:
+    """Threads for each of ``n_jobs`` worker processes that share this machine's cores (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, int(n_jobs)))
+
+
 @dataclass
 class LocalExecutor:
     """Items in this process (``n_jobs=1``) or in ``n_jobs`` spawned worker processes.

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import io as sio
-from .batch import LocalExecutor, read_json, run_batch, write_json
+from .batch import LocalExecutor, cores_per_worker, read_json, run_batch, write_json
 
 PathLike = Union[str, Path]
 
@@ -200,10 +200,6 @@ def prediction_path(out_dir: PathLike, key: str, name: str) -> Path:
     return Path(out_dir) / f"{key}_acq-{name}_space-grid_T1w.nii.gz"
 
 
-#: the model of each ``(folder, device)`` a worker process of :func:`predict_lone` has loaded (loaded once per process)
-_WORKER_MODELS: dict = {}
-
-
 class _LoneWork:
     """The prediction of one aligned lone 3T, in whichever process runs it (picklable: the model's folder travels,
     and a worker process loads the model once, on first use; in the calling process, the copy given)."""
@@ -219,19 +215,9 @@ class _LoneWork:
         return {**self.__dict__, "model": None}  # a worker loads its own copy
 
     def loaded(self):
-        if self.model is not None:
-            return self.model
-        import warnings
+        from .predict_batch import process_model
 
-        from . import predict
-        from .modelcard import SimulatedTrainingWarning
-
-        key = (self.model_dir, self.device)
-        if key not in _WORKER_MODELS:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", SimulatedTrainingWarning)  # the calling process said it once
-                _WORKER_MODELS[key] = predict.load_model(self.model_dir, self.device)
-        return _WORKER_MODELS[key]
+        return self.model if self.model is not None else process_model(self.model_dir, self.device)
 
     def __call__(self, key: str) -> dict:
         from . import predict
@@ -270,8 +256,6 @@ def predict_lone(model_dir: PathLike, records: Mapping[str, dict], demographics:
     Returns:
         The status table (``key, status, seconds, path, reason``).
     """
-    import os
-
     from . import predict
 
     if int(n_jobs) < 1:
@@ -288,7 +272,7 @@ def predict_lone(model_dir: PathLike, records: Mapping[str, dict], demographics:
     workers = int(n_jobs) > 1 and on_cpu
     work = _LoneWork(model_dir, records, {k: demo.loc[k, ["age", "sex", "diagnosis"]].to_dict() for k in keys},
                      out, name, "cpu", batch_size, loaded=None if workers else (generator, meta))
-    executor = LocalExecutor(int(n_jobs), max(1, (os.cpu_count() or 1) // int(n_jobs))) if workers else None
+    executor = LocalExecutor(int(n_jobs), cores_per_worker(int(n_jobs))) if workers else None
     table = run_batch(keys, work, ids=lambda k: {"key": k},
                       is_finished=lambda k: prediction_path(out, k, name).is_file(),
                       status_file=out / "predictions.tsv", columns=("path",), progress=progress, executor=executor,

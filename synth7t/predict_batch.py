@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -30,6 +29,7 @@ from . import io as sio
 from .batch import (
     LocalExecutor,
     compose_shards,
+    cores_per_worker,
     run_batch,
     shard_indices,
     shard_status_path,
@@ -37,7 +37,6 @@ from .batch import (
 )
 from .modelcard import (
     SimulatedTrainingWarning,
-    read_model_card,
     simulated_training_warning,
 )
 from .predict import (
@@ -56,6 +55,17 @@ PathLike = Union[str, Path]
 STATUS_FILE = "predictions.tsv"
 #: the model of each ``(folder, device)`` this process has loaded (a worker process or a job loads it once)
 LOADED_MODELS: dict = {}
+
+
+def process_model(model_dir: PathLike, device: str = "cpu"):
+    """The ``(generator, meta)`` of a model folder, loaded once per process (a worker or job) and then kept; its
+    simulated-training warning is left to the calling process, which said it once already."""
+    key = (str(model_dir), str(device))
+    if key not in LOADED_MODELS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SimulatedTrainingWarning)
+            LOADED_MODELS[key] = load_model(key[0], key[1])
+    return LOADED_MODELS[key]
 
 
 class PredictFileWork:
@@ -86,12 +96,7 @@ class PredictFileWork:
         """The ``(generator, meta)`` pair, loaded once per process."""
         if isinstance(self.model, tuple):
             return self.model
-        key = (self.model, str(self.options.get("device", "cpu")))
-        if key not in LOADED_MODELS:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", SimulatedTrainingWarning)  # the command said it once already
-                LOADED_MODELS[key] = load_model(self.model, key[1])
-        return LOADED_MODELS[key]
+        return process_model(self.model, str(self.options.get("device", "cpu")))
 
     def __call__(self, t3: PathLike) -> dict:
         t3 = Path(t3)
@@ -271,8 +276,9 @@ def predict_many(tasks: Sequence[dict], *, n_jobs: int = 1, progress: bool = Tru
         Each call's status table, in the order of ``tasks``.
 
     Raises:
-        RuntimeError: a call failed as a whole (e.g. an unreadable model folder); a subject's failure is a row of
-            its table, as in :func:`synth7t.predict.predict_subjects`.
+        synth7t.predict.ModelFolderError: a task's ``model_dir`` is not a model folder (before any prediction).
+        RuntimeError: a call failed as a whole in a worker (e.g. weights that do not match ``model.json``); a
+            subject's failure is a row of its table, as in :func:`synth7t.predict.predict_subjects`.
     """
     import torch
 
@@ -283,9 +289,8 @@ def predict_many(tasks: Sequence[dict], *, n_jobs: int = 1, progress: bool = Tru
                                                                  and torch.cuda.is_available()) for t in tasks)
     if int(n_jobs) == 1 or len(tasks) < 2 or gpu:
         return [predict_subjects(**{**t, "progress": progress}) for t in tasks]
-    for t in tasks:  # what load_model would say in each worker, said once here
-        model_folder(t["model_dir"])
-        note = simulated_training_warning(read_model_card(model_folder(t["model_dir"])))
+    for t in tasks:  # a wrong folder fails here, before any worker starts; what load_model would say, said once
+        note = simulated_training_warning(model_folder(t["model_dir"]))
         if note:
             warnings.warn(note, SimulatedTrainingWarning, stacklevel=2)
 
@@ -293,7 +298,7 @@ def predict_many(tasks: Sequence[dict], *, n_jobs: int = 1, progress: bool = Tru
         return len(t.get("views") or ("axial",)) * (2 if t.get("flips") else 1)
 
     order = sorted(range(len(tasks)), key=lambda i: -cost(tasks[i]))
-    executor = LocalExecutor(int(n_jobs), max(1, (os.cpu_count() or 1) // int(n_jobs)))
+    executor = LocalExecutor(int(n_jobs), cores_per_worker(int(n_jobs)))
     from tqdm.auto import tqdm
 
     out: dict = {}

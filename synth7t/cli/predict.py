@@ -135,14 +135,13 @@ def run_batch(args: argparse.Namespace) -> int:
     inputs = predict.expand_inputs(args.inputs)
     if args.mask and len(inputs) > 1:
         raise ValueError(f"--mask is the brain mask of one input, but {len(inputs)} inputs were given")
-    import os
-
+    from synth7t.batch import cores_per_worker
     from synth7t.predict_batch import distributed_context
 
     if args.n_jobs < 1:
         raise ValueError(f"--n-jobs must be >= 1, got {args.n_jobs}")
     # a cluster job's CPUs are not this machine's: 4 threads (brain extraction, N4, registration) unless told
-    threads = args.threads or (max(1, (os.cpu_count() or 1) // args.n_jobs) if args.executor == "local" else 4)
+    threads = args.threads or (cores_per_worker(args.n_jobs) if args.executor == "local" else 4)
     executor = make_executor(args, output_dir=args.output_dir, n_jobs=args.n_jobs, threads=threads)
     ctx = distributed_context()
     status = predict.predict_files(inputs, args.output_dir, args.model, participants=args.participants,
