@@ -324,6 +324,9 @@ def test_open_session_builds_once_reuses_and_moves_aside(tmp_path):
         rating.check_servable(fresh.dir)
     _, notes = rating.open_session(folder, volumes, seed=4)
     assert "moved to" in notes[-1] and not (fresh.dir / "key.sqlite").exists()
+    with pytest.raises(ValueError, match="no rater .* has an active link.*add-rater"):  # no page would open
+        rating.check_servable(fresh.dir)
+    rating.add_rater(fresh.dir, "ab")
     assert rating.check_servable(fresh.dir).n_queries == 2 and len(rating.read_key(fresh.dir)) == 2 * 3
     (tmp_path / "junk").mkdir()
     with pytest.raises(RuntimeError, match="not a rating session"):

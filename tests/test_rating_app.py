@@ -1,10 +1,15 @@
 """The rater app as raters meet it: ``synth7t rate`` serving the widget with Voilà, driven in headless Chromium.
 
-A rater signs in, answers three queries by clicking, the server is killed and restarted, and the rater continues at
-query 4 with exactly the clicked rankings stored; an incomplete ranking cannot be saved; two raters in two browsers
-answer at the same time and nothing is lost (one of them by keyboard); the key cannot be fetched through the app and
-the page's kernel runs no code sent to it. Needs Chromium and ChromeDriver (``apt-get install chromium
-chromium-driver``); skipped without them unless ``SYNTH7T_REQUIRE_BROWSER`` is set, as the book's browser check.
+Each rater opens their own link (``synth7t rating-session add-rater``). A rater answers three queries by clicking on a
+local server (``--rater`` on 127.0.0.1: no secret), the server is killed, and the rater continues at query 4 through
+their link on a server that asks for links, with exactly the clicked rankings stored; an incomplete ranking cannot be
+saved. Two raters with their links answer at the same time, each sees only their own progress, nothing is lost, and
+the analysis reads registered raters only. Pages without a rater's own active link (none, wrong, another rater's,
+revoked, unregistered) get the plain refusal page and no kernel, leave no answer, repeated wrong links make the
+client wait, a link revoked while its page is open saves nothing more, and no secret reaches the server's log. The
+key cannot be fetched through the app and the page's kernel runs no code sent to it. Needs Chromium and
+ChromeDriver (``apt-get install chromium chromium-driver``); skipped without them unless ``SYNTH7T_REQUIRE_BROWSER``
+is set, as the book's browser check.
 
 ``SYNTH7T_RATER_SCREENSHOT=book/images/rater_app.png`` also writes the screenshot the first test takes there;
 :func:`screenshot_app` takes one of any session (the book's comes from the demo's session).
@@ -150,14 +155,13 @@ def _save_enabled(driver) -> bool:
     return driver.find_element(By.CSS_SELECTOR, "button.rate-save").is_enabled()
 
 
-def _sign_in(driver, url, rater):
-    from selenium.webdriver.common.by import By
+def _link(session, rater, port) -> str:
+    """Register ``rater`` and return their link on this test's server (the coordinator's add-rater)."""
+    return rating.rater_link(f"http://127.0.0.1:{port}/", rater, rating.add_rater(session, rater))
 
-    driver.get(url)
-    field = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".rater-code input"), 90, "the sign-in field")[0]
-    field.send_keys(rater)
-    _wait_text(driver, ".rater-message", f"You will rate as {rater}.", 30)  # the app has the whole code
-    _click(driver, "button.rater-start")
+
+def _path(link: str) -> str:
+    return "/" + link.split("/", 3)[3]
 
 
 def _rank_by_clicks(driver, orders, save=True):
@@ -199,15 +203,19 @@ def _expected(orders):
 # ------------------------------------------------------------------------------------------------ tests
 
 
-def test_a_rater_answers_by_clicking_survives_a_killed_server_and_continues(session, tmp_path, browser):
+def test_a_rater_answers_locally_survives_a_killed_server_and_continues_through_their_link(session, tmp_path,
+                                                                                          browser):
     positions = session.meta["positions"]
     orders = _orders(np.random.default_rng(1), positions, 3)
     port, log = _free_port(), tmp_path / "server.log"
     url = f"http://127.0.0.1:{port}/"
+    link = _link(session, "alice", port)
     driver = browser
     try:
-        with rate_server(session.dir, port, log) as server:
-            _sign_in(driver, url, "alice")
+        # at the coordinator's own machine: one rater, 127.0.0.1, no secret (and the server says so)
+        with rate_server(session.dir, port, log, "--rater", "alice") as server:
+            assert f"local: rater alice rates at http://localhost:{port}/ without a secret link" in log.read_text()
+            driver.get(url)
             _wait_text(driver, ".rate-header", "Query 1 of 6", 90)
             # an incomplete ranking cannot be saved: two letters of one criterion, the button stays disabled and a
             # click on it (as the page would send it) stores nothing
@@ -229,8 +237,8 @@ def test_a_rater_answers_by_clicking_survives_a_killed_server_and_continues(sess
             _kill_hard(server)
         assert _stored(session, "alice") == _expected(orders)  # the clicks, and nothing else, are on disk
 
-        with rate_server(session.dir, port, log):
-            _sign_in(driver, url, "alice")  # the rater comes back with the same code
+        with rate_server(session.dir, port, log):  # every registered rater, each by their own link
+            driver.get(link)  # the rater comes back with their link
             _wait_text(driver, ".rate-header", "Query 4 of 6", 90)
             assert "3 of 6 queries answered" in _text(driver, ".rate-header")
             _click(driver, f"button.rank-{CRITERIA[0]}-{positions[1]}")
@@ -245,17 +253,23 @@ def test_a_rater_answers_by_clicking_survives_a_killed_server_and_continues(sess
     assert _stored(session, "alice") == _expected(orders)
 
 
-def _get(port, path):
-    """One raw GET (the path sent as is, no normalisation of ``..``); follows one redirect."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def _request(port, path):
+    """One raw GET (the path sent as is, no normalisation of ``..``): ``(status, headers, body)``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("GET", path)
     res = conn.getresponse()
     body = res.read()
     conn.close()
-    if res.status in (301, 302, 303, 307, 308):
-        location = res.getheader("Location").split(f":{port}", 1)[-1]
-        return (res.status, *_get(port, location)[1:])
-    return res.status, body, res.status
+    return res.status, dict(res.getheaders()), body
+
+
+def _get(port, path):
+    """One raw GET; follows one redirect: ``(first status, body, final status)``."""
+    status, headers, body = _request(port, path)
+    if status in (301, 302, 303, 307, 308):
+        location = headers["Location"].split(f":{port}", 1)[-1]
+        return (status, *_get(port, location)[1:])
+    return status, body, status
 
 
 def _kernel_runs_sent_code(port, page: bytes, key: Path, marker: Path) -> dict:
@@ -294,59 +308,124 @@ def _kernel_runs_sent_code(port, page: bytes, key: Path, marker: Path) -> dict:
     return ioloop.IOLoop().run_sync(talk, timeout=40)
 
 
-def test_two_raters_at_once_lose_nothing_and_the_key_is_out_of_reach(session, tmp_path, browser):
+def test_two_raters_at_once_see_their_own_progress_lose_nothing_and_the_key_is_out_of_reach(session, tmp_path,
+                                                                                             browser):
     positions = session.meta["positions"]
     rng = np.random.default_rng(2)
-    orders = {"bob": _orders(rng, positions, 3), "carol": _orders(rng, positions, 3)}
+    orders = {"bob": _orders(rng, positions, 3), "carol": _orders(rng, positions, 2)}
     port = _free_port()
+    links = {r: _link(session, r, port) for r in orders}
     key = rating.key_file(session.dir)
     with rate_server(session.dir, port, tmp_path / "server.log"):
-        # the key (and every session file) through the app's file handler, by absolute and relative paths
+        # the key (and every session file) through the app's file handler, by absolute and relative paths; no
+        # kernel list either, where a visitor could find another rater's page
         tries = [f"/voila/files/{key}", f"/voila/files/../{key.parent.name}/key.sqlite",
                  f"/voila/files/%2e%2e/{key.parent.name}/key.sqlite", f"/{key}", f"/..{key}",
                  f"/voila/files/{session.dir}/answers.sqlite", f"/files/{key}", f"/api/contents/{key}",
-                 f"/voila/files/{next(session.dir.glob('images/*.png'))}", "/voila/files/key.sqlite"]
+                 f"/voila/files/{next(session.dir.glob('images/*.png'))}", "/voila/files/key.sqlite",
+                 "/api/kernels", "/api/sessions"]
         for path in tries:
             first, body, final = _get(port, path)
-            assert final in (400, 403, 404), (path, first, final)
-            assert b"SQLite format 3" not in body and b"\x89PNG" not in body, path
-        status, page, _ = _get(port, "/")
+            assert final in (400, 403, 404, 405), (path, first, final)
+            assert b"SQLite format 3" not in body and b"\x89PNG" not in body and b'"id"' not in body, path
+        status, headers, page = _request(port, _path(links["bob"]))
         assert status == 200 and b"Blinded rating" in page and b"open_rater_page" not in page  # no code shown
+        assert headers["Referrer-Policy"] == "no-referrer"  # the page's address, with its secret, goes nowhere
         # the page's kernel takes widget messages only: code sent to it is not run, while the connection works
         seen = _kernel_runs_sent_code(port, page, key, tmp_path / "stolen-key.txt")
         assert seen.get("kernel_info_reply") == 1 and "execute_reply" not in seen and "execute_input" not in seen
         assert not (tmp_path / "stolen-key.txt").exists()
 
-        # two raters at the same time, in two browser sessions: bob clicks, carol types
-        url = f"http://127.0.0.1:{port}/?rater="
+        # two raters at the same time, in two browser sessions, each with their own link: bob clicks, carol types
         bob, carol = browser, _browser(tmp_path / "carol")
         try:
-            bob.get(url + "bob")
-            carol.get(url + "carol")
+            bob.get(links["bob"])
+            carol.get(links["carol"])
             for d in (bob, carol):
                 _wait_text(d, ".rate-header", "Query 1 of 6", 90)
             for q in range(3):
-                _rank_by_clicks(bob, orders["bob"][q], save=False)
-                _rank_by_keyboard(carol, orders["carol"][q], save=False)
                 from selenium.webdriver.common.by import By
                 from selenium.webdriver.common.keys import Keys
 
+                _rank_by_clicks(bob, orders["bob"][q], save=False)
+                if q < 2:
+                    _rank_by_keyboard(carol, orders["carol"][q], save=False)
                 # both saves leave within milliseconds: the two kernels write to answers.sqlite together
                 bob.find_element(By.CSS_SELECTOR, "button.rate-save").click()
-                carol.find_element(By.CSS_SELECTOR, f".order-{CRITERIA[-1]} input").send_keys(Keys.ENTER)
-                for d in (bob, carol):
-                    _wait_text(d, ".rate-header", f"Query {q + 2} of 6", 30)
+                if q < 2:
+                    carol.find_element(By.CSS_SELECTOR, f".order-{CRITERIA[-1]} input").send_keys(Keys.ENTER)
+                _wait_text(bob, ".rate-header", f"Query {q + 2} of 6", 30)
+                _wait_text(carol, ".rate-header", f"Query {min(q, 1) + 2} of 6", 30)
+            # each page shows its own rater's progress, not the other's
+            _wait_text(bob, ".rate-header", "rater bob: 3 of 6 queries answered", 30)
+            _wait_text(carol, ".rate-header", "rater carol: 2 of 6 queries answered", 30)
+            assert "carol" not in _text(bob, "body") and "bob" not in _text(carol, "body")
         finally:
             bob.get("about:blank")
             carol.quit()
     for rater in ("bob", "carol"):
         assert _stored(session, rater) == _expected(orders[rater]), rater
     assert session.raters() == ["bob", "carol"]
+    # chapter 06 reads the answers of registered raters only: one written past the app under another code is left out
+    session.record_query("mallory", 0, {c: positions for c in CRITERIA})
+    ranks, _, notes = rating.analysis_ranks(session.dir, CRITERIA)
+    assert set(ranks["rater_id"]) == {"bob", "carol"} and len(ranks) == (3 + 2) * len(CRITERIA) * len(positions)
+    assert any("not registered in this session, left out: mallory" in n for n in notes)
+
+
+def test_pages_without_their_raters_active_link_are_refused_and_leave_no_trace(session, tmp_path, browser):
+    port, log = _free_port(), tmp_path / "server.log"
+    secrets = {r: rating.add_rater(session, r) for r in ("dave", "erin", "frank")}
+    rating.revoke_rater(session, "frank")
+    link = {r: f"/?rater={r}&key={k}" for r, k in secrets.items()}
+    with rate_server(session.dir, port, log, "--verbose"):
+        refused = {"no link": "/", "no secret": "/?rater=dave", "a wrong secret": "/?rater=dave&key=" + "x" * 43,
+                   "another rater's secret": f"/?rater=dave&key={secrets['erin']}", "a revoked link": link["frank"],
+                   "an unregistered code": f"/?rater=zed&key={secrets['dave']}"}
+        for case, path in refused.items():
+            status, _, body = _request(port, path)
+            # the plain refusal page, answered before any kernel starts: no kernel, so no widget that could write
+            assert status == 403 and b"This link does not open the rating session." in body, case
+            assert b"kernelId" not in body and b"jupyter-widgets" not in body, case
+        # three refusals for dave from this address: now even dave's own link waits, and says for how long
+        status, headers, body = _request(port, link["dave"])
+        assert status == 429 and int(headers["Retry-After"]) >= 1 and b"Too many refused links" in body
+        waited_from = time.time()
+
+        # in the browser: a refused link shows the refusal and nothing of the app
+        erin = browser
+        try:
+            erin.get(f"http://127.0.0.1:{port}/?rater=erin&key={secrets['dave']}")
+            _wait_text(erin, "body", "This link does not open the rating session.", 30)
+            assert not erin.find_elements("css selector", ".rater-app, .rate-save")
+            # erin's own link opens her page; the coordinator revokes it while it is open: nothing more is saved
+            erin.get(f"http://127.0.0.1:{port}{link['erin']}")
+            _wait_text(erin, ".rate-header", "Query 1 of 6", 90)
+            orders = _orders(np.random.default_rng(3), session.meta["positions"], 2)
+            _rank_by_clicks(erin, orders[0])
+            _wait_text(erin, ".rate-header", "Query 2 of 6", 30)
+            rating.revoke_rater(session, "erin")
+            _rank_by_clicks(erin, orders[1])
+            _wait_text(erin, ".rate-message", "no longer opens the rating session", 30)
+            erin.get(f"http://127.0.0.1:{port}{link['erin']}")
+            _wait_text(erin, "body", "This link does not open the rating session.", 30)
+        finally:
+            erin.get("about:blank")
+        time.sleep(max(0.0, int(headers["Retry-After"]) - (time.time() - waited_from)))
+        status, _, body = _request(port, link["dave"])
+        assert status == 200 and b"kernelId" in body  # after the wait, dave's own link opens his page
+    # no trace: erin's one query saved before the revocation, nothing else from anyone
+    assert _stored(session, "erin") == _expected(orders[:1]) and session.raters() == ["erin"]
+    # the log shows each refusal, never a secret
+    text = log.read_text()
+    assert "403 GET /?rater=dave&key=[secret]" in text and "429 GET /?rater=dave&key=[secret]" in text
+    assert not any(k in text for k in (*secrets.values(), "x" * 43))
 
 
 def test_rate_refuses_a_session_with_its_key_inside(session, capsys):
     from synth7t.cli import main
 
+    rating.add_rater(session, "ab")
     rating.key_file(session.dir).replace(session.dir / "key.sqlite")
     assert main(["rate", str(session.dir), "--port", str(_free_port())]) == 1
     assert "the key is inside the session folder" in capsys.readouterr().err
@@ -361,18 +440,21 @@ def test_rate_refuses_a_session_with_its_key_inside(session, capsys):
 
 
 def screenshot_app(session_dir, out, *, rater="rater1", answer=2, seed=0, width=1280, height=1250):
-    """Serve ``session_dir``, answer ``answer`` queries as ``rater`` by clicking (random orders), rank one letter of
-    the next query and save a screenshot of the page to ``out`` (the book's ``book/images/rater_app.png``)."""
+    """Serve ``session_dir`` locally for ``rater`` (registered first when needed), answer ``answer`` queries by
+    clicking (random orders), rank one letter of the next query and save a screenshot of the page to ``out`` (the
+    book's ``book/images/rater_app.png``)."""
     import tempfile
 
     store = rating.RatingStore(session_dir)
+    if rater not in set(rating.registered_raters(store)["rater_id"]):
+        rating.add_rater(store, rater)
     orders = _orders(np.random.default_rng(seed), store.meta["positions"], answer)
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="synth7t-shot-") as tmp:
         driver = _browser(Path(tmp) / "chromium")
         try:
-            with rate_server(session_dir, port, Path(tmp) / "server.log"):
-                _sign_in(driver, f"http://127.0.0.1:{port}/", rater)
+            with rate_server(session_dir, port, Path(tmp) / "server.log", "--rater", rater):
+                driver.get(f"http://127.0.0.1:{port}/")
                 _wait_text(driver, ".rate-header", "Query", 90)
                 for by_crit in orders:
                     before = _text(driver, ".rate-header")

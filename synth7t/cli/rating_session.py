@@ -1,5 +1,5 @@
-"""``synth7t rating-session``: build a blinded rating session of a run without a notebook, see its progress, or
-move an old session's key out of its folder."""
+"""``synth7t rating-session``: build a blinded rating session of a run without a notebook, register its raters and
+issue their links, see their progress, end a link, or move an old session's key out of its folder."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def _build(args: argparse.Namespace) -> int:
     print(f"variants: {', '.join(volumes)}")
     print(session_summary(store))
     print(f"key (analyst only, never give it to raters): {rating.key_file(store.dir)}")
-    print(f"serve it to raters: synth7t rate {store.dir} [--rater CODE] [--port 8866]")
+    print(f"register each rater (prints their link): synth7t rating-session add-rater {store.dir} CODE")
+    print(f"serve it to raters: synth7t rate {store.dir} [--port 8866]")
     return 0
 
 
@@ -45,18 +46,53 @@ def _move_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_rater(args: argparse.Namespace) -> int:
+    from synth7t.rating import check_rater_id, raters
+
+    code = check_rater_id(args.rater)
+    secret = raters.add_rater(args.session_dir, code)
+    print(f"rater {code} registered; their link (give it to {code} only; it is shown once and only its hash is "
+          f"stored):")
+    print(f"  {raters.rater_link(args.url, code, secret)}")
+    return 0
+
+
+def _raters(args: argparse.Namespace) -> int:
+    from synth7t.rating import raters
+
+    table = raters.raters_table(args.session_dir)
+    print(table.to_string(index=False) if len(table) else
+          f"no registered rater: synth7t rating-session add-rater {args.session_dir} CODE registers one")
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    from synth7t.rating import raters
+
+    if raters.revoke_rater(args.session_dir, args.rater):
+        print(f"rater {args.rater}'s link is revoked: it opens no page and an open page saves nothing more; "
+              f"their answers are kept (a new link: synth7t rating-session add-rater {args.session_dir} "
+              f"{args.rater})")
+    else:
+        print(f"rater {args.rater}'s link was already revoked")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the chosen action: ``build``, ``status`` or ``move-key``."""
-    return {"build": _build, "status": _status, "move-key": _move_key}[args.action](args)
+    """Run the chosen action: ``build``, ``add-rater``, ``raters``, ``revoke``, ``status`` or ``move-key``."""
+    return {"build": _build, "add-rater": _add_rater, "raters": _raters, "revoke": _revoke, "status": _status,
+            "move-key": _move_key}[args.action](args)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``rating-session`` with its actions ``build``, ``status`` and ``move-key``."""
+    """Register ``rating-session`` with its actions ``build``, ``add-rater``, ``raters``, ``revoke``, ``status`` and
+    ``move-key``."""
     p = subparsers.add_parser(
-        "rating-session", help="build a blinded rating session of a run, or show its progress",
+        "rating-session", help="build a blinded rating session of a run, register its raters, show its progress",
         description="The analyst's side of a rating study (paper §2.8.2), without a notebook: build a session "
                     "of a run's 3T, 7T and every model's predictions (as chapter 05 does; the key goes to "
-                    "<session>-key/), show the raters' progress, or move an old session's key out of its folder.")
+                    "<session>-key/), register raters and print each one's secret link, list them with their "
+                    "progress, revoke a link, or move an old session's key out of its folder.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     b = actions.add_parser("build", help="build the session (or reuse the one there)",
                            description="Build a session of --n-queries queries from the run's held-out subjects: "
@@ -77,6 +113,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     b.add_argument("--session-dir", default="",
                    help="where to build it (default <runs-dir>/<run-name>/05_rating_session/session, chapter 06's)")
     b.add_argument("--overwrite", action="store_true", help="move an existing session aside and build a new one")
+    a = actions.add_parser("add-rater", help="register a rater and print their secret link (shown once)",
+                           description="Register a rater (or issue a new link to a rater whose link was revoked) "
+                                       "and print their link, http://host:port/?rater=CODE&key=SECRET; the session "
+                                       "stores only the secret's hash. Give each rater their own link.")
+    a.add_argument("session_dir")
+    a.add_argument("rater", help="the rater's code: 1 to 40 letters, digits, '.', '_' or '-'")
+    a.add_argument("--url", default="http://localhost:8866/",
+                   help="the app's address as raters reach it (default http://localhost:8866/)")
+    r = actions.add_parser("raters", help="the registered raters, their links' state and their progress")
+    r.add_argument("session_dir")
+    v = actions.add_parser("revoke", help="end a rater's link (their answers are kept)")
+    v.add_argument("session_dir")
+    v.add_argument("rater")
     s = actions.add_parser("status", help="each rater's progress")
     s.add_argument("session_dir")
     s.add_argument("--raters", nargs="*", help="raters to list even without an answer")

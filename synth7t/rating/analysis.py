@@ -7,6 +7,7 @@ from typing import Optional, Sequence, Union
 
 import pandas as pd
 
+from .raters import registered_raters
 from .session import RatingStore, ranks_table, read_key
 
 PathLike = Union[str, Path]
@@ -35,6 +36,10 @@ def analysis_ranks(session_dir: PathLike, criteria: Sequence[str], *, preferred_
                    ) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The unblinded ranks of a session, ready for the analysis: chosen criteria and raters, display names.
 
+    Only answers attributed to raters registered in the session (:mod:`~synth7t.rating.raters`: active or revoked
+    since) are analysed; answers under any other code, which no rater's link could have written, are left out and
+    named in the notes.
+
     Args:
         session_dir: the session.
         criteria: criteria to analyse, in order (each must be one of the session's).
@@ -45,7 +50,8 @@ def analysis_ranks(session_dir: PathLike, criteria: Sequence[str], *, preferred_
     Returns:
         ``(ranks, order, notes)``: the tidy ranks (:func:`ranks_table` with ``image_type``, the run's name, and
         ``variant``, its display name; rows by criterion), the display names in table order, and notes (criteria
-        left out, variants never shown, raters without answers, simulated raters, a single rater).
+        left out, variants never shown, answers of unregistered codes left out, revoked links, raters without
+        answers, simulated raters, a single rater).
 
     Raises:
         ValueError: a criterion is not one of the session's.
@@ -67,6 +73,17 @@ def analysis_ranks(session_dir: PathLike, criteria: Sequence[str], *, preferred_
                      f"(the session shows {', '.join(sorted(shown))})")
     order = [display_name(v) for v in variant_order(shown, preferred_order)]
     ranks = ranks_table(session_dir, key_dir)
+    reg = registered_raters(store)
+    unregistered = sorted(set(ranks["rater_id"]) - set(reg["rater_id"]))
+    if unregistered:
+        counts = ranks[ranks["rater_id"].isin(unregistered)].groupby("rater_id")["query_index"].nunique()
+        notes.append("answers under codes not registered in this session, left out: "
+                     + ", ".join(f"{r} ({counts[r]} quer{'y' if counts[r] == 1 else 'ies'})" for r in unregistered)
+                     + " (synth7t rating-session raters lists the registered raters)")
+        ranks = ranks[ranks["rater_id"].isin(set(reg["rater_id"]))]
+    revoked = sorted(set(reg.loc[~reg["active"], "rater_id"]) & set(ranks["rater_id"]))
+    if revoked:
+        notes.append(f"links revoked since, answers kept: {', '.join(revoked)} (pass `raters` to leave them out)")
     absent = [r for r in raters if r not in set(ranks["rater_id"])]
     if absent:
         notes.append(f"no answer from: {', '.join(absent)}")

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .observer import measure_session, observer_ranking, observer_scores
+from .raters import add_rater, registered_raters
 from .session import RatingStore, build_session, key_dir_of, move_key_out, read_key
 from .widget import RaterApp
 
@@ -154,7 +155,8 @@ def simulate_raters(session_dir: PathLike, n_raters: int, *, noise: Optional[Seq
     Every rater scores each image of a query by the observer's weighted measures (sharpness, grey/white contrast,
     noise, signal loss) plus Gaussian noise of their own, and clicks the letters in that order and "Save and
     next" (:meth:`RaterApp.answer`). The observer reads the anonymised images only, never the key. **These are not
-    expert opinions.**
+    expert opinions.** Each is registered in the session (:func:`~synth7t.rating.raters.add_rater`; its link is
+    given to no one), since the analysis reads registered raters' answers only.
 
     Args:
         session_dir: the session.
@@ -178,7 +180,10 @@ def simulate_raters(session_dir: PathLike, n_raters: int, *, noise: Optional[Seq
         scores = observer_scores(measure_session(session_dir), weights, criteria=list(store.criteria))
         by_query = {int(q): g.set_index("position") for q, g in scores.groupby("query_index")}
         rng = np.random.default_rng(seed)
+        known = set(registered_raters(store)["rater_id"])
         for i, sd in enumerate(noise):
+            if f"sim{i + 1}" not in known:
+                add_rater(store, f"sim{i + 1}")  # the secret is dropped: a simulated rater opens no page
             app = RaterApp(session_dir, f"sim{i + 1}")
             before = app.store.progress(app.rater_id)[0]
             while app.current is not None:

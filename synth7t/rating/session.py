@@ -13,7 +13,7 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,10 @@ class RatingStore:
             raise ValueError(f"{self.dir}: not a rating session (build one with synth7t.rating.build_session)")
         self.meta = json.loads(meta.read_text())
         self.criteria: dict[str, str] = self.meta["criteria"]
+
+    def connect(self) -> sqlite3.Connection:
+        """A new connection to ``answers.sqlite`` (foreign keys on, full sync); the caller closes it."""
+        return _connect(self.db)
 
     # -------------------------------------------------------------------------------------------- reads
     def queries(self) -> list[Query]:
@@ -141,15 +145,25 @@ class RatingStore:
         """
         self.record_query(rater_id, query_index, {criterion: ranking})
 
-    def record_query(self, rater_id: str, query_index: int, rankings: Mapping[str, Sequence[str]]) -> None:
+    def record_query(self, rater_id: str, query_index: int, rankings: Mapping[str, Sequence[str]], *,
+                     guard: Optional[Callable[[sqlite3.Connection], None]] = None) -> None:
         """Store a query's rankings (``{criterion: positions best first}``) in one transaction: all or none.
 
         Every ranking is checked before anything is written. Several raters may write at the same time (each
         from their own process): SQLite locks the database for the few milliseconds of a write and a writer that
         finds it locked waits (up to 30 s) instead of failing.
 
+        Args:
+            rater_id: a rater code (:func:`check_rater_id`).
+            query_index: 0-based query index.
+            rankings: ``{criterion: positions best first}``.
+            guard: called with the connection inside the answer's transaction, after its write lock is taken and
+                before anything is written; whatever it raises aborts the answer (the rater app checks the
+                rater's link here: :func:`synth7t.rating.raters.verify_link`).
+
         Raises:
             ValueError: a bad rater code, query index, criterion or ranking.
+            PermissionError: (from the rater app's ``guard``) the rater's link does not open the session.
         """
         rater_id = check_rater_id(rater_id)
         rows = [(rater_id, int(query_index), c, json.dumps(self._checked(query_index, c, r)), time.time())
@@ -157,6 +171,10 @@ class RatingStore:
         if not rows:
             raise ValueError("rankings must hold at least one criterion")
         with closing(_connect(self.db)) as conn, conn:
+            # the write lock first: a link revoked after the guard's read could otherwise still write this answer
+            conn.execute("BEGIN IMMEDIATE")
+            if guard is not None:
+                guard(conn)
             conn.executemany("INSERT OR REPLACE INTO answers (rater_id, query_index, criterion, ranking, answered_at) "
                              "VALUES (?, ?, ?, ?, ?)", rows)
 

@@ -16,6 +16,7 @@ from typing import Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from .raters import is_active, link_opens, verify_active, verify_link
 from .session import RatingStore, check_rater_id
 
 PathLike = Union[str, Path]
@@ -115,16 +116,26 @@ class RaterApp:
     A rater who comes back (a new page, a new kernel, a restarted server) starts at the first query they have not
     answered. Use ``app.display()`` (or ``display(app.widget)``); :meth:`answer` goes through the same buttons.
 
+    The rater app's pages (:mod:`synth7t.rating.app`) pass the rater's link: then the rater must be registered with
+    that link (:mod:`synth7t.rating.raters`) to start, and every answer checks it again in its own transaction, so a
+    link revoked while the page is open saves nothing more.
+
     Args:
         session_dir: the session folder (``session.json``, ``images/``, ``answers.sqlite``; never the key).
         rater_id: the rater's code (:func:`~synth7t.rating.session.check_rater_id`), or ``None`` to ask for it.
         image_width: display width of each image in pixels.
+        secret: the secret of the rater's link (:func:`~synth7t.rating.raters.add_rater`), or ``None``.
+        registered_only: without a secret, still require a registered rater with an active link (a local server for
+            one rater).
     """
 
-    def __init__(self, session_dir: PathLike, rater_id: Optional[str] = None, *, image_width: int = 300):
+    def __init__(self, session_dir: PathLike, rater_id: Optional[str] = None, *, image_width: int = 300,
+                 secret: Optional[str] = None, registered_only: bool = False):
         import ipywidgets as w
 
         self.store = RatingStore(session_dir)
+        self._secret = secret
+        self._guarded = registered_only or secret is not None
         self.queries = self.store.queries()
         self.positions = self.store.meta["positions"]
         self.rater_id: Optional[str] = None
@@ -191,7 +202,7 @@ class RaterApp:
     def _sign_in(self) -> None:
         try:
             self.start(self.rater_field.value)
-        except ValueError as err:
+        except (ValueError, PermissionError) as err:
             self.signin_message.value = f"<p style='color:#b00'>{html.escape(str(err))}</p>"
 
     def start(self, rater_id: str) -> None:
@@ -199,10 +210,15 @@ class RaterApp:
 
         Raises:
             ValueError: a bad code, or a rater already chosen.
+            PermissionError: the app checks links and this rater's does not open the session.
         """
         if self.rater_id is not None:
             raise ValueError(f"this page rates as {self.rater_id}; open a new page for another rater")
-        self.rater_id = check_rater_id(rater_id)
+        code = check_rater_id(rater_id)
+        opens = link_opens(self.store, code, self._secret) if self._secret is not None else is_active(self.store, code)
+        if self._guarded and not opens:
+            raise PermissionError(f"the link of rater {code} does not open this session")
+        self.rater_id = code
         self.signin.layout.display = "none"
         self.rating.layout.display = None
         self._go(self.store.next_unanswered(self.rater_id))
@@ -239,8 +255,20 @@ class RaterApp:
             self.message.value = (f"<span style='color:#b00'>Rank every letter ({', '.join(self.positions)}) on "
                                   f"each criterion before saving; not complete: {', '.join(missing)}.</span>")
             return
+        guard = None
+        if self._guarded:
+            rater, secret = self.rater_id, self._secret
+            guard = ((lambda conn: verify_link(conn, rater, secret)) if secret is not None
+                     else (lambda conn: verify_active(conn, rater)))
         try:
-            self.store.record_query(self.rater_id, self.current, {c: r.order for c, r in self.rankers.items()})
+            self.store.record_query(self.rater_id, self.current, {c: r.order for c, r in self.rankers.items()},
+                                    guard=guard)
+        except PermissionError:  # revoked while the page was open: nothing was written, and nothing will be
+            self.message.value = ("<span style='color:#b00'>Not saved: this link no longer opens the rating "
+                                  "session. Ask the study coordinator.</span>")
+            self.save_button.disabled = True
+            self.current = None
+            return
         except sqlite3.Error as err:  # e.g. a disk that went away: say so, keep the ranking on screen to retry
             self.message.value = (f"<span style='color:#b00'>Not saved ({html.escape(str(err))}); press \"Save and "
                                   "next\" again, or tell the study coordinator.</span>")
