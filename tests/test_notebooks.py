@@ -218,9 +218,10 @@ def test_evaluate_and_segmentation_notebooks_smoke_run(smoke_run, lone_sets):
 
 def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed_cohort, tmp_path):
     """05 builds a blinded session for the held-out subject (3T, real 7T and the smoke run's U-Net prediction,
-    2 queries; the key beside the session folder, not in it) that 3 simulated raters (the model observer) answer
-    through the widget; 06 unblinds and analyses it, with the observer's measurements; running 05 again keeps the
-    session and its answers."""
+    2 queries; the key beside the session folder, not in it) that 3 simulated raters (the model observer, registered
+    in the session) answer through the widget; 06 unblinds and analyses it, with the observer's measurements, and
+    leaves out an answer under a code no rater was registered with; running 05 again keeps the session and its
+    answers."""
     import sqlite3
 
     from synth7t import layout, rating
@@ -233,8 +234,14 @@ def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed
 
     out = smoke_run["book"]
     overrides = {"data_dir": str(ds.root), "derivatives_dir": str(derivatives), "runs_dir": str(runs)}
-    timings = profiles.run_profile("smoke", stages=["05", "06"], output_dir=out, cwd=tmp_path, overrides=overrides,
+    timings = profiles.run_profile("smoke", stages=["05"], output_dir=out, cwd=tmp_path, overrides=overrides,
                                    progress=False)
+    session = runs / "smoke" / "05_rating_session" / "session"
+    store = rating.RatingStore(session)
+    # written past the rater app (which admits registered raters only), e.g. by an old server: 06 must not count it
+    store.record_query("mallory", 0, {c: store.meta["positions"] for c in store.criteria})
+    timings = pd.concat([timings, profiles.run_profile("smoke", stages=["06"], output_dir=out, cwd=tmp_path,
+                                                       overrides={"runs_dir": str(runs)}, progress=False)])
     assert list(timings["notebook"]) == ["05_rating_session.ipynb", "06_rating_analysis.ipynb"]
     for name in timings["notebook"]:
         nb = nbformat.read(out / name, as_version=4)
@@ -243,8 +250,6 @@ def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed
         assert "simulated" in nb.cells[0].source.lower(), name
 
     # the session: every variant in every query, 3 simulated raters x every query x 2 criteria, blinded widget
-    session = runs / "smoke" / "05_rating_session" / "session"
-    store = rating.RatingStore(session)
     key = rating.read_key(session)
     n_queries = 2  # the smoke profile's n_queries, over len(test_keys) held-out subject(s)
     assert len(test_keys) >= 1 and set(key["subject"]) == set(test_keys)
@@ -254,8 +259,9 @@ def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed
     assert all(set(g["variant"]) == {"3T", "7T", "unet-nodiag"} for _, g in key.groupby("query_index"))
     with sqlite3.connect(session / "answers.sqlite") as conn:
         n_answers = conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-    assert n_answers == 3 * n_queries * 2
-    assert store.raters() == ["sim1", "sim2", "sim3"]
+    assert n_answers == 3 * n_queries * 2 + 2
+    assert store.raters() == ["mallory", "sim1", "sim2", "sim3"]
+    assert list(rating.registered_raters(store)["rater_id"]) == ["sim1", "sim2", "sim3"]
     nb05 = nbformat.read(out / "05_rating_session.ipynb", as_version=4)
     widget_cell = next(c for c in nb05.cells if "RaterApp(session_dir, rater_ids[0])" in c.source)
     shown = json.dumps(widget_cell.outputs)
@@ -267,6 +273,10 @@ def test_rating_session_and_analysis_notebooks_smoke_run(smoke_run, preprocessed
     for f in ("ranks.tsv", "rank_summary.tsv", "anova.tsv", "tukey.tsv", "bonferroni.tsv", "rank_violins.png",
               "stacked_ranks_sim1.png", "stacked_ranks_sim3.png", "observer_measures.tsv"):
         assert (ana / f).is_file(), f
+    assert set(pd.read_csv(ana / "ranks.tsv", sep="\t")["rater_id"]) == {"sim1", "sim2", "sim3"}
+    nb06 = nbformat.read(out / "06_rating_analysis.ipynb", as_version=4)
+    nb06 = json.dumps([c.get("outputs", []) for c in nb06.cells if c.cell_type == "code"])
+    assert "codes not registered in this session, left out: mallory (1 query)" in nb06
     summary = pd.read_csv(ana / "rank_summary.tsv", sep="\t")
     assert set(summary["variant"]) == {"3T", "U-Net nodiag", "7T"} and (summary["n"] == 3 * n_queries).all()
     observed = pd.read_csv(ana / "observer_measures.tsv", sep="\t")

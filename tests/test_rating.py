@@ -164,7 +164,8 @@ def test_rater_signs_in_once(session):
     assert app.rater_id == "ab" and app.current == 0 and app.signin.layout.display == "none"
     with pytest.raises(ValueError, match="this page rates as ab"):
         app.start("cd")
-    assert rating.app.rater_from_query("x=1&rater=cd") == "cd" and rating.app.rater_from_query("") is None
+    assert rating.app.link_from_query("x=1&rater=cd&key=k1&key=k2") == ("cd", "k1")
+    assert rating.app.link_from_query("") == (None, None) and rating.app.link_from_query("rater=ab&key=") == ("ab", None)
 
 
 def _planted_ranking(quality, positions_of, rng, noise):

@@ -65,12 +65,6 @@ def _page(title: str, text: str) -> str:
             f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></body></html>")
 
 
-def rater_from_query(query_string: str) -> Optional[str]:
-    """The ``rater`` parameter of a page address's query string (``rater=ab&x=1`` -> ``ab``), or ``None``."""
-    values = parse_qs(query_string or "").get("rater")
-    return values[0] if values else None
-
-
 def link_from_query(query_string: str) -> tuple[Optional[str], Optional[str]]:
     """``(rater, secret)`` of a page address's query string (``rater=ab&key=s3cr3t``); ``None`` for either absent."""
     values = parse_qs(query_string or "")
@@ -189,8 +183,9 @@ def page_gate(session_dir: PathLike, rater: Optional[str] = None, *, local: bool
         from tornado.web import Finish
 
         req = request_handler
-        decision = raters.admit(store, req.get_query_argument("rater", None), req.get_query_argument("key", None),
-                                req.request.remote_ip or "?", only_rater=rater, local=local)
+        # read as the kernel reads QUERY_STRING, so that a repeated parameter cannot mean one rater here, another there
+        asked, secret = link_from_query(req.request.query)
+        decision = raters.admit(store, asked, secret, req.request.remote_ip or "?", only_rater=rater, local=local)
         if decision.admitted:
             return None
         req.set_status(decision.status)

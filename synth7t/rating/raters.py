@@ -16,8 +16,9 @@ secret cannot be guessed from its digest, so a plain digest is enough). Both liv
     the session, so a restarted server keeps the wait.
 
 :func:`admit` is the server's decision for a page request (before any kernel starts); :func:`verify_link` (or, on a
-local server for one rater, :func:`verify_active`) runs inside each answer's transaction (:meth:`~synth7t.rating.session.RatingStore.record_query`), so a revoked link stops
-writing at once, also from a page opened before.
+local server for one rater, :func:`verify_active`) runs inside each answer's transaction
+(:meth:`~synth7t.rating.session.RatingStore.record_query`), so a revoked link stops writing at once, also from a page
+opened before.
 """
 
 from __future__ import annotations
