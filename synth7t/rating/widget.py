@@ -215,8 +215,8 @@ class RaterApp:
         if self.rater_id is not None:
             raise ValueError(f"this page rates as {self.rater_id}; open a new page for another rater")
         code = check_rater_id(rater_id)
-        opens = link_opens(self.store, code, self._secret) if self._secret is not None else is_active(self.store, code)
-        if self._guarded and not opens:
+        if self._guarded and not (link_opens(self.store, code, self._secret) if self._secret is not None
+                                  else is_active(self.store, code)):
             raise PermissionError(f"the link of rater {code} does not open this session")
         self.rater_id = code
         self.signin.layout.display = "none"
