@@ -207,8 +207,11 @@ def test_evaluate_and_segmentation_notebooks_smoke_run(smoke_run, lone_sets):
     assert set(dice["image_type"]) == {"3T", "U-Net nodiag"} and dice["dice"].between(0, 1).all()
     assert set(dice["structure"]) == {"Left-Amygdala", "Right-Amygdala"}  # the paper's family; no hippocampus
     assert set(dice["key"]) == {"sub-101", "sub-102"}
-    tests = pd.read_csv(seg / "paired_tests.tsv", sep="\t")
-    assert len(tests) == 2 and tests["p_bh"].notna().all()  # 2 sides x 1 synthetic type, one BH family
+    # the paper's design: one mean of both sides per subject, one pair (U-Net nodiag vs 3T) for one BH family
+    tests = pd.read_csv(seg / "amygdala_tests.tsv", sep="\t")
+    assert len(tests) == 1 and tests["p_bh"].notna().all() and (tests["n"] == 2).all()
+    assert len(pd.read_csv(seg / "per_side_tests.tsv", sep="\t")) == 2  # the secondary table: 2 sides x 1 type
+    assert pd.read_csv(seg / "paper_t_check.tsv", sep="\t").query("n == 20")["fits"].all()
     # every image of a subject went to its reference grid through one transform, estimated on the 3T
     assert sorted(p.name for p in (seg / "reference_space" / "xfm").iterdir()) == [
         "sub-101_0GenericAffine.mat", "sub-102_0GenericAffine.mat"]
