@@ -314,6 +314,9 @@ def test_diagnosis_notebook_on_a_lone_cohort(smoke_run, lone_sets):
     assert any(c.startswith("ctx-lh-") for c in volumes.columns)  # aparc + aseg, as the paper
     summary = pd.read_csv(dx / "score_summary.tsv", sep="\t")
     assert set(summary["image_type"]) == {"3T", "unet-nodiag"}
+    # the paper's forest by default: raw volumes with age and sex, no head-size feature, no class weights
+    settings = json.loads((dx / "settings.json").read_text())
+    assert (settings["normalise"], settings["head_size_feature"], settings["class_weight"]) == (None, False, None)
     shown = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "Segmentation: atlas: ICBM 2009c + CerebrA" in shown
 
