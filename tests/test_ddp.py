@@ -3,9 +3,9 @@
 ``batch_size`` is the global batch: each of N ranks takes a contiguous share of it, optionally in
 ``grad_accumulation`` micro-batches, so N processes and one process see the same samples, crops, flips and
 gradient-penalty weights per step. The gradient tests compare what the optimisers receive, step by step (read by
-an optimiser step pre-hook, ``tests/ddp_gradients.py``): Adam's update does not change (up to its epsilon) when every gradient is
-multiplied by a constant, so weights after Adam cannot tell a mean over the ranks or micro-batches from a sum,
-and gradients can. The weight tests check whole runs through the command line (checkpoints, logs); a DDP run
+an optimiser step pre-hook, ``tests/ddp_gradients.py``): Adam's update does not change (up to its epsilon) when
+every gradient is multiplied by a constant, so weights after Adam cannot tell a mean over the ranks or micro-batches
+from a sum, and gradients can. The weight tests check whole runs through the command line (checkpoints, logs); a DDP run
 killed (SIGKILL of every process, as a preemption does) after a checkpoint resumes to the weights of an
 uninterrupted run."""
 
