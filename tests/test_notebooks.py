@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import design_results
+
 from synth7t.workflow import profiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -174,9 +176,11 @@ def test_evaluate_and_segmentation_notebooks_smoke_run(smoke_run, lone_sets):
     figures; 07 runs the amygdala study on lone 3T scans: generalised affine, prediction, one affine to each
     reference, segmentation there, Dice of the amygdalae against the reference labels."""
     out, runs = smoke_run["book"], smoke_run["runs"]
+    # 04 quotes the multi-view design study's results file; here a stand-in in its layout (tests/conftest.py)
+    design = design_results(smoke_run["root"] / "multiview_design.tsv")
     timings = profiles.run_profile("smoke", stages=["04", "07"], output_dir=out, cwd=smoke_run["root"],
-                                   overrides={**smoke_run["overrides"], "amygdala_dir": lone_sets["amygdala_dir"]},
-                                   progress=False)
+                                   overrides={**smoke_run["overrides"], "amygdala_dir": lone_sets["amygdala_dir"],
+                                              "multiview_results": str(design)}, progress=False)
     assert list(timings["notebook"]) == ["04_evaluate.ipynb", "07_segmentation.ipynb"]
     for name in timings["notebook"]:
         nb = nbformat.read(out / name, as_version=4)
@@ -184,6 +188,8 @@ def test_evaluate_and_segmentation_notebooks_smoke_run(smoke_run, lone_sets):
         assert len(_images(nb)) >= (3 if name.startswith("04") else 2), name
         assert "simulated" in nb.cells[0].source.lower(), name
     ev = runs / "smoke" / "04_evaluate"
+    shown = json.dumps([c.get("outputs", []) for c in nbformat.read(out / "04_evaluate.ipynb", as_version=4).cells])
+    assert "22.10 \\u00b1 0.10 dB" in shown or "22.10 ± 0.10 dB" in shown  # the design study's mean ± SD, glued
     table1 = pd.read_csv(ev / "table1.tsv", sep="\t", index_col=0)
     # the 7T row carries only its Dice against the simulated ground truth
     assert list(table1.index) == ["3T", "U-Net nodiag", "U-Net multi-view nodiag",
