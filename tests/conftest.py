@@ -87,6 +87,16 @@ def coarse_cohort(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def full_size_cohort(tmp_path_factory):
+    """One simulated subject at the paper's voxels (7T 0.7 mm, 3T 1 mm; seed 0): for the slow tests only (about a
+    minute to generate on 2 cores)."""
+    from synth7t import demo
+
+    root = tmp_path_factory.mktemp("full_size")
+    return demo.generate_cohort(root / "demo", 1, seed=0, n_jobs=1, progress=False)
+
+
+@pytest.fixture(scope="session")
 def preprocessed_cohort(coarse_cohort, tmp_path_factory):
     """The coarse cohort preprocessed quickly (ground-truth masks, no N4, quick registration, 128 x 96 grid),
     with a split; returns ``(derivatives_dir, dataset, split_file)``."""

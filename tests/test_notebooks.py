@@ -98,6 +98,10 @@ def test_demo_data_notebook_smoke_run(tmp_path, smoke_book):
     assert "simulated" in text.lower()
     run_dir = tmp_path / "runs" / "smoke" / "00_demo_data"
     assert (run_dir / "cohort_summary.tsv").is_file() and (run_dir / "volumes_by_diagnosis.png").is_file()
+    # the 3T/7T proportions measured on the held-out subject's images, beside the published ones
+    ratios = pd.read_csv(run_dir / "simulated_vs_published_ratios.tsv", sep="\t")
+    assert len(ratios) == 4 and (ratios["n_subjects"] == 1).all() and (ratios["simulated"] > 0).all()
+    assert not ratios["simulated"].round(6).isin(ratios["design"].round(6)).any()  # measured, not the formulas
     assert (tmp_path / "data" / "participants.tsv").is_file()
     assert (tmp_path / "data" / "split.tsv").is_file()
     # the premise, kept by a test: the held-out subject's raw 7T segments better than its raw 3T against the
