@@ -43,7 +43,8 @@ lab: venv
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_OPTS)
 
 # the tests marked slow, alone (one process: notebook 01's smoke run, deepbet against the truth, the lone-3T template
-# alignment, inductor's C++ code generation, the atlas on a full-size subject; about 8 minutes on 2 cores)
+# alignment, inductor's C++ code generation, the atlas on a full-size subject, the 3T/7T edge widths at the paper's
+# voxels; 6.6 min on 2 busy cores with a warm inductor cache, about a minute more from a fresh clone)
 test-slow: venv
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m slow
 
