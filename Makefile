@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= demo
 
-.PHONY: venv demo book check-book test test-all clean-demo lab
+.PHONY: venv demo book check-book test test-slow test-all clean-demo lab
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,8 +42,16 @@ lab: venv
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR)/notebooks --MappingKernelManager.root_dir=$(CURDIR) \
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_OPTS)
 
+# the tests marked slow, alone (one process: notebook 01's smoke run, deepbet against the truth, the lone-3T template
+# alignment, inductor's C++ code generation, the atlas on a full-size subject, the 3T/7T edge widths at the paper's
+# voxels; 6.6 min on 2 busy cores with a warm inductor cache, about a minute more from a fresh clone)
+test-slow: venv
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m slow
+
+# everything: the quick suite, then the slow tests (what CI runs)
 test-all: venv
-	$(PY) -m pytest -m ""
+	$(MAKE) test
+	$(MAKE) test-slow
 
 clean-demo:
 	rm -rf data/demo runs/demo book/notebooks _build

@@ -106,7 +106,7 @@ def per_scan(threads: int) -> int:
 
     from synth7t import preprocess as pp
     from synth7t.models import build_model
-    from synth7t.predict import predict_volume
+    from synth7t.predict import default_batch_size, predict_volume
     from synth7t.templates import template_sources
 
     torch.set_num_threads(threads)
@@ -146,7 +146,9 @@ def per_scan(threads: int) -> int:
     for preset, method, t, total, cpu, _ in rows:
         print(f"| {preset} | {method} | " + " | ".join(f"{t.get(k, 0):.1f}" for k in steps)
               + f" | {total:.1f} | {cpu:.1f} |")
-    print(f"\nprediction, demo-cpu U-Net, {n_slices} brain slices of 288 x 224 (batch 2): {pred:.1f} s "
+    # predict_volume's own batch size on a CPU (what the timing above used)
+    batch = default_batch_size(torch.device("cpu"))
+    print(f"\nprediction, demo-cpu U-Net, {n_slices} brain slices of 288 x 224 (batch {batch}): {pred:.1f} s "
           f"({pred_cpu:.1f} CPU s)")
     return 0
 

@@ -8,10 +8,13 @@ artefact slices): PSNR, SSIM, the through-plane roughness ratios and the slicing
 map) with the absolute error, per voxel and over 3-voxel cubes. Each design's PSNR is also printed as a difference
 from the axial model's, measured in the same process.
 
-    python benchmarks/multiview_design.py [--data data/demo] [--out runs/multiview_design] [--samples 320]
+    python benchmarks/multiview_design.py --seeds 0 1 2 [--data data/demo] [--out runs/multiview_design]
 
-Resumable: trained models and scored subjects are kept under ``--out``. On 2 idle cores: about 20 min of training
-and 10 min of prediction.
+Every seed trains the four designs anew (model initialisation, data order and crops follow the seed) and scores
+them; the results file (``--results``, default ``benchmarks/results/multiview_design.tsv``, which chapter 04 quotes
+as mean ± SD over the seeds) gets one row per seed and image type: the means over the held-out subjects, with the
+grid, the slices per epoch and the commit. Resumable: trained models and scored subjects are kept under
+``--out/seed-<s>/``. On 2 idle cores: about 20 min of training and 10 min of prediction per seed.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from synth7t import train_config as tconf
 from synth7t.modelcard import SimulatedTrainingWarning
 
 
-def designs(samples: int) -> dict:
+def designs(samples: int, seed: int = 0) -> dict:
     """Design name -> [(run tag, train config)]: every design takes 3 epochs of ``samples`` slices in all."""
-    base = dict(model="demo-cpu-nodiag", samples_per_epoch=samples, device="cpu")
+    base = dict(model="demo-cpu-nodiag", samples_per_epoch=samples, device="cpu", seed=seed)
     return {
         "axial": [("axial", tconf.make_train_config("demo-cpu", **base))],
         "mv-cond": [("all", tconf.make_train_config("demo-cpu-mv", **base))],
@@ -53,31 +56,19 @@ def score(rows: list, key: str, name: str, vol: np.ndarray, ref: np.ndarray, m: 
     rows.append(r)
 
 
-def main(argv=None) -> pd.DataFrame:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default="data/demo", help="the preprocessed paired cohort (make demo: data/demo)")
-    ap.add_argument("--out", default="runs/multiview_design", help="models, per-subject scores and the tables")
-    ap.add_argument("--samples", type=int, default=320, help="slices per epoch of each design (3 epochs)")
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    warnings.simplefilter("ignore", SimulatedTrainingWarning)
-    data, out = Path(args.data), Path(args.out)
+def run_seed(seed: int, samples: int, data: Path, out: Path) -> pd.DataFrame:
+    """Train and score the four designs with one seed under ``out``; returns the per-subject scores."""
     der = data / "derivatives" / "synth7t-preproc"
-    if not der.is_dir():
-        raise SystemExit(f"{der}: no preprocessed cohort (run make demo, or notebooks 00 and 01)")
     ds = layout.discover(data)
-    cache = slices.build_cache(der, out / "cache", ds, split_file=data / layout.SPLIT_FILE, progress=False,
+    cache = slices.build_cache(der, out.parent / "cache", ds, split_file=data / layout.SPLIT_FILE, progress=False,
                                planes=views.PLANES)
-    seconds = {}
-    for name, runs in designs(args.samples).items():
+    for name, runs in designs(samples, seed).items():
         for tag, cfg in runs:
             run = out / "runs" / f"{name}-{tag}"
             t0 = time.perf_counter()
             if not (run / "model" / "model.json").is_file():
                 train.Trainer(cfg, cache, run, progress=False).fit()
-                seconds[f"{name}-{tag}"] = time.perf_counter() - t0
-                print(f"trained {name}-{tag}: {seconds[f'{name}-{tag}']:.0f} s", flush=True)
+                print(f"seed {seed}: trained {name}-{tag}: {time.perf_counter() - t0:.0f} s", flush=True)
 
     def load(run):
         return predict.load_model(out / "runs" / run / "model", "cpu")
@@ -109,18 +100,64 @@ def main(argv=None) -> pd.DataFrame:
                     score(rows, key, f"{name} fused {fusion}", views.fuse_views(res.views, fusion, mask=brain), ref,
                           m, res.uncertainty)
             pd.DataFrame(rows).to_csv(done, sep="\t", index=False)
-            print(f"scored {key}", flush=True)
+            print(f"seed {seed}: scored {key}", flush=True)
         tables.append(pd.read_csv(done, sep="\t"))
-    table = pd.concat(tables, ignore_index=True)
+    return pd.concat(tables, ignore_index=True).assign(seed=seed)
+
+
+def _grid(data: Path) -> str:
+    """The preprocessed grid of a cohort, e.g. ``"176x136, 1.2 mm"`` (its preprocessing config)."""
+    import json
+
+    cfg = json.loads((data / "derivatives" / "synth7t-preproc" / "config.json").read_text())
+    shape = "x".join(str(v) for v in cfg.get("grid_inplane", []))
+    return f"{shape}, {cfg.get('target_spacing')} mm"
+
+
+def _commit() -> str:
+    import subprocess
+
+    res = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent)
+    return res.stdout.strip() if res.returncode == 0 else "unknown"
+
+
+def main(argv=None) -> pd.DataFrame:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="data/demo", help="the preprocessed paired cohort (make demo: data/demo)")
+    ap.add_argument("--out", default="runs/multiview_design", help="models, per-subject scores and the tables")
+    ap.add_argument("--samples", type=int, default=320, help="slices per epoch of each design (3 epochs)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds, e.g. 0 1 2")
+    ap.add_argument("--results", default=str(multiview.DESIGN_RESULTS),
+                    help="per-seed results (one row per seed and image type); chapter 04 reads the default")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore", SimulatedTrainingWarning)
+    data, out = Path(args.data), Path(args.out)
+    der = data / "derivatives" / "synth7t-preproc"
+    if not der.is_dir():
+        raise SystemExit(f"{der}: no preprocessed cohort (run make demo, or notebooks 00 and 01)")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise SystemExit(f"--seeds repeats a seed: {args.seeds}")
+    table = pd.concat([run_seed(s, args.samples, data, out / f"seed-{s}") for s in args.seeds], ignore_index=True)
     table.to_csv(out / "scores.tsv", sep="\t", index=False)
-    summary = table.groupby("image_type", sort=False).mean(numeric_only=True)
-    summary["psnr_vs_axial_model"] = summary["psnr"] - summary.loc["axial model", "psnr"]
-    summary.to_csv(out / "summary.tsv", sep="\t")
-    cols = ["psnr", "psnr_vs_axial_model", "ssim", "tp_axial", "tp_coronal", "tp_sagittal", "artefact_index", "rho",
-            "rho_block3"]
+    per_seed = table.groupby(["seed", "image_type"], sort=False).mean(numeric_only=True).reset_index()
+    axial = per_seed[per_seed["image_type"] == "axial model"].set_index("seed")["psnr"]
+    per_seed["psnr_vs_axial_model"] = per_seed["psnr"] - per_seed["seed"].map(axial)
+    per_seed.insert(2, "n_subjects", table["key"].nunique())
+    per_seed.insert(3, "samples", args.samples)
+    per_seed.insert(4, "grid", _grid(data))
+    per_seed["commit"] = _commit()
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    per_seed.to_csv(results, sep="\t", index=False, float_format="%.5g")
+    summary = multiview.design_summary(results)
+    cols = [c for c in summary.columns if c.endswith(("_mean", "_sd")) and c.split("_")[0] in ("psnr", "artefact")]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(f"{table.key.nunique()} held-out subject(s); means:")
-        print(summary[[c for c in cols if c in summary]].round(3).to_string())
+        print(f"{results}: {len(args.seeds)} seed(s), {table.key.nunique()} held-out subject(s); mean and SD over "
+              "the seeds:")
+        print(summary[["n_seeds", *cols]].round(3).to_string())
     return summary
 
 

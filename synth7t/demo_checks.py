@@ -115,24 +115,38 @@ def check_premise(dataset, keys: Sequence[str], out_dir: PathLike, *, backend: s
     return scores, premise_margins(scores), seg
 
 
-def ratio_table(config: Optional[DemoConfig] = None) -> pd.DataFrame:
-    """The 3T-vs-7T ratios the simulation uses beside the published values they come from."""
+def ratio_table(measures: pd.DataFrame, config: Optional[DemoConfig] = None) -> pd.DataFrame:
+    """The 3T-vs-7T ratios measured on the simulated images beside the published values they target.
+
+    Args:
+        measures: :func:`synth7t.demo_measure.measure_cohort` of some subjects of the cohort.
+        config: the cohort's generator settings.
+
+    Returns:
+        One row per quantity: ``published`` (the paper's voxels and the field-strength law), ``source``,
+        ``design`` (what :meth:`DemoConfig.ratios` builds in), ``simulated`` (measured on the images: mean over the
+        subjects), ``simulated_sd`` and ``n_subjects``.
+    """
+    from .demo_measure import measured_ratios
+
     cfg = config or DemoConfig()
-    sim = cfg.ratios()
+    measured = measured_ratios(measures, cfg).groupby("quantity")["measured"]
     paper = DemoConfig(voxel_7t=0.7, voxel_3t=1.0)
     per_volume = (FIELD_7T / FIELD_3T) ** SNR_FIELD_EXPONENT
     rows = [
-        ("effective resolution, FWHM 3T / 7T", 1.0 / 0.7, "voxels of 1 mm (3T) and 0.7 mm (7T): Gicquel et al., 2.1",
-         sim["resolution_fwhm_3t_over_7t"]),
-        ("SNR per unit volume, 7T / 3T", per_volume,
-         f"SNR grows as B0^{SNR_FIELD_EXPONENT}: Pohmann, Speck & Scheffler 2016, Magn Reson Med 75:801",
-         sim["snr_per_volume_7t_over_3t"]),
-        ("SNR per voxel, 7T / 3T", paper.ratios()["snr_per_voxel_7t_over_3t"],
-         "the line above at the paper's voxel volumes (0.343 vs 1 mm³)", sim["snr_per_voxel_7t_over_3t"]),
-        ("grey/white CNR per voxel, 7T / 3T", paper.ratios()["snr_per_voxel_7t_over_3t"],
-         "the same tissue contrast at both fields, so the SNR ratio", sim["cnr_per_voxel_7t_over_3t"]),
+        ("effective resolution, FWHM 3T / 7T", "resolution_fwhm_3t_over_7t", 1.0 / 0.7,
+         "voxels of 1 mm (3T) and 0.7 mm (7T): Gicquel et al., 2.1; measured: edge width at the ventricle wall"),
+        ("SNR per unit volume, 7T / 3T", "snr_per_volume_7t_over_3t", per_volume,
+         f"SNR grows as B0^{SNR_FIELD_EXPONENT}: Pohmann, Speck & Scheffler 2016, Magn Reson Med 75:801"),
+        ("SNR per voxel, 7T / 3T", "snr_per_voxel_7t_over_3t", paper.ratios()["snr_per_voxel_7t_over_3t"],
+         "the line above at the paper's voxel volumes (0.343 vs 1 mm³); measured: white matter"),
+        ("grey/white CNR per voxel, 7T / 3T", "cnr_per_voxel_7t_over_3t", paper.ratios()["snr_per_voxel_7t_over_3t"],
+         "the same tissue contrast at both fields, so the SNR ratio; measured: cortex against white matter"),
     ]
-    return pd.DataFrame(rows, columns=["quantity", "published", "source", "simulated"])
+    design = cfg.ratios()
+    return pd.DataFrame([{"quantity": name, "published": pub, "source": src, "design": design[key],
+                          "simulated": float(measured.mean()[key]), "simulated_sd": float(measured.std()[key]),
+                          "n_subjects": int(measured.count()[key])} for name, key, pub, src in rows])
 
 
 def plot_mtl_truth(images: Mapping[str, np.ndarray], truth: np.ndarray, *,

@@ -383,3 +383,66 @@ def reference_study_dice(seg_paths: Mapping[tuple[str, str], PathLike],
                  for s, d in structure_dice(ref, lab, structures).items()]
     return pd.DataFrame(rows, columns=["key", "image_type", "structure", "dice"])
 
+
+
+# ----------------------------------------------------------------------------- the amygdala study's tests
+
+#: the structures the paper's amygdala study scores (§2.8.3): left and right amygdala
+AMYGDALA_SIDES = ("Left-Amygdala", "Right-Amygdala")
+
+
+def amygdala_tests(structure_dice: pd.DataFrame, *, baseline: str = BASELINE,
+                   structures: Sequence[str] = AMYGDALA_SIDES, order: Optional[Sequence[str]] = None,
+                   design: str = "paper") -> pd.DataFrame:
+    """The amygdala study's paired t-tests (§2.8.3, §3.3), in the paper's design or per side.
+
+    ``design="paper"`` (the default) is what the paper's numbers fit: per participant the Dice of the ``structures``
+    (left and right amygdala) are averaged, one value per participant and image type, and every pair of image types
+    is compared by a paired t-test (3T, U-Net, GAN U-Net: U-Net vs 3T, GAN U-Net vs 3T, GAN U-Net vs U-Net), with
+    Benjamini–Hochberg over those pairs (:func:`synth7t.stats.pairwise_paired_tests`). The paper's t = 4.56 with
+    0.017 ± 0.017 over 20 participants and its p = 0.0003 need n = 20 (one mean per participant, not 40 sides) and
+    three tests (see :func:`synth7t.paper.amygdala_t_check`).
+
+    ``design="per_side"`` (a secondary table) tests each structure of each synthetic type against the baseline,
+    Benjamini–Hochberg over all those rows (:func:`synth7t.stats.paired_tests`).
+
+    Args:
+        structure_dice: ``key, image_type, structure, dice`` (chapter 07's ``structure_dice.tsv``).
+        baseline: the image type listed first (every synthetic type's reference).
+        structures: the structures averaged per participant (``"paper"``) or tested one by one (``"per_side"``).
+        order: the image types after the baseline, in order (default: their order of appearance).
+        design: ``"paper"`` or ``"per_side"``.
+
+    Returns:
+        ``"paper"``: one row per pair, ``image_type``, ``baseline``, ``n``, ``mean``, ``mean_baseline``,
+        ``mean_diff``, ``sd_diff``, ``t``, ``p``, ``p_bh``; a participant lacking a structure's Dice for an image
+        type is left out of that type's pairs (not averaged over one side). ``"per_side"``: the same columns with
+        ``structure`` first.
+    """
+    from .stats import paired_tests, pairwise_paired_tests
+
+    if design not in ("paper", "per_side"):
+        raise ValueError(f"design must be 'paper' (mean of the sides per participant, all pairs) or 'per_side', "
+                         f"got {design!r}")
+    missing = [c for c in ("key", "image_type", "structure", "dice") if c not in structure_dice.columns]
+    if missing:
+        raise ValueError(f"structure_dice lacks column(s) {', '.join(missing)} (has "
+                         f"{', '.join(map(str, structure_dice.columns))})")
+    d = structure_dice[structure_dice["structure"].isin(list(structures))]
+    absent = [s for s in structures if s not in set(d["structure"])]
+    if absent:
+        raise ValueError(f"structure_dice holds no Dice of {absent}; pass structures= from "
+                         f"{sorted(set(structure_dice['structure']))}")
+    types = list(dict.fromkeys(d["image_type"]))
+    if baseline not in types:
+        raise ValueError(f"baseline {baseline!r} is not an image type of the table ({', '.join(map(str, types))})")
+    others = list(order) if order is not None else [t for t in types if t != baseline]
+    if design == "per_side":
+        return paired_tests(d[d["image_type"].isin([baseline, *others])], value="dice", condition="image_type",
+                            subject="key", baseline=baseline, by="structure")
+    # one value per participant and type: the mean of its sides (NaN when a side is missing, so never one side)
+    wide = d.pivot_table(index=["key", "image_type"], columns="structure", values="dice", aggfunc="mean",
+                         dropna=False).reindex(columns=list(structures))
+    per = wide.mean(axis=1, skipna=False).rename("dice").reset_index().dropna(subset=["dice"])
+    return pairwise_paired_tests(per, value="dice", condition="image_type", subject="key",
+                                 order=[baseline, *others])

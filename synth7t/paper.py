@@ -25,6 +25,7 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from .names import display_name
 from .stats import paired_tests
@@ -68,6 +69,11 @@ AMYGDALA = pd.DataFrame(
     columns=["image_type", "mean_gain", "sd_gain", "t", "p", "count"],
 )
 AMYGDALA_N = 20
+
+#: Where the amygdala t-test's numbers come from: the rounded gains print 3 decimals (0.017 ± 0.017)
+AMYGDALA_DECIMALS = 3
+#: the designs :func:`amygdala_t_check` tries: one value per participant (both sides averaged) or each side a pair
+AMYGDALA_DESIGNS = {"mean of both sides per participant": AMYGDALA_N, "each side a pair": 2 * AMYGDALA_N}
 
 #: Diagnosis prediction (§3.4): ranges over 3T, U-Net and GAN U-Net of the mean scores of 1000 repeats.
 DIAGNOSIS = {"accuracy": (0.55, 0.62), "balanced_accuracy": (0.53, 0.55), "n": 3168,
@@ -191,9 +197,10 @@ def compare_amygdala(structure_dice: pd.DataFrame, *, baseline: str = "3T",
                      structures=("Left-Amygdala", "Right-Amygdala")) -> pd.DataFrame:
     """The amygdala Dice gain over the 3T beside the paper's (§3.3).
 
-    Per subject the Dice of the left and right amygdala are averaged (the paper reports one gain per participant),
-    then each synthetic type is compared with the baseline by a paired t-test (:func:`synth7t.stats.paired_tests`,
-    BH-adjusted over the types).
+    The run's tests are the paper's design (:func:`synth7t.lone_studies.amygdala_tests`): per subject the Dice of
+    the left and right amygdala are averaged, every pair of image types is tested by a paired t-test (each
+    synthetic type against the baseline, and the synthetic types against each other), and Benjamini–Hochberg
+    runs over all those pairs. The rows here are the tests against the baseline.
 
     Args:
         structure_dice: chapter 07's ``structure_dice.tsv`` (``key``, ``image_type``, ``structure``, ``dice``).
@@ -206,15 +213,18 @@ def compare_amygdala(structure_dice: pd.DataFrame, *, baseline: str = "3T",
         ``here_better`` (subjects whose Dice beats the baseline's); ``same_direction`` (signs of the gains) and
         ``same_conclusion`` (both significant at 0.05 with the same sign, or both not significant).
     """
+    from .lone_studies import amygdala_tests
+
     _require(structure_dice, ["key", "image_type", "structure", "dice"], "structure_dice")
     d = structure_dice[structure_dice["structure"].isin(structures)]
     d = d.assign(image_type=match_paper_variants(d["image_type"]))
     base = display_name(baseline)
     here = pd.DataFrame()
     better = {}
-    if len(d) and base in set(d["image_type"]):
+    if len(d) and base in set(d["image_type"]) and d["image_type"].nunique() > 1:
+        tests = amygdala_tests(d, baseline=base, structures=list(structures))
+        here = tests[tests["baseline"] == base]
         per = d.groupby(["key", "image_type"], as_index=False)["dice"].mean()
-        here = paired_tests(per, value="dice", condition="image_type", subject="key", baseline=base)
         wide = per.pivot(index="key", columns="image_type", values="dice")
         better = {t: int((wide[t] > wide[base]).sum()) for t in wide.columns if t != base}
         here = here.set_index("image_type")
@@ -530,3 +540,69 @@ def summary_table(table1: pd.DataFrame, rank_order: pd.DataFrame, amygdala: pd.D
                    paper="not significant", here=f"{r.here_diff:+.3f} (p_BH = {r.here_p_bh:.2f})",
                    agrees="no" if r.here_p_bh < alpha else "yes") for r in dx.itertuples()]
     return pd.DataFrame(lines, columns=["result", "quantity", "paper", "here", "agrees"])
+
+
+def amygdala_t_check() -> pd.DataFrame:
+    """Which design the paper's amygdala t-statistics fit, from its own summary numbers (§3.3).
+
+    The paper prints a gain of 0.017 ± 0.017 (GAN U-Net) and 0.002 ± 0.018 (U-Net) over 20 participants with
+    t = 4.56 and 0.56. The rounded numbers give ``t = 0.017 / (0.017 / sqrt(20)) = 4.47``, not 4.56; but the
+    unrounded mean and SD may lie anywhere within half a unit of the third decimal, and over that box t spans
+    :func:`synth7t.stats.paired_t_bounds` (4.22 to 4.74 for the GAN U-Net with n = 20). A design fits when the
+    paper's t lies inside: n = 20 (one mean per participant) fits both rows; n = 40 (each side a pair) puts the GAN
+    U-Net's t between 5.97 and 6.71, so it does not fit (the U-Net's small t fits either n).
+
+    Returns:
+        One row per (image type, design): ``image_type``, ``design``, ``n``, ``t_rounded`` (from the printed
+        numbers), ``t_low``, ``t_high`` (what rounding allows), ``paper_t``, ``fits``.
+    """
+    from .stats import paired_t_bounds, paired_t_from_summary
+
+    rows = []
+    for r in AMYGDALA.itertuples():
+        for design, n in AMYGDALA_DESIGNS.items():
+            low, high = paired_t_bounds(r.mean_gain, r.sd_gain, n, AMYGDALA_DECIMALS)
+            rows.append(dict(image_type=r.image_type, design=design, n=n,
+                             t_rounded=paired_t_from_summary(r.mean_gain, r.sd_gain, n)["t"], t_low=low, t_high=high,
+                             paper_t=r.t, fits=bool(low <= r.t <= high)))
+    return pd.DataFrame(rows)
+
+
+def amygdala_p_check() -> pd.DataFrame:
+    """Which multiple-comparison family the paper's amygdala p-values fit (§3.3).
+
+    The p-values of the paper's t (4.56 and 0.56, 19 degrees of freedom, two-sided) are 0.00021 and 0.58. The
+    paper prints 0.0003 and 0.58: Benjamini–Hochberg over the three pairs of image types multiplies the GAN U-Net's
+    p by 3/2 when it is the second smallest of the three, i.e. when U-Net vs GAN U-Net has the smallest p (0.00032).
+    Without correction (0.0002), over the two tests against the 3T (x 2: 0.0004) or with the GAN U-Net the smallest
+    of three (x 3: 0.0006), the printed value would differ.
+
+    Returns:
+        One row per family: ``family``, ``p_gan_unet``, ``p_unet`` (adjusted, from the paper's t), and ``fits``
+        (both equal the paper's at its printed precision).
+    """
+    from .stats import benjamini_hochberg
+
+    t = AMYGDALA.set_index("image_type")
+    raw = {k: float(2 * sps.t.sf(t.loc[k, "t"], AMYGDALA_N - 1)) for k in ("GAN U-Net", "U-Net")}
+    # U-Net vs GAN U-Net: any p below the GAN U-Net's gives the same adjusted values (a tenth of it here)
+    families = {
+        "three pairs, U-Net vs GAN U-Net the smallest p (the paper's family)":
+            benjamini_hochberg([raw["GAN U-Net"], raw["U-Net"], raw["GAN U-Net"] / 10])[:2],
+        "three pairs, GAN U-Net vs 3T the smallest p":
+            benjamini_hochberg([raw["GAN U-Net"], raw["U-Net"], 0.5 * (raw["GAN U-Net"] + raw["U-Net"])])[:2],
+        "two tests against the 3T": benjamini_hochberg([raw["GAN U-Net"], raw["U-Net"]]),
+        "no correction": np.array([raw["GAN U-Net"], raw["U-Net"]]),
+    }
+    rows = []
+    for family, (pg, pu) in families.items():
+        fits = (_printed(pg, t.loc["GAN U-Net", "p"]) and _printed(pu, t.loc["U-Net", "p"]))
+        rows.append(dict(family=family, p_gan_unet=float(pg), p_unet=float(pu), fits=bool(fits)))
+    return pd.DataFrame(rows)
+
+
+def _printed(value: float, printed: float) -> bool:
+    """Whether ``value`` rounds to ``printed`` at the precision it was printed with (1 significant digit of
+    0.0003, 2 of 0.58)."""
+    digits = max(0, -int(math.floor(math.log10(abs(printed))))) + (1 if printed >= 0.01 else 0)
+    return round(float(value), digits) == round(float(printed), digits)

@@ -317,6 +317,34 @@ def benjamini_hochberg(p) -> np.ndarray:
     return out.reshape(arr.shape)
 
 
+def _column(wide: pd.DataFrame, name) -> pd.Series:
+    """A condition's column of a subject x condition table (empty when no subject has it)."""
+    return wide[name] if name in wide.columns else pd.Series(dtype=float)
+
+
+def _paired_t(cur: pd.Series, base: pd.Series) -> dict:
+    """Paired t-test of ``cur`` against ``base`` over the subjects (index) that have both values.
+
+    Returns ``n, mean, mean_baseline, mean_diff, sd_diff, t, p``: fewer than 2 pairs give NaN t and p; constant
+    non-zero differences give t = ±inf and p = 0; all differences zero give NaN t and p = 1.
+    """
+    pair = pd.concat([cur.rename("c"), base.rename("b")], axis=1).dropna()
+    d = (pair["c"] - pair["b"]).to_numpy(float)
+    n = len(d)
+    if n < 2:
+        t, p = float("nan"), float("nan")
+    elif np.allclose(d, d[0]):
+        t = float("nan") if d[0] == 0 else float(np.sign(d[0]) * np.inf)
+        p = 1.0 if d[0] == 0 else 0.0
+    else:
+        res = sps.ttest_rel(pair["c"].to_numpy(float), pair["b"].to_numpy(float))
+        t, p = float(res.statistic), float(res.pvalue)
+    return {"n": n, "mean": float(pair["c"].mean()) if n else float("nan"),
+            "mean_baseline": float(pair["b"].mean()) if n else float("nan"),
+            "mean_diff": float(d.mean()) if n else float("nan"),
+            "sd_diff": float(d.std(ddof=1)) if n > 1 else float("nan"), "t": t, "p": p}
+
+
 def paired_tests(df: pd.DataFrame, *, value: str, condition: str, subject: str, baseline: str,
                  by=None) -> pd.DataFrame:
     """Paired t-tests of every condition against a baseline condition, optionally per group, BH-adjusted.
@@ -357,25 +385,98 @@ def paired_tests(df: pd.DataFrame, *, value: str, condition: str, subject: str, 
     for key, g in groups:
         wide = g.groupby([subject, condition])[value].mean().unstack(condition)
         for c in others:
-            base = wide[baseline] if baseline in wide.columns else pd.Series(dtype=float)
-            cur = wide[c] if c in wide.columns else pd.Series(dtype=float)
-            pair = pd.concat([cur.rename("c"), base.rename("b")], axis=1).dropna()
-            d = (pair["c"] - pair["b"]).to_numpy(float)
-            n = len(d)
-            if n < 2:
-                t, p = float("nan"), float("nan")
-            elif np.allclose(d, d[0]):
-                t = float("nan") if d[0] == 0 else float(np.sign(d[0]) * np.inf)
-                p = 1.0 if d[0] == 0 else 0.0
-            else:
-                res = sps.ttest_rel(pair["c"].to_numpy(float), pair["b"].to_numpy(float))
-                t, p = float(res.statistic), float(res.pvalue)
-            rows.append({**dict(zip(by_cols, key)), condition: c, "baseline": baseline, "n": n,
-                         "mean": float(pair["c"].mean()) if n else float("nan"),
-                         "mean_baseline": float(pair["b"].mean()) if n else float("nan"),
-                         "mean_diff": float(d.mean()) if n else float("nan"),
-                         "sd_diff": float(d.std(ddof=1)) if n > 1 else float("nan"), "t": t, "p": p})
+            rows.append({**dict(zip(by_cols, key)), condition: c, "baseline": baseline,
+                         **_paired_t(_column(wide, c), _column(wide, baseline))})
     cols = [*by_cols, condition, "baseline", "n", "mean", "mean_baseline", "mean_diff", "sd_diff", "t", "p"]
     out = pd.DataFrame(rows, columns=cols)
     out["p_bh"] = benjamini_hochberg(out["p"].to_numpy(float))
     return out
+
+
+def pairwise_paired_tests(df: pd.DataFrame, *, value: str, condition: str, subject: str,
+                          order: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Paired t-tests between every pair of conditions, Benjamini–Hochberg-adjusted over all the pairs.
+
+    The paper's amygdala comparison (§2.8.3, §3.3) is this family over three image types: U-Net vs 3T, GAN U-Net
+    vs 3T and U-Net vs GAN U-Net, three tests. With ``order = [a, b, c]`` the pairs are ``(b, a)``, ``(c, a)``,
+    ``(c, b)``: each condition against every condition before it, the difference taken as the later minus the
+    earlier (so a baseline listed first is every pair's reference). Several values of one subject x condition
+    cell are averaged first; each test uses the subjects that have both values.
+
+    Args:
+        df: tidy table with one row per observation.
+        value: the measured column (e.g. ``"dice"``).
+        condition: the column naming the condition (e.g. ``"image_type"``).
+        subject: the pairing column (e.g. ``"key"``).
+        order: the conditions to compare, in order (default: their order of appearance).
+
+    Returns:
+        One row per pair: ``condition`` (the later one), ``baseline`` (the earlier one), ``n``, ``mean``,
+        ``mean_baseline``, ``mean_diff``, ``sd_diff``, ``t``, ``p`` (two-sided) and ``p_bh`` (over the rows).
+    """
+    missing = [c for c in (value, condition, subject) if c not in df.columns]
+    if missing:
+        raise ValueError(f"pairwise_paired_tests: column(s) {', '.join(missing)} not in the table "
+                         f"(has {', '.join(map(str, df.columns))})")
+    present = list(dict.fromkeys(df[condition]))
+    conds = list(order) if order is not None else present
+    absent = [c for c in conds if c not in present]
+    if absent:
+        raise ValueError(f"order names condition(s) {absent} that are not values of {condition!r} "
+                         f"(values: {', '.join(map(str, present))})")
+    if len(conds) < 2:
+        raise ValueError(f"pairwise_paired_tests needs at least 2 conditions, got {conds}")
+    wide = df[df[condition].isin(conds)].groupby([subject, condition])[value].mean().unstack(condition)
+    rows = [{condition: c, "baseline": b, **_paired_t(wide[c], wide[b])}
+            for j, c in enumerate(conds) for b in conds[:j]]
+    out = pd.DataFrame(rows, columns=[condition, "baseline", "n", "mean", "mean_baseline", "mean_diff", "sd_diff",
+                                      "t", "p"])
+    out["p_bh"] = benjamini_hochberg(out["p"].to_numpy(float))
+    return out
+
+
+def paired_t_from_summary(mean_diff: float, sd_diff: float, n: int) -> dict:
+    """The paired t-test that a mean difference, its SD and the number of pairs give.
+
+    ``t = mean_diff / (sd_diff / sqrt(n))`` with ``n - 1`` degrees of freedom, two-sided p.
+
+    Args:
+        mean_diff: mean of the paired differences.
+        sd_diff: their sample SD (``ddof=1``), > 0.
+        n: number of pairs, >= 2.
+
+    Returns:
+        ``{"t", "df", "p"}``.
+    """
+    if n < 2:
+        raise ValueError(f"n must be at least 2 pairs, got {n}")
+    if not sd_diff > 0:
+        raise ValueError(f"sd_diff must be > 0, got {sd_diff}")
+    t = float(mean_diff) / (float(sd_diff) / np.sqrt(n))
+    return {"t": t, "df": int(n - 1), "p": float(2 * sps.t.sf(abs(t), n - 1))}
+
+
+def paired_t_bounds(mean_diff: float, sd_diff: float, n: int, decimals: int) -> tuple[float, float]:
+    """The range of t that a rounded mean difference and SD allow.
+
+    A paper that prints ``0.017 ± 0.017`` rounds both to ``decimals`` places: the unrounded mean lies within half a
+    unit of the last place of 0.017, and so does the SD. The t of :func:`paired_t_from_summary` then lies between
+    the bounds returned here (smallest mean over largest SD, and the reverse), for a positive mean.
+
+    Args:
+        mean_diff: the printed mean difference (> 0).
+        sd_diff: the printed SD (> half a unit of its last place).
+        n: number of pairs.
+        decimals: places printed (3 for 0.017).
+
+    Returns:
+        ``(t_low, t_high)``.
+    """
+    half = 0.5 * 10.0 ** (-int(decimals))
+    if not mean_diff > half:
+        raise ValueError(f"mean_diff must exceed half a unit of its last place ({half}), got {mean_diff}")
+    if not sd_diff > half:
+        raise ValueError(f"sd_diff must exceed half a unit of its last place ({half}), got {sd_diff}")
+    low = paired_t_from_summary(mean_diff - half, sd_diff + half, n)["t"]
+    high = paired_t_from_summary(mean_diff + half, sd_diff - half, n)["t"]
+    return low, high

@@ -16,6 +16,24 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 COARSE = dict(voxel_7t=1.6, voxel_3t=2.3)  # the smoke profile's grids: the paper's 3T/7T ratio, 1/0.7
 
 
+
+def design_results(path: Path, seeds=(0, 1, 2)) -> Path:
+    """A results file in the layout of benchmarks/multiview_design.py (one row per seed and image type) with made-up
+    numbers, for the tests of the code that reads it; the real file is benchmarks/results/multiview_design.tsv."""
+    import pandas as pd
+
+    rows = []
+    for s in seeds:
+        for k, it in enumerate(["3T", "axial model", "mv-cond fused mean", "mv-cond fused median",
+                                "mv-nocond fused mean", "three fused mean"]):
+            rows.append(dict(seed=s, image_type=it, n_subjects=3, samples=320, grid="176x136, 1.2 mm",
+                             psnr=20.0 + k + 0.1 * s, ssim=0.8, artefact_index=1.5 + 0.2 * s, rho=0.1 * s,
+                             rho_block3=0.2, commit="test"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+    return path
+
+
 def write_nifti(path: Path, data=None, affine=None, shape=(6, 7, 8)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if data is None:
@@ -66,6 +84,16 @@ def coarse_cohort(tmp_path_factory):
     ds = demo.generate_cohort(root / "demo", 4, seed=3, config=demo.DemoConfig(**COARSE), n_jobs=1,
                               progress=False)
     return ds
+
+
+@pytest.fixture(scope="session")
+def full_size_cohort(tmp_path_factory):
+    """One simulated subject at the paper's voxels (7T 0.7 mm, 3T 1 mm; seed 0): for the slow tests only (about a
+    minute to generate on 2 cores)."""
+    from synth7t import demo
+
+    root = tmp_path_factory.mktemp("full_size")
+    return demo.generate_cohort(root / "demo", 1, seed=0, n_jobs=1, progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synth7t import demo, demo_checks, layout, regional
+from scipy import ndimage as ndi
+
+from synth7t import demo, demo_checks, demo_measure, layout, regional
 from conftest import COARSE
 
 REQUIRED_LABELS = (17, 53, 18, 54, 4, 43, 3, 42, 2, 41, 8, 47)
@@ -141,22 +143,98 @@ def test_motion_corrupts_only_its_listed_slab():
     np.testing.assert_array_equal(moved["t3"], clean["t3"])  # the 3T is untouched
 
 
-def test_3t_loses_resolution_and_snr_in_the_published_proportions():
-    paper = demo.DemoConfig()  # the paper's voxels: 0.7 mm (7T), 1 mm (3T)
-    r = paper.ratios()
-    assert r["resolution_fwhm_3t_over_7t"] == pytest.approx(1 / 0.7, rel=1e-6)
-    assert r["snr_per_volume_7t_over_3t"] == pytest.approx((7 / 3) ** 1.65, rel=1e-6)
-    assert r["snr_per_voxel_7t_over_3t"] == pytest.approx((7 / 3) ** 1.65 * 0.343, rel=1e-3)
-    # the book's demo grid (1.0 / 1.43 mm) keeps every ratio
-    scaled = demo.DemoConfig(voxel_7t=1.0, voxel_3t=1.43).ratios()
-    for k, v in r.items():
-        assert scaled[k] == pytest.approx(v, rel=0.01), k
-    # explicit settings win over the derived ones
+def test_explicit_3t_settings_win_over_the_derived_ones():
     assert demo.DemoConfig(psf_3t_mm=0.5, noise_3t=0.01).psf_3t() == 0.5
+    assert demo.DemoConfig(psf_3t_mm=0.5, noise_3t=0.01).noise_3t_level() == 0.01
     with pytest.raises(ValueError, match="noise_3t"):
         demo.DemoConfig(noise_3t=-1)
-    table = demo_checks.ratio_table(paper)
-    np.testing.assert_allclose(table["published"], table["simulated"], rtol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def measured(coarse_cohort):
+    """Noise, SNR, CNR and edge width of every member of the coarse cohort (4 subjects), measured on its images."""
+    return demo_measure.measure_cohort(coarse_cohort)
+
+
+#: Tolerances of the measured proportions (relative, mean over the cohort's subjects). Every subject draws its own
+#: gain per member (SD 6 %) and a 3T bias field, which move one subject's SNR ratio by about 8 % (the cohort mean of
+#: 4 subjects by about 4 %); the CNR also carries the 7T's per-subject grey darkening (SD 0.02, about 8 % of the
+#: contrast) and the partial volume of the cortex, more of it in the blurrier 3T. Measured on the coarse cohort: SNR
+#: per voxel 7T/3T -4 % and CNR +1 % of target; per member SNR -4 to -6 %, CNR +15 to +17 %.
+SNR_TOL, CNR_TOL = 0.10, 0.15
+MEMBER_SNR_TOL, MEMBER_CNR_TOL = 0.15, 0.25
+
+
+def test_3t_loses_snr_and_cnr_in_the_published_proportions_measured_on_the_images(measured):
+    """The noise SD in white matter, the SNR and the grey/white CNR of each member, measured on the generated
+    images with the true labels, against the published proportions (DemoConfig.ratios) within the stated
+    tolerances: per voxel the 7T's SNR and CNR are (7/3)^1.65 x the voxel-volume ratio those of the 3T."""
+    cfg = demo.DemoConfig(**COARSE)
+    assert len(measured) == 8 and set(measured["member"]) == {"7T", "3T"}
+    assert (measured[["noise_sd", "snr", "cnr", "edge_fwhm_mm"]] > 0).all().all()
+    ratios = demo_measure.measured_ratios(measured, cfg).groupby("quantity")[["measured", "target"]].mean()
+    print(ratios.round(3))
+    for q, tol in (("snr_per_voxel_7t_over_3t", SNR_TOL), ("snr_per_volume_7t_over_3t", SNR_TOL),
+                   ("cnr_per_voxel_7t_over_3t", CNR_TOL)):
+        assert ratios.loc[q, "measured"] == pytest.approx(ratios.loc[q, "target"], rel=tol), q
+    # the targets are the published proportions: the voxels of the paper's ratio and the B0^1.65 law
+    assert ratios.loc["snr_per_volume_7t_over_3t", "target"] == pytest.approx((7 / 3) ** 1.65, rel=1e-6)
+    members = demo_measure.member_table(measured, cfg).set_index(["member", "quantity"])
+    print(members.round(3))
+    for member in ("7T", "3T"):
+        assert members.loc[(member, "snr"), "relative_error"] == pytest.approx(0, abs=MEMBER_SNR_TOL), member
+        assert members.loc[(member, "cnr"), "relative_error"] == pytest.approx(0, abs=MEMBER_CNR_TOL), member
+    table = demo_checks.ratio_table(measured, cfg)
+    assert (table["n_subjects"] == 4).all()
+    np.testing.assert_allclose(table["simulated"], ratios.loc[[
+        "resolution_fwhm_3t_over_7t", "snr_per_volume_7t_over_3t", "snr_per_voxel_7t_over_3t",
+        "cnr_per_voxel_7t_over_3t"], "measured"])
+
+
+def test_3t_edge_is_wider_than_the_7t_edge(measured):
+    """The edge-spread FWHM at the ventricle wall: wider in every subject's 3T than in its 7T (measured on the
+    coarse cohort: 1.28 times on average, against the published 1/0.7 = 1.43, which the slow test below checks at
+    the paper's voxels). On these 1.6 / 2.3 mm grids a ventricle wall is a few voxels from other structures, so the
+    measurement serves to see the 3T's blur, not to hold it to the published ratio."""
+    r = demo_measure.measured_ratios(measured, demo.DemoConfig(**COARSE))
+    r = r[r["quantity"] == "resolution_fwhm_3t_over_7t"]
+    print(r[["key", "measured", "target"]].round(3).to_string())
+    assert (r["measured"] > 1.05).all(), r
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured, not met (issue 30): at the paper's voxels the 3T's edge is 1.06 "
+                   "to 1.17 times the 7T's, not 1/0.7 = 1.43 (0.87-1.01 on the book's 1.0 / 1.43 mm grid, where the "
+                   "3T's Gaussian of 0.37 voxel gets a 3-tap kernel of SD 0.22 voxel); the simulation is left as it "
+                   "is (other work depends on the cohort) and the disagreement reported")
+def test_3t_edge_is_wider_by_the_published_ratio(full_size_cohort):
+    """The effective resolution at the paper's voxels (7T 0.7 mm, 3T 1 mm): the 3T's edge-spread FWHM at the
+    ventricle wall over the 7T's, against 1/0.7 within 15 %. Strict: when the simulation meets it, this test
+    passes and must lose its xfail."""
+    measured = demo_measure.measure_cohort(full_size_cohort)
+    r = demo_measure.measured_ratios(measured, demo.DemoConfig())
+    r = r[r["quantity"] == "resolution_fwhm_3t_over_7t"]
+    print(measured.round(3).to_string())
+    assert r["measured"].mean() == pytest.approx(r["target"].iloc[0], rel=0.15)
+
+
+def test_edge_and_noise_measurements_recover_known_values():
+    """The estimators on a phantom with known answers: a sphere of intensity 1 in 0.2 at 0.7 mm voxels, blurred by a
+    Gaussian of FWHM 2.0 mm, with Gaussian noise of SD 0.05: the edge FWHM within 5 %, the noise SD within 5 %."""
+    v, fwhm, sd = 0.7, 2.0, 0.05
+    n = 80
+    ii, jj, kk = np.meshgrid(*[(np.arange(n) - n / 2) * v] * 3, indexing="ij")
+    r = np.sqrt(ii ** 2 + jj ** 2 + kk ** 2)
+    inside = r < 18.0
+    img = ndi.gaussian_filter(np.where(inside, 1.0, 0.2), fwhm / 2.3548 / v)
+    img = img + np.random.default_rng(0).normal(0, sd, img.shape)
+    dist = r - 18.0  # signed distance to the sphere's surface, negative inside
+    near = np.abs(dist) <= 4.0
+    assert demo_measure.edge_fwhm(dist[near], img[near]) == pytest.approx(fwhm, rel=0.05)
+    core = r < 10.0
+    assert demo_measure.noise_sd(img, core) == pytest.approx(sd, rel=0.05)
+    with pytest.raises(ValueError, match="one shape"):
+        demo_measure.noise_sd(img, core[:-1])
 
 
 def test_rerun_skips_finished_subjects(coarse_cohort, tmp_path):

@@ -104,7 +104,7 @@ def test_paired_tests_match_scipy_and_statsmodels():
 def test_volume_features_classes_normalisation_and_hemispheres(capsys):
     vol, part = simulate_cohort(n=24, dementia=2)
     vol = vol[~((vol["key"] == "sub-005") & (vol["image_type"] == "unet"))]  # a key missing from one type
-    fs = dg.volume_features(vol, part)
+    fs = dg.volume_features(vol, part, normalise="icv", head_size_feature=True)
     out = capsys.readouterr().out
     assert "dementia 2" in out and "not in classes" in out and "every image type" in out
     assert fs.classes == ["CN", "MCI", "AD"]  # SCD counted as CN, dementia dropped (the paper's classes)
@@ -125,7 +125,7 @@ def test_volume_features_classes_normalisation_and_hemispheres(capsys):
     comb = dg.volume_features(vol, part, hemispheres="combine", normalise=None, add_age_sex=False,
                               classes={"unimpaired": ["CN", "SCD"], "impaired": ["MCI", "AD", "dementia"]},
                               verbose=False)
-    assert comb.features == ["Hippocampus", "Amygdala", "Left-Putamen", "Total-Brain"]
+    assert comb.features == ["Hippocampus", "Amygdala", "Left-Putamen"]  # head size set aside by default
     assert comb.classes == ["unimpaired", "impaired"] and len(comb.dropped) == 1  # only the missing unet row
     r = comb.table[(comb.table["key"] == "sub-001") & (comb.table["image_type"] == "3T")].iloc[0]
     s = vol[(vol["key"] == "sub-001") & (vol["image_type"] == "3T")].iloc[0]
@@ -136,6 +136,29 @@ def test_volume_features_classes_normalisation_and_hemispheres(capsys):
                                       ["lh_bankssts_volume", "rh_bankssts_volume", "ctx-lh-insula", "ctx-rh-insula",
                                        "Left-Only"])
     assert names == ["bankssts_volume", "ctx-insula", "Left-Only"]
+
+
+def test_defaults_are_the_papers_features_and_an_unweighted_forest():
+    """§2.8.4: raw regional volumes (mL) with age and sex into a random forest without class weights; the ICV
+    ratios, the head-size feature and balanced class weights are named options."""
+    vol, part = simulate_cohort(n=24)
+    fs = dg.volume_features(vol, part, verbose=False)
+    regions = ["Left-Hippocampus", "Right-Hippocampus", "Left-Amygdala", "Right-Amygdala", "Left-Putamen"]
+    assert fs.features == [*regions, "age", "sex_male"] and fs.normalise is None and fs.total_column is None
+    X, _ = fs.xy("3T")
+    raw = vol[vol["image_type"] == "3T"].set_index("key").loc[X.index, regions]
+    pd.testing.assert_frame_equal(X[regions], raw.astype(float), check_names=False)  # volumes as measured, in mL
+    # the forest: unweighted by default; on unequal classes, balanced weights change what it learns
+    imbalanced, part2 = simulate_cohort(n=80, types=("3T",), effect=0.4)
+    keep = part2["diagnosis"].isin(["CN", "SCD"]) | (np.arange(len(part2)) % 12 < 4)  # few MCI and AD
+    X, y = dg.volume_features(imbalanced[imbalanced["key"].isin(part2.loc[keep, "participant_id"])], part2[keep],
+                              verbose=False).xy("3T")
+    default = dg.cross_validated_scores(X, y, n_repeats=2, seed=3, **FAST)
+    assert default.settings["class_weight"] is None
+    unweighted = dg.cross_validated_scores(X, y, n_repeats=2, seed=3, class_weight=None, **FAST)
+    balanced = dg.cross_validated_scores(X, y, n_repeats=2, seed=3, class_weight="balanced", **FAST)
+    pd.testing.assert_frame_equal(default.scores, unweighted.scores)
+    assert not default.scores.equals(balanced.scores)
 
 
 def test_volumes_table_errors(tmp_path):
@@ -153,12 +176,15 @@ def test_volumes_table_errors(tmp_path):
     # choosing the region columns leaves other columns aside; the head-size column is still found
     some = ["Left-Hippocampus", "Right-Hippocampus"]
     vol.assign(status="done").to_csv(tmp_path / "s.tsv", sep="\t", index=False)
-    fs = dg.volume_features(dg.read_volumes_table(tmp_path / "s.tsv", regions=some), part, regions=some, verbose=False)
+    fs = dg.volume_features(dg.read_volumes_table(tmp_path / "s.tsv", regions=some), part, regions=some,
+                            head_size_feature=True, verbose=False)
     assert fs.features == [*some, "Total-Brain", "age", "sex_male"]
     with pytest.raises(dg.VolumesTableError, match="share a key and image_type"):
         dg.volume_features(pd.concat([vol, vol.iloc[:1]]), part)
     with pytest.raises(dg.VolumesTableError, match="head-size column.*normalise=None"):
-        dg.volume_features(vol.drop(columns="Total-Brain"), part)
+        dg.volume_features(vol.drop(columns="Total-Brain"), part, normalise="icv")
+    with pytest.raises(dg.VolumesTableError, match="head_size_feature=True needs a head-size column"):
+        dg.volume_features(vol.drop(columns="Total-Brain"), part, head_size_feature=True)
     with pytest.raises(ValueError, match="1 participant.*no row in the participants table: sub-003"):
         dg.volume_features(vol, part[part["participant_id"] != "sub-003"])
     with pytest.raises(ValueError, match="image_types 7T not in"):

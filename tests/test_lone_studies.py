@@ -12,6 +12,7 @@ import pytest
 from conftest import COARSE
 
 from synth7t import demo, demo_lone, layout, lone_studies, stats
+from synth7t import paper as synth7t_paper
 from synth7t import io as sio
 
 
@@ -152,8 +153,8 @@ def test_the_amygdala_design_end_to_end(amygdala_set, preprocessed_cohort, tmp_p
     assert np.allclose(dice["dice"], 1.0) and len(dice) == 4
 
 
-def test_benjamini_hochberg_runs_over_the_papers_family_only():
-    """Left/right amygdala x synthetic types against the 3T: one family; the hippocampus joins only when asked."""
+def test_per_side_tests_are_the_secondary_table():
+    """Each side of each synthetic type against the 3T, BH over those rows; the hippocampus joins when asked."""
     from statsmodels.stats.multitest import multipletests
 
     rng = np.random.default_rng(0)
@@ -163,10 +164,66 @@ def test_benjamini_hochberg_runs_over_the_papers_family_only():
             for t, gain in (("3T", 0.0), ("U-Net", 0.005), ("GAN U-Net", 0.02)):
                 rows.append({"key": f"s{k}", "structure": s, "image_type": t, "dice": 0.8 + gain + rng.normal(0, 0.01)})
     df = pd.DataFrame(rows)
-    amyg = df[df.structure.str.contains("Amygdala")]
-    tests = stats.paired_tests(amyg, value="dice", condition="image_type", subject="key", baseline="3T",
-                               by="structure")
-    assert len(tests) == 4  # 2 sides x 2 synthetic types
+    tests = lone_studies.amygdala_tests(df, design="per_side")
+    assert len(tests) == 4 and set(tests["structure"]) == set(lone_studies.AMYGDALA_SIDES)  # 2 sides x 2 types
     np.testing.assert_allclose(tests["p_bh"], multipletests(tests["p"], method="fdr_bh")[1])
-    wider = stats.paired_tests(df, value="dice", condition="image_type", subject="key", baseline="3T", by="structure")
+    wider = lone_studies.amygdala_tests(df, design="per_side", structures=[*lone_studies.AMYGDALA_SIDES,
+                                                                           "Left-Hippocampus"])
     assert len(wider) == 6 and not np.allclose(wider["p_bh"].iloc[:4], tests["p_bh"])
+    with pytest.raises(ValueError, match="design must be 'paper'"):
+        lone_studies.amygdala_tests(df, design="per-side")
+    with pytest.raises(ValueError, match="holds no Dice of"):
+        lone_studies.amygdala_tests(df, structures=["Left-Amygdala", "Right-Hippocampus"])
+
+
+def _standardised(z: np.ndarray) -> np.ndarray:
+    return (z - z.mean()) / z.std(ddof=1)
+
+
+def papers_amygdala_dice(seed: int = 0) -> pd.DataFrame:
+    """20 participants whose per-participant gains (both sides averaged) have exactly the mean and SD that give the
+    paper's t: GAN U-Net 0.017 ± 0.016673 (t = 4.56; printed 0.017 ± 0.017), U-Net 0.00225 ± 0.018 (t = 0.56;
+    printed 0.002 ± 0.018). The two sides of a participant differ by a random amount (their mean is exact), and
+    the U-Net's and the GAN U-Net's gains move together, so U-Net vs GAN U-Net has the family's smallest p."""
+    rng = np.random.default_rng(seed)
+    n = 20
+    z_gan = _standardised(rng.normal(size=n))
+    z_unet = _standardised(z_gan + 0.3 * _standardised(rng.normal(size=n)))
+    base = rng.uniform(0.70, 0.80, n)
+    means = {"3T": base, "U-Net": base + 0.00225 + 0.018 * z_unet,
+             "GAN U-Net": base + 0.017 + 0.017 * np.sqrt(n) / 4.56 * z_gan}
+    rows = []
+    for t, m in means.items():
+        side = rng.normal(0, 0.02, n)  # left above the mean by this much, right below
+        for i in range(n):
+            for s, sign in (("Left-Amygdala", 1), ("Right-Amygdala", -1)):
+                rows.append({"key": f"sub-{i:03d}", "image_type": t, "structure": s, "dice": m[i] + sign * side[i]})
+    return pd.DataFrame(rows)
+
+
+def test_the_papers_design_reproduces_its_t_and_p_from_its_summary_numbers():
+    """The default design (mean of both sides per participant, the three pairs, BH over three) turns data with the
+    paper's gains into the paper's printed t, gains and BH p-values. Each side as a pair (n = 40), one side only, or
+    a BH family of two (no U-Net vs GAN U-Net test) gives other numbers."""
+    df = papers_amygdala_dice()
+    tests = lone_studies.amygdala_tests(df, order=["U-Net", "GAN U-Net"])
+    assert [(r.image_type, r.baseline) for r in tests.itertuples()] == [
+        ("U-Net", "3T"), ("GAN U-Net", "3T"), ("GAN U-Net", "U-Net")]
+    t = tests.set_index(["image_type", "baseline"])
+    gan, unet = t.loc[("GAN U-Net", "3T")], t.loc[("U-Net", "3T")]
+    assert (gan["n"], unet["n"]) == (20, 20)
+    # as printed: 0.017 ± 0.017, t = 4.56, p = 0.0003; 0.002 ± 0.018, t = 0.56, p = 0.58
+    assert (round(gan["mean_diff"], 3), round(gan["sd_diff"], 3), round(gan["t"], 2)) == (0.017, 0.017, 4.56)
+    assert (round(unet["mean_diff"], 3), round(unet["sd_diff"], 3), round(unet["t"], 2)) == (0.002, 0.018, 0.56)
+    assert round(gan["p_bh"], 4) == 0.0003 and round(unet["p_bh"], 2) == 0.58
+    assert t.loc[("GAN U-Net", "U-Net"), "p"] < gan["p"]  # the ordering that makes BH multiply the GAN's p by 3/2
+    # the paper's checks of its own numbers agree with this design
+    assert synth7t_paper.amygdala_t_check().query("n == 20")["fits"].all()
+    # what the other designs would have printed
+    per_side = lone_studies.amygdala_tests(df, design="per_side", order=["U-Net", "GAN U-Net"])
+    assert (per_side["n"] == 20).all() and not np.isclose(per_side["t"], 4.56, atol=0.005).any()
+    left = lone_studies.amygdala_tests(df, structures=["Left-Amygdala"], order=["U-Net", "GAN U-Net"])
+    assert round(left.set_index(["image_type", "baseline"]).loc[("GAN U-Net", "3T"), "t"], 2) != 4.56
+    two = stats.paired_tests(df.groupby(["key", "image_type"], as_index=False)["dice"].mean(), value="dice",
+                             condition="image_type", subject="key", baseline="3T").set_index("image_type")
+    assert round(two.loc["GAN U-Net", "t"], 2) == 4.56 and round(two.loc["GAN U-Net", "p_bh"], 4) == 0.0004

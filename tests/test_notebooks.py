@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import design_results
+
 from synth7t.workflow import profiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +98,10 @@ def test_demo_data_notebook_smoke_run(tmp_path, smoke_book):
     assert "simulated" in text.lower()
     run_dir = tmp_path / "runs" / "smoke" / "00_demo_data"
     assert (run_dir / "cohort_summary.tsv").is_file() and (run_dir / "volumes_by_diagnosis.png").is_file()
+    # the 3T/7T proportions measured on the held-out subject's images, beside the published ones
+    ratios = pd.read_csv(run_dir / "simulated_vs_published_ratios.tsv", sep="\t")
+    assert len(ratios) == 4 and (ratios["n_subjects"] == 1).all() and (ratios["simulated"] > 0).all()
+    assert not ratios["simulated"].round(6).isin(ratios["design"].round(6)).any()  # measured, not the formulas
     assert (tmp_path / "data" / "participants.tsv").is_file()
     assert (tmp_path / "data" / "split.tsv").is_file()
     # the premise, kept by a test: the held-out subject's raw 7T segments better than its raw 3T against the
@@ -174,9 +180,11 @@ def test_evaluate_and_segmentation_notebooks_smoke_run(smoke_run, lone_sets):
     figures; 07 runs the amygdala study on lone 3T scans: generalised affine, prediction, one affine to each
     reference, segmentation there, Dice of the amygdalae against the reference labels."""
     out, runs = smoke_run["book"], smoke_run["runs"]
+    # 04 quotes the multi-view design study's results file; here a stand-in in its layout (tests/conftest.py)
+    design = design_results(smoke_run["root"] / "multiview_design.tsv")
     timings = profiles.run_profile("smoke", stages=["04", "07"], output_dir=out, cwd=smoke_run["root"],
-                                   overrides={**smoke_run["overrides"], "amygdala_dir": lone_sets["amygdala_dir"]},
-                                   progress=False)
+                                   overrides={**smoke_run["overrides"], "amygdala_dir": lone_sets["amygdala_dir"],
+                                              "multiview_results": str(design)}, progress=False)
     assert list(timings["notebook"]) == ["04_evaluate.ipynb", "07_segmentation.ipynb"]
     for name in timings["notebook"]:
         nb = nbformat.read(out / name, as_version=4)
@@ -184,6 +192,8 @@ def test_evaluate_and_segmentation_notebooks_smoke_run(smoke_run, lone_sets):
         assert len(_images(nb)) >= (3 if name.startswith("04") else 2), name
         assert "simulated" in nb.cells[0].source.lower(), name
     ev = runs / "smoke" / "04_evaluate"
+    shown = json.dumps([c.get("outputs", []) for c in nbformat.read(out / "04_evaluate.ipynb", as_version=4).cells])
+    assert "22.10 \\u00b1 0.10 dB" in shown or "22.10 ± 0.10 dB" in shown  # the design study's mean ± SD, glued
     table1 = pd.read_csv(ev / "table1.tsv", sep="\t", index_col=0)
     # the 7T row carries only its Dice against the simulated ground truth
     assert list(table1.index) == ["3T", "U-Net nodiag", "U-Net multi-view nodiag",
@@ -207,8 +217,11 @@ def test_evaluate_and_segmentation_notebooks_smoke_run(smoke_run, lone_sets):
     assert set(dice["image_type"]) == {"3T", "U-Net nodiag"} and dice["dice"].between(0, 1).all()
     assert set(dice["structure"]) == {"Left-Amygdala", "Right-Amygdala"}  # the paper's family; no hippocampus
     assert set(dice["key"]) == {"sub-101", "sub-102"}
-    tests = pd.read_csv(seg / "paired_tests.tsv", sep="\t")
-    assert len(tests) == 2 and tests["p_bh"].notna().all()  # 2 sides x 1 synthetic type, one BH family
+    # the paper's design: one mean of both sides per subject, one pair (U-Net nodiag vs 3T) for one BH family
+    tests = pd.read_csv(seg / "amygdala_tests.tsv", sep="\t")
+    assert len(tests) == 1 and tests["p_bh"].notna().all() and (tests["n"] == 2).all()
+    assert len(pd.read_csv(seg / "per_side_tests.tsv", sep="\t")) == 2  # the secondary table: 2 sides x 1 type
+    assert pd.read_csv(seg / "paper_t_check.tsv", sep="\t").query("n == 20")["fits"].all()
     # every image of a subject went to its reference grid through one transform, estimated on the 3T
     assert sorted(p.name for p in (seg / "reference_space" / "xfm").iterdir()) == [
         "sub-101_0GenericAffine.mat", "sub-102_0GenericAffine.mat"]
@@ -321,6 +334,9 @@ def test_diagnosis_notebook_on_a_lone_cohort(smoke_run, lone_sets):
     assert any(c.startswith("ctx-lh-") for c in volumes.columns)  # aparc + aseg, as the paper
     summary = pd.read_csv(dx / "score_summary.tsv", sep="\t")
     assert set(summary["image_type"]) == {"3T", "unet-nodiag"}
+    # the paper's forest by default: raw volumes with age and sex, no head-size feature, no class weights
+    settings = json.loads((dx / "settings.json").read_text())
+    assert (settings["normalise"], settings["head_size_feature"], settings["class_weight"]) == (None, False, None)
     shown = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "Segmentation: atlas: ICBM 2009c + CerebrA" in shown
 

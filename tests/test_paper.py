@@ -235,3 +235,20 @@ def test_nodiag_variants_stand_for_the_papers_conditioned_models_only_when_the_r
                             "mean_rank": [2.5, 2.0, 1.5], "sd": [0.5, 0.5, 0.5], "n": [4, 4, 4]})
     r = paper.compare_ranks(summary).set_index(["criterion", "image_type"])
     assert r.loc[("looks_best", "GAN U-Net"), "here_rank"] == 1.5
+
+
+def test_the_papers_amygdala_numbers_fit_one_mean_per_participant_and_bh_over_three_pairs():
+    """t = 0.017 / (0.017 / sqrt(20)) = 4.47 from the printed numbers; 4.56 lies inside what their rounding allows
+    with n = 20 (4.22-4.74) and outside with n = 40 sides (5.96-6.71); p(4.56, df 19) = 0.00021 prints as the
+    paper's 0.0003 only after BH over three pairs in which U-Net vs GAN U-Net has the smallest p (x 3/2)."""
+    t = paper.amygdala_t_check().set_index(["image_type", "n"])
+    gan20, gan40 = t.loc[("GAN U-Net", 20)], t.loc[("GAN U-Net", 40)]
+    assert gan20["t_rounded"] == pytest.approx(0.017 / (0.017 / np.sqrt(20)))
+    assert round(gan20["t_rounded"], 2) == 4.47 and gan20["fits"] and not gan40["fits"]
+    assert (round(gan20["t_low"], 2), round(gan20["t_high"], 2)) == (4.22, 4.74)
+    assert (round(gan40["t_low"], 2), round(gan40["t_high"], 2)) == (5.96, 6.71)
+    assert t.loc[("U-Net", 20), "fits"]
+    p = paper.amygdala_p_check()
+    assert p["fits"].tolist() == [True, False, False, False]
+    assert p.loc[0, "p_gan_unet"] == pytest.approx(1.5 * 2 * stats.t.sf(4.56, 19))
+    assert p.loc[0, "p_unet"] == pytest.approx(2 * stats.t.sf(0.56, 19))

@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import design_results
+
 from synth7t import multiview, views
 from synth7t.models import build_model, get_model_config, make_context
 
@@ -310,3 +312,29 @@ def test_prediction_jobs_of_notebook_03(mv_model):
         multiview.prediction_jobs(["unet"], {"unet": {"model": "unet-mv"}}, metas)
     with pytest.raises(ValueError, match="no model.json for model 'gan'"):
         multiview.prediction_jobs(["gan"], {}, metas)
+
+
+# ------------------------------------------------------------------------- the multi-view design study's results
+
+
+def test_design_summary_is_mean_and_sd_over_seeds(tmp_path):
+    path = tmp_path / "design.tsv"
+    with pytest.raises(FileNotFoundError, match="python benchmarks/multiview_design.py --seeds 0 1 2"):
+        multiview.design_summary(path)
+    design_results(path)
+    summary = multiview.design_summary(path)
+    assert list(summary.index)[:2] == ["3T", "axial model"] and (summary["n_seeds"] == 3).all()
+    assert summary.loc["mv-cond fused mean", "psnr_mean"] == pytest.approx(22.1)
+    assert summary.loc["mv-cond fused mean", "psnr_sd"] == pytest.approx(np.std([22.0, 22.1, 22.2], ddof=1))
+    glue = multiview.design_glue(summary)
+    assert glue["mv_psnr_cond"] == "22.10 ± 0.10 dB" and glue["mv_ai_axial"] == "1.70 ± 0.20"
+    assert glue["mv_ranking"].startswith("By mean PSNR: three single-plane U-Nets > one U-Net without")
+    assert glue["mv_runs"] == "3 seeds, 320 slices per epoch for 3 epochs, 3 held-out subject(s), grid 176x136, 1.2 mm"
+    one = tmp_path / "one.tsv"
+    design_results(one, seeds=(0,))
+    assert multiview.design_glue(multiview.design_summary(one))["mv_psnr_cond"] == "22.00 dB (one seed)"
+    mixed = pd.read_csv(path, sep="\t")
+    mixed.loc[0, "grid"] = "224x160, 1.0 mm"
+    mixed.to_csv(path, sep="\t", index=False)
+    with pytest.raises(ValueError, match="different grid"):
+        multiview.design_summary(path)

@@ -10,8 +10,10 @@ impurity feature importances of the 3T models, and how much the synthetic types'
   per ``key, image_type`` and one column per region in mL (the ``volumes.tsv`` of
   :func:`synth7t.segment.segment_batch`, or an external table from SynthSeg, FastSurfer, ... so that a cohort of
   thousands can be analysed without its images); :func:`volume_features`, regions joined with the participants
-  table (age, sex, diagnosis), head-size normalisation, left/right kept or summed, diagnoses mapped to classes.
-* :mod:`synth7t.diagnosis.crossval`: :func:`cross_validated_scores`, repeated stratified k-fold random forest,
+  table (age, sex, diagnosis; head-size normalisation or a head-size feature as options), left/right kept or summed,
+  diagnoses mapped to classes.
+* :mod:`synth7t.diagnosis.crossval`: :func:`cross_validated_scores`, repeated stratified k-fold random forest
+  (unweighted, as the paper; balanced class weights as an option),
   per-repeat (pooled out-of-fold) accuracy and balanced accuracy, per-fold scores, mean impurity (and optionally
   permutation) importances, in a :class:`CVResult`.
 * :mod:`synth7t.diagnosis.compare`: :func:`compare_image_types`, each image type against the baseline with the

@@ -176,7 +176,7 @@ def cross_validated_scores(
     seed: int = 0,
     n_estimators: int = 100,
     max_features: Union[str, float, int, None] = "sqrt",
-    class_weight: Optional[str] = "balanced",
+    class_weight: Optional[str] = None,
     groups=None,
     permutation: int = 0,
     n_jobs: int = 1,
@@ -188,9 +188,10 @@ def cross_validated_scores(
     Each repeat draws a new stratified partition into ``n_splits`` folds, trains one forest per fold on the
     other folds, predicts the held-out fold, and scores the pooled out-of-fold predictions: every subject is
     predicted exactly once per repeat. Scores per fold are kept too. The forest is scikit-learn's
-    ``RandomForestClassifier`` with ``class_weight="balanced"`` by default: the paper does not say whether it
-    weighted classes; balanced accuracy is the metric that matters with unequal classes, and without weights a
-    forest leans to the majority class (CN), lowering it. Pass ``class_weight=None`` for an unweighted forest.
+    ``RandomForestClassifier``, unweighted by default as the paper describes it (§2.8.4 names no class weights).
+    ``class_weight="balanced"`` is the named option that weights classes by inverse frequency: without weights a
+    forest leans to the majority class (CN), which lowers balanced accuracy, the metric that matters with unequal
+    classes.
 
     Seeds: one child of ``numpy.random.SeedSequence(seed)`` per repeat gives that repeat's partition seed and
     forest seeds, so the result is identical for a given seed whatever ``n_jobs``, and every image type
@@ -206,7 +207,8 @@ def cross_validated_scores(
         n_repeats: number of repetitions of the k-fold partition.
         n_splits: folds per repeat; reduced, with a warning, to the smallest class size when a class is smaller.
         seed: master seed.
-        n_estimators, max_features, class_weight: forest settings.
+        n_estimators, max_features: forest settings.
+        class_weight: None (the paper: an unweighted forest) or ``"balanced"``.
         groups: optional participant id per sample; sessions of one participant then stay in one fold
             (``StratifiedGroupKFold``). Ignored when every group has one sample.
         permutation: when > 0, also compute permutation importances on each held-out fold (balanced accuracy

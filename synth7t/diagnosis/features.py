@@ -1,8 +1,8 @@
 """Input tables and features of the diagnosis analysis: regional volumes joined with the participants table.
 
 :func:`read_volumes_table` / :func:`validate_volumes` read and check a table with one row per ``key, image_type``
-and one column per region in mL; :func:`volume_features` joins it with age, sex and diagnosis, normalises by head
-size, keeps or sums hemispheres (:func:`combine_hemispheres`) and maps diagnoses to classes (:class:`FeatureSet`).
+and one column per region in mL; :func:`volume_features` joins it with age, sex and diagnosis (the paper's features),
+optionally adds or divides by head size, keeps or sums hemispheres (:func:`combine_hemispheres`) and maps diagnoses to classes (:class:`FeatureSet`).
 """
 
 from __future__ import annotations
@@ -203,7 +203,8 @@ class FeatureSet:
         features: feature column names (regions, then ``age`` and ``sex_male`` when added).
         regions: the region features (after hemisphere combination and normalisation).
         classes: class names in order.
-        total_column: the head-size column used (None when not normalised).
+        total_column: the head-size column used (None when neither ``normalise`` nor ``head_size_feature`` used
+            one).
         normalise: ``"icv"`` or None.
         dropped: one row per dropped ``key, image_type`` with its ``reason``.
     """
@@ -259,7 +260,8 @@ def _read_participants_any(participants) -> pd.DataFrame:
 
 def _rows_to_analyse(volumes: pd.DataFrame, regions: Optional[Sequence[str]],
                      image_types: Optional[Sequence[str]], normalise: Optional[str],
-                     total_column: Optional[str]) -> tuple[pd.DataFrame, list[str], Optional[str]]:
+                     total_column: Optional[str], head_size_feature: bool
+                     ) -> tuple[pd.DataFrame, list[str], Optional[str]]:
     """The validated rows of the wanted image types, their region columns and the head-size column (or None)."""
     region_cols = validate_volumes(volumes, regions=regions)
     vol = volumes.copy()
@@ -276,12 +278,17 @@ def _rows_to_analyse(volumes: pd.DataFrame, regions: Optional[Sequence[str]],
         raise VolumesTableError(
             f"normalise='icv' needs a head-size column ({', '.join(TOTAL_COLUMNS)}) or total_column=; "
             "pass normalise=None to use volumes in mL")
+    if head_size_feature and total is None:
+        raise VolumesTableError(
+            f"head_size_feature=True needs a head-size column ({', '.join(TOTAL_COLUMNS)}) or total_column=; "
+            "pass head_size_feature=False to leave head size out")
     return vol, [r for r in region_cols if r != total], total
 
 
 def _drop_unusable_rows(vol: pd.DataFrame, parts: pd.DataFrame, region_cols: list[str], total: Optional[str],
-                        normalise: Optional[str], dx_to_class: dict[str, str], require_all_types: bool,
-                        on_missing_participant: str, verbose: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+                        normalise: Optional[str], head_size_feature: bool, dx_to_class: dict[str, str],
+                        require_all_types: bool, on_missing_participant: str,
+                        verbose: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows that can be analysed (with ``participant_id`` and ``diagnosis`` added) and the dropped ones with why."""
     wanted_types = list(dict.fromkeys(vol["image_type"]))
     dropped: list[pd.DataFrame] = []
@@ -302,7 +309,8 @@ def _drop_unusable_rows(vol: pd.DataFrame, parts: pd.DataFrame, region_cols: lis
                          f"{', '.join(miss[:10])}{' ...' if len(miss) > 10 else ''} (add them, or pass "
                          "on_missing_participant='drop')")
     drop(no_row, "no row in the participants table")
-    drop(vol[region_cols + ([total] if total else [])].isna().any(axis=1), "missing volume(s)")
+    used_total = [total] if total and (normalise == "icv" or head_size_feature) else []
+    drop(vol[region_cols + used_total].isna().any(axis=1), "missing volume(s)")
     if normalise == "icv":
         drop(~(vol[total] > 0), f"head-size column {total} is not positive")
     vol = vol.assign(diagnosis=vol["participant_id"].map(parts["diagnosis"]))
@@ -322,7 +330,7 @@ def _drop_unusable_rows(vol: pd.DataFrame, parts: pd.DataFrame, region_cols: lis
 
 
 def _feature_table(vol: pd.DataFrame, parts: pd.DataFrame, region_cols: list[str], total: Optional[str],
-                   normalise: Optional[str], hemispheres: str, keep_total: bool, add_age_sex: bool,
+                   normalise: Optional[str], hemispheres: str, head_size_feature: bool, add_age_sex: bool,
                    dx_to_class: dict[str, str]) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The features table (ids, ``label`` and feature columns), the feature names and the region names."""
     feats = vol[["key", "participant_id", "image_type", "diagnosis"]].copy()
@@ -335,7 +343,7 @@ def _feature_table(vol: pd.DataFrame, parts: pd.DataFrame, region_cols: list[str
     else:
         region_names = list(region_cols)
     feats = pd.concat([feats, reg[region_names]], axis=1)
-    if total and keep_total:
+    if total and head_size_feature:
         feats[total] = vol[total].astype(float)
         region_names = region_names + [total]
     features = list(region_names)
@@ -354,9 +362,9 @@ def volume_features(
     image_types: Optional[Sequence[str]] = None,
     hemispheres: str = "separate",
     add_age_sex: bool = True,
-    normalise: Optional[str] = "icv",
+    normalise: Optional[str] = None,
     total_column: Optional[str] = None,
-    keep_total: bool = True,
+    head_size_feature: bool = False,
     classes=PAPER_CLASSES,
     require_all_types: bool = True,
     on_missing_participant: str = "raise",
@@ -364,15 +372,18 @@ def volume_features(
 ) -> FeatureSet:
     """Join regional volumes with the participants table into features and diagnosis classes.
 
-    **Head size.** With ``normalise="icv"`` each region becomes its percentage of a head-size column of the same
-    row (the ratio method): the first of :data:`TOTAL_COLUMNS` present, or ``total_column``. Prefer an
-    intracranial volume (``eTIV`` from FreeSurfer/FastSurfer); :func:`synth7t.segment.segment_batch` writes
-    ``Total-Brain`` (every labelled voxel, tissue *and* ventricles), which tracks head size better than brain
-    tissue alone because ventricles widen as tissue shrinks, but it still falls slightly with atrophy. The ratio
-    is computed per image type from that type's own segmentation, as a user of the synthetic images would. The
-    head-size column itself stays a feature in mL (``keep_total``), so the forest still sees global size. A
-    random forest is invariant to monotone rescaling of a feature, so the choice matters only through the
-    per-row division. ``normalise=None`` keeps mL.
+    **The paper's features** (§2.8.4, the defaults): the regional volumes as the segmentation measured them (mL) with
+    age and sex, nothing else. A head-size column of the table (the first of :data:`TOTAL_COLUMNS` present, or
+    ``total_column``) is set aside, not a feature, unless one of two named options asks for it:
+
+    - ``normalise="icv"`` makes each region its percentage of the head-size column of the same row (the ratio
+      method). Prefer an intracranial volume (``eTIV`` from FreeSurfer/FastSurfer); :func:`synth7t.segment.segment_batch`
+      writes ``Total-Brain`` (every labelled voxel, tissue *and* ventricles), which tracks head size better than brain
+      tissue alone because ventricles widen as tissue shrinks, but it still falls slightly with atrophy. The ratio is
+      computed per image type from that type's own segmentation, as a user of the synthetic images would. A random
+      forest is invariant to monotone rescaling of a feature, so the choice matters only through the per-row
+      division.
+    - ``head_size_feature=True`` adds the head-size column itself as a feature (mL), so the forest sees global size.
 
     **Classes.** ``classes`` maps a class to the diagnoses it holds (default :data:`PAPER_CLASSES`: CN = CN + SCD,
     MCI, AD); a list of diagnoses makes one class each. Rows with other diagnoses are dropped and counted.
@@ -386,9 +397,9 @@ def volume_features(
         image_types: image types to keep (default all).
         hemispheres: ``"separate"`` keeps left and right; ``"combine"`` sums pairs (:func:`combine_hemispheres`).
         add_age_sex: add ``age`` (years) and ``sex_male`` (1 for M, 0 for F), as in the paper.
-        normalise: ``"icv"`` (ratio to the head-size column, in %) or None.
+        normalise: None (the paper: volumes in mL) or ``"icv"`` (ratio to the head-size column, in %).
         total_column: the head-size column; default: detected from :data:`TOTAL_COLUMNS`.
-        keep_total: keep the head-size column as a feature (mL).
+        head_size_feature: add the head-size column as a feature (mL); False (the paper) sets it aside.
         classes: see above.
         require_all_types: keep only keys present in every image type, so that the types are compared on the
             same subjects and folds (needed by :func:`compare_image_types`).
@@ -408,12 +419,13 @@ def volume_features(
         raise ValueError(f"on_missing_participant must be 'raise' or 'drop', got {on_missing_participant!r}")
     dx_to_class = _class_map(classes)
     class_names = list(dict.fromkeys(dx_to_class.values()))
-    vol, region_cols, total = _rows_to_analyse(volumes, regions, image_types, normalise, total_column)
+    vol, region_cols, total = _rows_to_analyse(volumes, regions, image_types, normalise, total_column,
+                                               head_size_feature)
     parts = _read_participants_any(participants)
-    vol, drops = _drop_unusable_rows(vol, parts, region_cols, total, normalise, dx_to_class, require_all_types,
-                                     on_missing_participant, verbose)
+    vol, drops = _drop_unusable_rows(vol, parts, region_cols, total, normalise, head_size_feature, dx_to_class,
+                                     require_all_types, on_missing_participant, verbose)
     feats, features, region_names = _feature_table(vol, parts, region_cols, total, normalise, hemispheres,
-                                                   keep_total, add_age_sex, dx_to_class)
+                                                   head_size_feature, add_age_sex, dx_to_class)
     present = [c for c in class_names if c in set(feats["label"])]
     if len(present) < 2:
         raise ValueError(f"fewer than 2 classes left ({', '.join(present) or 'none'}); classes were "
@@ -421,5 +433,6 @@ def volume_features(
     type_order = list(dict.fromkeys(volumes["image_type"].astype(str)))
     feats["_t"] = feats["image_type"].map({t: i for i, t in enumerate(type_order)})
     feats = feats.sort_values(["_t", "key"]).drop(columns="_t").reset_index(drop=True)
+    used = total if (normalise == "icv" or head_size_feature) else None
     return FeatureSet(table=feats, features=features, regions=region_names, classes=present,
-                      total_column=total, normalise=normalise, dropped=drops)
+                      total_column=used, normalise=normalise, dropped=drops)

@@ -11,6 +11,7 @@ A profile is a YAML file in ``<root>/profiles/`` (``demo`` for a 2-core CPU, ``s
       - notebook: notebooks/02_train.ipynb       # the same notebook twice: ``output`` names the second copy
         output: 02_train_gan.ipynb
         parameters: {model_name: gan-unet, preset: demo-cpu-gan}
+    deviations: true   # optional: add the settings of synth7t.deviations.DEVIATIONS (the ``paper`` profile)
 
 The project root (``root``, ``synth7t run-profile --root``) is the folder that holds ``profiles/`` and the
 ``notebooks/`` the profiles name; it defaults to the current working directory, which is the repository root when
@@ -99,7 +100,8 @@ def load_profile(name_or_path: PathLike, root: Optional[PathLike] = None) -> dic
         root: the project root (default: the current working directory); needed for a profile name.
 
     Returns:
-        The profile: ``common`` (always present), ``notebooks``, optional ``description``, and ``path``.
+        The profile: ``common`` (always present), ``notebooks`` (with the deviation table's settings added when the
+        profile says ``deviations: true``), optional ``description`` and ``deviations``, and ``path``.
 
     Raises:
         ProjectRootError: a name was given and ``root`` has no ``profiles/``.
@@ -119,7 +121,7 @@ def load_profile(name_or_path: PathLike, root: Optional[PathLike] = None) -> dic
     prof = yaml.safe_load(p.read_text()) or {}
     if not isinstance(prof, dict):
         raise ValueError(f"{p}: a profile is a mapping with 'common' and 'notebooks'")
-    unknown = set(prof) - {"common", "notebooks", "description"}
+    unknown = set(prof) - {"common", "notebooks", "description", "deviations"}
     if unknown:
         raise ValueError(f"{p}: unknown key(s) {', '.join(sorted(unknown))}")
     nbs = prof.get("notebooks") or []
@@ -129,10 +131,32 @@ def load_profile(name_or_path: PathLike, root: Optional[PathLike] = None) -> dic
         bad = set(nb) - {"notebook", "parameters", "output"}
         if bad:
             raise ValueError(f"{p}: notebooks[{i}] has unknown key(s) {', '.join(sorted(bad))}")
+    if prof.get("deviations"):
+        nbs = _with_deviation_settings(nbs, p)
     prof["notebooks"] = nbs
     prof["common"] = prof.get("common") or {}
     prof["path"] = str(p)
     return prof
+
+
+def _with_deviation_settings(notebooks: list, path: Path) -> list:
+    """The profile's notebook entries with the parameters of :func:`synth7t.deviations.profile_parameters` added,
+    by notebook stem: the deviation table of the book is where such a setting is decided, so a profile that sets it
+    otherwise is an error (change the table, or drop ``deviations`` from the profile)."""
+    from ..deviations import profile_parameters
+
+    table = profile_parameters()
+    out = []
+    for nb in notebooks:
+        stem = Path(nb["notebook"]).stem
+        params = dict(nb.get("parameters") or {})
+        for k, v in table.get(stem, {}).items():
+            if k in params and params[k] != v:
+                raise ValueError(f"{path}: {stem} sets {k}={params[k]!r}, but the deviation table "
+                                 f"(synth7t.deviations.DEVIATIONS) sets {v!r}; change the table, not the profile")
+            params[k] = v
+        out.append({**nb, "parameters": params})
+    return out
 
 
 def declared_parameters(notebook: PathLike) -> dict:
