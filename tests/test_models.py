@@ -505,3 +505,38 @@ def test_model_facts_cli(capsys):
     assert main(["model-facts", "--preset", "discriminator:demo-cpu", "--height", "64", "--width", "64"]) == 0
     assert main(["model-facts", "--preset", "nope"]) == 1
     assert "unknown model preset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config, shape", [
+    (get_model_config("demo-cpu-nodiag").replace(global_residual=True), (2, 3, 32, 24)),
+    (get_model_config("vnet-demo").replace(global_residual=True), (1, 1, 32, 32, 32)),
+])
+def test_a_global_residual_network_starts_at_the_identity_and_learns_a_difference(config, shape):
+    """With ``global_residual`` an untrained network returns its (centre) input exactly, whatever its weights
+    elsewhere; after a step its output differs; without the option the same network is far from the identity."""
+    torch.manual_seed(0)
+    net = build_model(config)
+    x = torch.rand(shape)
+    ctx = make_context([70.0] * shape[0], ["F"] * shape[0], None, [0.0] * shape[0])
+    centre = x[:, shape[1] // 2:shape[1] // 2 + 1]
+    assert torch.equal(net(x, ctx), centre)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    F.l1_loss(net(x, ctx), centre * 0.5).backward()
+    opt.step()
+    assert not torch.equal(net(x, ctx), centre)  # the residual branch learns (its output convolution moved)
+    torch.manual_seed(0)
+    plain = build_model(config.replace(global_residual=False))
+    assert (plain(x, ctx) - centre).abs().mean() > 0.05
+
+
+def test_global_residual_configs_check_and_round_trip():
+    cfg = get_model_config("demo-cpu").replace(global_residual=True)
+    assert config_from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    old = {k: v for k, v in get_model_config("demo-cpu").to_dict().items() if k != "global_residual"}
+    assert config_from_dict(old).global_residual is False  # saved before the option: the paper's output
+    with pytest.raises(ValueError, match="out_channels=1"):
+        UNetConfig(out_channels=2, global_residual=True)
+    with pytest.raises(ValueError, match="in_channels=1"):
+        VNetConfig(in_channels=2, global_residual=True)
+    with pytest.raises(ValueError, match="True or False"):
+        UNetConfig(global_residual="yes")

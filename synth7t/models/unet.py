@@ -164,7 +164,8 @@ class ConditionalUNet(nn.Module):
     * decoder stage ``i`` (deepest first): ``num_res_blocks + 1`` residual blocks, each reading the
       concatenation of the running features and one encoder skip, with attention as in the encoder, then a
       nearest + convolution upsampling except at stage 1;
-    * output: SiLU then 3x3 convolution ``c_1 -> out_channels``, no normalisation.
+    * output: SiLU then 3x3 convolution ``c_1 -> out_channels``, no normalisation; with ``global_residual``
+      (not in the paper) the centre input slice is added to it.
 
     Args:
         config: the architecture.
@@ -240,6 +241,10 @@ class ConditionalUNet(nn.Module):
                 self.upsamples.append(Upsample(ch))
 
         self.output_conv = nn.Conv2d(ch, cfg.out_channels, 3, padding=1)
+        if cfg.global_residual:
+            # the residual starts at zero: an untrained network returns its centre input slice (the identity)
+            nn.init.zeros_(self.output_conv.weight)
+            nn.init.zeros_(self.output_conv.bias)
 
     def set_plane(self, plane: Optional[str]) -> None:
         """Choose the plane a plane-conditioned model assumes for a (B, 4) context (``None``: none; then it needs
@@ -318,4 +323,8 @@ class ConditionalUNet(nn.Module):
                 h = step(torch.cat([h, skips.pop()], dim=1), tokens)
             if i < len(self.upsamples):
                 h = self.upsamples[i](h)
-        return self.output_conv(F.silu(h))
+        out = self.output_conv(F.silu(h))
+        if cfg.global_residual:
+            mid = cfg.n_input_slices // 2
+            out = out + x[:, mid:mid + 1]
+        return out

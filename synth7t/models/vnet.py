@@ -97,6 +97,10 @@ class VNet(nn.Module):
             ch = 2 * skip_ch
             self.up_stages.append(_ResidualStage(ch, n, k, cfg.norm, cfg.dropout))
         self.output_conv = nn.Conv3d(ch, cfg.out_channels, 1)
+        if cfg.global_residual:
+            # the residual starts at zero: an untrained network returns its input patch (the identity)
+            nn.init.zeros_(self.output_conv.weight)
+            nn.init.zeros_(self.output_conv.bias)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Run the network; ``context`` is accepted for a uniform trainer interface and ignored."""
@@ -114,4 +118,5 @@ class VNet(nn.Module):
         skips.pop()  # the deepest output is h itself
         for up, stage in zip(self.up, self.up_stages):
             h = stage(torch.cat([up(h), skips.pop()], dim=1))
-        return self.output_conv(h)
+        out = self.output_conv(h)
+        return out + x if cfg.global_residual else out
