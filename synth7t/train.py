@@ -2,9 +2,11 @@
 one GPU, or several through ``torchrun``.
 
 Schedule (§2.5, Appendix A.3): Adam for the generator (lr 1e-4, betas (0.9, 0.999)) and the critic
-(2e-5, (0, 0.9)); the learning rates decay by ``lr_decay`` every epoch. For the GAN U-Net every batch trains
-the critic (WGAN-GP), and every ``n_critic``-th batch also trains the generator (``n_critic_first_epoch`` in
-the first epoch, when ``lambda_gan`` is also divided by ``gan_warmup_factor``).
+(2e-5, (0, 0.9)); the learning rates decay by ``lr_decay`` every epoch (``lr_schedule="cosine"`` and
+``warmup_steps`` are options for short runs, set per batch from the run's position). For the GAN U-Net every batch
+trains the critic (BCE or Wasserstein, with the gradient penalty), and every ``n_critic``-th batch also trains the
+generator (``n_critic_first_epoch`` in the first epoch, when ``lambda_gan`` is also divided by
+``gan_warmup_factor``).
 
 Baselines (§2.6; ``paper-vnet``, ``paper-watnet``): the V-Net and WATNet train on patches of their model config's
 ``patch_size`` drawn inside the brain of the training subjects (:class:`synth7t.patches.PatchDataset`: cubes for
@@ -17,7 +19,7 @@ global batch, as in one process (PyTorch has no synchronised batch norm on CPUs:
 
 Checkpoints are folders written under a temporary name and renamed into place (a crash never leaves a
 half-written checkpoint), holding ``generator.safetensors`` (and ``critic.safetensors``), ``state.pt``
-(optimisers, schedulers, RNG; read back with ``torch.load(weights_only=True)``) and ``meta.json`` (position
+(optimisers and RNG; read back with ``torch.load(weights_only=True)``) and ``meta.json`` (position
 in the run and the full config). ``resume`` continues from the newest one exactly where the run stopped: the
 data order and the crops are functions of (seed, epoch, sample), so skipping the batches already done
 replays the same stream.
@@ -70,13 +72,14 @@ from .modelcard import (
     training_data_facts,
     write_model_card,
 )
-from .patches import BLEND_MODE, PatchDataset, nonzero_box, patch_geometry, sliding_window_predict
+from .patches import BLEND_MODE, PatchDataset, patch_geometry
 from .slices import SliceCache, SliceDataset, validation_keys
-from .train_config import TrainConfig, plane_conditioned, train_config_from_dict
+from .train_config import TrainConfig, lr_factor, plane_conditioned, train_config_from_dict, with_global_residual
 from .train_runtime import (  # noqa: F401  (re-exported: synth7t.train.save_checkpoint, ...)
     cxx_compiler, dist_info, frozen, epoch_order, latest_checkpoint, load_state, load_weights, resolve_device,
     save_checkpoint, seed_everything, split_batch,
 )
+from .train_validation import Validation, beats_identity  # noqa: F401  (re-exported)
 
 PathLike = Union[str, Path]
 
@@ -89,7 +92,7 @@ class Position:
     batch: int = 0         # batches done in the current epoch
 
 
-class Trainer:
+class Trainer(Validation):
     """Train a generator (and critic) on a slice cache, writing into ``run_dir``.
 
     Args:
@@ -105,7 +108,7 @@ class Trainer:
                  on_log: Optional[Callable[[str, dict], None]] = None, progress: bool = True):
         import torch
 
-        from .losses import GeneratorLoss, build_perceptual_loss
+        from .losses import GeneratorLoss, build_perceptual_loss, calibrate_perceptual_weight
         from .models import build_discriminator, build_model
         from .models.build import resolve_config
 
@@ -139,6 +142,8 @@ class Trainer:
         self.planes = tuple(config.planes)
         if config.conditions_on_plane:
             self.model_config = plane_conditioned(self.model_config, config.model)
+        if config.global_residual is not None:
+            self.model_config = with_global_residual(self.model_config, config.global_residual, config.model)
         plane_ctx = bool(getattr(self.model_config, "plane_condition", False))
         if self.geometry is not None and self.planes != ("axial",):
             raise ValueError(f"model {config.model!r} trains on axial patches: planes={list(self.planes)} applies to "
@@ -154,6 +159,11 @@ class Trainer:
             if config.patch_overlap >= self.geometry.size:
                 raise ValueError(f"patch_overlap={config.patch_overlap} must be smaller than the patch size "
                                  f"{self.geometry.size} of model {config.model!r}")
+        #: what the in-plane sizes of a grid must divide by for this network (lone 3T scans are aligned onto such a
+        #: grid; model.json records it): a U-Net predicts whole slices, a baseline slides windows over any grid
+        self.grid_divisor = 1 if self.geometry is not None else 2 ** self.model_config.n_downsamplings
+        if self.geometry is None:
+            check_slice_grid(self.cache, self.planes, self.grid_divisor, config.crop, config.model)
         n_in = getattr(self.model_config, "n_input_slices", 3)
         # the training side of the split (test subjects are never seen), less a validation share carved from it
         vols = self.cache.volumes
@@ -182,15 +192,22 @@ class Trainer:
             # batch statistics of the global batch, as one process computes them (a no-op without batch norm)
             self.generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
         self.critic = build_discriminator(config.discriminator).to(self.device) if config.gan else None
+        if config.init_from:
+            init_generator(self.generator, config.init_from, self.model_config)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=tuple(config.betas_g),
                                       weight_decay=config.weight_decay)
-        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma=config.lr_decay)
         if self.critic is not None:
             self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr_d, betas=tuple(config.betas_d))
-            self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma=config.lr_decay)
         perceptual = None
         if config.lambda_perc > 0:
             perceptual = build_perceptual_loss(config.perceptual, weights=config.perceptual_weights).to(self.device)
+        if config.perceptual_share and config.lambda_perc > 0:
+            # the weight that gives the perceptual term its share of the loss at the identity, from the first
+            # global batches (the same on every rank): recorded as the run's lambda_perc
+            lam, l1, perc = calibrate_perceptual_weight(perceptual, self._identity_pairs(), config.perceptual_share)
+            config = self.cfg = config.replace(lambda_perc=lam)
+            self.calibration = {"perceptual_share": config.perceptual_share, "l1_identity": l1,
+                                "perceptual_identity": perc, "lambda_perc": lam}
         self.loss = GeneratorLoss(perceptual, lambda_perc=config.lambda_perc,
                                   lambda_gan=config.lambda_gan if config.gan else 0.0,
                                   adversarial=config.adversarial)
@@ -232,6 +249,41 @@ class Trainer:
     def batches_per_epoch(self) -> int:
         """Optimiser steps per epoch: ``samples_per_epoch // batch_size`` (global), whatever the world size."""
         return self.samples_per_epoch // self.cfg.batch_size or 1
+
+    @property
+    def total_steps(self) -> int:
+        """Batches the run plans: ``epochs`` x :attr:`batches_per_epoch`, or ``max_steps`` when smaller."""
+        total = self.cfg.epochs * self.batches_per_epoch
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+    def _identity_pairs(self, n_batches: int = 4) -> list:
+        """``(3T centre slices, 7T slices)`` of the first ``n_batches`` global batches of epoch 0 (on the device),
+        where an identity model's prediction is its input's centre slice (a baseline's patch, masked as in training)."""
+        import torch
+
+        self.train_ds.set_epoch(0)
+        pairs = []
+        for b in range(min(n_batches, self.batches_per_epoch)):
+            items = [self.train_ds[int(i)] for i in self.global_batch_ids(0, b)]
+            x = torch.stack([it["x"] for it in items]).to(self.device)
+            y = torch.stack([it["y"] for it in items]).to(self.device)
+            mid = x.shape[1] // 2
+            pred = x[:, mid:mid + 1]
+            if "mask" in items[0]:
+                m = torch.stack([it["mask"] for it in items]).to(self.device)
+                pred, y = pred * m, y * m
+            pairs.append((pred, y))
+        return pairs
+
+    def _set_learning_rates(self) -> None:
+        """The rates of the coming batch (:func:`synth7t.train_config.lr_factor`): a function of the position
+        alone, so a resumed run continues the schedule exactly."""
+        f = lr_factor(self.cfg, self.pos.step, self.pos.epoch, self.total_steps)
+        for group in self.opt_g.param_groups:
+            group["lr"] = self.cfg.lr_g * f
+        if self.critic is not None:
+            for group in self.opt_d.param_groups:
+                group["lr"] = self.cfg.lr_d * f
 
     @property
     def _memory_format(self):
@@ -310,12 +362,11 @@ class Trainer:
     def _state(self) -> dict:
         import torch
 
-        st = {"opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
-              "torch_rng": torch.get_rng_state()}
+        st = {"opt_g": self.opt_g.state_dict(), "torch_rng": torch.get_rng_state()}
         if torch.cuda.is_available():
             st["cuda_rng"] = torch.cuda.get_rng_state_all()
         if self.critic is not None:
-            st["opt_d"], st["sched_d"] = self.opt_d.state_dict(), self.sched_d.state_dict()
+            st["opt_d"] = self.opt_d.state_dict()
         return st
 
     def checkpoint(self, name: Optional[str] = None, metrics: Optional[dict] = None) -> Optional[Path]:
@@ -350,12 +401,12 @@ class Trainer:
                              f"plane condition {self.cfg.conditions_on_plane}); use another run_dir")
         load_weights(ck / "generator.safetensors", self.generator)
         st = load_state(ck / "state.pt")
+        # (the learning rates are set from the position before every batch; a scheduler's saved state, in
+        # checkpoints of earlier versions, is not needed)
         self.opt_g.load_state_dict(st["opt_g"])
-        self.sched_g.load_state_dict(st["sched_g"])
         if self.critic is not None:
             load_weights(ck / "critic.safetensors", self.critic)
             self.opt_d.load_state_dict(st["opt_d"])
-            self.sched_d.load_state_dict(st["sched_d"])
         torch.set_rng_state(st["torch_rng"])
         if "cuda_rng" in st and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(st["cuda_rng"])
@@ -451,121 +502,6 @@ class Trainer:
             self.pos.g_step += 1
         return self._mean_over_ranks(sums)
 
-    @staticmethod
-    def _slice_metrics(ref: np.ndarray, img: np.ndarray) -> tuple[float, float]:
-        from .metrics import psnr, ssim_global
-
-        m = ref > 0
-        if m.sum() < 16:
-            return float("nan"), float("nan")
-        return psnr(ref, img, m), ssim_global(ref, img, m)
-
-    def _sliding_window(self, x):
-        """A baseline's prediction of whole slices (2D) or a slab (3D) by sliding window, as
-        :func:`synth7t.predict.predict_volume` predicts (windows per pass: this process's training share)."""
-        with self._autocast():
-            return sliding_window_predict(self.generator, x, patch_size=self.geometry.size,
-                                          overlap=self.cfg.patch_overlap, batch_size=self.micro_batch)
-
-    def validate(self) -> dict:
-        """PSNR and SSIM (paper definitions, brain voxels) of the model and of the 3T input on validation slices.
-
-        The U-Nets and WATNet-2D are scored on ``val_slices`` whole axial slices of the validation subjects (the
-        same slices every epoch); WATNet-2D predicts each from its three-slice stack by sliding window. A 3D
-        baseline is scored on the slices of one slab per validation subject (:meth:`_validation_slabs`).
-        """
-        import torch
-
-        if self.geometry is not None and self.geometry.spatial_dims == 3:
-            return self._validate_slabs()
-        self.generator.eval()
-        rows = []
-        with torch.no_grad():
-            for start in range(0, len(self.val_ids), self.rank_batch):  # what one process holds in training
-                items = [self.val_ds[int(i)] for i in self.val_ids[start:start + self.rank_batch]]
-                x = torch.stack([it["x"] for it in items]).to(self.device)
-                c = torch.stack([it["context"] for it in items]).to(self.device)
-                if self.geometry is None:
-                    with self._autocast():
-                        pred = self.generator(x, c)
-                else:
-                    pred = self._sliding_window(x)
-                pred = pred.float().clamp(0, 1).cpu().numpy()
-                mid = x.shape[1] // 2
-                for it, p, xin in zip(items, pred, x.cpu().numpy()):
-                    # a coronal/sagittal slice's artefact rows (its loss mask) are not scored either
-                    y = it["y"].numpy()[0] * (it["mask"].numpy()[0] if "mask" in it else 1)
-                    mask = y > 0
-                    rows.append((*self._slice_metrics(y, p[0] * mask), *self._slice_metrics(y, xin[mid] * mask)))
-        self.generator.train()
-        return self._summarise_validation(rows)
-
-    def _validation_slabs(self) -> list:
-        """The slabs a 3D baseline is validated on: ``(key, first row, last row + 1, scored z)`` per validation
-        subject, in key order, until ``val_slices`` slices are scored.
-
-        A slab is ``patch_size`` slices deep, centred on the subject's middle usable slice; the scored slices are
-        its usable slices at least ``patch_overlap`` slices from a slab face that is not the volume's own face:
-        there, as in a whole-volume prediction, every voxel lies well inside a window or is blended with a
-        neighbour's, so the scores follow the predictions of :func:`synth7t.predict.predict_volume`. A whole
-        volume would cost a few hundred windows per subject and epoch on a CPU; a slab costs one layer of them.
-        """
-        P, ov = self.geometry.size, self.cfg.patch_overlap
-        vols = self.cache.volumes.set_index("key")
-        idx = self.cache.index
-        slabs, n = [], 0
-        for key in self.val_keys:
-            offset, depth = int(vols.loc[key, "offset"]), int(vols.loc[key, "depth"])
-            z = np.sort(idx.loc[idx["key"] == key, "z"].to_numpy())
-            if not len(z):
-                continue
-            z0 = min(max(int(z[len(z) // 2]) - P // 2, 0), max(depth - P, 0))
-            z1 = min(z0 + P, depth)
-            lo, hi = (z0 + ov if z0 > 0 else 0), (z1 - ov if z1 < depth else depth)
-            scored = [int(v) for v in z if lo <= v < hi][: max(self.cfg.val_slices - n, 0)]
-            if scored:
-                slabs.append((key, offset + z0, offset + z1, scored))
-                n += len(scored)
-            if n >= self.cfg.val_slices:
-                break
-        return slabs
-
-    def _validate_slabs(self) -> dict:
-        """:meth:`validate` for a 3D baseline: the slabs of :meth:`_validation_slabs`, each cropped in-plane to its
-        non-zero voxels and predicted by sliding window; the scored slices are compared with the 7T."""
-        import torch
-
-        self.generator.eval()
-        rows = []
-        vols = self.cache.volumes.set_index("key")
-        with torch.no_grad():
-            for key, r0, r1, scored in self._validation_slabs():
-                x3 = np.asarray(self.cache.t3[r0:r1], np.float32)
-                y7 = np.asarray(self.cache.t7[r0:r1], np.float32)
-                pred = np.zeros_like(x3)
-                box = nonzero_box(x3)
-                if box is not None:
-                    inplane = (slice(None), box[1], box[2])
-                    x = torch.from_numpy(np.ascontiguousarray(x3[inplane]))[None, None].to(self.device)
-                    pred[inplane] = self._sliding_window(x).float().clamp(0, 1)[0, 0].cpu().numpy()
-                first = r0 - int(vols.loc[key, "offset"])
-                for z in scored:
-                    y = y7[z - first]
-                    mask = y > 0
-                    rows.append((*self._slice_metrics(y, pred[z - first] * mask),
-                                 *self._slice_metrics(y, x3[z - first] * mask)))
-        self.generator.train()
-        return self._summarise_validation(rows)
-
-    @staticmethod
-    def _summarise_validation(rows: list) -> dict:
-        """Mean PSNR and SSIM of the model and of the 3T input over the scored slices (NaN-safe)."""
-        if not rows:
-            return {k: float("nan") for k in ("psnr", "ssim", "psnr_3t", "ssim_3t")}
-        a = np.array(rows, dtype=float)
-        keys = ("psnr", "ssim", "psnr_3t", "ssim_3t")
-        return {k: float(np.nanmean(a[:, i])) for i, k in enumerate(keys)}
-
     def fit(self) -> dict:
         """Run (or finish) the configured epochs; returns the last validation metrics."""
         from tqdm.auto import tqdm
@@ -581,6 +517,7 @@ class Trainer:
         while self.pos.epoch < cfg.epochs and not (cfg.max_steps and self.pos.step >= cfg.max_steps):
             while self.pos.batch < nb and not (cfg.max_steps and self.pos.step >= cfg.max_steps):
                 batch = self._batch(self.pos.epoch, self.pos.batch)
+                self._set_learning_rates()
                 parts = self._train_batch(batch)
                 self.pos.batch += 1
                 self.pos.step += 1
@@ -598,19 +535,27 @@ class Trainer:
             if self.pos.batch >= nb:
                 metrics = self.validate() if self.rank == 0 else {}
                 self._log("val", {"epoch": self.pos.epoch, "step": self.pos.step, **metrics})
+                self._note_identity(metrics)
                 self.pos.epoch += 1
                 self.pos.batch = 0
-                self.sched_g.step()
-                if self.critic is not None:
-                    self.sched_d.step()
                 self.checkpoint(f"epoch-{self.pos.epoch:03d}", metrics)
                 self.export()
         bar.close()
         if cfg.max_steps and self.pos.step >= cfg.max_steps and self.pos.batch:
             metrics = self.validate() if self.rank == 0 else {}
             self._log("val", {"epoch": self.pos.epoch, "step": self.pos.step, **metrics})
+            self._note_identity(metrics)
             self.checkpoint(metrics=metrics)
             self.export()
+        if self.rank == 0 and metrics and not beats_identity(metrics):
+            from .modelcard import BelowIdentityWarning
+
+            line = (f"{self.run_dir.name}: after {self.pos.step} steps the model does not beat copying its 3T input on "
+                    f"the validation slices (PSNR {metrics['psnr']:.2f} dB against {metrics['psnr_3t']:.2f}, SSIM "
+                    f"{metrics['ssim']:.3f} against {metrics['ssim_3t']:.3f}): it would degrade every scan; train "
+                    "longer, or see the learning curve against the identity (val_log.csv)")
+            self._note(line)
+            warnings.warn(line, BelowIdentityWarning, stacklevel=2)
         return metrics
 
     def close(self) -> None:
@@ -645,7 +590,8 @@ class Trainer:
                       "intensity": "clipped min-max normalised to [0, 1]",
                       # lone 3T scans are aligned onto a grid like the training one (synth7t.predict.predict_file)
                       "spacing_mm": self.cache.meta.get("spacing_mm"),
-                      "grid_inplane": [int(self.cache.t3.shape[1]), int(self.cache.t3.shape[2])]},
+                      "grid_inplane": [int(self.cache.t3.shape[1]), int(self.cache.t3.shape[2])],
+                      "grid_divisor": self.grid_divisor},
         }
         if self.geometry is not None:
             # how synth7t.predict reassembles whole volumes from windows of the training patch size
@@ -665,6 +611,46 @@ class Trainer:
             shutil.rmtree(d)
         os.replace(tmp, d)
         return d
+
+
+def check_slice_grid(cache: SliceCache, planes, divisor: int, crop, model: str) -> None:
+    """Refuse, when a U-Net is built, slices it cannot take: every plane's whole slices (what prediction feeds it)
+    and the training crops must have sizes divisible by ``divisor`` (``2 ** n_downsamplings``).
+
+    Raises:
+        ValueError: the sizes, the model and the fix (a grid whose sizes divide, e.g. preprocessing's
+            ``grid_inplane`` with ``grid_divisor``).
+    """
+    for plane in planes:
+        h, w = (int(n) for n in cache.plane(plane)[0].shape[1:])
+        if h % divisor or w % divisor:
+            raise ValueError(f"model {model!r} downsamples to 1/{divisor} and cannot take the cache's {plane} slices "
+                             f"of {h} x {w}: preprocess onto a grid whose in-plane sizes divide by {divisor} "
+                             f"(grid_inplane with grid_divisor={divisor}), or choose a model with fewer stages")
+    if crop is not None and any(int(c) % divisor for c in crop):
+        raise ValueError(f"crop={list(crop)} must divide by {divisor} for model {model!r} (it downsamples to "
+                         f"1/{divisor}); e.g. crop={[int(c) // divisor * divisor or divisor for c in crop]}")
+
+
+def init_generator(generator, model_dir: PathLike, model_config) -> None:
+    """Load a model folder's generator weights into ``generator`` (``TrainConfig.init_from``).
+
+    Raises:
+        ValueError: no model folder there, or one of another architecture (the differing fields are named).
+    """
+    d = Path(model_dir)
+    if (d / "model").is_dir() and not (d / "model.json").is_file():
+        d = d / "model"  # a run folder
+    if not (d / "model.json").is_file() or not (d / "generator.safetensors").is_file():
+        raise ValueError(f"init_from={str(model_dir)!r} is not a model folder (model.json and generator.safetensors); "
+                         "give runs/<run>/02_train/<model_name>/model of a finished run")
+    theirs = json.loads((d / "model.json").read_text())["model_config"]
+    ours = model_config.to_dict()
+    diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    if diff:
+        raise ValueError(f"init_from={str(model_dir)!r} holds another architecture than this run's (differs in "
+                         f"{', '.join(diff)}); start from a model of the same generator preset and settings")
+    load_weights(d / "generator.safetensors", generator)
 
 
 def train(config: TrainConfig, cache: PathLike, run_dir: PathLike, **kw) -> dict:

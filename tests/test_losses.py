@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from synth7t.losses import (GeneratorLoss, LPIPSLoss, PerceptualLoss, build_perceptual_loss, critic_loss,
-                            generator_adversarial_loss, gradient_penalty, l1_loss)
+from synth7t.losses import (GeneratorLoss, LPIPSLoss, PerceptualLoss, build_perceptual_loss,
+                            calibrate_perceptual_weight, critic_loss, generator_adversarial_loss, gradient_penalty,
+                            l1_loss)
 from synth7t import train_config as tconf
 from synth7t.losses import ADVERSARIAL_OBJECTIVES, PERCEPTUAL_NETWORKS
 from synth7t.models import DiscriminatorConfig, UNetConfig, build_discriminator, build_model, make_context
@@ -458,9 +459,12 @@ def test_radimagenet_perceptual_loss_equals_monai_formula(tmp_path, monkeypatch)
 
 
 def test_perceptual_defaults_per_network(lite0):
-    lite = build_perceptual_loss("efficientnet_lite0")  # the offline default keeps the paper's formula as written
+    # the offline default compares its features as MONAI compares the paper's (normalised, summed over channels)
+    lite = build_perceptual_loss("efficientnet_lite0")
     assert lite.layers == ("stage2", "stage3", "stage4", "stage6")
-    assert not lite.channel_normalize and lite.channel_reduction == "mean"
+    assert lite.channel_normalize and lite.channel_reduction == "sum"
+    raw = build_perceptual_loss("efficientnet_lite0", channel_normalize=False, channel_reduction="mean")
+    assert not raw.channel_normalize and raw.channel_reduction == "mean"
     with pytest.raises(ValueError, match="channel_reduction"):
         PerceptualLoss(lite0, ("stage1",), channel_reduction="max")
     # "sum" over channels = C x "mean" without normalisation
@@ -505,3 +509,20 @@ def test_lpips_without_the_extra_says_how_to_install_it():
         LPIPSLoss("alex")
     with pytest.raises(ImportError, match="lpips"):
         build_perceptual_loss("lpips_vgg")
+
+
+def test_perceptual_weight_calibration_gives_the_share_at_the_identity(lite0):
+    """The calibrated weight makes the perceptual term the asked share of the loss on the pairs it was measured on,
+    whatever the backbone's scale (the raw and the normalised formulas differ by orders of magnitude)."""
+    target, blurred = slice_pair()
+    pairs = [(blurred, target)]
+    for loss in (PerceptualLoss(lite0, ("stage2",)), PerceptualLoss(lite0, ("stage2",), True, "sum")):
+        for share in (0.5, 1 / 6):
+            w, l1, perc = calibrate_perceptual_weight(loss, pairs, share)
+            assert perc == pytest.approx(loss(blurred, target).item()) and l1 == pytest.approx(
+                (blurred - target).abs().mean().item())
+            assert w * perc / (l1 + w * perc) == pytest.approx(share, rel=1e-6)
+    with pytest.raises(ValueError, match="share must be in"):
+        calibrate_perceptual_weight(loss, pairs, 1.0)
+    with pytest.raises(ValueError, match="is 0"):
+        calibrate_perceptual_weight(loss, [(target, target)], 0.5)

@@ -15,7 +15,7 @@ from synth7t import train_config as tconf
 
 def _cfg(**kw):
     base = dict(epochs=2, batch_size=4, samples_per_epoch=16, crop=[64, 64], val_slices=8, ckpt_every=3,
-                lambda_perc=0.0, num_workers=0, device="cpu", seed=0)
+                lambda_perc=0.0, perceptual_share=None, num_workers=0, device="cpu", seed=0)
     base.update(kw)
     return tconf.make_train_config("demo-cpu", **base)
 
@@ -126,7 +126,8 @@ KILL_SCRIPT = """
 import os, sys
 from synth7t import train, train_config
 cfg = train_config.make_train_config("demo-cpu", epochs=2, batch_size=4, samples_per_epoch=16, crop=[64, 64],
-                                     val_slices=8, ckpt_every=2, lambda_perc=0.0, device="cpu", seed=0)
+                                     val_slices=8, ckpt_every=2, lambda_perc=0.0, perceptual_share=None,
+                                     device="cpu", seed=0)
 t = train.Trainer(cfg, sys.argv[1], sys.argv[2], progress=False)
 orig = t._train_batch
 def killer(batch):
@@ -587,3 +588,79 @@ def test_predict_cli_views_and_uncertainty(multiview_model, preprocessed_cohort,
     assert out.is_file() and uncertainty_path(out).is_file()
     bad = subprocess.run(cmd[:-3] + ["--views", "axial,oblique"], capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown plane 'oblique'" in bad.stderr
+
+
+def test_learning_rate_schedules_warm_up_and_follow_the_position(cache, tmp_path):
+    """``lr_factor``'s formulas, and the trainer sets every batch's rates from them (the logged ``lr_g``)."""
+    exp = _cfg(lr_decay=0.5, warmup_steps=4)
+    assert [tconf.lr_factor(exp, s, 0, 100) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert tconf.lr_factor(exp, 50, 2, 100) == 0.25
+    cos = _cfg(lr_schedule="cosine")
+    assert tconf.lr_factor(cos, 0, 0, 10) == 1.0 and tconf.lr_factor(cos, 5, 0, 10) == pytest.approx(0.5)
+    assert tconf.lr_factor(cos, 10, 1, 10) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule must be one of 'exponential', 'cosine'"):
+        _cfg(lr_schedule="linear")
+    cfg = _cfg(lr_schedule="cosine", warmup_steps=3, lr_g=1e-3)
+    tr = train.Trainer(cfg, cache, tmp_path / "run", progress=False)
+    tr.fit()
+    import pandas as pd
+
+    logged = pd.read_csv(tmp_path / "run" / "train_log.csv")
+    want = [1e-3 * tconf.lr_factor(tr.cfg, s, e, tr.total_steps) for s, e in zip(logged.step - 1, logged.epoch)]
+    assert len(logged) == tr.total_steps == 8
+    np.testing.assert_allclose(logged.lr_g, want, rtol=1e-9)
+    assert logged.lr_g.iloc[0] == pytest.approx(1e-3 / 3) and logged.lr_g.iloc[-1] < 1e-4
+
+
+def test_init_from_starts_from_a_models_weights_and_refuses_another_architecture(trained_model, cache, tmp_path):
+    from synth7t.models import build_model
+
+    tr = train.Trainer(_cfg(init_from=str(trained_model)), cache, tmp_path / "run", progress=False)
+    meta = json.loads((trained_model / "model.json").read_text())
+    ref = build_model(meta["model_config"])
+    train.load_weights(trained_model / "generator.safetensors", ref)
+    for (k, a), (_, b) in zip(ref.state_dict().items(), tr.generator.state_dict().items()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="another architecture.*use_diagnosis"):
+        train.Trainer(_cfg(model="demo-cpu-nodiag", init_from=str(trained_model)), cache, tmp_path / "r2",
+                      progress=False)
+    with pytest.raises(ValueError, match="is not a model folder"):
+        train.Trainer(_cfg(init_from=str(tmp_path)), cache, tmp_path / "r3", progress=False)
+
+
+def test_a_model_below_the_identity_says_so_in_its_log_card_and_predict(cache, preprocessed_cohort, tmp_path,
+                                                                      capsys):
+    """A model trained for one step is far below copying its input: the trainer warns once at the end, train.log
+    has a line per validation and the verdict, the card says so, and ``synth7t predict`` says it in one line."""
+    from synth7t.cli import main
+    from synth7t.modelcard import BelowIdentityWarning, identity_warning, read_model_card
+
+    run = tmp_path / "one_step"
+    with pytest.warns(BelowIdentityWarning, match="does not beat copying its 3T input"):
+        train.Trainer(_cfg(max_steps=1, global_residual=False), cache, run, progress=False).fit()
+    log = (run / "train.log").read_text().splitlines()
+    assert "NOT above the identity" in log[0] and "does not beat copying its 3T input" in log[-1]
+    card = read_model_card(run / "model")
+    assert card["validation"]["beats_identity"] is False
+    assert "Worse than its input" in (run / "model" / "MODEL_CARD.md").read_text()
+    assert any("degrades the scans" in item for item in card["limitations"])
+    good = {**card, "validation": {**card["validation"], "beats_identity": True}}
+    assert identity_warning(good) is None and "degrades" in identity_warning(card)
+    _, ds, _ = preprocessed_cohort
+    s = ds[1]
+    argv = ["predict", str(s.t3), "-o", str(tmp_path / "out.nii.gz"), "--model", str(run / "model"), "--age",
+            str(s.age), "--sex", s.sex, "--impaired", str(int(s.impaired)), "--mask", str(s.t3_mask), "--device", "cpu"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("does not beat copying its 3T input") == 1 and err.count("trained on simulated data") == 1
+
+
+def test_a_grid_a_unet_cannot_take_is_refused_when_it_is_built(cache):
+    """The cache's 128 x 96 slices divide by 32 but not by 64: a U-Net downsampling to 1/64 is refused at build,
+    not when a lone scan is predicted; so are crops that do not divide."""
+    c = slices.SliceCache.open(cache)
+    train.check_slice_grid(c, ("axial",), 32, [64, 64], "m")
+    with pytest.raises(ValueError, match=r"cannot take the cache's axial slices of 128 x 96.*divide by 64"):
+        train.check_slice_grid(c, ("axial",), 64, None, "m")
+    with pytest.raises(ValueError, match=r"crop=\[60, 64\] must divide by 8"):
+        train.check_slice_grid(c, ("axial",), 8, [60, 64], "m")
