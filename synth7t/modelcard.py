@@ -34,7 +34,9 @@ __all__ = [
     "CARD_FORMAT",
     "CARD_JSON",
     "CARD_MARKDOWN",
+    "ModelCardWarning",
     "SimulatedTrainingWarning",
+    "BelowIdentityWarning",
     "training_data_facts",
     "read_validation_log",
     "build_model_card",
@@ -42,6 +44,8 @@ __all__ = [
     "write_model_card",
     "read_model_card",
     "simulated_training_warning",
+    "identity_warning",
+    "model_card_warnings",
 ]
 
 PathLike = Union[str, Path]
@@ -63,8 +67,16 @@ _OBJECTIVES = {
 }
 
 
-class SimulatedTrainingWarning(UserWarning):
+class ModelCardWarning(UserWarning):
+    """What a model's card says its user must know before trusting its output (:func:`model_card_warnings`)."""
+
+
+class SimulatedTrainingWarning(ModelCardWarning):
     """A model trained on simulated data is being used (see :func:`simulated_training_warning`)."""
+
+
+class BelowIdentityWarning(ModelCardWarning):
+    """A model that did not beat copying its 3T input on its validation subjects (see :func:`identity_warning`)."""
 
 
 # ------------------------------------------------------------------------------------------ small helpers
@@ -301,8 +313,10 @@ def _objective(train_config: Mapping[str, Any], objective: Optional[str]) -> Dic
     summary = "L1"
     if lambda_perc > 0:
         backbone = str(train_config.get("perceptual") or "unknown")
-        terms.append({"term": "perceptual", "weight": lambda_perc, "backbone": backbone})
-        summary += f" + {lambda_perc:g} x perceptual ({backbone})"
+        share = train_config.get("perceptual_share")
+        terms.append({"term": "perceptual", "weight": lambda_perc, "backbone": backbone, "share_at_identity": share})
+        summary += f" + {lambda_perc:.3g} x perceptual ({backbone}" + (
+            f"; weight calibrated to {share:.0%} of the loss at the identity)" if share else ")")
     if gan:
         name = objective or train_config.get("adversarial") or "not recorded"
         weight = float(train_config.get("lambda_gan") or 0.0)
@@ -336,6 +350,9 @@ def _validation(validation: Union[Sequence[Mapping[str, Any]], Mapping[str, Any]
         out["psnr_gain_db"] = final["psnr"] - final["psnr_3t"]
     if final and final.get("ssim") is not None and final.get("ssim_3t") is not None:
         out["ssim_gain"] = final["ssim"] - final["ssim_3t"]
+    # the identity baseline: copying the 3T input scores psnr_3t / ssim_3t on the same slices
+    out["beats_identity"] = (None if "psnr_gain_db" not in out or "ssim_gain" not in out
+                             else bool(out["psnr_gain_db"] > 0 and out["ssim_gain"] > 0))
     return out
 
 
@@ -386,10 +403,9 @@ def _use_and_limits(data: Mapping[str, Any], grid: Mapping[str, Any], validation
         limits.append("Validation used test subjects: the test scores are not independent of model selection.")
     if not validation.get("final"):
         limits.append("No validation scores were recorded.")
-    elif validation.get("psnr_gain_db") is not None and validation["psnr_gain_db"] <= 0:
-        final = validation["final"]
-        limits.append(f"On validation slices it does not beat its 3T input in PSNR ({final['psnr']:.2f} dB against "
-                      f"{final['psnr_3t']:.2f} dB).")
+    elif validation.get("beats_identity") is False:
+        limits.append(f"It does not beat copying its 3T input on its validation slices ({_identity_scores(validation)})"
+                      ": it degrades the scans it is given.")
     if train_config.get("crop"):
         h, w = train_config["crop"]
         limits.append(f"Trained on random {h} x {w} crops of the slices, predicts whole slices.")
@@ -402,6 +418,12 @@ def _use_and_limits(data: Mapping[str, Any], grid: Mapping[str, Any], validation
         limits.append("The adversarial objective sharpens the output and can add plausible detail that is not in "
                       "the subject.")
     return use, limits
+
+
+def _identity_scores(validation: Mapping[str, Any]) -> str:
+    final = validation["final"]
+    return (f"PSNR {final['psnr']:.2f} dB against {final['psnr_3t']:.2f} dB for the 3T itself, SSIM "
+            f"{final['ssim']:.3f} against {final['ssim_3t']:.3f}")
 
 
 def build_model_card(train_config: Mapping[str, Any], model_config: Mapping[str, Any], *,
@@ -461,7 +483,12 @@ def build_model_card(train_config: Mapping[str, Any], model_config: Mapping[str,
         "training": {"steps": steps, "epochs_done": epochs_done, "epochs_planned": train_config.get("epochs"),
                      "max_steps": train_config.get("max_steps") or None,
                      "batch_size": train_config.get("batch_size"), "lr_g": train_config.get("lr_g"),
-                     "lr_decay_per_epoch": train_config.get("lr_decay"), "crop": train_config.get("crop"),
+                     "lr_decay_per_epoch": train_config.get("lr_decay"),
+                     "lr_schedule": train_config.get("lr_schedule") or "exponential",
+                     "warmup_steps": train_config.get("warmup_steps") or 0,
+                     "global_residual": bool(model_config.get("global_residual")
+                                             or model_config.get("kind") == "watnet"),
+                     "init_from": train_config.get("init_from"), "crop": train_config.get("crop"),
                      "augment": train_config.get("augment"), "amp": train_config.get("amp"),
                      "seed": train_config.get("seed"), "weight_decay": train_config.get("weight_decay"),
                      **_patches(train_config, model_config)},
@@ -489,6 +516,13 @@ def _num(value: Any, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _schedule(train: Mapping[str, Any]) -> str:
+    """The learning-rate schedule in words (cards written before schedules were options: per-epoch decay)."""
+    text = ("half a cosine to zero over the run" if train.get("lr_schedule") == "cosine"
+            else f"x{_md(train.get('lr_decay_per_epoch'))} per epoch")
+    return text + (f", linear warm-up over {train['warmup_steps']} steps" if train.get("warmup_steps") else "")
+
+
 def model_card_markdown(card: Mapping[str, Any]) -> str:
     """``MODEL_CARD.md``: the card's facts as Markdown (what :func:`write_model_card` writes)."""
     model, data, obj = card["model"], card["training_data"], card["objective"]
@@ -501,6 +535,9 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
                   f"({_md(data.get('name'))}). It blurs real scans: do not use it on them.", ""]
     elif simulated is None:
         lines += ["> **Unknown training data**: whether they were real or simulated could not be told.", ""]
+    if val.get("beats_identity") is False:
+        lines += ["> **Worse than its input.** It does not beat copying its 3T input on its validation slices "
+                  f"({_identity_scores(val)}): it degrades every scan it is given.", ""]
     params = model.get("parameters")
     lines += ["## Model", "", "| | |", "|---|---|",
               f"| preset | {_md(model.get('preset'))} |",
@@ -538,8 +575,8 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
               f"| steps | {train['steps']} |",
               f"| epochs done / planned | {train['epochs_done']} / {_md(train.get('epochs_planned'))} |",
               f"| batch size | {_md(train.get('batch_size'))} |",
-              f"| learning rate (generator) | {_md(train.get('lr_g'))}, x{_md(train.get('lr_decay_per_epoch'))} "
-              "per epoch |",
+              f"| learning rate (generator) | {_md(train.get('lr_g'))}, {_schedule(train)} |",
+              f"| output | {'centre 3T slice + residual' if train.get('global_residual') else 'direct'} |",
               f"| slices | {'random crops of ' + ' x '.join(map(str, crop)) if crop else 'whole slices'} |",
               f"| seed | {_md(train.get('seed'))} |", ""]
     if train.get("patch_size"):
@@ -638,3 +675,26 @@ def simulated_training_warning(model: Union[PathLike, Mapping[str, Any]]) -> Opt
     name = " ".join(str(card["training_data"].get("name") or "the demo cohort").split())
     return (f"warning: this model was trained on simulated data ({name}); it is for the demo only and blurs real "
             f"scans (see {CARD_MARKDOWN} in the model folder)")
+
+
+def identity_warning(model: Union[PathLike, Mapping[str, Any]]) -> Optional[str]:
+    """The one-line warning for a model (a folder, its run folder, or a card) whose card's last validation scores
+    are not above its 3T input's in both PSNR and SSIM; None when they are, when no validation was recorded (an
+    imported model) and for a folder without a card."""
+    card = model if isinstance(model, Mapping) else read_model_card(model)
+    val = (card or {}).get("validation") or {}
+    if val.get("beats_identity") is not False:
+        return None
+    return (f"warning: this model does not beat copying its 3T input on its validation slices "
+            f"({_identity_scores(val)}); it degrades the scans it is given (train it longer; see {CARD_MARKDOWN})")
+
+
+def model_card_warnings(model: Union[PathLike, Mapping[str, Any]]) -> List[Tuple[type, str]]:
+    """Every one-line warning of a model's card (a folder, its run folder, or a card) with its category: trained on
+    simulated data (:class:`SimulatedTrainingWarning`), worse than its input (:class:`BelowIdentityWarning`)."""
+    card = model if isinstance(model, Mapping) else read_model_card(model)
+    if not card:
+        return []
+    found = [(SimulatedTrainingWarning, simulated_training_warning(card)),
+             (BelowIdentityWarning, identity_warning(card))]
+    return [(category, line) for category, line in found if line]

@@ -26,11 +26,7 @@ import pandas as pd
 
 from . import io as sio
 from .batch import run_batch
-from .modelcard import (
-    SimulatedTrainingWarning,
-    read_model_card,
-    simulated_training_warning,
-)
+from .modelcard import model_card_warnings, read_model_card
 from .names import display_name
 from .patches import DEFAULT_OVERLAP, PatchGeometry, nonzero_box, patch_geometry, sliding_window_predict
 
@@ -48,8 +44,9 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
     224 x 160 on 2 idle cores: 0.20-0.22 s per forward pass against 0.22-0.28 s contiguous, same process; a 3D
     network channels-last-3d: vnet-demo, 8 windows of 32^3, 0.56 s against 0.80 s).
 
-    A model trained on simulated data (its model card says so) raises a one-line
-    :class:`synth7t.modelcard.SimulatedTrainingWarning`: the demo model is for the demo and blurs real scans.
+    Each warning of the model card is raised as one line (:func:`synth7t.modelcard.model_card_warnings`): a model
+    trained on simulated data (the demo's: it blurs real scans) and a model that did not beat copying its 3T input
+    on its validation slices (it degrades every scan).
 
     Returns:
         ``(generator in eval mode, model.json as a dict with the model card under "model_card", or None)``.
@@ -66,9 +63,8 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
         meta["model_card"] = read_model_card(d)
     except ValueError as exc:
         raise ModelFolderError(str(exc)) from None
-    note = simulated_training_warning(meta["model_card"]) if meta["model_card"] else None
-    if note:
-        warnings.warn(note, SimulatedTrainingWarning, stacklevel=2)
+    for category, note in model_card_warnings(meta["model_card"]) if meta["model_card"] else ():
+        warnings.warn(note, category, stacklevel=2)
     try:
         g = build_model(meta["model_config"])
         load_weights(weights, g)
@@ -111,6 +107,19 @@ def _uses_context(generator) -> bool:
     from .models import ConditionalUNet
 
     return isinstance(generator, ConditionalUNet)
+
+
+def grid_divisor_of(meta: dict) -> int:
+    """What a model needs the in-plane sizes of its input grid to divide by: ``model.json``'s ``input.grid_divisor``,
+    or for a folder exported before it was recorded, ``2 ** n_downsamplings`` of a U-Net (1 for a baseline, which
+    slides its windows over any grid)."""
+    recorded = (meta.get("input") or {}).get("grid_divisor")
+    if recorded:
+        return int(recorded)
+    from .models.build import resolve_config
+
+    cfg = meta["model_config"]
+    return 1 if patch_geometry(cfg) is not None else 2 ** resolve_config(cfg).n_downsamplings
 
 
 def default_batch_size(device, geometry: Optional[PatchGeometry] = None) -> int:
@@ -513,7 +522,7 @@ def predict_file(
     method: str = "template", generalised=None, preprocess_preset="quick", work_dir: Optional[PathLike] = None,
     native: bool = False, batch_size: Optional[int] = None, device: str = "cpu",
     t3_mask: Optional[PathLike] = None, views: Optional[Sequence[str]] = None, fusion: str = "mean",
-    uncertainty: bool = False, flips: bool = False,
+    uncertainty: bool = False, flips: bool = False, alignment_cache: Optional[PathLike] = None,
 ) -> dict:
     """Synthetic 7T from a lone 3T file: lone-3T preprocessing (template or generalised affine), prediction,
     output on the aligned grid (and, with ``native``, resampled back onto the input 3T grid).
@@ -530,6 +539,8 @@ def predict_file(
         t3_mask: a brain mask of the 3T to use instead of the configured brain extraction.
         views, fusion, uncertainty, flips: multi-view prediction (see :func:`predict_subjects`); the uncertainty
             map goes beside the output (and beside the native output), ``<out>_uncertainty.nii.gz``.
+        alignment_cache: keep the aligned 3T in this folder and reuse it for the same scan and settings (another
+            model with the same grid: :func:`synth7t.preprocess.aligned_lone_3t`); ``None``: a temporary folder.
 
     Returns:
         A record of what was written.
@@ -561,6 +572,7 @@ def predict_file(
             grid["target_spacing"] = float(trained_on["spacing_mm"])
         if trained_on.get("grid_inplane"):
             grid["grid_inplane"] = tuple(int(n) for n in trained_on["grid_inplane"])
+            grid["grid_divisor"] = grid_divisor_of(meta)
         if "target_spacing" not in grid:
             import warnings
 
@@ -573,10 +585,14 @@ def predict_file(
         cfg = preprocess_preset
     if t3_mask is not None:
         cfg = pp.config_from_dict({**cfg.to_dict(), "mask_backend": "given"})
-    with tempfile.TemporaryDirectory(prefix="synth7t-predict-", dir=work_dir) as tmp:
-        rec = pp.preprocess_lone_3t(t3_path, tmp, cfg, method=method, generalised=generalised, t3_mask=t3_mask)
-        t3 = sio.load_volume(rec["files"]["t3"])
-        mask = sio.load_volume(rec["files"]["mask"], dtype=None).data
+    if alignment_cache is not None:
+        rec = pp.aligned_lone_3t(t3_path, alignment_cache, cfg, method=method, generalised=generalised,
+                                 t3_mask=t3_mask)
+        t3, mask = sio.load_volume(rec["files"]["t3"]), sio.load_volume(rec["files"]["mask"], dtype=None).data
+    else:
+        with tempfile.TemporaryDirectory(prefix="synth7t-predict-", dir=work_dir) as tmp:
+            rec = pp.preprocess_lone_3t(t3_path, tmp, cfg, method=method, generalised=generalised, t3_mask=t3_mask)
+            t3, mask = sio.load_volume(rec["files"]["t3"]), sio.load_volume(rec["files"]["mask"], dtype=None).data
     vol, unc = predict_grid_volume((generator, meta), t3.data, age=float(age), sex=sex, impaired=impaired,
                                    bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=mask,
                                    batch_size=batch_size, patch_overlap=patch_overlap_of(meta), views=views,

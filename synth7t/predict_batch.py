@@ -36,8 +36,8 @@ from .batch import (
     write_table,
 )
 from .modelcard import (
-    SimulatedTrainingWarning,
-    simulated_training_warning,
+    ModelCardWarning,
+    model_card_warnings,
 )
 from .predict import (
     batch_output_path,
@@ -63,7 +63,7 @@ def process_model(model_dir: PathLike, device: str = "cpu"):
     key = (str(model_dir), str(device))
     if key not in LOADED_MODELS:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SimulatedTrainingWarning)
+            warnings.simplefilter("ignore", ModelCardWarning)
             LOADED_MODELS[key] = load_model(key[0], key[1])
     return LOADED_MODELS[key]
 
@@ -175,7 +175,7 @@ def predict_files(
         options["device"] = rank_device(options.get("device", "auto"), ctx[2])
     if loaded is None and not elsewhere:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SimulatedTrainingWarning)
+            warnings.simplefilter("ignore", ModelCardWarning)
             loaded = load_model(model, options.get("device", "cpu"))
     from .multiview import check_view_request
 
@@ -251,7 +251,7 @@ def _predict_task(task: dict) -> dict:
     """One :func:`synth7t.predict.predict_subjects` call in a worker process (its progress bar off; the model's
     warning is said by the calling process)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SimulatedTrainingWarning)
+        warnings.simplefilter("ignore", ModelCardWarning)
         table = predict_subjects(**{**task, "progress": False})
     return {"rows": table.to_dict("records"), "columns": list(table.columns)}
 
@@ -290,9 +290,8 @@ def predict_many(tasks: Sequence[dict], *, n_jobs: int = 1, progress: bool = Tru
     if int(n_jobs) == 1 or len(tasks) < 2 or gpu:
         return [predict_subjects(**{**t, "progress": progress}) for t in tasks]
     for t in tasks:  # a wrong folder fails here, before any worker starts; what load_model would say, said once
-        note = simulated_training_warning(model_folder(t["model_dir"]))
-        if note:
-            warnings.warn(note, SimulatedTrainingWarning, stacklevel=2)
+        for category, note in model_card_warnings(model_folder(t["model_dir"])):
+            warnings.warn(note, category, stacklevel=2)
 
     def cost(t: dict) -> int:  # forward passes per slice
         return len(t.get("views") or ("axial",)) * (2 if t.get("flips") else 1)

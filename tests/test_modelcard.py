@@ -45,11 +45,12 @@ def test_build_write_read_round_trip(tmp_path):
 
 
 def test_markdown_holds_the_key_facts(tmp_path):
-    _, md_path = modelcard.write_model_card(tmp_path, _card())
+    _, md_path = modelcard.write_model_card(tmp_path, _card(lambda_perc=0.0123))  # as the trainer calibrated it
     md = md_path.read_text()
     for fact in ("# Model card: demo-cpu-gan (GAN U-Net)", "Demo only", "synth7t demo cohort (simulated)",
                  "| simulated | yes |", "| subjects: train / validation / test | 3 / 1 / 1 |",
-                 "L1 + 0.01 x perceptual (efficientnet_lite0) + 0.1 x adversarial (wasserstein; critic demo-cpu)",
+                 "L1 + 0.0123 x perceptual (efficientnet_lite0; weight calibrated to 17% of the loss at the identity) "
+                 "+ 0.1 x adversarial (wasserstein; critic demo-cpu)",
                  "gradient penalty (WGAN-GP)", "| steps | 20 |", "| epochs done / planned | 2 / 3 |",
                  "voxel size: 0.7 mm", "288 x 224", "| 1 | 20 | 26.25 | 22.00 | 0.755 | 0.650 |",
                  "+4.25 dB PSNR", "## Intended use", "blurs real scans", "random 96 x 96 crops"):
@@ -77,7 +78,15 @@ def test_objective_from_the_config_and_missing_facts():
     assert "No validation scores were recorded." in modelcard.model_card_markdown(card)
     one = _card(validation={"epoch": 0, "step": 5, "psnr": 20.0, "ssim": 0.5, "psnr_3t": 21.0, "ssim_3t": 0.6})
     assert len(one["validation"]["history"]) == 1
-    assert any("does not beat its 3T input" in item for item in one["limitations"])
+    assert any("does not beat copying its 3T input" in item for item in one["limitations"])
+    assert one["validation"]["beats_identity"] is False and "Worse than its input" in modelcard.model_card_markdown(one)
+    assert "degrades" in modelcard.identity_warning(one) and modelcard.identity_warning(card) is None
+    # above the 3T in PSNR but not in SSIM is not above the identity either
+    half = _card(validation={"epoch": 0, "step": 5, "psnr": 22.0, "ssim": 0.5, "psnr_3t": 21.0, "ssim_3t": 0.6})
+    assert half["validation"]["beats_identity"] is False
+    both = _card(validation={"epoch": 0, "step": 5, "psnr": 22.0, "ssim": 0.7, "psnr_3t": 21.0, "ssim_3t": 0.6})
+    assert both["validation"]["beats_identity"] is True and modelcard.model_card_warnings(both) == [
+        (modelcard.SimulatedTrainingWarning, modelcard.simulated_training_warning(both))]
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -77,24 +77,25 @@ def _options(args: argparse.Namespace) -> dict:
         generalised = estimate_generalised_affine(args.generalised_from)
     return dict(method=args.method, generalised=generalised, preprocess_preset=args.preset, native=args.native,
                 batch_size=args.batch_size, device=args.device, t3_mask=args.mask, views=args.views,
-                fusion=args.fusion, uncertainty=args.uncertainty, flips=args.flips)
+                fusion=args.fusion, uncertainty=args.uncertainty, flips=args.flips,
+                alignment_cache=args.alignment_cache)
 
 
 def run(args: argparse.Namespace) -> int:
     """Predict one file (``-o``) or a batch (``--output-dir``); exit status 1 when a batch item failed.
 
-    A model trained on simulated data is said once, in one line on stderr, before anything runs."""
+    Each warning of the model's card (trained on simulated data; not better than its 3T input on validation) is said
+    once, in one line on stderr, before anything runs."""
     import sys
     import warnings
 
-    from synth7t.modelcard import SimulatedTrainingWarning, simulated_training_warning
+    from synth7t.modelcard import ModelCardWarning, model_card_warnings
 
     check_arguments(args)
-    note = simulated_training_warning(args.model) if Path(args.model).exists() else None
-    if note:
+    for _, note in model_card_warnings(args.model) if Path(args.model).exists() else ():
         print(f"synth7t predict: {note}", file=sys.stderr)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SimulatedTrainingWarning)  # said once above
+        warnings.simplefilter("ignore", ModelCardWarning)  # said once above
         return run_single(args) if args.output else run_batch(args)
 
 
@@ -181,10 +182,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                                             "(for --method generalised)")
     p.add_argument("--preset", default="quick", help="preprocessing preset (quick, paper)")
     p.add_argument("--mask", default=None, help="brain mask of the (single) input 3T instead of brain extraction")
+    p.add_argument("--alignment-cache", default=None,
+                   help="keep each aligned 3T in this folder and reuse it for the same scan and settings (trying "
+                        "several models on one scan aligns it once)")
     p.add_argument("--native", action="store_true", help="also write the prediction resampled to the input 3T grid")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="slices (sliding windows, for V-Net and WATNet models) per forward pass (default: 2 on CPU, "
-                        "64 WATNet windows; 32 on GPU)")
+                   help="slices (sliding windows, for V-Net and WATNet models) per forward pass (default on CPU: 1 "
+                        "slice, 2 V-Net or 64 WATNet windows; 32 on GPU)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     mv = p.add_argument_group("multi-view and uncertainty (beyond the paper)")

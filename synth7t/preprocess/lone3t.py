@@ -225,3 +225,45 @@ def _align_template(brain3: np.ndarray, aff3: np.ndarray, cfg: PreprocessConfig,
     out_aff = _space_for(shape, spacing, (lo + hi) / 2)
     return shape, out_aff, world_map, {"world_map": world_map.tolist(), "template": str(src["t1"]),
                                        "transform": transform}
+
+
+def aligned_lone_3t(t3_path: PathLike, cache_dir: PathLike, config: PreprocessConfig, *, method: str = "template",
+                    generalised: Optional[GeneralisedAffine] = None, t3_mask: Optional[PathLike] = None) -> dict:
+    """:func:`preprocess_lone_3t` once per scan and setting: the aligned 3T is kept in ``cache_dir`` and reused.
+
+    Trying several models on one scan (``synth7t predict --alignment-cache DIR``, chapter 03) aligns it once when
+    the models share a grid: the folder ``<cache_dir>/<scan>-<digest>`` is named by the SHA-256 of the scan's and
+    the mask's bytes, the settings that change the images (the config's fingerprint less ``grid_divisor``, which
+    only checks a grid) and the alignment (method, generalised affine). It is written under a temporary name and
+    renamed when complete, so a crash leaves nothing that would be reused.
+
+    Returns:
+        The record, its ``files`` pointing into the cache folder.
+    """
+    import hashlib
+    import json
+
+    t3_path = Path(t3_path)
+    h = hashlib.sha256()
+    for f in (t3_path, t3_mask):
+        h.update(hashlib.sha256(Path(f).read_bytes()).digest() if f is not None else b"no mask")
+    settings = {k: v for k, v in config.fingerprint_dict().items() if k != "grid_divisor"}
+    h.update(json.dumps([settings, method, generalised.to_dict() if generalised else None], sort_keys=True,
+                        default=str).encode())
+    stem = t3_path.name.split(".nii")[0]
+    folder = Path(cache_dir) / f"{stem}-{h.hexdigest()[:16]}"
+    if not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=folder.parent))
+        try:
+            preprocess_lone_3t(t3_path, tmp, config, method=method, generalised=generalised, t3_mask=t3_mask)
+            tmp.rename(folder)
+        except OSError:
+            if not folder.is_dir():  # another process finished the same folder first: use theirs
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    (record_path,) = folder.glob("*_desc-preproc.json")
+    record = json.loads(record_path.read_text())
+    record["files"] = {k: str(folder / Path(v).name) for k, v in record["files"].items()}
+    return record
