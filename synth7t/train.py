@@ -606,6 +606,14 @@ class Trainer(Validation):
                                 steps=self.pos.step, epochs_done=self.pos.epoch, grid=grid,
                                 validation=read_validation_log(self.run_dir),
                                 objective=self.cfg.adversarial if self.cfg.gan else None)
+        # how long it trained, and on what: the book says it beside every model's scores
+        log = self.run_dir / "train_log.csv"
+        seconds = None
+        if log.is_file():
+            with open(log, newline="") as f:
+                seconds = sum(float(r["seconds"]) for r in csv.DictReader(f))
+        card["training"].update(seconds=None if seconds is None else round(seconds, 1), device=str(self.device),
+                                threads=self.cfg.threads, calibration=getattr(self, "calibration", None))
         write_model_card(tmp, card)
         if d.exists():
             shutil.rmtree(d)

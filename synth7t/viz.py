@@ -439,7 +439,7 @@ class TrainingMonitor:
             self.ax_val.clear()
             self.ax_val.plot(v["step"], v["psnr"], "o-", label="model")
             if "psnr_3t" in v:
-                self.ax_val.plot(v["step"], v["psnr_3t"], "s--", label="3T input")
+                self.ax_val.plot(v["step"], v["psnr_3t"], "s--", label="identity (copy the 3T input)")
             self.ax_val.set_xlabel("batch")
             self.ax_val.set_ylabel("validation PSNR (dB)")
             self.ax_val.legend()
@@ -481,7 +481,7 @@ def plot_validation(val, metrics: Sequence[str] = ("psnr", "ssim"), *, axes=None
         fig = axes[0].figure
     for ax, m in zip(axes, metrics):
         ax.plot(val["step"], val[m], "o-", label="model")
-        ax.plot(val["step"], val[f"{m}_3t"], "s--", label="3T input")
+        ax.plot(val["step"], val[f"{m}_3t"], "s--", label="identity (copy the 3T input)")
         ax.set_xlabel("batch")
         ax.set_title(m.upper())
         ax.legend()

@@ -101,3 +101,17 @@ def test_slice_indices_expand_inclusive_ranges():
     assert metrics.slice_indices([[3, 5], [9, 9], [4, 6]]) == [3, 4, 5, 6, 9]
     with pytest.raises(ValueError, match="first <= last"):
         metrics.slice_indices([[5, 3]])
+
+
+def test_margins_over_the_3t_subject_by_subject():
+    import pandas as pd
+
+    from synth7t.metrics import margins_over
+
+    t = pd.DataFrame({"key": ["a", "b", "a", "b", "a", "b"], "image_type": ["3T", "3T", "M", "M", "N", "N"],
+                      "psnr": [20.0, 22.0, 21.0, 22.5, 19.0, 23.0], "ssim": [0.9, 0.8, 0.91, 0.79, 0.95, 0.85]})
+    m = margins_over(t).set_index(["image_type", "key"])
+    assert m.loc[("M", "a"), "psnr_margin"] == 1.0 and m.loc[("M", "b"), "ssim_margin"] == pytest.approx(-0.01)
+    assert list(m["above"]) == [True, False, False, True]
+    with pytest.raises(ValueError, match="no 'X' rows"):
+        margins_over(t, reference="X")

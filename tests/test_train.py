@@ -664,3 +664,22 @@ def test_a_grid_a_unet_cannot_take_is_refused_when_it_is_built(cache):
         train.check_slice_grid(c, ("axial",), 64, None, "m")
     with pytest.raises(ValueError, match=r"crop=\[60, 64\] must divide by 8"):
         train.check_slice_grid(c, ("axial",), 8, [60, 64], "m")
+
+
+def test_the_models_table_says_how_long_each_trained_and_from_where(trained_model, cache, tmp_path):
+    from synth7t import model_summary
+
+    tr = train.Trainer(_cfg(init_from=str(trained_model), global_residual=False, max_steps=2), cache,
+                       tmp_path / "02_train" / "gan-unet-nodiag", progress=False)
+    tr.fit()
+    runs = model_summary.run_models(tmp_path / "02_train")
+    assert list(runs) == ["gan-unet-nodiag"]
+    table = model_summary.trained_models({**runs, "unet": trained_model})
+    first, second = table.iloc[0], table.iloc[1]
+    assert first["image type"] == "GAN U-Net nodiag" and first["steps"] == 2
+    assert first["started from"] == trained_model.parent.name  # the run it started from
+    assert second["started from"] == "random weights" and second["data"] == "simulated"
+    assert first["output"] == "direct" and first["on"].startswith("cpu") and first["minutes"] >= 0
+    assert first["beats identity"] in (True, False) and first["val PSNR gain"] is not None
+    with pytest.raises(ValueError, match="no model card"):
+        model_summary.trained_models({"x": tmp_path})

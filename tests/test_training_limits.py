@@ -1,0 +1,49 @@
+"""What limits a demo training: the variants retrained, and what chapter 02 says from their scores."""
+
+import pandas as pd
+import pytest
+
+from synth7t import training_limits as tl
+
+
+def test_each_variant_changes_one_setting_of_the_profiles_training():
+    over = {"model": "demo-cpu-nodiag", "samples_per_epoch": 384}
+    v = tl.limit_variants("unet-nodiag", "demo-cpu", over)
+    assert v["as in the demo"] == over and v["2x steps"]["samples_per_epoch"] == 768
+    assert v["2x learning rate"]["lr_g"] == pytest.approx(2e-3) and v["no perceptual term"]["lambda_perc"] == 0.0
+    assert v["no global residual"]["global_residual"] is False and v["128 x 128 crops"]["crop"] == [128, 128]
+    for name, changed in v.items():  # one setting differs from the profile's, no other
+        differs = {k for k in set(changed) | set(over) if changed.get(k) != over.get(k)}
+        assert len(differs) == (0 if name == "as in the demo" else 1), (name, differs)
+    gan = tl.limit_variants("gan-unet-nodiag", "demo-cpu-gan",
+                            {"samples_per_epoch": 192, "lr_g": 1e-4, "init_from": "runs/demo/02_train/unet-nodiag/model"})
+    assert gan["from scratch"] == {"samples_per_epoch": 192} and "no global residual" not in gan
+    assert "128 x 128 crops" not in tl.limit_variants("vnet", "demo-cpu-vnet", {"samples_per_epoch": 256})
+
+
+def _rows():
+    return pd.DataFrame({
+        "model": ["u", "u", "u", "v"], "variant": ["as in the demo", "2x steps", "no global residual", "as in the demo"],
+        "steps": [144, 288, 144, 10], "seconds": [100.0, 200.0, 100.0, 5.0], "psnr": [27.5, 27.9, 26.0, 27.0],
+        "ssim": [0.97] * 4, "psnr_3t": [26.7] * 4, "ssim_3t": [0.964] * 4, "gain_db": [0.8, 1.2, -0.7, 0.3],
+        "ceiling_db": [30.0] * 4})
+
+
+def test_limits_name_the_change_that_helps_most():
+    rows = tl.limits_for("u", _rows())
+    assert list(rows["vs_demo_db"].round(3)) == [0.0, 0.4, -1.5]
+    text = tl.limits_sentence(rows, ceiling_db=30.0)
+    assert "+0.80 dB over copying its 3T input" in text and "2x steps +0.40 dB, no global residual -1.50 dB" in text
+    assert "The largest gain comes from twice the samples per epoch (too few steps?)" in text and "30.0 dB" in text
+    flat = _rows().assign(gain_db=[0.8, 0.82, 0.7, 0.3])
+    assert "No single change gains more than 0.05 dB" in tl.limits_sentence(tl.limits_for("u", flat))
+    with pytest.raises(ValueError, match="no training-limits rows for model 'w'"):
+        tl.limits_for("w", _rows())
+    with pytest.raises(FileNotFoundError, match="demo_training_limits.py"):
+        tl.limits_for("u", "/nonexistent/limits.tsv")
+
+
+def test_noise_ceiling():
+    assert tl.noise_ceiling_db(0.01) == pytest.approx(40.0) and tl.noise_ceiling_db(0.1) == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        tl.noise_ceiling_db(0.0)
