@@ -49,14 +49,25 @@ def _assert_same_step(a, b, nets=("generator",)) -> None:
 
 def test_bf16_autocast_trains_on_cpu(cache, tmp_path):
     """``amp="bf16"`` autocasts the generator to bfloat16 on a CPU as on a GPU; a GAN step runs and learns."""
-    fp32 = _trainer(cache, tmp_path / "fp32", amp="off")
-    bf16 = _trainer(cache, tmp_path / "bf16", amp="bf16")
+    # without the global residual: the demo GAN's zero-initialised residual makes its first step's output the
+    # 3T itself, the same in both precisions, which would hide what autocast changes
+    fp32 = _trainer(cache, tmp_path / "fp32", amp="off", global_residual=False)
+    bf16 = _trainer(cache, tmp_path / "bf16", amp="bf16", global_residual=False)
     assert tconf.make_train_config("demo-cpu").amp == "off"  # the CPU demo stays in fp32
     batch = bf16._batch(0, 0)
     with bf16._autocast():
         assert bf16.g_train(batch["x"], batch["context"]).dtype == torch.bfloat16
     with fp32._autocast():
         assert fp32.g_train(batch["x"], batch["context"]).dtype == torch.float32
+    # with the residual, the convolutions still run in bfloat16 but the 3T slice is added in fp32 (not rounded
+    # to 8 bits of mantissa), so the sum is fp32
+    res = _trainer(cache, tmp_path / "res", amp="bf16")
+    seen = []
+    hook = res.g_train.output_conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with res._autocast():
+        assert res.model_config.global_residual and res.g_train(batch["x"], batch["context"]).dtype == torch.float32
+    hook.remove()
+    assert seen == [torch.bfloat16]
     before = _params(bf16.generator)
     ref, out = fp32._train_batch(batch), bf16._train_batch(batch)
     # the same step to bfloat16 precision (8 bits of mantissa), but not the fp32 numbers

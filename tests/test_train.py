@@ -669,7 +669,7 @@ def test_a_grid_a_unet_cannot_take_is_refused_when_it_is_built(cache):
 def test_the_models_table_says_how_long_each_trained_and_from_where(trained_model, cache, tmp_path):
     from synth7t import model_summary
 
-    tr = train.Trainer(_cfg(init_from=str(trained_model), global_residual=False, max_steps=2), cache,
+    tr = train.Trainer(_cfg(init_from=str(trained_model), max_steps=2), cache,
                        tmp_path / "02_train" / "gan-unet-nodiag", progress=False)
     tr.fit()
     runs = model_summary.run_models(tmp_path / "02_train")
@@ -679,7 +679,7 @@ def test_the_models_table_says_how_long_each_trained_and_from_where(trained_mode
     assert first["image type"] == "GAN U-Net nodiag" and first["steps"] == 2
     assert first["started from"] == trained_model.parent.name  # the run it started from
     assert second["started from"] == "random weights" and second["data"] == "simulated"
-    assert first["output"] == "direct" and first["on"].startswith("cpu") and first["minutes"] >= 0
+    assert first["output"] == "3T + residual" and first["on"].startswith("cpu") and first["minutes"] >= 0
     assert first["beats identity"] in (True, False) and first["val PSNR gain"] is not None
     with pytest.raises(ValueError, match="no model card"):
         model_summary.trained_models({"x": tmp_path})
