@@ -7,12 +7,15 @@ the identity (the 3T input on the same slices), and the ceiling that the real 7T
 
 Needs the demo cohort preprocessed (``make demo``, or notebooks 00-01). Writes ``benchmarks/results/
 demo_training_limits.tsv`` (one row per model and variant; chapter 02 reads it) and prints it. Resumable: finished
-runs under ``--out`` are scored again, not retrained. On 2 idle cores: about 35 minutes, one run at a time.
+runs under ``--out`` are scored again, not retrained, unless the profile's settings changed since (then that run
+trains again). On 2 idle cores: about 35 minutes, one run at a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import subprocess
 import warnings
 from pathlib import Path
@@ -67,6 +70,10 @@ def main() -> None:
                 over["init_from"] = str(out / over["init_from"].split("/")[-2] / "as in the demo" / "model")
             run = out / name / variant
             cfg = tconf.make_train_config(preset, **{**over, "threads": args.threads})
+            stale = stale_settings(run, cfg)
+            if stale:  # the profile changed since this run trained: train it again with today's settings
+                print(f"{name} / {variant}: retraining, its run differs in {', '.join(stale)}", flush=True)
+                shutil.rmtree(run)
             if not (run / "model" / "model.json").is_file():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ModelCardWarning)
@@ -94,6 +101,16 @@ def main() -> None:
     table.to_csv(args.results, sep="\t", index=False, float_format="%.5f")
     print(f"7T noise SD in white matter {sigma:.4f}: a noise-free prediction would score "
           f"{training_limits.noise_ceiling_db(sigma):.2f} dB; wrote {args.results}")
+
+
+def stale_settings(run: Path, cfg) -> list:
+    """The settings (other than the thread count) in which the run under ``run`` differs from ``cfg``; empty when
+    there is no run yet or it is the same."""
+    path = run / "config.json"
+    if not path.is_file():
+        return []
+    theirs, ours = json.loads(path.read_text()), cfg.to_dict()
+    return sorted(k for k in set(theirs) | set(ours) if k != "threads" and theirs.get(k) != ours.get(k))
 
 
 def train_config_val_keys(cache: Path) -> list:

@@ -15,6 +15,8 @@ slices (:mod:`synth7t.train_validation`); ``gain_db`` is the model's PSNR minus 
 
 from __future__ import annotations
 
+import ast
+
 from pathlib import Path
 from typing import Dict, Optional, Union
 
@@ -71,12 +73,18 @@ def noise_ceiling_db(sigma: float) -> float:
     return float(-20.0 * np.log10(sigma))
 
 
-def limits_for(model_name: str, results: Union[str, Path, pd.DataFrame, None] = None) -> pd.DataFrame:
+def limits_for(model_name: str, results: Union[str, Path, pd.DataFrame, None] = None,
+               overrides: Optional[dict] = None) -> pd.DataFrame:
     """The rows of one model in the results file, with the change of each variant's gain over the demo's.
+
+    Args:
+        overrides: the training's ``config_overrides``; when given, the file's "as in the demo" row must have been
+            trained with the same ones (``init_from`` may name another folder), so that a profile changed since the
+            measurement is not described by it.
 
     Raises:
         FileNotFoundError: no results file (the message gives the command that writes it).
-        ValueError: the file has no rows for ``model_name``.
+        ValueError: the file has no rows for ``model_name``, or they were measured with other settings.
     """
     if not isinstance(results, pd.DataFrame):
         path = Path(results or LIMITS_RESULTS)
@@ -89,6 +97,13 @@ def limits_for(model_name: str, results: Union[str, Path, pd.DataFrame, None] = 
         raise ValueError(f"no training-limits rows for model {model_name!r} (models: "
                          f"{', '.join(sorted(results['model'].unique()))})")
     base = rows.loc[rows["variant"] == "as in the demo"].iloc[0]
+    if overrides is not None:
+        measured = ast.literal_eval(str(base["overrides"]))
+        ours = {k: v for k, v in overrides.items() if k != "init_from"}
+        theirs = {k: v for k, v in measured.items() if k != "init_from"}
+        if ours != theirs or ("init_from" in overrides) != ("init_from" in measured):
+            raise ValueError(f"the training limits of {model_name!r} were measured with {measured}, not this run's "
+                             f"{dict(overrides)}: run `python benchmarks/demo_training_limits.py` again")
     rows["vs_demo_db"] = rows["gain_db"] - base["gain_db"]
     return rows.reset_index(drop=True)
 

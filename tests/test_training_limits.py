@@ -26,7 +26,8 @@ def _rows():
         "model": ["u", "u", "u", "v"], "variant": ["as in the demo", "2x steps", "no global residual", "as in the demo"],
         "steps": [144, 288, 144, 10], "seconds": [100.0, 200.0, 100.0, 5.0], "psnr": [27.5, 27.9, 26.0, 27.0],
         "ssim": [0.97] * 4, "psnr_3t": [26.7] * 4, "ssim_3t": [0.964] * 4, "gain_db": [0.8, 1.2, -0.7, 0.3],
-        "ceiling_db": [30.0] * 4})
+        "ceiling_db": [30.0] * 4,
+        "overrides": ["{'samples_per_epoch': 384, 'init_from': 'runs/x/model'}", "{'samples_per_epoch': 768}", "{}", "{}"]})
 
 
 def test_limits_name_the_change_that_helps_most():
@@ -39,6 +40,11 @@ def test_limits_name_the_change_that_helps_most():
     assert "No single change gains more than 0.05 dB" in tl.limits_sentence(tl.limits_for("u", flat))
     with pytest.raises(ValueError, match="no training-limits rows for model 'w'"):
         tl.limits_for("w", _rows())
+    # a profile changed since the measurement is not described by it; init_from may name another folder
+    assert len(tl.limits_for("u", _rows(), overrides={"samples_per_epoch": 384, "init_from": "runs/demo/m"})) == 3
+    for changed in ({"samples_per_epoch": 768, "init_from": "runs/demo/m"}, {"samples_per_epoch": 384}):
+        with pytest.raises(ValueError, match="measured with .*run `python benchmarks/demo_training_limits.py` again"):
+            tl.limits_for("u", _rows(), overrides=changed)
     with pytest.raises(FileNotFoundError, match="demo_training_limits.py"):
         tl.limits_for("u", "/nonexistent/limits.tsv")
 
