@@ -104,13 +104,17 @@ def main() -> None:
 
 
 def stale_settings(run: Path, cfg) -> list:
-    """The settings (other than the thread count) in which the run under ``run`` differs from ``cfg``; empty when
-    there is no run yet or it is the same."""
+    """The settings in which the run under ``run`` differs from ``cfg``; empty when there is no run yet or it is the
+    same. Not compared: the thread count, and the perceptual weight where a share calibrates it (the run records
+    the weight it calibrated)."""
     path = run / "config.json"
     if not path.is_file():
         return []
     theirs, ours = json.loads(path.read_text()), cfg.to_dict()
-    return sorted(k for k in set(theirs) | set(ours) if k != "threads" and theirs.get(k) != ours.get(k))
+    skip = {"threads"}
+    if ours.get("perceptual_share") and ours.get("lambda_perc", 0) > 0 and theirs.get("lambda_perc", 0) > 0:
+        skip.add("lambda_perc")
+    return sorted(k for k in set(theirs) | set(ours) if k not in skip and theirs.get(k) != ours.get(k))
 
 
 def train_config_val_keys(cache: Path) -> list:

@@ -79,6 +79,7 @@ def real_format(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.slow  # five trainings, five alignments of a scan with skull: about 2.5 minutes on 2 cores
 def test_the_readme_command_runs_with_every_demo_model(demo_grid_models, coarse_cohort, tmp_path, capsys):
     from synth7t.cli import main
 
@@ -109,6 +110,7 @@ def test_the_readme_command_runs_with_every_demo_model(demo_grid_models, coarse_
     assert native.shape == nib.load(str(scan)).shape
 
 
+@pytest.mark.slow  # shares the five trainings above
 def test_each_demo_model_records_the_grid_divisor_of_its_lone_path(demo_grid_models):
     """The model's record of the grid divisor is what the lone path builds its grid with: the demo U-Net
     downsamples twice (1/4), so 176 x 136 is a grid it takes, where the preprocessing default (32) would refuse it."""
