@@ -655,6 +655,17 @@ def test_a_model_below_the_identity_says_so_in_its_log_card_and_predict(cache, p
     assert err.count("does not beat copying its 3T input") == 1 and err.count("trained on simulated data") == 1
 
 
+def test_beats_identity_needs_both_scores_above_the_inputs():
+    from synth7t.train_validation import beats_identity
+
+    above = {"psnr": 27.5, "psnr_3t": 26.7, "ssim": 0.970, "ssim_3t": 0.964}
+    assert beats_identity(above)
+    assert not beats_identity({**above, "psnr": 26.6})  # PSNR below
+    assert not beats_identity({**above, "ssim": 0.9639})  # SSIM below: both must be above
+    assert not beats_identity({**above, "psnr": 26.7}) and not beats_identity({**above, "ssim": 0.964})  # equal: not above
+    assert not beats_identity({**above, "psnr": float("nan")}) and not beats_identity({})
+
+
 def test_a_grid_a_unet_cannot_take_is_refused_when_it_is_built(cache):
     """The cache's 128 x 96 slices divide by 32 but not by 64: a U-Net downsampling to 1/64 is refused at build,
     not when a lone scan is predicted; so are crops that do not divide."""
