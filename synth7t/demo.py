@@ -287,6 +287,20 @@ def _rotation(deg: Sequence[float]) -> np.ndarray:
     return rz @ ry @ rx
 
 
+def simulated_pose(subject, needed_by: str) -> np.ndarray:
+    """The 4x4 head pose of a demo subject's 3T against its 7T (:func:`rigid_pose` of the ``Pose3T*`` entries of
+    the 3T sidecar that :func:`generate_cohort` writes).
+
+    Raises:
+        ValueError: no such sidecar entries (not the demo cohort); ``needed_by`` names what asked for the pose.
+    """
+    side = Path(str(subject.t3).replace(".nii.gz", ".json"))
+    meta = json.loads(side.read_text()) if side.is_file() else {}
+    if "Pose3TRotationDeg" not in meta:
+        raise ValueError(f"{subject.key}: {side} holds no simulated head pose; {needed_by} the demo cohort")
+    return rigid_pose(meta["Pose3TRotationDeg"], meta["Pose3TTranslationMm"])
+
+
 def rigid_pose(rot_deg, trans_mm, scale=(1.0, 1.0, 1.0)) -> np.ndarray:
     """4x4 matrix of a rotation (degrees about x, y, z), an anisotropic scale and a translation (mm)."""
     m = np.eye(4)

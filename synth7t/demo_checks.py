@@ -16,7 +16,6 @@ Only notebooks and tests import this module: it reads the simulator's own sideca
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
@@ -25,7 +24,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from . import io as sio
-from .demo import FIELD_3T, FIELD_7T, SNR_FIELD_EXPONENT, DemoConfig, rigid_pose
+from .demo import FIELD_3T, FIELD_7T, SNR_FIELD_EXPONENT, DemoConfig, simulated_pose
 from .regional import PREMISE_STRUCTURES, premise_margins, truth_dice
 from .templates import LABELS
 
@@ -41,11 +40,7 @@ def aligned_3t(subject) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         ``(data, affine)``: float32 array of the 7T grid's shape and the 7T affine.
     """
-    side = Path(str(subject.t3).replace(".nii.gz", ".json"))
-    meta = json.loads(side.read_text()) if side.is_file() else {}
-    if "Pose3TRotationDeg" not in meta:
-        raise ValueError(f"{subject.key}: {side} holds no simulated head pose; aligned_3t needs the demo cohort")
-    pose = rigid_pose(meta["Pose3TRotationDeg"], meta["Pose3TTranslationMm"])
+    pose = simulated_pose(subject, "aligned_3t needs")
     t3 = sio.load_volume(subject.t3)
     t7 = sio.read_nifti(subject.t7)
     shape7, aff7 = t7.shape[:3], t7.affine

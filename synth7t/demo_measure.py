@@ -24,8 +24,6 @@ Only notebooks and tests import this module: it reads the simulator's sidecars.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -33,7 +31,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from . import io as sio
-from .demo import DemoConfig, rigid_pose
+from .demo import DemoConfig, simulated_pose
 
 #: FreeSurfer labels of cerebral white matter, cortex and the lateral ventricles
 WHITE_MATTER = (2, 41)
@@ -55,11 +53,7 @@ RATIO_KEYS = {"snr_per_voxel_7t_over_3t": "snr", "cnr_per_voxel_7t_over_3t": "cn
 
 def _pose_to_7t(subject) -> tuple[sio.Volume, np.ndarray, np.ndarray]:
     """The raw 3T (RAS), the 7T affine and the 4x4 map from 3T voxel indices to 7T voxel indices."""
-    side = Path(str(subject.t3).replace(".nii.gz", ".json"))
-    meta = json.loads(side.read_text()) if side.is_file() else {}
-    if "Pose3TRotationDeg" not in meta:
-        raise ValueError(f"{subject.key}: {side} holds no simulated head pose; the measurements need the demo cohort")
-    pose = rigid_pose(meta["Pose3TRotationDeg"], meta["Pose3TTranslationMm"])
+    pose = simulated_pose(subject, "the measurements need")
     t3 = sio.load_volume(subject.t3)
     aff7 = sio.read_nifti(subject.t7).affine
     # 3T voxel -> 3T scanner mm -> subject mm (the 7T frame) -> 7T voxel
