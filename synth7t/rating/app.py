@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 from urllib.parse import parse_qs, unquote_plus
 
-from . import raters
+from .raters import admit, registered_raters
 from .session import RatingStore, check_rater_id, key_dir_of
 from .widget import RaterApp
 
@@ -131,7 +131,7 @@ def check_servable(session_dir: PathLike, rater: Optional[str] = None, *, local:
                          f"{key_dir_of(store.dir)})")
     if local and rater is None:
         raise ValueError("a local server serves one rater: pass rater (synth7t rate SESSION --rater CODE)")
-    reg = raters.registered_raters(store)
+    reg = registered_raters(store)
     active = set(reg.loc[reg["active"], "rater_id"])
     if rater is not None and check_rater_id(rater) not in active:
         state = "has a revoked link" if rater in set(reg["rater_id"]) else "is not registered"
@@ -185,7 +185,7 @@ def page_gate(session_dir: PathLike, rater: Optional[str] = None, *, local: bool
         req = request_handler
         # read as the kernel reads QUERY_STRING, so that a repeated parameter cannot mean one rater here, another there
         asked, secret = link_from_query(req.request.query)
-        decision = raters.admit(store, asked, secret, req.request.remote_ip or "?", only_rater=rater, local=local)
+        decision = admit(store, asked, secret, req.request.remote_ip or "?", only_rater=rater, local=local)
         if decision.admitted:
             return None
         req.set_status(decision.status)
@@ -313,7 +313,7 @@ def session_summary(store: RatingStore) -> str:
     progress, and raters with answers but no registration (the analysis leaves those out)."""
     lines = [f"session {store.dir}: {store.n_queries} queries, letters {', '.join(store.meta['positions'])}, "
              f"criteria {', '.join(store.criteria)}"]
-    reg = raters.registered_raters(store)
+    reg = registered_raters(store)
     for r in reg.itertuples():
         done, total = store.progress(r.rater_id)
         state = "link active" if r.active else "link revoked"
