@@ -493,7 +493,9 @@ def simulate_subject(params: SubjectParams, config: Optional[DemoConfig] = None)
     brain7 = labels > 0
     artefacts = [(a, b, "simulated cerebellar signal loss") for a, b in artefact_slice_ranges(loss, brain7)]
     if params.motion:  # before the noise: motion corrupts the signal, the receiver noise comes after
-        artefacts.append((*add_motion(t7, brain7, params, v7), "simulated motion (ghosting and blur)"))
+        slab = add_motion(t7, brain7, v7, centre=params.motion_centre, thickness_mm=params.motion_thickness_mm,
+                          ghost=params.motion_ghost)
+        artefacts.append((*slab, "simulated motion (ghosting and blur)"))
     artefacts.sort()
     noise = cfg.noise_7t
     t7 = np.sqrt((t7 + rng.normal(0, noise, shape7).astype(np.float32)) ** 2

