@@ -7,7 +7,7 @@ of which ``--corrupt`` (5 %) are corrupt in the ways real batches meet (a trunca
 file, an empty file), and a model folder of the seeded ``demo-cpu`` U-Net (untrained: the batch machinery is under
 test, not the model). Each scan costs what a lone 3T costs without its two expensive optional steps: the shared
 brain mask is given (no deepbet), no N4, the generalised affine (no registration), prediction on 32 x 32 slices at
-4 mm, and the NIfTI written. Then ``synth7t.predict.predict_files`` runs them, each mode in a fresh process:
+4 mm, and the NIfTI written. Then ``synth7t.predict_batch.predict_files`` runs them, each mode in a fresh process:
 
 - ``local 1 x 1``: the default, one process, one thread (the naive baseline every ratio divides by);
 - ``local 1 x W``: one process with W threads (what one process makes of the whole machine);
@@ -49,7 +49,7 @@ def run_mode(mode: str, workers: int, threads: int, data: Path, out: Path) -> di
     import torch
 
     import batch_data as bd
-    from synth7t import predict
+    from synth7t import predict, predict_batch
     from synth7t.batch import LocalExecutor
     from synth7t.cluster import SlurmExecutor
 
@@ -63,8 +63,8 @@ def run_mode(mode: str, workers: int, threads: int, data: Path, out: Path) -> di
                                  time_min=60, poll_s=0.5, progress=False)
     t0 = time.perf_counter()
     options = bd.fast_options(data / "scans_brain_mask.nii.gz")
-    table = predict.predict_files([data / "scans"], out, data / "model", age=70, sex="F", impaired=False,
-                                  progress=False, executor=executor, **options)
+    table = predict_batch.predict_files([data / "scans"], out, data / "model", age=70, sex="F", impaired=False,
+                                        progress=False, executor=executor, **options)
     seconds = time.perf_counter() - t0
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

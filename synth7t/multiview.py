@@ -67,7 +67,7 @@ def load_view_models(model: Union[PathLike, tuple, Mapping], device: str = "cpu"
     Raises:
         ValueError: a per-plane model that did not learn its plane, or an unknown plane name.
     """
-    from .predict import load_model
+    from .model_folder import load_model
 
     def loaded(m):
         return m if isinstance(m, tuple) else load_model(m, device)
@@ -150,7 +150,7 @@ def predict_plane(generator, t3: np.ndarray, plane: str, *, age: float, sex: str
     from contextlib import nullcontext
 
     from .models import ConditionalUNet
-    from .predict import predict_volume
+    from .volume_predict import predict_volume
 
     plane = check_planes([plane], "plane")[0]
     if not isinstance(generator, ConditionalUNet):
@@ -258,7 +258,7 @@ def predict_grid_volume(
     Returns:
         ``(prediction, uncertainty map or None)``.
     """
-    from .predict import predict_volume
+    from .volume_predict import predict_volume
 
     generator, meta = model
     if views is None and not uncertainty and not flips and not is_multiview(meta):

@@ -17,7 +17,6 @@ of their training patch size over the brain's bounding box, blended where they o
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -26,272 +25,12 @@ import pandas as pd
 
 from . import io as sio
 from .batch import run_batch
-from .modelcard import model_card_warnings, read_model_card
+from .model_folder import ModelFolderError, load_model, model_folder  # noqa: F401 (synth7t.predict's API)
 from .names import display_name
-from .patches import DEFAULT_OVERLAP, PatchGeometry, nonzero_box, patch_geometry, sliding_window_predict
+from .volume_predict import (  # noqa: F401 (synth7t.predict's API)
+    uses_context, default_batch_size, grid_divisor_of, patch_overlap_of, predict_volume, predict_volume_patches)
 
 PathLike = Union[str, Path]
-
-
-class ModelFolderError(ValueError):
-    """A model folder that is missing, incomplete or incompatible."""
-
-
-def load_model(model_dir: PathLike, device: str = "cpu"):
-    """Build the generator of a model folder and load its weights (safetensors).
-
-    On a CPU the weights are stored channels-last, which oneDNN convolves faster (demo-cpu, 2 slices of
-    224 x 160 on 2 idle cores: 0.20-0.22 s per forward pass against 0.22-0.28 s contiguous, same process; a 3D
-    network channels-last-3d: vnet-demo, 8 windows of 32^3, 0.56 s against 0.80 s).
-
-    Each warning of the model card is raised as one line (:func:`synth7t.modelcard.model_card_warnings`): a model
-    trained on simulated data (the demo's: it blurs real scans) and a model that did not beat copying its 3T input
-    on its validation slices (it degrades every scan).
-
-    Returns:
-        ``(generator in eval mode, model.json as a dict with the model card under "model_card", or None)``.
-    """
-    import torch
-
-    from .models import build_model
-    from .train import load_weights, resolve_device
-
-    d = model_folder(model_dir)
-    meta_path, weights = d / "model.json", d / "generator.safetensors"
-    meta = json.loads(meta_path.read_text())
-    try:
-        meta["model_card"] = read_model_card(d)
-    except ValueError as exc:
-        raise ModelFolderError(str(exc)) from None
-    for category, note in model_card_warnings(meta["model_card"]) if meta["model_card"] else ():
-        warnings.warn(note, category, stacklevel=2)
-    try:
-        g = build_model(meta["model_config"])
-        load_weights(weights, g)
-    except (KeyError, RuntimeError, ValueError) as exc:
-        raise ModelFolderError(f"{model_dir}: weights and model.json do not match ({exc})") from None
-    dev = resolve_device(device)
-    g = g.to(dev).eval()
-    if dev.type == "cpu":
-        geom = patch_geometry(meta["model_config"])
-        three_d = geom is not None and geom.spatial_dims == 3
-        g = g.to(memory_format=torch.channels_last_3d if three_d else torch.channels_last)
-    return g, meta
-
-
-def model_folder(model_dir: PathLike) -> Path:
-    """The model folder that ``model_dir`` names (itself, or ``model/`` inside a run folder).
-
-    Raises:
-        ModelFolderError: no ``model.json`` and ``generator.safetensors`` there.
-    """
-    d = Path(model_dir)
-    if (d / "model").is_dir() and not (d / "model.json").is_file():
-        d = d / "model"  # a run folder was given
-    if not (d / "model.json").is_file() or not (d / "generator.safetensors").is_file():
-        raise ModelFolderError(f"{model_dir}: not a model folder (needs model.json and generator.safetensors; "
-                               "train one with notebooks/02_train.ipynb and pass "
-                               "runs/<run>/02_train/<model_name>/model)")
-    return d
-
-
-def patch_overlap_of(meta: dict) -> Optional[int]:
-    """The sliding-window overlap a baseline's ``model.json`` records (None for the U-Nets)."""
-    inference = meta.get("inference") or {}
-    if "patch_overlap" in inference:
-        return int(inference["patch_overlap"])
-    return None
-
-
-def _uses_context(generator) -> bool:
-    from .models import ConditionalUNet
-
-    return isinstance(generator, ConditionalUNet)
-
-
-def grid_divisor_of(meta: dict) -> int:
-    """What a model needs the in-plane sizes of its input grid to divide by: ``model.json``'s ``input.grid_divisor``,
-    or for a folder exported before it was recorded, ``2 ** n_downsamplings`` of a U-Net (1 for a baseline, which
-    slides its windows over any grid)."""
-    recorded = (meta.get("input") or {}).get("grid_divisor")
-    if recorded:
-        return int(recorded)
-    from .models.build import resolve_config
-
-    cfg = meta["model_config"]
-    return 1 if patch_geometry(cfg) is not None else 2 ** resolve_config(cfg).n_downsamplings
-
-
-def default_batch_size(device, geometry: Optional[PatchGeometry] = None) -> int:
-    """Slices (sliding windows, for a baseline) per forward pass: 32 on a GPU; on a CPU 1 slice (demo-cpu U-Net on
-    2 idle cores, a demo volume of 148 slices of 176 x 136: 6.15 s at batch 1, 6.7-7.0 s at 2, 6.6 s at 4; 32
-    slices of 224 x 160 took 9.9 s at batch 2 and 13.0 s at 16), 2 windows of a 3D baseline (vnet-demo, a demo
-    volume on 2 idle cores: 2.4 s at 2, 2.3 s at 4, 3.1 s at 8) and 64 of WATNet-2D (watnet-2d-demo: 8.1 s at 4,
-    3.8 s at 16, 2.9 s at 64; its windows are small)."""
-    if str(device).startswith("cuda"):
-        return 32
-    if geometry is None:
-        return 1
-    return 64 if geometry.spatial_dims == 2 else 2
-
-
-def predict_volume(
-    generator, t3: np.ndarray, *, age: float, sex: str, impaired: Optional[bool], bottom: int, top: int,
-    mask: Optional[np.ndarray] = None, batch_size: Optional[int] = None, n_input_slices: Optional[int] = None,
-    progress: bool = False, patch_overlap: Optional[int] = None,
-) -> np.ndarray:
-    """Predict a synthetic 7T volume from a 3T volume on the preprocessing grid.
-
-    A U-Net predicts slice by slice; a baseline (V-Net, WATNet: a network whose config has a ``patch_size``)
-    by sliding window (:func:`predict_volume_patches`), and the context arguments are then not used.
-
-    Args:
-        generator: a trained generator (see :func:`load_model`).
-        t3: normalised 3T volume ``(X, Y, Z)`` on the grid (X left-right, Y anterior-posterior, Z axial).
-        age, sex, impaired: the context (``impaired`` may be None only for a ``nodiag`` model).
-        bottom, top: lowest and highest axial slices with brain (slice-location condition).
-        mask: optional brain mask ``(X, Y, Z)``; the output is zero outside it, and axial slices without
-            brain (the grid's margins) are not passed through the network at all.
-        batch_size: slices (a baseline's windows) per forward pass; default :func:`default_batch_size` (1 on a
-            CPU, where larger batches are slower, measured in ``benchmarks/bench_train_predict.py``; 32 on a GPU).
-        n_input_slices: neighbouring slices per input (default: the model's).
-        patch_overlap: a baseline's window overlap in voxels (default 8, as the paper's; ``model.json`` records
-            the run's, see :func:`patch_overlap_of`).
-
-    Returns:
-        float32 ``(X, Y, Z)`` in [0, 1].
-    """
-    import torch
-
-    from .models import make_context, slice_location
-
-    t3 = np.asarray(t3, dtype=np.float32)
-    if t3.ndim != 3:
-        raise ValueError(f"t3 must be a 3D volume, got shape {t3.shape}")
-    if not np.all(np.isfinite(t3)):
-        raise ValueError("t3 contains non-finite values")
-    geometry = patch_geometry(getattr(generator, "config", None))
-    if geometry is not None:
-        return predict_volume_patches(generator, t3, mask=mask, batch_size=batch_size, progress=progress,
-                                      overlap=DEFAULT_OVERLAP if patch_overlap is None else patch_overlap)
-    if top == bottom:
-        raise ValueError(f"bottom and top brain slices must differ, got {bottom}")
-    n_in = n_input_slices or getattr(getattr(generator, "config", None), "n_input_slices", 3)
-    half = n_in // 2
-    device = next(generator.parameters()).device
-    batch_size = int(batch_size or default_batch_size(device))
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    stack = np.transpose(t3, (2, 1, 0))  # (Z, H=AP, W=LR): the training layout
-    depth = stack.shape[0]
-    out = np.zeros_like(stack)
-    if mask is not None:
-        mask = np.asarray(mask) > 0
-        if mask.shape != t3.shape:
-            raise ValueError(f"mask shape {mask.shape} differs from the 3T's {t3.shape}")
-        todo = np.flatnonzero(mask.any(axis=(0, 1)))  # their output would be masked to zero anyway
-    else:
-        todo = np.arange(depth)
-    use_ctx = _uses_context(generator)
-    from tqdm.auto import tqdm
-
-    with torch.no_grad():
-        for b0 in tqdm(range(0, len(todo), batch_size), desc="slices", disable=not progress, leave=False):
-            zs = todo[b0:b0 + batch_size]
-            rows = np.clip(zs[:, None] + np.arange(-half, half + 1)[None], 0, depth - 1)
-            x = torch.from_numpy(stack[rows]).to(device)
-            if device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)  # see load_model
-            if use_ctx:
-                loc = slice_location(zs, bottom, top)
-                ctx = make_context([age] * len(zs), [sex] * len(zs),
-                                   [None if impaired is None else int(bool(impaired))] * len(zs), loc).to(device)
-                y = generator(x, ctx)
-            else:
-                y = generator(x)
-            out[zs] = y.float().clamp(0, 1)[:, 0].cpu().numpy()
-    vol = np.transpose(out, (2, 1, 0))
-    if mask is not None:
-        vol = vol * mask
-    return np.ascontiguousarray(vol, dtype=np.float32)
-
-
-def predict_volume_patches(
-    generator, t3: np.ndarray, *, mask: Optional[np.ndarray] = None, batch_size: Optional[int] = None,
-    overlap: int = DEFAULT_OVERLAP, progress: bool = False,
-) -> np.ndarray:
-    """Predict a synthetic 7T volume with a patch-trained baseline (V-Net, WATNet) by sliding window.
-
-    The volume is taken in the training layout ``(Z, H, W)`` and cropped to the bounding box of the brain mask
-    (of the whole volume without a mask); a 3D network then slides windows of its ``patch_size`` over that box,
-    WATNet-2D slides 2D windows over the stack of every brain slice with its neighbours (clamped at the grid's
-    edges, as in training), the slices batched. Windows overlap by ``overlap`` voxels and are blended with
-    Gaussian weights (:func:`synth7t.patches.sliding_window_predict`).
-
-    Args:
-        generator: a V-Net or WATNet (its ``config`` gives the patch geometry).
-        t3: normalised 3T volume ``(X, Y, Z)`` on the grid.
-        mask: optional brain mask ``(X, Y, Z)``; the output is zero outside it.
-        batch_size: windows per forward pass (default :func:`default_batch_size`).
-        overlap: voxels shared by neighbouring windows (8 in the paper's runs of Cui et al.'s code).
-        progress: a tqdm bar over the windows.
-
-    Returns:
-        float32 ``(X, Y, Z)`` in [0, 1].
-
-    Raises:
-        ValueError: a generator without a patch geometry, a bad volume, mask or overlap.
-    """
-    import torch
-
-    geometry = patch_geometry(getattr(generator, "config", None))
-    if geometry is None:
-        raise ValueError("generator is not a patch-trained baseline (V-Net or WATNet); use predict_volume")
-    t3 = np.asarray(t3, dtype=np.float32)
-    if t3.ndim != 3:
-        raise ValueError(f"t3 must be a 3D volume, got shape {t3.shape}")
-    if not np.all(np.isfinite(t3)):
-        raise ValueError("t3 contains non-finite values")
-    device = next(generator.parameters()).device
-    batch_size = int(batch_size or default_batch_size(device, geometry))
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    stack = np.transpose(t3, (2, 1, 0))  # (Z, H=AP, W=LR): the training layout
-    if mask is not None:
-        mask = np.asarray(mask) > 0
-        if mask.shape != t3.shape:
-            raise ValueError(f"mask shape {mask.shape} differs from the 3T's {t3.shape}")
-        box = nonzero_box(np.transpose(mask, (2, 1, 0)))
-        if box is None:
-            return np.zeros_like(t3)
-    else:
-        box = tuple(slice(0, n) for n in stack.shape)
-    out = np.zeros_like(stack)
-    size = geometry.size
-    if geometry.spatial_dims == 3:
-        x = torch.from_numpy(np.ascontiguousarray(stack[box]))[None, None].to(device)
-        pred = sliding_window_predict(generator, x, patch_size=size, overlap=overlap, batch_size=batch_size,
-                                      progress=progress)
-        out[box] = pred.float().clamp(0, 1)[0, 0].cpu().numpy()
-    else:
-        half = geometry.n_input_slices // 2
-        depth = stack.shape[0]
-        zs = np.arange(box[0].start, box[0].stop)
-        if mask is not None:
-            zs = zs[np.transpose(mask, (2, 1, 0))[zs].any(axis=(1, 2))]
-        from tqdm.auto import tqdm
-
-        chunk = 16  # slices per call: the windows of 16 slices are batched together
-        for c0 in tqdm(range(0, len(zs), chunk), desc="slices", disable=not progress, leave=False):
-            z = zs[c0:c0 + chunk]
-            rows = np.clip(z[:, None] + np.arange(-half, half + 1)[None], 0, depth - 1)
-            x = torch.from_numpy(np.ascontiguousarray(stack[rows][:, :, box[1], box[2]])).to(device)
-            pred = sliding_window_predict(generator, x, patch_size=size, overlap=overlap, batch_size=batch_size)
-            out[z, box[1], box[2]] = pred.float().clamp(0, 1)[:, 0].cpu().numpy()
-    vol = np.transpose(out, (2, 1, 0))
-    if mask is not None:
-        vol = vol * mask
-    return np.ascontiguousarray(vol, dtype=np.float32)
 
 
 def preprocessed_inputs(derivatives: PathLike, key: str) -> dict:
@@ -558,7 +297,7 @@ def predict_file(
 
     generator, meta = load_model(model, device) if not isinstance(model, tuple) else model
     check_view_request(meta, views, uncertainty=uncertainty, flips=flips)  # before the preprocessing
-    uses_dx = meta["model_config"].get("use_diagnosis", True) and _uses_context(generator)
+    uses_dx = meta["model_config"].get("use_diagnosis", True) and uses_context(generator)
     if uses_dx and impaired is None:
         raise ValueError("this model is conditioned on the diagnosis: give --impaired 0 or 1 (or use a -nodiag model)")
     if sex not in ("F", "M"):
@@ -615,7 +354,7 @@ def predict_file(
 
 
 def batch_output_path(output_dir: PathLike, t3_path: PathLike) -> Path:
-    """Where :func:`predict_files` writes the prediction of one input: ``<name>_desc-synth7t_T1w.nii.gz``."""
+    """Where :func:`synth7t.predict_batch.predict_files` writes the prediction of one input: ``<name>_desc-synth7t_T1w.nii.gz``."""
     name = Path(t3_path).name.split(".nii")[0].replace("_T1w", "")
     return Path(output_dir) / f"{name}_desc-synth7t_T1w.nii.gz"
 
@@ -647,17 +386,3 @@ def demographics_of(t3_path: PathLike, participants, age, sex, impaired, source:
     return float(row["age"]), str(row["sex"]), bool(row["impaired"])
 
 
-def predict_files(inputs: Sequence[PathLike], output_dir: PathLike, model, **kwargs):
-    """Synthetic 7T of many lone 3T files; resumable, a failure is recorded and the batch goes on; in this process,
-    in worker processes, as a SLURM job array or over the GPUs of a node under ``torchrun``.
-
-    Forwards to :func:`synth7t.predict_batch.predict_files`, which takes ``participants``,
-    ``age``, ``sex``, ``impaired``, ``overwrite``, ``progress``, ``executor`` and the options of
-    :func:`predict_file`.
-
-    Returns:
-        The status table (also ``<output_dir>/predictions.tsv``).
-    """
-    from .predict_batch import predict_files as run
-
-    return run(inputs, output_dir, model, **kwargs)

@@ -150,7 +150,7 @@ def predict_files(
     Raises:
         ValueError: a loaded model with an executor that runs items elsewhere; an executor other than one local
             process under ``torchrun``.
-        synth7t.predict.ModelFolderError: ``model`` is not a model folder.
+        synth7t.model_folder.ModelFolderError: ``model`` is not a model folder.
     """
     from .layout import read_participants
 
@@ -276,7 +276,7 @@ def predict_many(tasks: Sequence[dict], *, n_jobs: int = 1, progress: bool = Tru
         Each call's status table, in the order of ``tasks``.
 
     Raises:
-        synth7t.predict.ModelFolderError: a task's ``model_dir`` is not a model folder (before any prediction).
+        synth7t.model_folder.ModelFolderError: a task's ``model_dir`` is not a model folder (before any prediction).
         RuntimeError: a call failed as a whole in a worker (e.g. weights that do not match ``model.json``); a
             subject's failure is a row of its table, as in :func:`synth7t.predict.predict_subjects`.
     """

@@ -221,14 +221,14 @@ def test_torchrun_prediction_over_two_ranks_equals_one_process(small_cohort, tmp
     import nibabel as nib
     import torch
 
-    from synth7t import predict
+    from synth7t import predict_batch
 
     root, model, good, bad, mask, options = small_cohort
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun rank: the same kernels, the same sums
     try:
-        one = predict.predict_files([root / "scans"], tmp_path / "one", model, age=70, sex="F", impaired=False,
-                                    progress=False, **options)
+        one = predict_batch.predict_files([root / "scans"], tmp_path / "one", model, age=70, sex="F",
+                                          impaired=False, progress=False, **options)
     finally:
         torch.set_num_threads(threads)
     script = tmp_path / "predict_ranks.py"
@@ -238,7 +238,7 @@ def test_torchrun_prediction_over_two_ranks_equals_one_process(small_cohort, tmp
         f"sys.path.insert(0, {str(TESTS)!r})\n"
         "import batch_data as bd\n"
         "from synth7t import predict_batch\n"
-        "from synth7t.predict import predict_files\n"
+        "from synth7t.predict_batch import predict_files\n"
         "work = predict_batch.PredictFileWork.__call__\n"
         "def noted(self, t3):\n"
         f"    with open(os.path.join({str(tmp_path)!r}, 'rank-' + os.environ['RANK'] + '.txt'), 'a') as f:\n"

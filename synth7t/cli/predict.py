@@ -2,7 +2,7 @@
 
 One input file and ``-o``: one output (and, with ``--native``, ``<OUT>_space-native.nii.gz``); an error stops it
 with one line. Several files, folders (searched recursively) or ``.txt`` lists and ``--output-dir``: a resumable
-batch (:func:`synth7t.predict.predict_files`), ``<DIR>/<name>_desc-synth7t_T1w.nii.gz`` per input and
+batch (:func:`synth7t.predict_batch.predict_files`), ``<DIR>/<name>_desc-synth7t_T1w.nii.gz`` per input and
 ``<DIR>/predictions.tsv`` with each input's status and error; a failing input is recorded and the batch goes on.
 Either way an output that ``synth7t predict`` wrote earlier (its NIfTI header says so) is skipped unless
 ``--overwrite``, and a file it did not write is never replaced without ``--overwrite``.
@@ -137,6 +137,7 @@ def run_batch(args: argparse.Namespace) -> int:
     if args.mask and len(inputs) > 1:
         raise ValueError(f"--mask is the brain mask of one input, but {len(inputs)} inputs were given")
     from synth7t.batch import cores_per_worker
+    from synth7t import predict_batch
     from synth7t.predict_batch import distributed_context
 
     if args.n_jobs < 1:
@@ -145,10 +146,10 @@ def run_batch(args: argparse.Namespace) -> int:
     threads = args.threads or (cores_per_worker(args.n_jobs) if args.executor == "local" else 4)
     executor = make_executor(args, output_dir=args.output_dir, n_jobs=args.n_jobs, threads=threads)
     ctx = distributed_context()
-    status = predict.predict_files(inputs, args.output_dir, args.model, participants=args.participants,
-                                   age=args.age, sex=args.sex,
-                                   impaired=None if args.impaired is None else bool(args.impaired),
-                                   overwrite=args.overwrite, executor=executor, **_options(args))
+    status = predict_batch.predict_files(inputs, args.output_dir, args.model, participants=args.participants,
+                                         age=args.age, sex=args.sex,
+                                         impaired=None if args.impaired is None else bool(args.impaired),
+                                         overwrite=args.overwrite, executor=executor, **_options(args))
     if ctx is None or ctx[0] == 0:  # under torchrun rank 0 speaks for the merged table
         for r in status[status["status"] == "failed"].itertuples():
             print(f"synth7t predict: {r.input}: {r.reason}")
