@@ -35,6 +35,7 @@ rewriting it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -125,6 +126,33 @@ def build_cache(
     if missing:
         raise ValueError(f"not preprocessed: {', '.join(missing)}")
     fp = _fingerprint(recs, keys) + ("" if split_file is None else "-" + _split_digest(split_file))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _cache_lock(cache_dir):  # trainings side by side (a profile's lanes) build or extend it one at a time
+        return _build_locked(cache_dir, fp, planes, keys, recs, derivatives, dataset, split_file, progress)
+
+
+@contextlib.contextmanager
+def _cache_lock(cache_dir: Path):
+    """An exclusive lock on ``cache_dir/.lock`` for the time of a build (POSIX ``flock``; released on a crash)."""
+    import fcntl
+
+    with open(cache_dir / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _replace_table(table: pd.DataFrame, path: Path) -> None:
+    """Write a TSV under a temporary name, then rename it: a reader never sees half a table."""
+    tmp = path.with_name(path.name + ".tmp")
+    table.to_csv(tmp, sep="\t", index=False)
+    os.replace(tmp, path)
+
+
+def _build_locked(cache_dir: Path, fp: str, planes: tuple, keys: list, recs: dict, derivatives: Path,
+                  dataset: Dataset, split_file: Optional[Path], progress: bool) -> Path:
     meta_path = cache_dir / "cache.json"
     old = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     # a cache from before spacing_mm was recorded is rebuilt: the exported model must know its grid
@@ -134,7 +162,6 @@ def build_cache(
     if not todo:
         return cache_dir
     split = read_split(split_file).set_index("participant_id")["split"] if split_file else None
-    cache_dir.mkdir(parents=True, exist_ok=True)
     if not have:  # rebuilt from other records: the other planes' files would be stale
         for p in PLANES:
             if p not in todo:
@@ -157,15 +184,16 @@ def build_cache(
             if c not in vols.columns:
                 vols[c] = new_vols[c].to_numpy()
         new_vols = vols
-    new_vols.to_csv(cache_dir / "volumes.tsv", sep="\t", index=False)
+    _replace_table(new_vols, cache_dir / "volumes.tsv")
     for plane, rows in idx_rows.items():
-        pd.DataFrame(rows).to_csv(cache_dir / _index_name(plane), sep="\t", index=False)
+        _replace_table(pd.DataFrame(rows), cache_dir / _index_name(plane))
     total = sum(s[2] for s in shapes)
     meta = {"fingerprint": fp, "keys": keys, "shape": [total, ny, nx], "spacing_mm": next(iter(spacings)),
             "dataset": dataset_facts(dataset.root), "split_file": str(split_file) if split_file else None,
             "planes": [p for p in PLANES if p in set(have) | set(todo)],
             "plane_shapes": {**old.get("plane_shapes", {}), **plane_shapes} if have else plane_shapes}
-    meta_path.write_text(json.dumps(meta, indent=2))
+    meta_path.with_name("cache.json.tmp").write_text(json.dumps(meta, indent=2))
+    os.replace(meta_path.with_name("cache.json.tmp"), meta_path)
     return cache_dir
 
 

@@ -11,6 +11,9 @@ A profile is a YAML file in ``<root>/profiles/`` (``demo`` for a 2-core CPU, ``s
       - notebook: notebooks/02_train.ipynb       # the same notebook twice: ``output`` names the second copy
         output: 02_train_gan.ipynb
         parameters: {model_name: gan-unet, preset: demo-cpu-gan}
+      - notebook: notebooks/02_train.ipynb       # ``lane``: consecutive entries with a lane form a group whose
+        output: 02_train_vnet.ipynb               # lanes run side by side (the notebooks of one lane in order),
+        lane: b                                    # each kernel on cores / lanes threads
     deviations: true   # optional: add the settings of synth7t.deviations.DEVIATIONS (the ``paper`` profile)
 
 The project root (``root``, ``synth7t run-profile --root``) is the folder that holds ``profiles/`` and the
@@ -128,9 +131,11 @@ def load_profile(name_or_path: PathLike, root: Optional[PathLike] = None) -> dic
     for i, nb in enumerate(nbs):
         if not isinstance(nb, dict) or "notebook" not in nb:
             raise ValueError(f"{p}: notebooks[{i}] needs a 'notebook' path")
-        bad = set(nb) - {"notebook", "parameters", "output"}
+        bad = set(nb) - {"notebook", "parameters", "output", "lane"}
         if bad:
             raise ValueError(f"{p}: notebooks[{i}] has unknown key(s) {', '.join(sorted(bad))}")
+        if "lane" in nb and (not isinstance(nb["lane"], (str, int)) or isinstance(nb["lane"], bool)):
+            raise ValueError(f"{p}: notebooks[{i}] lane must be a name, got {nb['lane']!r}")
     if prof.get("deviations"):
         nbs = _with_deviation_settings(nbs, p)
     prof["notebooks"] = nbs
@@ -280,7 +285,7 @@ def run_profile(
     overrides: Optional[dict] = None, cwd: Optional[PathLike] = None, progress: Optional[bool] = None,
     root: Optional[PathLike] = None,
 ) -> pd.DataFrame:
-    """Execute a profile's notebooks in order with papermill.
+    """Execute a profile's notebooks in order with papermill (the lanes of a group side by side, see the module).
 
     Args:
         name_or_path: profile name (``<root>/profiles/<name>.yml``) or YAML path.
@@ -303,13 +308,11 @@ def run_profile(
         NotebookFailed: a notebook raised an error (the message names the cell and the error; the executed
             notebook holds the traceback).
     """
-    import papermill as pm
-
     prof = load_profile(name_or_path, root)
     root_path = Path(root if root is not None else Path.cwd()).resolve()
     cwd = Path(cwd) if cwd is not None else root_path
     out_dir = Path(output_dir) if output_dir is not None else root_path / BOOK_NOTEBOOKS
-    plan = []  # (notebook, output, parameters, declared): checked in full before the first notebook runs
+    plan = []  # (notebook, output, parameters, declared, lane): checked in full before the first notebook runs
     for entry in prof["notebooks"]:
         nb = Path(entry["notebook"])
         nb = nb if nb.is_absolute() else root_path / nb
@@ -327,52 +330,124 @@ def run_profile(
             raise ValueError(f"{nb.name}: profile sets parameter(s) the notebook does not declare: "
                              f"{', '.join(sorted(unknown))}")
         # a notebook run twice (two models) needs two names
-        plan.append((nb, out_dir / (entry.get("output") or nb.name), params, set(declared)))
+        plan.append((nb, out_dir / (entry.get("output") or nb.name), params, set(declared), entry.get("lane")))
     if stages and not plan:
         raise ValueError(f"no notebook of profile {prof['path']} matches stages {list(stages)}")
-    unused = set(overrides or {}) - set().union(*(d for *_, d in plan))
+    unused = set(overrides or {}) - set().union(*(item[3] for item in plan))
     if unused:
         raise ValueError(f"override(s) {', '.join(sorted(unused))} are not parameters of any notebook to run")
     out_dir.mkdir(parents=True, exist_ok=True)
     if progress is None:
         progress = sys.stderr.isatty()
-    quiet_kernel = kernel_options()
-    rows = []
+    rows: list = []
     timings = out_dir / "timings.tsv"
-    for i, (nb, out, params, _) in enumerate(plan, 1):
-        tag = f"[{i}/{len(plan)}] {out.name}"
-        print(f"{tag} ... {_short(params)}", flush=True)
-        # one line that redraws itself, gone when the notebook ends (the "done" line replaces it)
-        bar = {"desc": f"{tag}", "leave": False, "dynamic_ncols": True, "mininterval": 1.0} if progress else False
-        t0 = time.perf_counter()
-        # a non-interactive MPLBACKEND inherited by the kernel would drop every inline figure
-        saved = os.environ.pop("MPLBACKEND", None)
-        try:
-            with warnings.catch_warnings():
-                for package in JUPYTER_PACKAGES:
-                    warnings.filterwarnings("ignore", category=DeprecationWarning, module=rf"{package}(\.|$)")
-                    warnings.filterwarnings("ignore", category=PendingDeprecationWarning,
-                                            module=rf"{package}(\.|$)")
-                pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(cwd), progress_bar=bar,
-                                    kernel_name="python3", **quiet_kernel)
-        except BaseException as exc:
-            # the times of the notebooks that finished, and which one failed, survive the crash
-            dt = time.perf_counter() - t0
-            rows.append({"notebook": out.name, "output": str(out), "seconds": round(dt, 1), "status": "failed"})
+    n = len(plan)
+    for group in _groups(plan):
+        if len(group) == 1 and group[0][0] is None:  # a notebook without a lane: alone, on every core
+            i, (nb, out, params, *_) = group[0][1][0]
+            tag = f"[{i}/{n}] {out.name}"
+            print(f"{tag} ... {_short(params)}", flush=True)
+            row = _execute(nb, out, params, cwd, tag, progress)
+            rows.append(row)
             pd.DataFrame(rows).to_csv(timings, sep="\t", index=False)
-            if out.is_file():
-                hide_injected_parameters(out)
-            print(f"{tag} failed after {dt:.1f} s -> {out}", flush=True)
-            if isinstance(exc, pm.PapermillExecutionError):
-                raise NotebookFailed(f"{out.name} failed in cell [{exc.exec_count}]: {exc.ename}: {exc.evalue} "
-                                     f"(the traceback is in {out})", out) from exc
-            raise
-        finally:
-            if saved is not None:
-                os.environ["MPLBACKEND"] = saved
-        hide_injected_parameters(out)
-        dt = time.perf_counter() - t0
-        rows.append({"notebook": out.name, "output": str(out), "seconds": round(dt, 1), "status": "done"})
-        pd.DataFrame(rows).to_csv(timings, sep="\t", index=False)
-        print(f"{tag} done in {dt:.1f} s -> {out}", flush=True)
+            _raise_if_failed(row, tag)
+            print(f"{tag} done in {row['seconds']:.1f} s -> {out}", flush=True)
+            continue
+        rows += _run_lanes(group, n, cwd, rows, timings)
     return pd.DataFrame(rows)
+
+
+def _groups(plan: list) -> list:
+    """The plan cut into groups to run one after the other: ``[(lane or None, [(i, item), ...]), ...]`` lists, one
+    per group. A notebook without a lane is a group of its own; consecutive notebooks with lanes form one group,
+    its lanes in the order they first appear."""
+    groups: list = []
+    for i, item in enumerate(plan, 1):
+        lane = item[4]
+        if lane is None or not groups or groups[-1][0][0] is None:
+            groups.append([(lane, [(i, item)])])
+            continue
+        lanes = groups[-1]
+        for k, (name, items) in enumerate(lanes):
+            if name == lane:
+                items.append((i, item))
+                break
+        else:
+            lanes.append((lane, [(i, item)]))
+    return groups
+
+
+def _execute(nb: Path, out: Path, params: dict, cwd: Path, tag: str, progress: bool) -> dict:
+    """Run one notebook with papermill; the timing row (``status`` done or failed, ``error`` when failed)."""
+    import papermill as pm
+
+    # one line that redraws itself, gone when the notebook ends (the "done" line replaces it)
+    bar = {"desc": f"{tag}", "leave": False, "dynamic_ncols": True, "mininterval": 1.0} if progress else False
+    t0 = time.perf_counter()
+    # a non-interactive MPLBACKEND inherited by the kernel would drop every inline figure
+    saved = os.environ.pop("MPLBACKEND", None)
+    row = {"notebook": out.name, "output": str(out), "seconds": 0.0, "status": "done"}
+    try:
+        with warnings.catch_warnings():
+            for package in JUPYTER_PACKAGES:
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module=rf"{package}(\.|$)")
+                warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module=rf"{package}(\.|$)")
+            pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(cwd), progress_bar=bar,
+                                kernel_name="python3", **kernel_options())
+    except pm.PapermillExecutionError as exc:
+        row.update(status="failed", error=f"{out.name} failed in cell [{exc.exec_count}]: {exc.ename}: "
+                                          f"{exc.evalue} (the traceback is in {out})")
+    except Exception as exc:  # noqa: BLE001 -- recorded, then raised by the caller with the timing saved
+        row.update(status="failed", error=f"{out.name}: {type(exc).__name__}: {exc}")
+    finally:
+        if saved is not None:
+            os.environ["MPLBACKEND"] = saved
+    if out.is_file():
+        hide_injected_parameters(out)
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def _raise_if_failed(row: dict, tag: str) -> None:
+    if row["status"] == "failed":
+        print(f"{tag} failed after {row['seconds']:.1f} s -> {row['output']}", flush=True)
+        raise NotebookFailed(row.get("error") or f"{row['notebook']} failed", Path(row["output"]))
+
+
+def _lane_worker(items: list, cwd: str, threads: int, n: int) -> list:
+    """One lane in its own process: its notebooks in order on ``threads`` threads each, until one fails."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
+        os.environ[var] = str(threads)  # the kernels inherit them
+    rows = []
+    for i, (nb, out, params) in items:
+        tag = f"[{i}/{n}] {Path(out).name}"
+        print(f"{tag} ... {_short(params)} (lane of {threads} thread{'s' if threads > 1 else ''})", flush=True)
+        row = _execute(Path(nb), Path(out), params, Path(cwd), tag, False)
+        rows.append(row)
+        if row["status"] == "failed":
+            print(f"{tag} failed after {row['seconds']:.1f} s -> {out}", flush=True)
+            break
+        print(f"{tag} done in {row['seconds']:.1f} s -> {out}", flush=True)
+    return rows
+
+
+def _run_lanes(group: list, n: int, cwd: Path, rows: list, timings: Path) -> list:
+    """Run a group's lanes side by side, each in a process of its own (a kernel per notebook, as always) with the
+    cores shared out; every lane runs to its end or its first failure, then the first failure is raised."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // len(group))
+    done: list = []
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
+    with ProcessPoolExecutor(len(group), mp_context=context) as pool:
+        jobs = [pool.submit(_lane_worker, [(i, (str(nb), str(out), params)) for i, (nb, out, params, *_) in items],
+                            str(cwd), threads, n) for _, items in group]
+        for job in jobs:
+            done += job.result()
+            pd.DataFrame(rows + done).to_csv(timings, sep="\t", index=False)
+    for row in done:
+        if row["status"] == "failed":
+            raise NotebookFailed(row.get("error") or f"{row['notebook']} failed", Path(row["output"]))
+    return done
+
