@@ -225,6 +225,33 @@ DEVIATIONS: tuple[Deviation, ...] = (
         switches=("synth7t.preprocess.lone3t.preprocess_lone_3t.recentre",),
     ),
     Deviation(
+        topic="released models: which slice a stack predicts",
+        stage="inference",
+        paper="Three neighbouring slices predict the centre one (§2.4).",
+        authors_code="Their training pairs the 3T slices j, j+1, j+2 with the 7T slice j and the position of j "
+                     "(func/images_to_npy/pickling.py, func/training/LoadingModel.py); their inference script writes "
+                     "that output at j+1 and computes the position on a cropped volume with the uncropped middle "
+                     "(func/inference/inferer3T.py).",
+        synth7t="an imported model predicts as its weights were trained: slice j from j, j+1, j+2 with the position "
+                "of j (model.json input.stack 'first'); synth7t's own U-Nets predict the centre slice.",
+        switch="input.stack 'centre' in an imported model's model.json takes j-1, j, j+1, as their inference script "
+               "places its outputs.",
+        switches=("synth7t.volume_predict.predict_volume_released.recipe",),
+    ),
+    Deviation(
+        topic="released models: lone-3T alignment",
+        stage="inference",
+        paper="Not described for the released models.",
+        authors_code="SynthStrip, N4, SynthStrip again, a rigid registration to their 3T template, then their "
+                     "template affine onto the 7T template, each resampling the image (func/inference/"
+                     "register_to_7T_template.py, script/processing_subpipeline.sh).",
+        synth7t="the configured brain extraction (deepbet by default), N4, the same rigid registration and template "
+                "affine composed into one map, the scan resampled once onto their 7T template's grid.",
+        switch="mask_backend='synthstrip' (synth7t.preprocess.PreprocessConfig) uses their brain extraction where "
+               "FreeSurfer is installed.",
+        switches=("synth7t.preprocess.config.PreprocessConfig.mask_backend",),
+    ),
+    Deviation(
         topic="segmentation tool",
         stage="evaluation",
         paper="SynthSeg V1 (§2.8.3, §2.8.4).",

@@ -278,3 +278,23 @@ def voxel_to_world(affine: np.ndarray, index: np.ndarray) -> np.ndarray:
     """Map voxel indices ``(N, 3)`` to world coordinates ``(N, 3)`` in mm."""
     idx = np.asarray(index, dtype=np.float64).reshape(-1, 3)
     return idx @ affine[:3, :3].T + affine[:3, 3]
+
+
+#: ``descrip`` of the NIfTI headers of synth7t's predictions: tells the CLI a synth7t output from a 3T input
+OUTPUT_DESCRIP = "synth7t synthetic 7T"
+
+
+def output_header() -> nib.Nifti1Header:
+    """A NIfTI header whose ``descrip`` marks the file as a synth7t prediction (:func:`is_synth7t_output`)."""
+    hdr = nib.Nifti1Header()
+    hdr["descrip"] = OUTPUT_DESCRIP.encode()
+    return hdr
+
+
+def is_synth7t_output(path: PathLike) -> bool:
+    """Whether ``path`` is a NIfTI file synth7t's prediction wrote (its header's ``descrip``)."""
+    try:
+        descrip = nib.load(str(path)).header["descrip"].item()
+    except Exception:  # not a readable NIfTI: not ours
+        return False
+    return descrip.decode(errors="replace").startswith(OUTPUT_DESCRIP)

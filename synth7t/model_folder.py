@@ -36,7 +36,8 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
     on its validation slices (it degrades every scan).
 
     Returns:
-        ``(generator in eval mode, model.json as a dict with the model card under "model_card", or None)``.
+        ``(generator in eval mode, model.json as a dict with the model card under "model_card", or None, and the
+        folder under "model_dir")``.
     """
     import torch
 
@@ -46,6 +47,7 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
     d = model_folder(model_dir)
     meta_path, weights = d / "model.json", d / "generator.safetensors"
     meta = json.loads(meta_path.read_text())
+    meta["model_dir"] = str(d)  # where it was loaded from (an imported model's templates/ are there)
     try:
         meta["model_card"] = read_model_card(d)
     except ValueError as exc:

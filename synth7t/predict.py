@@ -24,9 +24,12 @@ import numpy as np
 import pandas as pd
 
 from . import io as sio
+from .io import OUTPUT_DESCRIP, is_synth7t_output  # noqa: F401 (synth7t.predict's API)
 from .batch import run_batch
 from .model_folder import ModelFolderError, load_model, model_folder  # noqa: F401 (synth7t.predict's API)
 from .names import display_name
+from .released import is_released, predict_file_released
+from .volume_predict import choose_precision, inference_precision
 from .volume_predict import (  # noqa: F401 (synth7t.predict's API)
     uses_context, default_batch_size, grid_divisor_of, patch_overlap_of, predict_volume, predict_volume_patches)
 
@@ -233,35 +236,13 @@ def expand_inputs(inputs: Sequence[PathLike]) -> list[Path]:
     return out
 
 
-#: ``descrip`` of the NIfTI headers ``predict_file`` writes: tells the CLI a synth7t output from a 3T input
-OUTPUT_DESCRIP = "synth7t synthetic 7T"
-
-
-def _tagged_header():
-    import nibabel as nib
-
-    hdr = nib.Nifti1Header()
-    hdr["descrip"] = OUTPUT_DESCRIP.encode()
-    return hdr
-
-
-def is_synth7t_output(path: PathLike) -> bool:
-    """Whether ``path`` is a NIfTI file written by :func:`predict_file` (its header's ``descrip``)."""
-    import nibabel as nib
-
-    try:
-        descrip = nib.load(str(path)).header["descrip"].item()
-    except Exception:  # not a readable NIfTI: not ours
-        return False
-    return descrip.decode(errors="replace").startswith(OUTPUT_DESCRIP)
-
-
 def predict_file(
     t3_path: PathLike, out_path: PathLike, model, *, age: float, sex: str, impaired: Optional[bool],
     method: str = "template", generalised=None, preprocess_preset="quick", work_dir: Optional[PathLike] = None,
     native: bool = False, batch_size: Optional[int] = None, device: str = "cpu",
     t3_mask: Optional[PathLike] = None, views: Optional[Sequence[str]] = None, fusion: str = "mean",
     uncertainty: bool = False, flips: bool = False, alignment_cache: Optional[PathLike] = None,
+    precision: str = "auto",
 ) -> dict:
     """Synthetic 7T from a lone 3T file: lone-3T preprocessing (template or generalised affine), prediction,
     output on the aligned grid (and, with ``native``, resampled back onto the input 3T grid).
@@ -280,9 +261,12 @@ def predict_file(
             map goes beside the output (and beside the native output), ``<out>_uncertainty.nii.gz``.
         alignment_cache: keep the aligned 3T in this folder and reuse it for the same scan and settings (another
             model with the same grid: :func:`synth7t.preprocess.aligned_lone_3t`); ``None``: a temporary folder.
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (autocast of the network's passes;
+            :func:`synth7t.volume_predict.choose_precision`). An imported model of the authors goes through
+            :func:`synth7t.released.predict_file_released` (their templates and input recipe).
 
     Returns:
-        A record of what was written.
+        A record of what was written, with ``precision`` and, when ``"auto"`` chose bf16, ``precision_note``.
     """
     import tempfile
 
@@ -295,15 +279,23 @@ def predict_file(
     from .multiview import check_view_request, predict_grid_volume
     from .views import write_uncertainty
 
-    generator, meta = load_model(model, device) if not isinstance(model, tuple) else model
-    check_view_request(meta, views, uncertainty=uncertainty, flips=flips)  # before the preprocessing
-    uses_dx = meta["model_config"].get("use_diagnosis", True) and uses_context(generator)
-    if uses_dx and impaired is None:
-        raise ValueError("this model is conditioned on the diagnosis: give --impaired 0 or 1 (or use a -nodiag model)")
     if sex not in ("F", "M"):
         raise ValueError(f"sex must be F or M, got {sex!r}")
     if not 0 < float(age) < 130:
         raise ValueError(f"age must be in years (0-130), got {age}")
+    generator, meta = load_model(model, device) if not isinstance(model, tuple) else model
+    if is_released(meta):  # an imported model of the authors: their template alignment and input recipe
+        return _predict_file_released(t3_path, out_path, generator, meta, age=age, sex=sex,
+                                      impaired=impaired, preprocess_preset=preprocess_preset, t3_mask=t3_mask,
+                                      native=native, batch_size=batch_size, views=views, uncertainty=uncertainty,
+                                      flips=flips, alignment_cache=alignment_cache, method=method,
+                                      precision=precision)
+    check_view_request(meta, views, uncertainty=uncertainty, flips=flips)  # before the preprocessing
+    net_device = next(generator.parameters()).device
+    chosen, note = choose_precision(precision, net_device, generator, meta)
+    uses_dx = meta["model_config"].get("use_diagnosis", True) and uses_context(generator)
+    if uses_dx and impaired is None:
+        raise ValueError("this model is conditioned on the diagnosis: give --impaired 0 or 1 (or use a -nodiag model)")
     if isinstance(preprocess_preset, str):
         trained_on = meta.get("input", {})
         grid = {}
@@ -332,25 +324,50 @@ def predict_file(
         with tempfile.TemporaryDirectory(prefix="synth7t-predict-", dir=work_dir) as tmp:
             rec = pp.preprocess_lone_3t(t3_path, tmp, cfg, method=method, generalised=generalised, t3_mask=t3_mask)
             t3, mask = sio.load_volume(rec["files"]["t3"]), sio.load_volume(rec["files"]["mask"], dtype=None).data
-    vol, unc = predict_grid_volume((generator, meta), t3.data, age=float(age), sex=sex, impaired=impaired,
-                                   bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=mask,
-                                   batch_size=batch_size, patch_overlap=patch_overlap_of(meta), views=views,
-                                   fusion=fusion, uncertainty=uncertainty, flips=flips)
-    sio.save_volume(out_path, vol, t3.affine, header=_tagged_header(), dtype=np.float32)
-    written = {"output": str(out_path), "space": rec["space"], "shape": list(vol.shape)}
+    with inference_precision(chosen, net_device):
+        vol, unc = predict_grid_volume((generator, meta), t3.data, age=float(age), sex=sex, impaired=impaired,
+                                       bottom=int(rec["bottom_slice"]), top=int(rec["top_slice"]), mask=mask,
+                                       batch_size=batch_size, patch_overlap=patch_overlap_of(meta), views=views,
+                                       fusion=fusion, uncertainty=uncertainty, flips=flips)
+    sio.save_volume(out_path, vol, t3.affine, header=sio.output_header(), dtype=np.float32)
+    written = {"output": str(out_path), "space": rec["space"], "shape": list(vol.shape), "precision": chosen,
+               "precision_note": note}
     if unc is not None:
-        written["uncertainty"] = str(write_uncertainty(out_path, unc, t3.affine, _tagged_header()))
+        written["uncertainty"] = str(write_uncertainty(out_path, unc, t3.affine, sio.output_header()))
     if native:
         src = sio.read_nifti(t3_path, reorient=True, check_values=False)
         world_map = np.asarray(rec["alignment"]["world_map"], float)  # output world -> 3T world
         nat = pp.resample(vol, t3.affine, src.shape, src.affine, world_map=np.linalg.inv(world_map), order=1)
         native_path = out_path.with_name(out_path.name.replace(".nii", "_space-native.nii", 1))
-        sio.save_volume(native_path, nat, src.affine, header=_tagged_header(), dtype=np.float32)
+        sio.save_volume(native_path, nat, src.affine, header=sio.output_header(), dtype=np.float32)
         written["native"] = str(native_path)
         if unc is not None:
             nat_u = pp.resample(unc, t3.affine, src.shape, src.affine, world_map=np.linalg.inv(world_map), order=1)
-            written["native_uncertainty"] = str(write_uncertainty(native_path, nat_u, src.affine, _tagged_header()))
+            written["native_uncertainty"] = str(write_uncertainty(native_path, nat_u, src.affine, sio.output_header()))
     return written
+
+
+def _predict_file_released(t3_path, out_path, generator, meta, *, age, sex, impaired, preprocess_preset,
+                           t3_mask, native, batch_size, views, uncertainty, flips, alignment_cache, method,
+                           precision) -> dict:
+    """:func:`predict_file` for an imported model (:mod:`synth7t.released`): the options of synth7t's own grids are
+    refused rather than ignored."""
+    from . import preprocess as pp
+
+    asked = [name for name, value in (("views", views), ("uncertainty", uncertainty), ("flips", flips),
+                                      ("alignment_cache", alignment_cache)) if value]
+    if asked or method != "template":
+        raise ValueError(f"{', '.join(asked) or 'method=' + method} not available for an imported model of the "
+                         "authors: it predicts on their 7T template's grid, aligned to their templates")
+    if meta["model_config"].get("tokens") and "diagnosis" in meta["model_config"]["tokens"] and impaired is None:
+        raise ValueError("this model is conditioned on the diagnosis: give --impaired 0 or 1 (or use a nodiag model)")
+    cfg = pp.make_config(preprocess_preset, qc_figure=False) if isinstance(preprocess_preset, str) \
+        else preprocess_preset
+    if t3_mask is not None:
+        cfg = pp.config_from_dict({**cfg.to_dict(), "mask_backend": "given"})
+    return predict_file_released(t3_path, out_path, generator, meta, age=age, sex=sex, impaired=impaired,
+                                 config=cfg, t3_mask=t3_mask, native=native, batch_size=batch_size,
+                                 precision=precision)
 
 
 def batch_output_path(output_dir: PathLike, t3_path: PathLike) -> Path:

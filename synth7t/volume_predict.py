@@ -1,20 +1,23 @@
 """One volume through a loaded network: the 2.5D slice loop of the U-Nets and the sliding window of the baselines.
 
 :func:`predict_volume` predicts every axial slice of an array from itself and its neighbours with the subject's
-context; :func:`predict_volume_patches` runs a V-Net or WATNet over the brain's bounding box in overlapping windows.
+context; :func:`predict_volume_patches` runs a V-Net or WATNet over the brain's bounding box in overlapping windows;
+:func:`predict_volume_released` runs an imported network of the authors with the input recipe of their training.
 :mod:`synth7t.predict` (subjects, files, spaces) and :mod:`synth7t.multiview` (other planes) build on them.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .patches import DEFAULT_OVERLAP, PatchGeometry, nonzero_box, patch_geometry, sliding_window_predict
 
 __all__ = ["default_batch_size", "grid_divisor_of", "patch_overlap_of", "predict_volume", "predict_volume_patches",
-           "uses_context"]
+           "predict_volume_released", "released_normalise", "uses_context", "cpu_supports_bf16", "choose_precision",
+           "inference_precision", "PRECISIONS", "FULL_SIZE_PARAMETERS"]
 
 
 def patch_overlap_of(meta: dict) -> Optional[int]:
@@ -215,3 +218,139 @@ def predict_volume_patches(
     if mask is not None:
         vol = vol * mask
     return np.ascontiguousarray(vol, dtype=np.float32)
+
+
+def released_normalise(volume: np.ndarray, clip: Sequence[float] = (1, 99)) -> np.ndarray:
+    """The authors' intensity recipe (their ``min_max`` with ``clip``): ``(v - p_lo) / (p_hi - p_lo)`` with the
+    percentiles of the non-zero voxels; the volume itself is not clipped, as in their ``pickling.py``.
+
+    Raises:
+        ValueError: a volume without two distinct non-zero values.
+    """
+    v = np.asarray(volume, dtype=np.float32)
+    inside = v[v > 0]
+    if inside.size < 2:
+        raise ValueError("the volume has no brain (fewer than two non-zero voxels) to normalise")
+    lo, hi = np.percentile(inside, [float(clip[0]), float(clip[1])])
+    if not hi > lo:
+        raise ValueError(f"the volume's {clip[0]}th and {clip[1]}th percentiles are equal ({lo}); nothing to scale")
+    return ((v - lo) / (hi - lo)).astype(np.float32)
+
+
+def predict_volume_released(
+    generator, volume: np.ndarray, recipe: dict, *, age: float, sex: str, impaired: Optional[bool],
+    mask: Optional[np.ndarray] = None, batch_size: Optional[int] = None, progress: bool = False,
+) -> np.ndarray:
+    """Predict with an imported network of the authors (:class:`synth7t.models.GicquelUNet`) as their weights were
+    trained (``recipe``: ``model.json``'s ``input``, see :mod:`synth7t.import_model`).
+
+    ``volume`` is a 3T on their template's grid, brain-extracted (zero outside the brain), in raw intensities: it is
+    normalised with :func:`released_normalise`, sliced along ``recipe["slice_axis"]``; slice ``j`` is predicted
+    from the slices ``j, j + 1, j + 2`` (zeros past the last; ``recipe["stack"] == "centre"`` takes ``j - 1, j,
+    j + 1``, as their inference script places its outputs), each padded symmetrically to a multiple of
+    ``recipe["grid_divisor"]`` and cropped back, with the tokens age, sex, [diagnosis] and the position
+    ``2 (j - mid) / n_slices`` (mid: the middle of the brain's slices along the axis).
+
+    Returns:
+        float32 volume of ``volume``'s shape in their normalised scale; zero outside ``mask`` (default: the
+        non-zero voxels of ``volume``) and on the slices without brain.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .models import context_tokens, make_context
+
+    v = np.asarray(volume, dtype=np.float32)
+    if v.ndim != 3:
+        raise ValueError(f"volume must be 3D, got shape {v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("volume contains non-finite values")
+    brain = (v > 0) if mask is None else (np.asarray(mask) > 0)
+    if brain.shape != v.shape:
+        raise ValueError(f"mask shape {brain.shape} differs from the volume's {v.shape}")
+    axis = int(recipe["slice_axis"])
+    cfg = generator.config
+    n_in = int(cfg.in_channels)
+    stack = np.moveaxis(released_normalise(v, recipe.get("clip_percentiles", (1, 99))), axis, 0)
+    along = brain.any(axis=tuple(a for a in range(3) if a != axis))
+    todo = np.flatnonzero(along)
+    out = np.zeros_like(stack)
+    if not len(todo):
+        return np.moveaxis(out, 0, axis)
+    bottom, top = int(todo[0]), int(todo[-1])
+    first = 0 if recipe.get("stack", "first") == "first" else -(n_in // 2)
+    padded = np.concatenate([np.zeros((n_in, *stack.shape[1:]), np.float32), stack,
+                             np.zeros((n_in, *stack.shape[1:]), np.float32)])  # zeros beyond either end
+    divisor = int(recipe.get("grid_divisor") or 2 ** cfg.n_downsamplings)
+    h, w = stack.shape[1:]
+    r1, r2 = (-h) % divisor, (-w) % divisor
+    pad = (r2 // 2, r2 - r2 // 2, r1 // 2, r1 - r1 // 2)
+    device = next(generator.parameters()).device
+    batch_size = int(batch_size or default_batch_size(device))
+    n_slices = int(recipe["n_slices"])
+    from tqdm.auto import tqdm
+
+    with torch.no_grad():
+        for b0 in tqdm(range(0, len(todo), batch_size), desc="slices", disable=not progress, leave=False):
+            js = todo[b0:b0 + batch_size]
+            rows = js[:, None] + first + np.arange(n_in)[None] + n_in
+            x = F.pad(torch.from_numpy(padded[rows]), pad).to(device)
+            ctx = make_context([age] * len(js), [sex] * len(js),
+                               [None if impaired is None else int(bool(impaired))] * len(js),
+                               (2 * js - (top + bottom)) / float(max(top - bottom, 1)))
+            tokens = context_tokens(ctx, cfg.tokens, brain_extent=float(max(top - bottom, 1)), n_slices=n_slices)
+            y = generator(x, tokens.to(device)).float()[:, 0]
+            out[js] = y[:, pad[2]:pad[2] + h, pad[0]:pad[0] + w].cpu().numpy()
+    return np.ascontiguousarray(np.moveaxis(out, 0, axis) * brain, dtype=np.float32)
+
+
+#: Parameters from which an imported network counts as full-size (the released ones have 222 M and 259 M): on a CPU
+#: with bf16 instructions ``precision="auto"`` predicts it in bf16.
+FULL_SIZE_PARAMETERS = 50_000_000
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AMX or AVX-512 BF16; Linux's ``/proc/cpuinfo`` flags)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def choose_precision(precision: str, device, generator, meta: dict) -> Tuple[str, Optional[str]]:
+    """The precision of a prediction and, when ``"auto"`` chose bf16, the one line that says so.
+
+    ``"auto"``: bf16 autocast for an imported full-size network (:data:`FULL_SIZE_PARAMETERS`) on a CPU with bf16
+    instructions (:func:`cpu_supports_bf16`), fp32 otherwise (synth7t's own small models gain little: 1.17x for
+    the demo U-Net on 1 thread). ``"bf16"`` on a CPU without those instructions is refused (emulated, slower).
+
+    Raises:
+        ValueError: an unknown precision, or bf16 asked on a CPU without bf16 instructions.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    on_cpu = str(device).startswith("cpu")
+    if precision == "bf16" and on_cpu and not cpu_supports_bf16():
+        raise ValueError("precision bf16 needs a CPU with AMX or AVX-512 BF16 (without them bf16 is emulated and "
+                         "slower than fp32); use --precision fp32")
+    if precision != "auto":
+        return precision, None
+    imported = (meta.get("model_config") or {}).get("kind") == "gicquel-unet"
+    n_params = sum(p.numel() for p in generator.parameters())
+    if on_cpu and imported and n_params >= FULL_SIZE_PARAMETERS and cpu_supports_bf16():
+        return "bf16", (f"bf16 autocast, channels-last: this CPU has bf16 instructions and the network has "
+                        f"{n_params / 1e6:.0f} M parameters (--precision fp32 to turn it off)")
+    return "fp32", None
+
+
+@contextlib.contextmanager
+def inference_precision(precision: str, device) -> Iterator[None]:
+    """bf16 autocast around a prediction's forward passes for ``"bf16"``; nothing for ``"fp32"``."""
+    import torch
+
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        yield

@@ -15,7 +15,7 @@ from synth7t.predict import batch_output_path, expand_inputs
 from conftest import write_nifti
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("demo-data", "discover", "split", "preprocess", "train", "predict", "segment", "model-facts",
+COMMANDS = ("demo-data", "discover", "split", "preprocess", "train", "import-model", "predict", "segment", "model-facts",
             "run-profile", "book", "status", "rating-session", "rate")
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from synth7t.models import (DISCRIMINATOR_PRESETS, MODEL_PRESETS, ConditionalUNet, DiscriminatorConfig,
-                            UNetConfig, VNetConfig, WATNetConfig, build_discriminator, build_model,
+                            GicquelUNetConfig, UNetConfig, VNetConfig, WATNetConfig, build_discriminator, build_model,
                             config_from_dict, get_discriminator_config, get_model_config, make_context,
                             slice_location)
 from synth7t.models.blocks import AdaDM, AttentionBlock, ResBlock, sinusoidal_positional_encoding
@@ -47,7 +47,19 @@ def context(batch: int = 2) -> torch.Tensor:
 
 PAPER_2D = [name for name, cfg in MODEL_PRESETS.items()
             if isinstance(cfg, UNetConfig) or (isinstance(cfg, WATNetConfig) and cfg.spatial_dims == 2)]
-PAPER_3D = [name for name in MODEL_PRESETS if name not in PAPER_2D]
+RELEASED = [name for name, cfg in MODEL_PRESETS.items() if isinstance(cfg, GicquelUNetConfig)]
+PAPER_3D = [name for name in MODEL_PRESETS if name not in PAPER_2D + RELEASED]
+
+
+@pytest.mark.parametrize("name", RELEASED)
+def test_released_architectures_take_their_slices_and_raw_tokens_on_meta(name):
+    """The authors' released networks (about 259 M and 222 M parameters) on a 288 x 224 slice with their tokens."""
+    cfg = get_model_config(name)
+    with META:
+        model = build_model(name)
+        out = model(torch.empty(2, 3, 288, 224), torch.empty(2, len(cfg.tokens), 1))
+    assert out.shape == (2, 1, 288, 224)
+    assert 2.0e8 < sum(p.numel() for p in model.parameters()) < 2.7e8
 
 
 @pytest.mark.parametrize("name", PAPER_2D)

@@ -6,7 +6,7 @@ status. Errors that a user can fix (``ValueError``, ``FileNotFoundError``, ``Run
 line on stderr with exit status 1, never as a traceback.
 
 Commands, in the order of a study: ``demo-data``, ``discover``, ``split``, ``preprocess``, ``train``,
-``predict``, ``segment``, ``model-facts``, ``run-profile``, ``book``; ``status`` (a batch's progress, SLURM jobs
+``import-model`` (the authors' released checkpoints), ``predict``, ``segment``, ``model-facts``, ``run-profile``, ``book``; ``status`` (a batch's progress, SLURM jobs
 included), ``rating-session`` (build a blinded rating session, its progress) and ``rate`` (serve it to raters).
 """
 
@@ -18,8 +18,8 @@ import sys
 from typing import Optional, Sequence
 
 #: The modules of :mod:`synth7t.cli` that define commands, in the order ``synth7t --help`` lists them.
-COMMAND_MODULES = ("demo_data", "discover", "split", "preprocess", "train", "predict", "segment", "model_facts",
-                   "run_profile", "book", "status", "rating_session", "rate")
+COMMAND_MODULES = ("demo_data", "discover", "split", "preprocess", "train", "import_model", "predict", "segment",
+                   "model_facts", "run_profile", "book", "status", "rating_session", "rate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,7 +78,7 @@ def _options(args: argparse.Namespace) -> dict:
     return dict(method=args.method, generalised=generalised, preprocess_preset=args.preset, native=args.native,
                 batch_size=args.batch_size, device=args.device, t3_mask=args.mask, views=args.views,
                 fusion=args.fusion, uncertainty=args.uncertainty, flips=args.flips,
-                alignment_cache=args.alignment_cache)
+                alignment_cache=args.alignment_cache, precision=args.precision)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,6 +124,8 @@ def run_single(args: argparse.Namespace) -> int:
         raise  # already a message for the user
     except Exception as exc:  # e.g. a registration that fails inside ANTs: one line, not a traceback
         raise RuntimeError(f"{t3}: {type(exc).__name__}: {exc}") from None
+    if rec.get("precision_note"):
+        print(f"synth7t predict: {rec['precision_note']}")
     print(f"wrote {rec['output']}" + (f" and {rec['native']}" if rec.get("native") else ""))
     return 0
 
@@ -191,6 +193,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="slices (sliding windows, for V-Net and WATNet models) per forward pass (default on CPU: 1 "
                         "slice, 2 V-Net or 64 WATNet windows; 32 on GPU)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="the network's arithmetic: auto (bf16 for an imported full-size model on a CPU with AMX or "
+                        "AVX-512 BF16, fp32 otherwise), fp32, bf16")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     mv = p.add_argument_group("multi-view and uncertainty (beyond the paper)")
     mv.add_argument("--views", default=None, type=_views,

@@ -1,5 +1,5 @@
 """Networks of synth7t: the paper's conditional U-Net (also the GAN generator), its WGAN-GP patch critic,
-the V-Net and WATNet baselines, and the frozen backbones of the perceptual losses.
+the V-Net and WATNet baselines, the network of the authors' released checkpoints, and the frozen backbones of the perceptual losses.
 
 Entry points: :func:`build_model` (any generator preset, config or config dict), :func:`build_discriminator`,
 :func:`get_model_config` / :data:`MODEL_PRESETS`, :func:`make_context` (the (B, 4) conditioning tensor) and
@@ -7,10 +7,11 @@ Entry points: :func:`build_model` (any generator preset, config or config dict),
 """
 
 from .build import build_model, resolve_config
-from .config import (DISCRIMINATOR_PRESETS, MODEL_PRESETS, PLANES, DiscriminatorConfig, UNetConfig, VNetConfig,
-                     WATNetConfig, check_planes, config_from_dict, get_discriminator_config, get_model_config,
-                     list_presets)
+from .config import (DISCRIMINATOR_PRESETS, MODEL_PRESETS, PLANES, DiscriminatorConfig, GicquelUNetConfig, UNetConfig,
+                     VNetConfig, WATNetConfig, check_planes, config_from_dict, get_discriminator_config,
+                     get_model_config, list_presets)
 from .discriminator import PatchCritic, build_discriminator
+from .gicquel import GicquelUNet, context_tokens
 from .unet import ConditionalUNet, make_context, plane_code, slice_location
 from .vnet import VNet
 from .watnet import WATNet
@@ -29,7 +30,10 @@ __all__ = [
     "DiscriminatorConfig",
     "VNetConfig",
     "WATNetConfig",
+    "GicquelUNetConfig",
     "ConditionalUNet",
+    "GicquelUNet",
+    "context_tokens",
     "PatchCritic",
     "VNet",
     "WATNet",

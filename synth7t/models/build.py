@@ -6,9 +6,10 @@ from typing import Any, Mapping, Union
 
 from torch import nn
 
-from .config import (AnyModelConfig, DiscriminatorConfig, ModelConfig, UNetConfig, VNetConfig, WATNetConfig,
-                     config_from_dict, get_model_config)
+from .config import (AnyModelConfig, DiscriminatorConfig, GicquelUNetConfig, ModelConfig, UNetConfig, VNetConfig,
+                     WATNetConfig, config_from_dict, get_model_config)
 from .discriminator import PatchCritic
+from .gicquel import GicquelUNet
 from .unet import ConditionalUNet
 from .vnet import VNet
 from .watnet import WATNet
@@ -50,4 +51,6 @@ def build_model(preset_or_config: PresetOrConfig) -> nn.Module:
         return VNet(cfg)
     if isinstance(cfg, WATNetConfig):
         return WATNet(cfg)
+    if isinstance(cfg, GicquelUNetConfig):
+        return GicquelUNet(cfg)
     raise ValueError(f"no network for config type {type(cfg).__name__}")

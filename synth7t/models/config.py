@@ -23,6 +23,8 @@ Presets (see :data:`MODEL_PRESETS` and :data:`DISCRIMINATOR_PRESETS`):
 ``vnet``                V-Net (Milletari et al. 2016) as used by Cui et al. 2024, 64^3 patches.
 ``watnet-2d``           WATNet (Qu et al. 2020) on 3 neighbouring slices; ``watnet-3d`` on 64^3 patches.
 ``*-demo``              CPU-sized variants of the three baselines.
+``released-*``          The architectures of the authors' released checkpoints (their code's layout,
+                        :mod:`synth7t.models.gicquel`): ``released-unet-nodiag`` and ``released-gan-nodiag``.
 ======================= ==================================================================================
 
 Stage numbering follows the paper (Figure A.6, Table A.2): stages are 1-based, stage 1 works at full
@@ -44,6 +46,8 @@ __all__ = [
     "DiscriminatorConfig",
     "VNetConfig",
     "WATNetConfig",
+    "GicquelUNetConfig",
+    "GICQUEL_TOKENS",
     "MODEL_PRESETS",
     "DISCRIMINATOR_PRESETS",
     "get_model_config",
@@ -436,11 +440,92 @@ class WATNetConfig(ModelConfig):
         return self.levels
 
 
+#: Context tokens the authors' released networks can take (see :mod:`synth7t.models.gicquel`).
+GICQUEL_TOKENS: Tuple[str, ...] = ("age", "sex", "diagnosis", "position")
+
+
+@dataclass(frozen=True)
+class GicquelUNetConfig(ModelConfig):
+    """The architecture of the authors' released checkpoints (:mod:`synth7t.models.gicquel`), in their terms.
+
+    Attributes (their ``params*.txt`` name in brackets):
+        in_channels: neighbouring slices stacked as input channels (``n_in_slices``).
+        out_channels: output channels (1).
+        channels: channels at full resolution (``n_channels``).
+        channel_mult: per-level channel multipliers (``channel_mult``); ``len - 1`` downsamplings.
+        num_res_blocks: residual blocks per encoder level (``n_res_block``); the decoder has one more.
+        attention_resolutions: downsampling factors (1, 2, 4, ...) whose blocks get a spatial transformer
+            (``attention_res``).
+        num_groups: groups of every GroupNorm (``num_groups``).
+        use_mid_attention: a spatial transformer between the two bottleneck blocks (``use_mid_attention``).
+        use_ada: AdaDM rescaling of the residual branches (``use_ada``).
+        use_initial_down: a stride-2 convolution first and an upsampling last (``use_initial_down``).
+        context_dim: width of a context token (``c_dim``, 1: each condition is one number).
+        tokens: the context tokens fed to the cross-attention, from :data:`GICQUEL_TOKENS` (their ``conditions``,
+            with ``Diagnostic`` as ``diagnosis``).
+    """
+
+    kind: ClassVar[str] = "gicquel-unet"
+
+    in_channels: int = 3
+    out_channels: int = 1
+    channels: int = 256
+    channel_mult: Tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 3
+    attention_resolutions: Tuple[int, ...] = (4, 8)
+    num_groups: int = 64
+    use_mid_attention: bool = True
+    use_ada: bool = True
+    use_initial_down: bool = False
+    context_dim: int = 1
+    tokens: Tuple[str, ...] = ("age", "sex", "position")
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "out_channels", "channels", "num_res_blocks", "num_groups", "context_dim"):
+            _check_positive_int(name, getattr(self, name))
+        if not isinstance(self.channel_mult, tuple) or not self.channel_mult:
+            raise ValueError(f"channel_mult must be a non-empty tuple of positive integers, got {self.channel_mult!r}")
+        for m in self.channel_mult:
+            _check_positive_int("every channel_mult entry", m)
+        for ch in {self.channels * m for m in self.channel_mult}:
+            if ch % self.num_groups:
+                raise ValueError(f"num_groups={self.num_groups} must divide every level's channel count "
+                                 f"{sorted({self.channels * m for m in self.channel_mult})}")
+        if not isinstance(self.attention_resolutions, tuple):
+            raise ValueError(f"attention_resolutions must be a tuple, got {self.attention_resolutions!r}")
+        factors = [2 ** i for i in range(len(self.channel_mult))]
+        for r in self.attention_resolutions:
+            if r not in factors:
+                raise ValueError(f"attention_resolutions entries are downsampling factors of this network "
+                                 f"({factors}), got {self.attention_resolutions!r}")
+        for name in ("use_mid_attention", "use_ada", "use_initial_down"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.tokens, tuple) or not self.tokens or len(set(self.tokens)) != len(self.tokens) \
+                or not set(self.tokens) <= set(GICQUEL_TOKENS):
+            raise ValueError(f"tokens must be distinct names from {GICQUEL_TOKENS}, got {self.tokens!r}")
+
+    @property
+    def n_input_slices(self) -> int:
+        """Neighbouring slices per input (``in_channels``), as :class:`UNetConfig` names it."""
+        return self.in_channels
+
+    @property
+    def n_downsamplings(self) -> int:
+        """Factor-2 downsamplings: slices are padded to a multiple of ``2**n_downsamplings``."""
+        return len(self.channel_mult) - 1 + int(self.use_initial_down)
+
+    @property
+    def use_diagnosis(self) -> bool:
+        """Whether the diagnosis is one of the tokens."""
+        return "diagnosis" in self.tokens
+
+
 _CONFIG_CLASSES: Dict[str, Type[ModelConfig]] = {
-    cls.kind: cls for cls in (UNetConfig, DiscriminatorConfig, VNetConfig, WATNetConfig)
+    cls.kind: cls for cls in (UNetConfig, DiscriminatorConfig, VNetConfig, WATNetConfig, GicquelUNetConfig)
 }
 
-AnyModelConfig = Union[UNetConfig, DiscriminatorConfig, VNetConfig, WATNetConfig]
+AnyModelConfig = Union[UNetConfig, DiscriminatorConfig, VNetConfig, WATNetConfig, GicquelUNetConfig]
 
 
 def config_from_dict(data: Mapping[str, Any]) -> AnyModelConfig:
@@ -480,6 +565,10 @@ MODEL_PRESETS: Dict[str, AnyModelConfig] = {
     "watnet-3d": WATNetConfig(spatial_dims=3, n_input_slices=1),
     "watnet-3d-demo": WATNetConfig(spatial_dims=3, n_input_slices=1, features=8, levels=2, n_interim=1,
                                    wavelet_hidden=8, final_kernel=3, patch_size=16),
+    # the architectures of the authors' released checkpoints (params_no_diag.txt, paramsGanNoDiag.txt): to import
+    # their weights (synth7t import-model) and to cost them (synth7t model-facts)
+    "released-unet-nodiag": GicquelUNetConfig(),
+    "released-gan-nodiag": GicquelUNetConfig(attention_resolutions=(8,)),
 }
 
 _PAPER_CRITIC = DiscriminatorConfig()
@@ -494,7 +583,7 @@ DISCRIMINATOR_PRESETS: Dict[str, DiscriminatorConfig] = {
 }
 
 
-for _cls in (UNetConfig, VNetConfig, WATNetConfig):
+for _cls in (UNetConfig, VNetConfig, WATNetConfig, GicquelUNetConfig):
     _cls.PRESETS = {name: cfg for name, cfg in MODEL_PRESETS.items() if type(cfg) is _cls}
 del _cls
 DiscriminatorConfig.PRESETS = DISCRIMINATOR_PRESETS

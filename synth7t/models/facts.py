@@ -22,8 +22,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .build import build_model
-from .config import (DISCRIMINATOR_PRESETS, MODEL_PRESETS, DiscriminatorConfig, ModelConfig, UNetConfig,
-                     VNetConfig, WATNetConfig, get_discriminator_config, get_model_config)
+from .config import (DISCRIMINATOR_PRESETS, MODEL_PRESETS, DiscriminatorConfig, GicquelUNetConfig, ModelConfig,
+                     UNetConfig, VNetConfig, WATNetConfig, get_discriminator_config, get_model_config)
 from .unet import make_context
 
 __all__ = ["model_facts", "facts_table", "default_fact_presets"]
@@ -42,7 +42,7 @@ def _resolve(preset: Union[str, ModelConfig]) -> Tuple[str, ModelConfig]:
 
 
 def _input_shape(cfg: ModelConfig, height: int, width: int, patch: int) -> Tuple[Tuple[int, ...], str]:
-    if isinstance(cfg, UNetConfig):
+    if isinstance(cfg, (UNetConfig, GicquelUNetConfig)):
         return (1, cfg.n_input_slices, height, width), "slice"
     if isinstance(cfg, DiscriminatorConfig):
         return (1, cfg.in_channels, height, width), "slice"
@@ -76,6 +76,8 @@ def model_facts(preset: Union[str, ModelConfig], height: int = 288, width: int =
     shape, per = _input_shape(cfg, height, width, patch)
     meta = torch.device("meta")
     context = make_context(70.0, 0, 0, 0.0).to(meta) if isinstance(cfg, UNetConfig) else None
+    if isinstance(cfg, GicquelUNetConfig):  # its raw tokens (B, n_tokens, width)
+        context = torch.zeros(1, len(cfg.tokens), cfg.context_dim, device=meta)
     with meta:
         model = build_model(cfg)
         x = torch.empty(shape)
