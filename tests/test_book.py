@@ -152,9 +152,10 @@ def test_run_profile_records_the_failed_notebook(tmp_path, capfd):
 
 
 def test_lanes_run_side_by_side_on_a_share_of_the_cores_and_a_failure_waits_for_the_other_lane(tmp_path):
-    """Consecutive entries with a lane run as a group: its lanes at the same time (each notebook writes when it ran),
-    each kernel on cores / lanes threads, a lane's notebooks in order; a failing lane lets the other one finish,
-    then the run stops before the next notebook with the failure, and timings.tsv holds every notebook that ran."""
+    """Consecutive entries with a lane (and the same group) run as a group: its lanes at the same time (each notebook
+    writes when it ran), each kernel on cores / lanes threads, a lane's notebooks in order; the next group waits for
+    it; a failing lane lets the other one finish, then the run stops before the next notebook with the failure, and
+    timings.tsv holds every notebook that ran."""
     meta = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
     work = new_notebook(cells=[
         new_code_cell("name = 'x'\nfail = False", metadata={"tags": ["parameters"]}),
@@ -167,25 +168,28 @@ def test_lanes_run_side_by_side_on_a_share_of_the_cores_and_a_failure_waits_for_
     entries = [{"notebook": nb, "output": "a1.ipynb", "lane": "a", "parameters": {"name": "a1"}},
                {"notebook": nb, "output": "b1.ipynb", "lane": "b", "parameters": {"name": "b1"}},
                {"notebook": nb, "output": "a2.ipynb", "lane": "a", "parameters": {"name": "a2"}},
+               {"notebook": nb, "output": "c1.ipynb", "lane": "c", "group": "next", "parameters": {"name": "c1"}},
                {"notebook": nb, "output": "after.ipynb", "parameters": {"name": "after"}}]
     prof = tmp_path / "p.yml"
     prof.write_text(json.dumps({"notebooks": entries}))
     timings = profiles.run_profile(prof, output_dir=tmp_path / "out", cwd=tmp_path, progress=False, root=tmp_path)
-    ran = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in ("a1", "b1", "a2", "after")}
+    ran = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in ("a1", "b1", "a2", "c1", "after")}
     assert ran["b1"]["start"] < ran["a1"]["end"] and ran["a1"]["start"] < ran["b1"]["end"]  # side by side
     assert ran["a2"]["start"] >= ran["a1"]["end"]  # a lane in order
-    assert ran["after"]["start"] >= max(ran["a2"]["end"], ran["b1"]["end"])  # the group ends before what follows
+    assert ran["c1"]["start"] >= max(ran["a2"]["end"], ran["b1"]["end"])  # another group waits for this one
+    assert ran["after"]["start"] >= ran["c1"]["end"]  # and a notebook without a lane for the group
     share = str(max(1, (os.cpu_count() or 1) // 2))
     assert [ran[n]["threads"] for n in ("a1", "b1", "a2")] == [share] * 3
     assert ran["after"]["threads"] == os.environ.get("OMP_NUM_THREADS")  # outside the group: the runner's own
-    assert sorted(timings["notebook"]) == ["a1.ipynb", "a2.ipynb", "after.ipynb", "b1.ipynb"]
+    assert sorted(timings["notebook"]) == ["a1.ipynb", "a2.ipynb", "after.ipynb", "b1.ipynb", "c1.ipynb"]
+    assert ran["c1"]["threads"] == str(os.cpu_count() or 1)  # a group of one lane: every core
     for k in ran:
         (tmp_path / f"{k}.json").unlink()
     entries[1]["parameters"]["fail"] = True
     prof.write_text(json.dumps({"notebooks": entries}))
     with pytest.raises(profiles.NotebookFailed, match="lane failed b1"):
         profiles.run_profile(prof, output_dir=tmp_path / "out2", cwd=tmp_path, progress=False, root=tmp_path)
-    assert (tmp_path / "a2.json").is_file() and not (tmp_path / "after.json").is_file()
+    assert (tmp_path / "a2.json").is_file() and not (tmp_path / "c1.json").is_file()
     written = pd.read_csv(tmp_path / "out2" / "timings.tsv", sep="\t")
     assert dict(zip(written["notebook"], written["status"])) == {"a1.ipynb": "done", "a2.ipynb": "done",
                                                                   "b1.ipynb": "failed"}

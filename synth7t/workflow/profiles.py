@@ -11,9 +11,10 @@ A profile is a YAML file in ``<root>/profiles/`` (``demo`` for a 2-core CPU, ``s
       - notebook: notebooks/02_train.ipynb       # the same notebook twice: ``output`` names the second copy
         output: 02_train_gan.ipynb
         parameters: {model_name: gan-unet, preset: demo-cpu-gan}
-      - notebook: notebooks/02_train.ipynb       # ``lane``: consecutive entries with a lane form a group whose
-        output: 02_train_vnet.ipynb               # lanes run side by side (the notebooks of one lane in order),
-        lane: b                                    # each kernel on cores / lanes threads
+      - notebook: notebooks/02_train.ipynb       # ``lane``: consecutive entries with a lane (and the same
+        output: 02_train_vnet.ipynb               # ``group``, when given) form a group whose lanes run side by
+        lane: b                                    # side, the notebooks of one lane in order, each kernel on
+        group: training                            # cores / lanes threads
     deviations: true   # optional: add the settings of synth7t.deviations.DEVIATIONS (the ``paper`` profile)
 
 The project root (``root``, ``synth7t run-profile --root``) is the folder that holds ``profiles/`` and the
@@ -131,11 +132,14 @@ def load_profile(name_or_path: PathLike, root: Optional[PathLike] = None) -> dic
     for i, nb in enumerate(nbs):
         if not isinstance(nb, dict) or "notebook" not in nb:
             raise ValueError(f"{p}: notebooks[{i}] needs a 'notebook' path")
-        bad = set(nb) - {"notebook", "parameters", "output", "lane"}
+        bad = set(nb) - {"notebook", "parameters", "output", "lane", "group"}
         if bad:
             raise ValueError(f"{p}: notebooks[{i}] has unknown key(s) {', '.join(sorted(bad))}")
-        if "lane" in nb and (not isinstance(nb["lane"], (str, int)) or isinstance(nb["lane"], bool)):
-            raise ValueError(f"{p}: notebooks[{i}] lane must be a name, got {nb['lane']!r}")
+        for key in ("lane", "group"):
+            if key in nb and (not isinstance(nb[key], (str, int)) or isinstance(nb[key], bool)):
+                raise ValueError(f"{p}: notebooks[{i}] {key} must be a name, got {nb[key]!r}")
+        if "group" in nb and "lane" not in nb:
+            raise ValueError(f"{p}: notebooks[{i}] has a group but no lane")
     if prof.get("deviations"):
         nbs = _with_deviation_settings(nbs, p)
     prof["notebooks"] = nbs
@@ -330,7 +334,9 @@ def run_profile(
             raise ValueError(f"{nb.name}: profile sets parameter(s) the notebook does not declare: "
                              f"{', '.join(sorted(unknown))}")
         # a notebook run twice (two models) needs two names
-        plan.append((nb, out_dir / (entry.get("output") or nb.name), params, set(declared), entry.get("lane")))
+        lane = entry.get("lane")
+        plan.append((nb, out_dir / (entry.get("output") or nb.name), params, set(declared),
+                     None if lane is None else (str(entry.get("group", "")), str(lane))))
     if stages and not plan:
         raise ValueError(f"no notebook of profile {prof['path']} matches stages {list(stages)}")
     unused = set(overrides or {}) - set().union(*(item[3] for item in plan))
@@ -359,21 +365,24 @@ def run_profile(
 
 def _groups(plan: list) -> list:
     """The plan cut into groups to run one after the other: ``[(lane or None, [(i, item), ...]), ...]`` lists, one
-    per group. A notebook without a lane is a group of its own; consecutive notebooks with lanes form one group,
-    its lanes in the order they first appear."""
+    per group. A notebook without a lane is a group of its own; consecutive notebooks with lanes and the same
+    ``group`` name form one group, its lanes in the order they first appear."""
     groups: list = []
+    previous = None
     for i, item in enumerate(plan, 1):
-        lane = item[4]
-        if lane is None or not groups or groups[-1][0][0] is None:
-            groups.append([(lane, [(i, item)])])
+        key = item[4]  # (group, lane) or None
+        if key is None or previous is None or key[0] != previous[0]:
+            groups.append([(key, [(i, item)])])
+            previous = key
             continue
+        previous = key
         lanes = groups[-1]
-        for k, (name, items) in enumerate(lanes):
-            if name == lane:
+        for name, items in lanes:
+            if name == key:
                 items.append((i, item))
                 break
         else:
-            lanes.append((lane, [(i, item)]))
+            lanes.append((key, [(i, item)]))
     return groups
 
 
