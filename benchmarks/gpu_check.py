@@ -17,7 +17,8 @@ Run on a GPU node: ``python benchmarks/gpu_check.py`` (``--steps 20 --batch 7 --
   memory;
 
 each beside the same measurement in plain fp32 eager (no autocast, no compile, torch's default TF32 settings,
-which the JSON records), with the ratio. Targets: training >= 40 % MFU, prediction <= 3 s per 270-slice volume
+which the JSON records), with the ratio. Then the authors' released network (what ``synth7t import-model``
+builds, random weights): forward seconds per slice in fp32 and bf16 channels-last (``bench_released.py``). Targets: training >= 40 % MFU, prediction <= 3 s per 270-slice volume
 on one H100/H200.
 
 FLOPs are *model* FLOPs from ``synth7t.models.facts.model_facts`` (matmuls, convolutions and attention, 2 FLOPs
@@ -550,6 +551,30 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
+def released_forward(plan: Plan) -> Dict[str, Any]:
+    """Seconds per 288 x 224 slice of the authors' released network (benchmarks/bench_released.py), fp32 against bf16
+    channels-last; on a CPU plan the GAN's smaller released network on a 96 x 96 slice at one repeat."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_released import measure
+
+    on_gpu = plan.device.type == "cuda"
+    return measure("released-unet-nodiag" if on_gpu else "released-gan-nodiag", str(plan.device),
+                   repeats=3 if on_gpu else 1, batch=8 if on_gpu else 1, height=288 if on_gpu else 96,
+                   width=224 if on_gpu else 96)
+
+
+def released_markdown(r: Dict[str, Any]) -> str:
+    """The released network's rows of the report."""
+    if "error" in r:
+        return f"Released network: failed ({r['error']})\n"
+    lines = [f"Released network {r['preset']} ({r['params'] / 1e6:.0f} M parameters, {r['gflops_per_slice']:.0f} "
+             f"GFLOP per {r['height']} x {r['width']} slice) on {r['device']}:", "", "| variant | s per slice | x fp32 | min per 270 slices |",
+             "|---|---|---|---|"]
+    lines += [f"| {name} | {v['seconds_per_slice']:.3f} | {v['ratio']:.2f} | {v['minutes_per_volume']:.1f} |"
+              for name, v in r["variants"].items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the check, print the Markdown report, write the JSON; 0 when everything ran and passed."""
     from synth7t.losses import build_perceptual_loss
@@ -561,13 +586,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     models = [check_model(plan, gen, train, perceptual) for gen, train in plan.presets]
     targets = evaluate_targets(plan, env["device_name"], models)
     report = markdown_report(plan, env, models, targets)
+    # the authors' released architecture (an imported model's network), forward only, random weights
+    released = guarded(released_forward, plan)
+    report += ("\n" + released_markdown(released))
     print(report, end="")
     plan_json = {k: v for k, v in asdict(plan).items() if k != "device"}
     doc = {"format": "synth7t-gpu-check-1", "environment": env, "plan": plan_json,
            "flops_convention": "model FLOPs (synth7t.models.facts.model_facts: matmul, conv, attention; 2 per "
                                "multiply-add); forward + backward = 3 x forward; perceptual backbone and the "
                                "gradient penalty's double backward not counted",
-           "models": models, "targets": targets, "seconds_total": time.perf_counter() - t0, "markdown": report}
+           "models": models, "targets": targets, "released": released,
+           "seconds_total": time.perf_counter() - t0, "markdown": report}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2, default=str))

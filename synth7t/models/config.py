@@ -446,9 +446,10 @@ GICQUEL_TOKENS: Tuple[str, ...] = ("age", "sex", "diagnosis", "position")
 
 @dataclass(frozen=True)
 class GicquelUNetConfig(ModelConfig):
-    """The architecture of the authors' released checkpoints (:mod:`synth7t.models.gicquel`), in their terms.
+    """The architecture of the authors' released checkpoints (:mod:`synth7t.models.gicquel`), in their terms (the name
+    in their ``params*.txt`` in brackets).
 
-    Attributes (their ``params*.txt`` name in brackets):
+    Attributes:
         in_channels: neighbouring slices stacked as input channels (``n_in_slices``).
         out_channels: output channels (1).
         channels: channels at full resolution (``n_channels``).
