@@ -44,7 +44,7 @@ lab: venv
 
 # the tests marked slow, alone (one process: notebook 01's smoke run, deepbet against the truth, the lone-3T template
 # alignment, inductor's C++ code generation, the atlas on a full-size subject, the 3T/7T edge widths at the paper's
-# voxels, the README's lone-3T command with every kind of demo model; 10.8 min from a fresh clone on 2026-12-03)
+# voxels, the README's lone-3T command with every kind of demo model; 9.8 min from a fresh clone on 2026-12-03)
 test-slow: venv
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m slow
 
