@@ -96,6 +96,9 @@ def predict_volume(
         raise ValueError(f"t3 must be a 3D volume, got shape {t3.shape}")
     if not np.all(np.isfinite(t3)):
         raise ValueError("t3 contains non-finite values")
+    if getattr(getattr(generator, "config", None), "kind", "") == "gicquel-unet":
+        raise ValueError("an imported model of the authors predicts with its own recipe on their template's grid: use "
+                         "predict_volume_released (or synth7t predict, which aligns the scan to its templates)")
     geometry = patch_geometry(getattr(generator, "config", None))
     if geometry is not None:
         return predict_volume_patches(generator, t3, mask=mask, batch_size=batch_size, progress=progress,

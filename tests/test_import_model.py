@@ -79,6 +79,10 @@ def test_the_volume_recipe_is_their_trainings(tmp_path):
     error = float(np.abs(y - f["y"])[brain].max())
     assert error <= 1e-5, error
     assert np.all(y[~brain] == 0)
+    from synth7t.volume_predict import predict_volume
+
+    with pytest.raises(ValueError, match="predict_volume_released"):  # synth7t's own 2.5D loop refuses it clearly
+        predict_volume(net, f["volume"], bottom=0, top=13, **kw)
     centred = predict_volume_released(net, f["volume"], dict(recipe, stack="centre"), **kw)
     assert float(np.abs(centred - f["y"])[brain].max()) > 1e-3
 
