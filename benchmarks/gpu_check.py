@@ -10,9 +10,9 @@ Run on a GPU node: ``python benchmarks/gpu_check.py`` (``--steps 20 --batch 7 --
   step with ``synth7t.losses.critic_loss`` and the adversarial term), Adam, on random 3 x 288 x 224 slices with
   context vectors, at the paper's per-GPU batch (56 over 8 GPUs = 7). Reported: slices/s, achieved TFLOP/s
   and MFU, peak memory (``torch.cuda.max_memory_allocated``);
-- prediction: one 0.7 mm volume of 270 axial slices of 288 x 224 through ``synth7t.predict.predict_volume``,
+- prediction: one 0.7 mm volume of 270 axial slices of 288 x 224 through ``synth7t.inference.volume.predict_volume``,
   with a brain mask that touches every slice (so all 270 slices pass through the network: the worst case), at
-  the library's GPU batch (``synth7t.predict.default_batch_size``), bf16 autocast (+ compile). Reported:
+  the library's GPU batch (``synth7t.inference.volume.default_batch_size``), bf16 autocast (+ compile). Reported:
   seconds per volume (median of ``--repeats`` runs after an untimed warm-up on a slab of the volume) and peak
   memory;
 
@@ -272,13 +272,13 @@ def measure_prediction(plan: Plan, gen_preset: str, *, amp: bool, compile_: bool
 
     The model is compiled in place (``nn.Module.compile``) because ``predict_volume`` needs the
     ``ConditionalUNet`` itself, not a wrapper, to pass the context. On a CPU its weights are channels-last, as
-    ``synth7t.predict.load_model`` prepares them.
+    ``synth7t.inference.load_model`` prepares them.
 
     Returns:
         ``seconds`` (median), ``runs`` (every timed run), ``slices``, ``peak_memory_gib``.
     """
     from synth7t.models import build_model
-    from synth7t.predict import predict_volume
+    from synth7t.inference.volume import predict_volume
 
     device = plan.device
     free_memory(device)
@@ -469,7 +469,7 @@ def markdown_report(plan: Plan, env: Dict[str, Any], models: Sequence[Dict[str, 
 
 def make_plan(args: argparse.Namespace) -> Tuple[Plan, Dict[str, Any]]:
     """Resolve the mode (GPU check or CPU smoke sizes), the sizes and the peak from the arguments."""
-    from synth7t.predict import default_batch_size
+    from synth7t.inference.volume import default_batch_size
 
     gpu = torch.cuda.is_available() and not args.cpu
     device = torch.device("cuda") if gpu else torch.device("cpu")
@@ -529,7 +529,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--n-critic", type=int, default=1,
                     help="GAN critic steps per generator step (1: the paper's first epoch, 5: the others)")
     ap.add_argument("--predict-batch", type=int, default=None,
-                    help="slices per prediction pass (default: synth7t.predict.default_batch_size)")
+                    help="slices per prediction pass (default: synth7t.inference.volume.default_batch_size)")
     ap.add_argument("--repeats", type=int, default=None, help="timed prediction runs (GPU 3, CPU 1)")
     ap.add_argument("--no-compile", action="store_true", help="measure bf16 autocast without torch.compile")
     ap.add_argument("--peak-tflops", type=float, default=None,

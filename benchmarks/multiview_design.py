@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from synth7t import io as sio
-from synth7t import layout, metrics, multiview, predict, slices, train, views
+from synth7t import inference, layout, metrics, multiview_design, slices, train, views
 from synth7t import train_config as tconf
 from synth7t.modelcard import SimulatedTrainingWarning
 
@@ -71,7 +71,7 @@ def run_seed(seed: int, samples: int, data: Path, out: Path) -> pd.DataFrame:
                 print(f"seed {seed}: trained {name}-{tag}: {time.perf_counter() - t0:.0f} s", flush=True)
 
     def load(run):
-        return predict.load_model(out / "runs" / run / "model", "cpu")
+        return inference.load_model(out / "runs" / run / "model", "cpu")
 
     models = {"axial": load("axial-axial"), "mv-cond": load("mv-cond-all"), "mv-nocond": load("mv-nocond-all"),
               "three": {p: load(f"three-{p}") for p in views.PLANES}}
@@ -81,7 +81,7 @@ def run_seed(seed: int, samples: int, data: Path, out: Path) -> pd.DataFrame:
         done = out / f"scores_{key}.tsv"
         if not done.is_file():
             rows = []
-            inp = predict.preprocessed_inputs(der, key)
+            inp = inference.preprocessed_inputs(der, key)
             rec, s = inp["record"], ds[key]
             ref = sio.load_volume(der / rec["files"]["t7"]).data
             brain = inp["mask"] > 0
@@ -90,10 +90,10 @@ def run_seed(seed: int, samples: int, data: Path, out: Path) -> pd.DataFrame:
             kw = dict(age=s.age, sex=s.sex, impaired=s.impaired, mask=inp["mask"],
                       axial_range=(rec["bottom_slice"], rec["top_slice"]))
             score(rows, key, "3T", inp["t3"].data, ref, m)
-            score(rows, key, "axial model", multiview.predict_multiview(models["axial"], inp["t3"].data, **kw).prediction,
+            score(rows, key, "axial model", inference.views.predict_multiview(models["axial"], inp["t3"].data, **kw).prediction,
                   ref, m)
             for name in ("mv-cond", "mv-nocond", "three"):
-                res = multiview.predict_multiview(models[name], inp["t3"].data, uncertainty=True, **kw)
+                res = inference.views.predict_multiview(models[name], inp["t3"].data, uncertainty=True, **kw)
                 for p, v in res.views.items():
                     score(rows, key, f"{name} {p} view", v, ref, m)
                 for fusion in ("mean", "median"):
@@ -128,7 +128,7 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--out", default="runs/multiview_design", help="models, per-subject scores and the tables")
     ap.add_argument("--samples", type=int, default=320, help="slices per epoch of each design (3 epochs)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds, e.g. 0 1 2")
-    ap.add_argument("--results", default=str(multiview.DESIGN_RESULTS),
+    ap.add_argument("--results", default=str(multiview_design.DESIGN_RESULTS),
                     help="per-seed results (one row per seed and image type); chapter 04 reads the default")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -152,7 +152,7 @@ def main(argv=None) -> pd.DataFrame:
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     per_seed.to_csv(results, sep="\t", index=False, float_format="%.5g")
-    summary = multiview.design_summary(results)
+    summary = multiview_design.design_summary(results)
     cols = [c for c in summary.columns if c.endswith(("_mean", "_sd")) and c.split("_")[0] in ("psnr", "artefact")]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(f"{results}: {len(args.seeds)} seed(s), {table.key.nunique()} held-out subject(s); mean and SD over "

@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from synth7t import demo_checks, layout, predict, regional, segment
+from synth7t import demo_checks, inference, layout, regional, segment
 from synth7t.preprocess import load_records
 
 
@@ -43,7 +43,7 @@ def main(argv=None):
         _, margins, _ = demo_checks.check_premise(ds, keys, out, seg_config=args.config, n_jobs=args.n_jobs)
     else:
         records = {r["key"]: r for r in load_records(der) if r.get("status") == "done"}
-        images = predict.collect_images(der, root / "runs" / "demo" / "03_predict", keys=keys)
+        images = inference.collect_images(der, root / "runs" / "demo" / "03_predict", keys=keys)
         pairs = images[images.image_type.isin(["3T", "7T"])]
         seg = segment.segment_batch(pairs[["key", "image_type", "path"]], out, backend="atlas", config=args.config,
                                     n_jobs=args.n_jobs, progress=False)

@@ -22,7 +22,7 @@ Models and training
 - :mod:`synth7t.train_config` training settings and presets
 - :mod:`synth7t.train`        the trainer (CPU, one GPU, DDP), checkpoints and resume
 - :mod:`synth7t.modelcard`    the model card written beside every exported model
-- :mod:`synth7t.predict`      whole-volume prediction (2.5D or sliding window), batch and lone-3T prediction
+- :mod:`synth7t.inference`    the Predictor of every kind of model: volumes, subjects, lone 3T files, batches
 
 Evaluation and studies
 - :mod:`synth7t.metrics`      PSNR, global SSIM, Dice as the paper defines them

@@ -236,7 +236,7 @@ DEVIATIONS: tuple[Deviation, ...] = (
                 "of j (model.json input.stack 'first'); synth7t's own U-Nets predict the centre slice.",
         switch="input.stack 'centre' in an imported model's model.json takes j-1, j, j+1, as their inference script "
                "places its outputs.",
-        switches=("synth7t.volume_predict.predict_volume_released.recipe",),
+        switches=("synth7t.inference.volume.predict_volume_released.recipe",),
     ),
     Deviation(
         topic="released models: lone-3T alignment",

@@ -6,7 +6,9 @@ Both studies start from 3T scans that have no 7T:
    (:func:`synth7t.layout.exclude_model_participants`) leaves out the participants who built the model;
 2. :func:`preprocess_lone_batch` aligns each 3T onto the model's grid with the generalised affine (or the template)
    and normalises it (:func:`synth7t.preprocess.preprocess_lone_3t`), resumably, failures recorded;
-3. :func:`predict_lone` runs a model on every aligned 3T (:func:`synth7t.predict.predict_volume`), resumably.
+3. :func:`predict_lone` runs a model on every aligned 3T (:meth:`synth7t.inference.Predictor.predict`, as every
+   prediction of synth7t: a multi-view model fuses its planes; an imported model of the authors aligns the scan to
+   its own templates and its output is resampled onto the study's grid), resumably.
 
 Then the amygdala study (§2.8.3) carries the aligned 3T and every synthetic image of a subject into the space of
 its reference image with *one* affine registration (estimated on the 3T, applied to the synthetic images, as the
@@ -18,6 +20,7 @@ volumes (:func:`synth7t.segment.segment_batch`, :func:`synth7t.segment.volumes_t
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
@@ -84,14 +87,22 @@ def lone_inputs(folder: PathLike, *, participants: Optional[PathLike] = None,
 
 
 def model_dirs(train_dir: PathLike, names: Sequence[str] = ()) -> dict[str, Path]:
-    """The exported model folders of a run's training stage (``<train_dir>/<name>/model``), all or the named ones.
+    """The exported model folders of a run's training stage (``<train_dir>/<name>/model``), all or the named ones; a
+    name with a ``/`` is a model folder elsewhere (an imported model of the authors, ``synth7t import-model``), named
+    by its folder.
 
     Raises:
         FileNotFoundError: a named model (or, with no names, any model) is missing.
     """
     train_dir = Path(train_dir)
     if names:
-        out = {n: train_dir / n / "model" for n in names}
+        out = {}
+        for n in names:
+            if "/" in str(n):
+                folder = Path(n)
+                out[folder.parent.name if folder.name == "model" else folder.name] = folder
+            else:
+                out[n] = train_dir / n / "model"
     else:
         out = {p.parent.name: p for p in sorted(train_dir.glob("*/model")) if (p / "model.json").is_file()}
     missing = [f"{n} ({d})" for n, d in out.items() if not (d / "model.json").is_file()]
@@ -104,16 +115,22 @@ def model_dirs(train_dir: PathLike, names: Sequence[str] = ()) -> dict[str, Path
 def model_reads_diagnosis(model_dir: PathLike) -> bool:
     """Whether a model's output depends on the diagnosis it is given (a U-Net conditioned on it; not the
     ``-nodiag`` variants, whose output provably ignores it, nor the V-Net and WATNet, which take no context)."""
-    from .models.config import config_from_dict
+    from .inference import Predictor
 
-    meta = json.loads((Path(model_dir) / "model.json").read_text())
-    cfg = config_from_dict(meta["model_config"])
-    return bool(getattr(cfg, "use_diagnosis", False) and getattr(cfg, "uses_context", False))
+    return Predictor.describe(model_dir).reads_diagnosis
 
 
-def lone_config(derivatives: PathLike, **overrides):
-    """The paired run's preprocessing settings (``<derivatives>/config.json``: grid, voxel size, normalisation) with
-    ``overrides`` (e.g. ``mask_backend``): lone 3T scans must reach the model on the grid it was trained on."""
+def lone_config(derivatives: PathLike, models: Union[Mapping[str, PathLike], Sequence[PathLike]] = (), **overrides):
+    """The lone-3T preprocessing of a study: the paired run's settings (``<derivatives>/config.json``: normalisation,
+    brain extraction, registration) with the grid of the study's ``models`` over them (the voxel size, slice size and
+    divisor each model was trained on: :attr:`synth7t.inference.Predictor.grid`, the one place a lone grid is read),
+    and ``overrides`` (e.g. ``mask_backend``).
+
+    Raises:
+        FileNotFoundError: no ``config.json`` (notebook 01 has not run).
+        ValueError: models trained on different grids (give each its own study, or retrain).
+    """
+    from .inference import Predictor
     from .preprocess import config_from_dict
 
     path = Path(derivatives) / "config.json"
@@ -121,7 +138,18 @@ def lone_config(derivatives: PathLike, **overrides):
         raise FileNotFoundError(f"{path}: the run's preprocessing settings are missing (run notebook 01)")
     d = json.loads(path.read_text())
     d.pop("fingerprint", None)
-    return config_from_dict({**d, "qc_figure": False, **overrides})
+    folders = dict(models) if isinstance(models, Mapping) else {str(m): m for m in models}
+    grids = {name: Predictor.describe(folder).grid for name, folder in folders.items()}
+    grids = {name: g for name, g in grids.items() if g}  # an imported model aligns to its own templates
+    shared = {json.dumps([g.get("target_spacing"), list(g.get("grid_inplane") or [])]) for g in grids.values()}
+    if len(shared) > 1:
+        raise ValueError("the study's models were trained on different grids: "
+                         + "; ".join(f"{n}: {g}" for n, g in grids.items()) + " - run one study per grid")
+    grid = {k: v for k, v in next(iter(grids.values()), {}).items() if k != "grid_divisor"}
+    divisors = [int(g["grid_divisor"]) for g in grids.values() if g.get("grid_divisor")]
+    if divisors:  # a grid every model can take (a U-Net's 2^n; a baseline's 1)
+        grid["grid_divisor"] = math.lcm(*divisors)
+    return config_from_dict({**d, "qc_figure": False, **grid, **overrides})
 
 
 # ------------------------------------------------------------------------------------- preprocessing
@@ -153,7 +181,7 @@ def preprocess_lone_batch(inputs: pd.DataFrame, out_dir: PathLike, *, config=Non
         inputs: :func:`lone_inputs` (``key``, ``path``, optionally ``mask``).
         out_dir: one folder per key with the aligned 3T, its brain mask and record; ``status.tsv``.
         config: a :class:`synth7t.preprocess.PreprocessConfig` (its ``target_spacing`` and ``grid_inplane`` must
-            be the model's; :func:`synth7t.predict.preprocess_config_for` gives one).
+            be the model's; :func:`lone_config` gives one).
         method, generalised: as :func:`synth7t.preprocess.preprocess_lone_3t`.
         n_jobs: parallel processes (one ITK thread each).
 
@@ -195,73 +223,99 @@ def lone_records(out_dir: PathLike) -> dict[str, dict]:
 # ----------------------------------------------------------------------------------------- prediction
 
 
-def prediction_path(out_dir: PathLike, key: str, name: str) -> Path:
-    """Where :func:`predict_lone` writes a subject's synthetic 7T (on the aligned grid)."""
-    return Path(out_dir) / f"{key}_acq-{name}_space-grid_T1w.nii.gz"
-
-
 class _LoneWork:
     """The prediction of one aligned lone 3T, in whichever process runs it (picklable: the model's folder travels,
     and a worker process loads the model once, on first use; in the calling process, the copy given)."""
 
     def __init__(self, model_dir: PathLike, records: Mapping[str, dict], demographics: Mapping[str, dict],
-                 out_dir: Path, name: str, device: str, batch_size: Optional[int], loaded=None):
+                 out_dir: Path, name: str, device: str, batch_size: Optional[int], config=None, loaded=None):
         self.model_dir, self.device = str(model_dir), str(device)
         self.records, self.demographics = dict(records), dict(demographics)
-        self.out_dir, self.name, self.batch_size = Path(out_dir), name, batch_size
+        self.out_dir, self.name, self.batch_size, self.config = Path(out_dir), name, batch_size, config
         self.model = loaded
 
     def __getstate__(self):
         return {**self.__dict__, "model": None}  # a worker loads its own copy
 
     def loaded(self):
-        from .predict_batch import process_model
+        from .inference import Predictor
 
-        return self.model if self.model is not None else process_model(self.model_dir, self.device)
+        return self.model if self.model is not None else \
+            Predictor.from_folder(self.model_dir, self.device, once_per_process=True)
 
     def __call__(self, key: str) -> dict:
-        from . import predict
+        from .inference import prediction_path
         from .layout import is_impaired
 
-        generator, meta = self.loaded()
+        predictor = self.loaded()
         rec, d = self.records[key], self.demographics[key]
         t3 = sio.load_volume(rec["files"]["t3"])
         mask = sio.load_volume(rec["files"]["mask"], dtype=None).data
-        vol = predict.predict_volume(generator, t3.data, age=float(d["age"]), sex=str(d["sex"]),
-                                     impaired=is_impaired(str(d["diagnosis"])), bottom=int(rec["bottom_slice"]),
-                                     top=int(rec["top_slice"]), mask=mask, batch_size=self.batch_size,
-                                     patch_overlap=predict.patch_overlap_of(meta))
+        context = dict(age=float(d["age"]), sex=str(d["sex"]), impaired=is_impaired(str(d["diagnosis"])),
+                       batch_size=self.batch_size)
+        if predictor.kind == "imported":
+            vol = _imported_on_study_grid(predictor, rec, t3, mask, self.config, d.get("mask") or None, context)
+        else:
+            vol = predictor.predict(t3.data, mask=mask, axial_range=(int(rec["bottom_slice"]), int(rec["top_slice"])),
+                                    **context).image
         p = prediction_path(self.out_dir, key, self.name)
         sio.save_volume(p, vol, t3.affine, dtype=np.float32)
         return {"path": str(p)}
 
 
+def _imported_on_study_grid(predictor, rec: dict, t3, mask: np.ndarray, config, t3_mask, context: dict) -> np.ndarray:
+    """An imported model's prediction of a lone scan (aligned to its own templates from the scan itself), resampled
+    onto the study's aligned grid, so that every image type of a subject shares one grid."""
+    from .inference.files import align_for
+    from .preprocess import resample
+
+    if config is None:
+        raise ValueError("an imported model aligns each scan to its own templates: give predict_lone the study's "
+                         "preprocessing config (lone_config) for its brain extraction and N4")
+    aligned = align_for(predictor, rec["input"], config, t3_mask=t3_mask)
+    pred = predictor.predict(aligned["image"], mask=aligned["mask"], **context)
+    # study grid world -> scan world (the study's alignment) -> template grid world (the model's)
+    to_template = np.linalg.inv(aligned["world_map"]) @ np.asarray(rec["alignment"]["world_map"], float)
+    vol = resample(pred.image, aligned["affine"], t3.data.shape, t3.affine, world_map=to_template, order=1)
+    return (vol * (mask > 0)).astype(np.float32)
+
+
 def predict_lone(model_dir: PathLike, records: Mapping[str, dict], demographics: pd.DataFrame, out_dir: PathLike, *,
                  name: str, device: str = "auto", batch_size: Optional[int] = None, progress: bool = True,
-                 n_jobs: int = 1) -> pd.DataFrame:
+                 n_jobs: int = 1, config=None) -> pd.DataFrame:
     """Synthetic 7T of every aligned lone 3T with one model; resumable, failures recorded.
 
+    Every kind of model predicts through :class:`synth7t.inference.Predictor`: a multi-view model fuses the planes it
+    learned; an imported model of the authors aligns each scan (``records``' ``input``) to its own templates with
+    ``config``'s brain extraction and N4 and its output is resampled onto the study's aligned grid.
+
     Args:
-        model_dir: a model folder (:func:`synth7t.predict.load_model`).
+        model_dir: a model folder (:func:`synth7t.inference.load_model`).
         records: :func:`lone_records`.
-        demographics: ``key, age, sex, diagnosis`` (:func:`lone_inputs`); a model conditioned on the diagnosis
+        demographics: ``key, age, sex, diagnosis`` (:func:`lone_inputs`; its ``mask`` column is the given brain mask
+            an imported model's alignment uses with ``mask_backend="given"``); a model conditioned on the diagnosis
             needs it, a ``-nodiag`` model does not read it.
-        out_dir: output folder (``predictions.tsv`` and one NIfTI per key).
+        out_dir: output folder (``predictions.tsv`` and one NIfTI per key,
+            :func:`synth7t.inference.prediction_path`).
         name: the image type (model name of the run).
         n_jobs: on a CPU, worker processes that share its threads (each loads its own model copy). Small CPU
             networks use threads poorly: on 2 cores a demo U-Net predicts a slice in 50 ms with 2 threads and 72 ms
             with 1, so two 1-thread workers predict 1.4 times as many volumes per second (worth it for a batch of
             many volumes, not for 3). On a GPU the volumes run in this process, one after the other.
+        config: the study's preprocessing (:func:`lone_config`), needed by an imported model.
 
     Returns:
         The status table (``key, status, seconds, path, reason``).
     """
-    from . import predict
+    from .inference import Predictor, prediction_path
 
     if int(n_jobs) < 1:
         raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
-    generator, meta = predict.load_model(model_dir, device)  # a bad folder fails here, before any volume
-    on_cpu = next(generator.parameters()).device.type == "cpu"
+    predictor = Predictor.from_folder(model_dir, device)  # a bad folder fails here, before any volume
+    if predictor.kind == "imported" and config is None:
+        raise ValueError(f"{model_dir}: an imported model aligns each scan to its own templates; pass the study's "
+                         "preprocessing config (config=lone_config(...)) for its brain extraction and N4")
+    on_cpu = predictor.device.type == "cpu"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     demo = demographics.set_index("key")
@@ -269,9 +323,10 @@ def predict_lone(model_dir: PathLike, records: Mapping[str, dict], demographics:
     unknown = [k for k in keys if k not in demo.index]
     if unknown:
         raise ValueError(f"no demographics for {', '.join(unknown[:10])}")
+    cols = [c for c in ("age", "sex", "diagnosis", "mask") if c in demo.columns]
     workers = int(n_jobs) > 1 and on_cpu
-    work = _LoneWork(model_dir, records, {k: demo.loc[k, ["age", "sex", "diagnosis"]].to_dict() for k in keys},
-                     out, name, "cpu", batch_size, loaded=None if workers else (generator, meta))
+    work = _LoneWork(model_dir, records, {k: demo.loc[k, cols].to_dict() for k in keys}, out, name, "cpu",
+                     batch_size, config, loaded=None if workers else predictor)
     executor = LocalExecutor(int(n_jobs), cores_per_worker(int(n_jobs))) if workers else None
     table = run_batch(keys, work, ids=lambda k: {"key": k},
                       is_finished=lambda k: prediction_path(out, k, name).is_file(),
@@ -284,6 +339,8 @@ def predict_lone(model_dir: PathLike, records: Mapping[str, dict], demographics:
 
 def lone_images(records: Mapping[str, dict], predict_dirs: Mapping[str, PathLike]) -> pd.DataFrame:
     """One row per image of the study: the aligned 3T and each model's prediction (``key, image_type, path``)."""
+    from .inference import prediction_path
+
     rows = []
     for key in sorted(records):
         rows.append({"key": key, "image_type": BASELINE, "path": str(records[key]["files"]["t3"])})

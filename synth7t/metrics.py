@@ -206,7 +206,7 @@ def score_images(images: pd.DataFrame, records: Mapping[str, dict], *, derivativ
     0, so that choice drops them and scores a slightly different set of voxels for every subject.
 
     Args:
-        images: :func:`synth7t.predict.collect_images` (``key, image_type, name, path``).
+        images: :func:`synth7t.inference.collect_images` (``key, image_type, name, path``).
         records: ``{key: preprocessing record}``; each record's ``excluded_slices`` are left out, and with
             ``mask="brain"`` its ``files["mask"]`` (relative to ``derivatives``) is the brain.
         derivatives: the preprocessing output folder (needed with ``mask="brain"``).

@@ -122,7 +122,7 @@ def _read_json(path: Path) -> Optional[dict]:
 
 
 def _model_folder(model_dir: PathLike) -> Path:
-    """The model folder itself when a run folder (holding ``model/``) is given, as ``synth7t.predict.load_model``."""
+    """The model folder itself when a run folder (holding ``model/``) is given, as ``synth7t.inference.load_model``."""
     d = Path(model_dir)
     if (d / "model").is_dir() and not (d / "model.json").is_file() and not (d / CARD_JSON).is_file():
         return d / "model"

@@ -4,7 +4,7 @@ The paper ran Cui et al.'s (2024) code for its two baselines: the V-Net on 64^3 
 64 x 64 x 3 patches (three neighbouring axial slices in, the centre slice out), trained with an L1 loss, and
 whole volumes predicted patch by patch with overlapping windows (8 voxels) blended together. This module gives
 the trainer (:class:`synth7t.train.Trainer`) those patches from the slice cache and gives the trainer and the
-predictor (:func:`synth7t.predict.predict_volume`) the sliding window.
+predictor (:func:`synth7t.inference.volume.predict_volume`) the sliding window.
 
 **Where patches come from.** The slice cache (:mod:`synth7t.slices`) stores every axial slice of every subject,
 subject after subject, as memory-mapped ``(N_slices, H, W)`` arrays; a subject's rows ``offset .. offset +
@@ -160,7 +160,7 @@ class PatchDataset:
 
     def __init__(self, cache: Union["SliceCache", PathLike], keys: Sequence[str], *, geometry: PatchGeometry,
                  overlap: int = DEFAULT_OVERLAP, seed: int = 0):
-        from .slices import SliceCache  # (imports torch: this module is imported by synth7t.predict)
+        from .slices import SliceCache  # (imports torch: this module is imported by synth7t.inference)
 
         self.cache = cache if isinstance(cache, SliceCache) else SliceCache.open(cache)
         if isinstance(keys, str):

@@ -38,7 +38,7 @@ up to float rounding. Rank 0 alone writes logs (losses averaged over the ranks) 
 
 Multi-view (beyond the paper): ``planes`` lists the slicing planes of the samples (:class:`synth7t.slices.SliceDataset`;
 coronal and sagittal samples carry a loss mask over the 7T's artefact slices); with several, the U-Net is conditioned
-on the plane by default (``plane_condition``), and ``model.json`` lists them for :mod:`synth7t.multiview`.
+on the plane by default (``plane_condition``), and ``model.json`` lists them for :mod:`synth7t.inference.views`.
 
 GPU-only paths run on a CPU as well: ``amp="bf16"`` autocasts to bfloat16 on either device, ``compile`` wraps
 the generator in ``torch.compile`` (on a CPU it needs a C++ compiler), ``channels_last`` stores the networks and
@@ -584,17 +584,17 @@ class Trainer(Validation):
         meta = {
             "model_config": self.model_config.to_dict(), "train_config": self.cfg.to_dict(),
             "step": self.pos.step, "epoch": self.pos.epoch, "format": "synth7t-model-1",
-            # the slicing planes it learned (absent before multi-view: axial); synth7t.multiview predicts in them
+            # the slicing planes it learned (absent before multi-view: axial); synth7t.inference.views predicts in them
             "planes": list(self.planes),
             "input": {"grid": "synth7t-preproc 7T grid, axial slices (H, W) = (anterior-posterior, left-right)",
                       "intensity": "clipped min-max normalised to [0, 1]",
-                      # lone 3T scans are aligned onto a grid like the training one (synth7t.predict.predict_file)
+                      # lone 3T scans are aligned onto a grid like the training one (synth7t.inference.predict_file)
                       "spacing_mm": self.cache.meta.get("spacing_mm"),
                       "grid_inplane": [int(self.cache.t3.shape[1]), int(self.cache.t3.shape[2])],
                       "grid_divisor": self.grid_divisor},
         }
         if self.geometry is not None:
-            # how synth7t.predict reassembles whole volumes from windows of the training patch size
+            # how synth7t.inference reassembles whole volumes from windows of the training patch size
             meta["inference"] = {"method": "sliding window (monai.inferers.sliding_window_inference)",
                                  "spatial_dims": self.geometry.spatial_dims, "patch_size": self.geometry.size,
                                  "patch_overlap": self.cfg.patch_overlap, "blend": BLEND_MODE}

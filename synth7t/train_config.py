@@ -114,7 +114,7 @@ class TrainConfig(Config):
         weight_decay: the generator Adam's L2 penalty (``torch.optim.Adam(weight_decay=...)``, as Cui et al.'s
             code: 1e-5 for the V-Net, 0 otherwise).
         patch_overlap: voxels shared by neighbouring windows when a baseline predicts a whole slice or volume by
-            sliding window (validation here, prediction in :mod:`synth7t.predict`; Cui et al.: 8), and the
+            sliding window (validation here, prediction in :mod:`synth7t.inference`; Cui et al.: 8), and the
             overlap of the grid that sizes a baseline's epoch. Ignored by the U-Nets.
         lr_d, betas_d: critic Adam (WGAN-GP practice: 2e-5, (0, 0.9)).
         lr_decay: learning-rate factor per epoch (x0.5 U-Net, x0.9 GAN U-Net) of the ``exponential`` schedule.

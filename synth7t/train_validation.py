@@ -36,7 +36,7 @@ class Validation:
 
     def _sliding_window(self, x):
         """A baseline's prediction of whole slices (2D) or a slab (3D) by sliding window, as
-        :func:`synth7t.predict.predict_volume` predicts (windows per pass: this process's training share)."""
+        :func:`synth7t.inference.volume.predict_volume` predicts (windows per pass: this process's training share)."""
         with self._autocast():
             return sliding_window_predict(self.generator, x, patch_size=self.geometry.size,
                                           overlap=self.cfg.patch_overlap, batch_size=self.micro_batch)
@@ -81,7 +81,7 @@ class Validation:
         A slab is ``patch_size`` slices deep, centred on the subject's middle usable slice; the scored slices are
         its usable slices at least ``patch_overlap`` slices from a slab face that is not the volume's own face:
         there, as in a whole-volume prediction, every voxel lies well inside a window or is blended with a
-        neighbour's, so the scores follow the predictions of :func:`synth7t.predict.predict_volume`. A whole
+        neighbour's, so the scores follow the predictions of :func:`synth7t.inference.volume.predict_volume`. A whole
         volume would cost a few hundred windows per subject and epoch on a CPU; a slab costs one layer of them.
         """
         P, ov = self.geometry.size, self.cfg.patch_overlap

@@ -459,7 +459,7 @@ def score_through_plane(images: pd.DataFrame, records: Mapping[str, dict], *, de
     """:func:`through_plane_ratios` and :func:`artefact_index` of every image against its subject's real 7T.
 
     Args:
-        images: :func:`synth7t.predict.collect_images` (``key, image_type, name, path``).
+        images: :func:`synth7t.inference.collect_images` (``key, image_type, name, path``).
         records: ``{key: preprocessing record}`` (brain mask and artefact slices).
         derivatives: the preprocessing output folder.
 

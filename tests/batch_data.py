@@ -102,7 +102,7 @@ def write_cohort(folder: Path, n: int, corrupt_every: int = 0) -> tuple[list[Pat
 
 
 def fast_options(mask: Path) -> dict:
-    """:func:`synth7t.predict.predict_file` options for the synthetic scans: the shared mask, no N4, a generalised
+    """:func:`synth7t.inference.predict_file` options for the synthetic scans: the shared mask, no N4, a generalised
     affine (identity, recentred on each brain) onto the model's grid, on the CPU."""
     from synth7t import preprocess as pp
 

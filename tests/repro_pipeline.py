@@ -54,7 +54,8 @@ def run(work: Path) -> dict:
     torch.set_num_threads(1)  # deepbet, training and prediction; results depend on the count
     from synth7t import demo, layout, preprocess, slices, train
     from synth7t import train_config as tconf
-    from synth7t.predict import load_model, predict_volume, preprocessed_inputs
+    from synth7t.inference import load_model, preprocessed_inputs
+    from synth7t.inference.volume import predict_volume
     from synth7t.segment import AtlasConfig, segment
 
     out: dict = {}

@@ -1,5 +1,6 @@
-"""The layout keeps its rooms: no private imports across modules, nothing on the real-data path imports the
-simulator or the orchestration, thin notebooks, modules of a readable size."""
+"""The layout keeps its rooms: no import cycle, no private imports across modules, nothing on the real-data path
+imports the simulator or the orchestration, inference never imports the trainer, thin notebooks, modules of a
+readable size."""
 
 import ast
 import json
@@ -35,6 +36,82 @@ def _imports(path: Path):
         elif isinstance(node, ast.Import):
             for a in node.names:
                 yield a.name, []
+
+
+def import_graph() -> dict:
+    """``{module: {synth7t modules it imports}}``, every import counted: at the top and inside functions (a lazy
+    import is still a dependency, and a cycle of lazy imports is still a tangle)."""
+    names = {_module_name(p): p for p in MODULES}
+    graph = {}
+    for name, path in names.items():
+        deps = set()
+        for mod, imported in _imports(path):
+            for n in imported or [None]:
+                full = f"{mod}.{n}" if n else mod
+                target = full if full in names else mod if mod in names else None
+                if target and target != name:
+                    deps.add(target)
+        graph[name] = deps
+    return graph
+
+
+def import_cycles(graph: dict) -> list:
+    """The strongly connected components of more than one module (Tarjan's algorithm), each sorted."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_library_has_no_import_cycle():
+    cycles = import_cycles(import_graph())
+    assert not cycles, "modules that import each other (directly or round a circle, lazy imports included): " + \
+        "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_finder_finds_a_cycle_of_lazy_imports():
+    graph = import_graph()
+    assert "synth7t.inference.batch" in graph["synth7t.inference"]  # the package imports its batch module
+    graph["synth7t.inference.volume"] = {*graph["synth7t.inference.volume"], "synth7t.inference.batch"}
+    assert any({"synth7t.inference.volume", "synth7t.inference.batch"} <= set(c) for c in import_cycles(graph))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_import_of_the_library_names_a_module_that_exists(path):
+    """A lazy import of a module that moved fails only when its function runs: name every one here."""
+    names = {_module_name(p) for p in MODULES}
+    bad = [mod for mod, _ in _imports(path) if mod.startswith("synth7t") and mod not in names]
+    assert not bad, f"{path.relative_to(ROOT)} imports modules that do not exist: {sorted(set(bad))}"
+
+
+def test_inference_does_not_import_the_trainer():
+    graph = import_graph()
+    bad = {m: sorted(d for d in deps if d in ("synth7t.train", "synth7t.train_validation", "synth7t.slices"))
+           for m, deps in graph.items() if m.startswith("synth7t.inference")}
+    assert not any(bad.values()), f"inference imports the trainer: {bad}"
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))

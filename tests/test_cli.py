@@ -10,7 +10,7 @@ import pytest
 
 from synth7t.cli import COMMAND_MODULES, build_parser, main
 from synth7t.cli.common import parse_key_values
-from synth7t.predict import batch_output_path, expand_inputs
+from synth7t.inference import batch_output_path, expand_inputs
 
 from conftest import write_nifti
 
@@ -95,7 +95,8 @@ def test_predict_bad_inputs_give_one_line_errors(tmp_path, capsys):
                              "--age", "70", "--sex", "F"], "no input images found")
     _one_line_error(capsys, ["predict", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "many"), *model],
                     "give --age and --sex")
-    assert batch_output_path("d", "x/sub-01_acq-3T_T1w.nii.gz") == Path("d/sub-01_acq-3T_desc-synth7t_T1w.nii.gz")
+    assert batch_output_path("d", "x/sub-01_acq-3T_T1w.nii.gz") == Path("d/sub-01_acq-synth7t_space-grid_T1w.nii.gz")
+    assert batch_output_path("d", "x/scan.nii") == Path("d/scan_acq-synth7t_space-grid_T1w.nii.gz")
     lst = tmp_path / "inputs.txt"
     lst.write_text(f"{good}\n\n{nan}\n")
     assert expand_inputs([lst, tmp_path / "empty"]) == [good, nan]

@@ -221,13 +221,13 @@ def test_torchrun_prediction_over_two_ranks_equals_one_process(small_cohort, tmp
     import nibabel as nib
     import torch
 
-    from synth7t import predict_batch
+    from synth7t import inference
 
     root, model, good, bad, mask, options = small_cohort
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun rank: the same kernels, the same sums
     try:
-        one = predict_batch.predict_files([root / "scans"], tmp_path / "one", model, age=70, sex="F",
+        one = inference.predict_files([root / "scans"], tmp_path / "one", model, age=70, sex="F",
                                           impaired=False, progress=False, **options)
     finally:
         torch.set_num_threads(threads)
@@ -237,14 +237,14 @@ def test_torchrun_prediction_over_two_ranks_equals_one_process(small_cohort, tmp
         "import os, sys\n"
         f"sys.path.insert(0, {str(TESTS)!r})\n"
         "import batch_data as bd\n"
-        "from synth7t import predict_batch\n"
-        "from synth7t.predict_batch import predict_files\n"
-        "work = predict_batch.PredictFileWork.__call__\n"
+        "from synth7t import inference\n"
+        "from synth7t.inference import predict_files\n"
+        "work = inference.batch.PredictFileWork.__call__\n"
         "def noted(self, t3):\n"
         f"    with open(os.path.join({str(tmp_path)!r}, 'rank-' + os.environ['RANK'] + '.txt'), 'a') as f:\n"
         "        f.write(os.path.basename(str(t3)) + '\\n')\n"
         "    return work(self, t3)\n"
-        "predict_batch.PredictFileWork.__call__ = noted\n"
+        "inference.batch.PredictFileWork.__call__ = noted\n"
         f"predict_files([{str(root / 'scans')!r}], {str(tmp_path / 'two')!r}, {str(model)!r}, age=70, sex='F',\n"
         f"              impaired=False, progress=False, **bd.fast_options({str(mask)!r}))\n")
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -116,10 +116,10 @@ def test_each_demo_model_records_the_grid_divisor_of_its_lone_path(demo_grid_mod
     downsamples twice (1/4), so 176 x 136 is a grid it takes, where the preprocessing default (32) would refuse it."""
     import json
 
-    from synth7t import predict
+    from synth7t import inference
 
     for name, model in demo_grid_models.items():
         meta = json.loads((model / "model.json").read_text())
-        div = predict.grid_divisor_of(meta)
+        div = inference.volume.grid_divisor_of(meta)
         assert all(n % div == 0 for n in meta["input"]["grid_inplane"]), name
         assert div == (1 if name in ("vnet", "watnet") else 4), name

@@ -18,9 +18,9 @@ import torch
 from synth7t import import_model as im
 from synth7t.checkpoint_reader import CheckpointReadError, read_checkpoint
 from synth7t.cli import main
-from synth7t.model_folder import load_model
+from synth7t.inference import load_model
 from synth7t.models import context_tokens, make_context
-from synth7t.volume_predict import predict_volume_released
+from synth7t.inference.volume import predict_volume_released
 
 DATA = Path(__file__).parent / "data" / "gicquel"
 FIXTURES = ("small-nodiag", "small-diag", "small-initdown")
@@ -79,7 +79,7 @@ def test_the_volume_recipe_is_their_trainings(tmp_path):
     error = float(np.abs(y - f["y"])[brain].max())
     assert error <= 1e-5, error
     assert np.all(y[~brain] == 0)
-    from synth7t.volume_predict import predict_volume
+    from synth7t.inference.volume import predict_volume
 
     with pytest.raises(ValueError, match="predict_volume_released"):  # synth7t's own 2.5D loop refuses it clearly
         predict_volume(net, f["volume"], bottom=0, top=13, **kw)
@@ -255,7 +255,7 @@ def test_synth7t_predict_runs_an_imported_model_on_a_scan_with_skull_and_no_qfor
     back = np.asarray(native.dataobj) != 0
     assert 2 * (back & brain).sum() / (back.sum() + brain.sum()) > 0.9  # and back onto the scan's brain
     with pytest.raises(ValueError, match="not available for an imported model"):
-        from synth7t.predict import predict_file
+        from synth7t.inference import predict_file
 
         predict_file(scan, tmp_path / "o2.nii.gz", model, age=70, sex="F", impaired=None, views=["axial"])
     bare = tmp_path / "bare"
@@ -269,7 +269,7 @@ def test_bf16_is_chosen_for_full_size_imported_networks_on_cpus_that_have_it(tmp
     """--precision auto: bf16 only for an imported full-size network on a CPU with bf16 instructions (one line says
     so); fp32 for small ones; bf16 asked where the CPU would emulate it is refused. On the recipe fixture bf16 stays
     within a few hundredths of fp32 (the book quotes the figures)."""
-    from synth7t import volume_predict as vp
+    from synth7t.inference import precision as vp
     from synth7t.models import build_model
 
     out, _ = _import(tmp_path, "small-nodiag")

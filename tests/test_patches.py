@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from synth7t import patches, predict, slices, train
+from synth7t import inference, patches, slices, train
 from synth7t import train_config as tconf
 from synth7t.models import VNetConfig, WATNetConfig, build_model
 
@@ -216,22 +216,22 @@ def test_volume_prediction_by_window_puts_every_voxel_back_in_place():
     t3 *= mask
     ctx = dict(age=70, sex="F", impaired=None, bottom=1, top=14)
     net3 = Pointwise(3, config=VNetConfig(base_channels=4, down_convs=(1,), up_convs=(1,), patch_size=16))
-    out = predict.predict_volume(net3, t3, mask=mask, **ctx)
+    out = inference.volume.predict_volume(net3, t3, mask=mask, **ctx)
     w, b = net3.conv.weight.detach().flatten()[0].item(), net3.conv.bias.detach()[0].item()
     np.testing.assert_allclose(out, np.clip(w * t3 + b, 0, 1) * mask, rtol=1e-5, atol=1e-6)
     cfg2 = WATNetConfig(spatial_dims=2, n_input_slices=3, features=4, levels=1, patch_size=8)
     net2 = Pointwise(2, channels=3, config=cfg2)
-    out2 = predict.predict_volume(net2, t3, mask=mask, batch_size=3, patch_overlap=2, **ctx)
+    out2 = inference.volume.predict_volume(net2, t3, mask=mask, batch_size=3, patch_overlap=2, **ctx)
     wz = net2.conv.weight.detach().flatten().numpy()
     z = np.arange(t3.shape[2])
     below, above = t3[:, :, np.clip(z - 1, 0, 16)], t3[:, :, np.clip(z + 1, 0, 16)]
     want = np.clip(wz[0] * below + wz[1] * t3 + wz[2] * above + net2.conv.bias.detach()[0].item(), 0, 1) * mask
     np.testing.assert_allclose(out2, want, rtol=1e-5, atol=1e-6)
-    assert not predict.predict_volume(net3, t3, mask=np.zeros_like(mask), **ctx).any()
+    assert not inference.volume.predict_volume(net3, t3, mask=np.zeros_like(mask), **ctx).any()
     with pytest.raises(ValueError, match="mask shape"):
-        predict.predict_volume(net3, t3, mask=mask[:, :, :5], **ctx)
+        inference.volume.predict_volume(net3, t3, mask=mask[:, :, :5], **ctx)
     with pytest.raises(ValueError, match="not a patch-trained baseline"):
-        predict.predict_volume_patches(Pointwise(3), t3)
+        inference.volume.predict_volume_patches(Pointwise(3), t3)
 
 
 # ------------------------------------------------------------------------------------------ the trainer's batches

@@ -167,61 +167,61 @@ def test_prediction_writes_grid_7t_and_native_volumes_and_records_failures(train
                                                                           tmp_path):
     import nibabel as nib
 
-    from synth7t import predict
+    from synth7t import inference
 
     derivatives, ds, _ = preprocessed_cohort
     keys = [s.key for s in ds][:2] + ["sub-999"]
-    table = predict.predict_subjects(trained_model, derivatives, ds, tmp_path / "pred", keys=keys, device="cpu",
+    table = inference.predict_subjects(trained_model, derivatives, ds, tmp_path / "pred", keys=keys, device="cpu",
                                      progress=False, name="unet", spaces=("grid", "7T", "native"))
     assert list(table["status"]) == ["done", "done", "failed"]
     assert "sub-999" in table.loc[2, "reason"]
     out = nib.load(table.loc[0, "path"])
-    inp = predict.preprocessed_inputs(derivatives, keys[0])
+    inp = inference.preprocessed_inputs(derivatives, keys[0])
     rec = inp["record"]
     assert out.shape == inp["t3"].shape and np.allclose(out.affine, inp["t3"].affine)
     data = np.asarray(out.dataobj)
     assert data.min() >= 0 and data.max() <= 1 and not data[inp["mask"] == 0].any()
     # the full 7T grid: the record's space, and the crop is undone exactly
-    full = nib.load(predict.prediction_path(tmp_path / "pred", keys[0], "unet", "7T"))
+    full = nib.load(inference.prediction_path(tmp_path / "pred", keys[0], "unet", "7T"))
     assert full.shape == tuple(rec["grid"]["space_shape"]) and np.allclose(full.affine, rec["grid"]["space_affine"])
     assert np.isclose(np.asarray(full.dataobj).sum(), data.sum(), rtol=1e-5)
     # the native 3T grid, in the file's own orientation (the demo stores its 3T as LIA)
-    nat = nib.load(predict.prediction_path(tmp_path / "pred", keys[0], "unet", "native"))
+    nat = nib.load(inference.prediction_path(tmp_path / "pred", keys[0], "unet", "native"))
     src = nib.load(str(ds[keys[0]].t3))
     assert nat.shape == src.shape and np.allclose(nat.affine, src.affine)
     # the inverse registration is right: the preprocessed (registered, normalised) 3T sent back to the 3T grid
     # matches the original 3T inside its brain mask
-    back, _ = predict.to_native_3t(inp["t3"].data, rec, derivatives, ds[keys[0]].t3)
+    back, _ = inference.to_native_3t(inp["t3"].data, rec, derivatives, ds[keys[0]].t3)
     m3 = np.asarray(nib.load(str(ds[keys[0]].t3_mask)).dataobj) > 0
     m3 &= back > 0
     r = np.corrcoef(back[m3], np.asarray(src.dataobj, np.float32)[m3])[0, 1]
     assert r > 0.9, r
     # rerun skips finished volumes; the image collector finds 3T, 7T and the model's predictions
-    again = predict.predict_subjects(trained_model, derivatives, ds, tmp_path / "pred", keys=keys[:1],
+    again = inference.predict_subjects(trained_model, derivatives, ds, tmp_path / "pred", keys=keys[:1],
                                      device="cpu", progress=False, name="unet", spaces=("grid", "7T", "native"))
     assert list(again["status"]) == ["skipped"]
     (tmp_path / "predict_dir").mkdir()
     (tmp_path / "pred").rename(tmp_path / "predict_dir" / "unet")
-    images = predict.collect_images(derivatives, tmp_path / "predict_dir")
+    images = inference.collect_images(derivatives, tmp_path / "predict_dir")
     per_key = images.groupby("key")["name"].apply(list).to_dict()
     assert per_key[keys[0]] == ["3T", "7T", "U-Net"] and per_key[keys[1]] == ["3T", "7T", "U-Net"]
     assert all(names[:2] == ["3T", "7T"] for names in per_key.values())
     with pytest.raises(ValueError, match="space"):
-        predict.predict_subjects(trained_model, derivatives, ds, tmp_path / "x", spaces=("mni",), progress=False)
-    with pytest.raises(predict.ModelFolderError, match="not a model folder"):
-        predict.load_model(tmp_path)
+        inference.predict_subjects(trained_model, derivatives, ds, tmp_path / "x", spaces=("mni",), progress=False)
+    with pytest.raises(inference.ModelFolderError, match="not a model folder"):
+        inference.load_model(tmp_path)
 
 
 def test_lone_3t_prediction_template_and_native(trained_model, preprocessed_cohort, tmp_path):
     import nibabel as nib
 
-    from synth7t import predict, preprocess
+    from synth7t import inference, preprocess
 
     _, ds, _ = preprocessed_cohort
     s = ds[0]
     cfg = preprocess.make_config("quick", target_spacing=1.6, grid_inplane=(128, 96), n4_3t=False,
                                  registration_spacing=3.0, qc_figure=False)
-    rec = predict.predict_file(s.t3, tmp_path / "out.nii.gz", trained_model, age=s.age, sex=s.sex,
+    rec = inference.predict_file(s.t3, tmp_path / "out.nii.gz", trained_model, age=s.age, sex=s.sex,
                                impaired=s.impaired, method="template", preprocess_preset=cfg, native=True,
                                t3_mask=s.t3_mask, device="cpu")
     out = nib.load(rec["output"])
@@ -238,7 +238,7 @@ def test_lone_3t_prediction_uses_the_models_training_grid(trained_model, preproc
     file that synth7t did not write is taken as an input, never overwritten."""
     import nibabel as nib
 
-    from synth7t import predict
+    from synth7t import inference, io
     from synth7t.cli import main
 
     _, ds, _ = preprocessed_cohort
@@ -250,7 +250,7 @@ def test_lone_3t_prediction_uses_the_models_training_grid(trained_model, preproc
     img = nib.load(str(out))
     assert img.shape[:2] == (96, 128)
     assert np.allclose(np.linalg.norm(img.affine[:3, :3], axis=0), 1.6)
-    assert predict.is_synth7t_output(out) and not predict.is_synth7t_output(s.t3)
+    assert io.is_synth7t_output(out) and not io.is_synth7t_output(s.t3)
     # the model card says the demo model learned from simulated data, and predict says it once
     card = json.loads((Path(trained_model) / "model_card.json").read_text())
     assert card["training_data"]["simulated"] is True and (Path(trained_model) / "MODEL_CARD.md").is_file()
@@ -259,10 +259,10 @@ def test_lone_3t_prediction_uses_the_models_training_grid(trained_model, preproc
     assert main(argv) == 0  # a rerun (e.g. notebook 03 run again) keeps the output
     assert "exists: skipped" in capsys.readouterr().out and out.stat().st_mtime_ns == mtime
     # a model exported before the grid was recorded: the preset's grid, with a warning that says so
-    old = predict.load_model(trained_model, "cpu")
+    old = inference.load_model(trained_model, "cpu")
     old[1].pop("input")
     with pytest.warns(UserWarning, match="does not record the voxel size"), pytest.raises(Exception):
-        predict.predict_file(s.t3, tmp_path / "old.nii.gz", old, age=s.age, sex=s.sex, impaired=s.impaired,
+        inference.predict_file(s.t3, tmp_path / "old.nii.gz", old, age=s.age, sex=s.sex, impaired=s.impaired,
                              t3_mask=tmp_path / "no_such_mask.nii.gz")
     foreign = tmp_path / "someone_elses.nii.gz"
     foreign.write_bytes(Path(s.t3).read_bytes())
@@ -320,7 +320,7 @@ def test_predict_volume_skips_slices_without_brain():
     equals the unmasked prediction times the mask."""
     import torch
 
-    from synth7t import predict
+    from synth7t import inference
 
     class Counting(torch.nn.Module):
         def __init__(self):
@@ -337,15 +337,15 @@ def test_predict_volume_skips_slices_without_brain():
     mask = np.zeros(t3.shape, bool)
     mask[2:6, 3:9, 3:7] = True
     g = Counting()
-    full = predict.predict_volume(g, t3, age=70, sex="F", impaired=None, bottom=3, top=6, batch_size=3)
+    full = inference.volume.predict_volume(g, t3, age=70, sex="F", impaired=None, bottom=3, top=6, batch_size=3)
     assert g.seen == 10
     g.seen = 0
-    masked = predict.predict_volume(g, t3, age=70, sex="F", impaired=None, bottom=3, top=6, batch_size=3, mask=mask)
+    masked = inference.volume.predict_volume(g, t3, age=70, sex="F", impaired=None, bottom=3, top=6, batch_size=3, mask=mask)
     assert g.seen == 4  # axial slices 3..6
     np.testing.assert_allclose(masked, full * mask)
     assert not masked[:, :, [0, 1, 2, 7, 8, 9]].any()
     with pytest.raises(ValueError, match="mask shape"):
-        predict.predict_volume(g, t3, age=70, sex="F", impaired=None, bottom=3, top=6, mask=mask[:, :, :5])
+        inference.volume.predict_volume(g, t3, age=70, sex="F", impaired=None, bottom=3, top=6, mask=mask[:, :, :5])
 
 
 def test_baseline_presets_follow_the_paper_and_cui_et_al(cache, tmp_path):
@@ -380,7 +380,7 @@ def test_baseline_trains_exports_reloads_and_predicts_a_volume(preset, name, ove
                                                               tmp_path):
     import nibabel as nib
 
-    from synth7t import patches, predict
+    from synth7t import inference, patches
 
     derivatives, ds, _ = preprocessed_cohort
     cfg = tconf.make_train_config(preset, epochs=1, **overrides)
@@ -399,11 +399,11 @@ def test_baseline_trains_exports_reloads_and_predicts_a_volume(preset, name, ove
     assert train.Trainer(cfg, cache, tmp_path / "run", progress=False).pos.step == 2  # resumes
     vols = slices.SliceCache.open(cache).volumes
     key = sorted(vols.loc[vols["split"] == "test", "key"])[0]  # a held-out subject
-    table = predict.predict_subjects(tmp_path / "run" / "model", derivatives, ds, tmp_path / "pred", keys=[key],
+    table = inference.predict_subjects(tmp_path / "run" / "model", derivatives, ds, tmp_path / "pred", keys=[key],
                                      device="cpu", progress=False, name=name, spaces=("grid",))
     assert list(table["status"]) == ["done"], table
-    inp = predict.preprocessed_inputs(derivatives, key)
-    out = nib.load(predict.prediction_path(tmp_path / "pred", key, name, "grid"))
+    inp = inference.preprocessed_inputs(derivatives, key)
+    out = nib.load(inference.prediction_path(tmp_path / "pred", key, name, "grid"))
     data = np.asarray(out.dataobj)
     assert out.shape == inp["t3"].shape and np.allclose(out.affine, inp["t3"].affine)
     assert data.min() >= 0 and data.max() <= 1 and data.any() and not data[inp["mask"] == 0].any()
@@ -462,7 +462,7 @@ def test_multiview_cache_adds_planes_and_samples_mask_artefact_rows(preprocessed
 def test_multiview_training_exports_its_planes_and_predicts_fused_volumes(preprocessed_cohort, tmp_path):
     import nibabel as nib
 
-    from synth7t import multiview, predict, views
+    from synth7t import inference, views
 
     derivatives, ds, split_file = preprocessed_cohort
     root = slices.build_cache(derivatives, tmp_path / "cache", ds, split_file=split_file, progress=False,
@@ -482,9 +482,9 @@ def test_multiview_training_exports_its_planes_and_predicts_fused_volumes(prepro
         train.Trainer(tconf.make_train_config("demo-cpu-vnet", planes=["coronal"]), root, tmp_path / "b",
                       progress=False)
     key = sorted(tr.cache.volumes.loc[tr.cache.volumes["split"] == "test", "key"])[0]
-    inp = predict.preprocessed_inputs(derivatives, key)
+    inp = inference.preprocessed_inputs(derivatives, key)
     s = ds[key]
-    res = multiview.predict_multiview(tmp_path / "run" / "model", inp["t3"].data, age=s.age, sex=s.sex,
+    res = inference.views.predict_multiview(tmp_path / "run" / "model", inp["t3"].data, age=s.age, sex=s.sex,
                                       impaired=s.impaired, mask=inp["mask"], uncertainty=True)
     brain = inp["mask"] > 0
     assert set(res.views) == set(views.PLANES) and res.prediction.shape == inp["t3"].shape
@@ -512,25 +512,25 @@ def test_predict_subjects_fuses_views_and_writes_the_uncertainty_beside_every_sp
                                                                                    preprocessed_cohort, tmp_path):
     import nibabel as nib
 
-    from synth7t import predict, views
+    from synth7t import inference, views
 
     derivatives, ds, _ = preprocessed_cohort
     key = [s.key for s in ds][0]
-    table = predict.predict_subjects(multiview_model, derivatives, ds, tmp_path / "p", keys=[key], device="cpu",
+    table = inference.predict_subjects(multiview_model, derivatives, ds, tmp_path / "p", keys=[key], device="cpu",
                                      progress=False, name="mv", spaces=("grid", "7T"), uncertainty=True)
     assert list(table["status"]) == ["done"], table
     for space in ("grid", "7T"):
-        pred = predict.prediction_path(tmp_path / "p", key, "mv", space)
+        pred = inference.prediction_path(tmp_path / "p", key, "mv", space)
         unc = views.uncertainty_path(pred)
         a, b = nib.load(str(pred)), nib.load(str(unc))
         assert b.shape == a.shape and np.allclose(a.affine, b.affine)
         assert np.asarray(b.dataobj).max() > 0
     # resumable: both files exist, the subject is skipped; a missing map redoes it
-    again = predict.predict_subjects(multiview_model, derivatives, ds, tmp_path / "p", keys=[key], device="cpu",
+    again = inference.predict_subjects(multiview_model, derivatives, ds, tmp_path / "p", keys=[key], device="cpu",
                                      progress=False, name="mv", spaces=("grid", "7T"), uncertainty=True)
     assert list(again["status"]) == ["skipped"]
     with pytest.raises(ValueError, match="at least two members"):
-        predict.predict_subjects(multiview_model, derivatives, ds, tmp_path / "q", keys=[key], views=["axial"],
+        inference.predict_subjects(multiview_model, derivatives, ds, tmp_path / "q", keys=[key], views=["axial"],
                                  uncertainty=True, progress=False)
 
 
@@ -540,7 +540,7 @@ def test_predict_many_in_workers_gives_each_models_table_and_volumes(trained_mod
     the tables come back in the tasks' order and the volumes equal the in-process ones to float noise."""
     import nibabel as nib
 
-    from synth7t import predict, predict_batch
+    from synth7t import inference
 
     derivatives, ds, _ = preprocessed_cohort
     keys = [s.key for s in ds][:1]
@@ -551,26 +551,26 @@ def test_predict_many_in_workers_gives_each_models_table_and_volumes(trained_mod
                 dict(model_dir=multiview_model, out_dir=root / "mv", name="mv", views=["axial", "coronal"],
                      uncertainty=True, **common)]
 
-    here = predict_batch.predict_many(tasks(tmp_path / "one"), n_jobs=1, progress=False)
-    there = predict_batch.predict_many(tasks(tmp_path / "two"), n_jobs=2, progress=False)
+    here = inference.predict_many(tasks(tmp_path / "one"), n_jobs=1, progress=False)
+    there = inference.predict_many(tasks(tmp_path / "two"), n_jobs=2, progress=False)
     assert [list(t.columns) for t in there] == [list(t.columns) for t in here]
     for name, a, b in zip(("unet", "mv"), here, there):
         assert list(a["status"]) == list(b["status"]) == ["done"], (a, b)
-        va = np.asarray(nib.load(predict.prediction_path(tmp_path / "one" / name, keys[0], name)).dataobj)
-        vb = np.asarray(nib.load(predict.prediction_path(tmp_path / "two" / name, keys[0], name)).dataobj)
+        va = np.asarray(nib.load(inference.prediction_path(tmp_path / "one" / name, keys[0], name)).dataobj)
+        vb = np.asarray(nib.load(inference.prediction_path(tmp_path / "two" / name, keys[0], name)).dataobj)
         assert va.shape == vb.shape and np.abs(va - vb).max() < 1e-4
     # a model folder that is not one fails the whole call, named
-    with pytest.raises(predict.ModelFolderError):
-        predict_batch.predict_many([dict(tasks(tmp_path / "bad")[0], model_dir=tmp_path), tasks(tmp_path / "bad")[1]],
+    with pytest.raises(inference.ModelFolderError):
+        inference.predict_many([dict(tasks(tmp_path / "bad")[0], model_dir=tmp_path), tasks(tmp_path / "bad")[1]],
                              n_jobs=2, progress=False)
 
 
 def test_an_axial_model_refuses_other_views_and_keeps_its_output(trained_model, preprocessed_cohort, tmp_path):
-    from synth7t import predict
+    from synth7t import inference
 
     derivatives, ds, _ = preprocessed_cohort
     with pytest.raises(ValueError, match="no model learned coronal slices"):
-        predict.predict_subjects(trained_model, derivatives, ds, tmp_path / "x", views=["axial", "coronal"],
+        inference.predict_subjects(trained_model, derivatives, ds, tmp_path / "x", views=["axial", "coronal"],
                                  progress=False)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from conftest import design_results
 
-from synth7t import multiview, views
+from synth7t import inference, multiview_design, views
 from synth7t.models import build_model, get_model_config, make_context
 
 SHAPE = (11, 14, 9)  # (X, Y, Z): odd, unequal sides, so that a wrong transposition cannot pass
@@ -215,7 +215,7 @@ def test_predict_plane_matches_the_network_applied_to_the_planes_slices(mv_model
     mask = np.zeros(shape, bool)
     mask[2:9, 3:12, 1:8] = True
     t3 = np.random.default_rng(2).random(shape).astype(np.float32) * mask
-    out = multiview.predict_plane(g, t3, plane, age=70, sex="F", impaired=None, mask=mask)
+    out = inference.views.predict_plane(g, t3, plane, age=70, sex="F", impaired=None, mask=mask)
     stack = views.to_plane_stack(t3, plane, pad_multiple=4)  # demo-cpu downsamples twice
     b, t = views.brain_range(mask, plane)
     manual = np.zeros_like(stack)
@@ -232,39 +232,39 @@ def test_predict_multiview_fuses_views_with_uncertainty_and_flips(mv_model, vol)
     mask = _brain()
     t3 = vol * mask
     kw = dict(age=70, sex="F", impaired=None, mask=mask)
-    res = multiview.predict_multiview(mv_model, t3, uncertainty=True, **kw)
+    res = inference.views.predict_multiview(mv_model, t3, uncertainty=True, **kw)
     assert set(res.views) == set(views.PLANES) and res.n_members == 3
     np.testing.assert_allclose(res.prediction, views.fuse_views(res.views, "mean", mask=mask), atol=1e-6)
     np.testing.assert_allclose(res.uncertainty, views.view_uncertainty(list(res.views.values()), mask=mask),
                                atol=1e-6)
     assert res.uncertainty[mask].max() > 0 and not res.uncertainty[~mask].any()
-    med = multiview.predict_multiview(mv_model, t3, views="a,c,s", fusion="median", **kw)
+    med = inference.views.predict_multiview(mv_model, t3, views="a,c,s", fusion="median", **kw)
     np.testing.assert_allclose(med.prediction, np.median(list(med.views.values()), axis=0) * mask, atol=1e-6)
-    one = multiview.predict_multiview(mv_model, t3, views=["coronal"], flips=True, uncertainty=True, **kw)
+    one = inference.views.predict_multiview(mv_model, t3, views=["coronal"], flips=True, uncertainty=True, **kw)
     assert one.n_members == 2 and list(one.views) == ["coronal"]
     with pytest.raises(ValueError, match="at least two members"):
-        multiview.predict_multiview(mv_model, t3, views=["axial"], uncertainty=True, **kw)
+        inference.views.predict_multiview(mv_model, t3, views=["axial"], uncertainty=True, **kw)
     with pytest.raises(ValueError, match="unknown plane 'oblique'"):
-        multiview.predict_multiview(mv_model, t3, views=["oblique"], **kw)
+        inference.views.predict_multiview(mv_model, t3, views=["oblique"], **kw)
 
 
 def test_an_axial_model_predicts_as_before_and_refuses_other_planes():
-    from synth7t.predict import predict_volume
+    from synth7t.inference.volume import predict_volume
 
     torch.manual_seed(1)
     cfg = get_model_config("demo-cpu-nodiag")
     g = build_model(cfg).eval()
     old_meta = {"model_config": {k: v for k, v in cfg.to_dict().items() if k != "plane_condition"}}  # no planes key
-    assert multiview.model_planes(old_meta) == ("axial",)
+    assert inference.views.model_planes(old_meta) == ("axial",)
     mask = np.zeros((12, 16, 9), bool)
     mask[2:9, 3:12, 1:8] = True
     t3 = np.random.default_rng(3).random(mask.shape).astype(np.float32) * mask
-    res = multiview.predict_multiview((g, old_meta), t3, age=70, sex="F", impaired=None, mask=mask)
+    res = inference.views.predict_multiview((g, old_meta), t3, age=70, sex="F", impaired=None, mask=mask)
     b, t = views.brain_range(mask, "axial")
     np.testing.assert_array_equal(res.prediction, predict_volume(g, t3, age=70, sex="F", impaired=None, bottom=b,
                                                                   top=t, mask=mask))
     with pytest.raises(ValueError, match="no model learned coronal slices"):
-        multiview.predict_multiview((g, old_meta), t3, views=["axial", "coronal"], age=70, sex="F", impaired=None)
+        inference.views.predict_multiview((g, old_meta), t3, views=["axial", "coronal"], age=70, sex="F", impaired=None)
     with pytest.raises(ValueError, match="axial slices only"):
         g.set_plane("sagittal")
 
@@ -298,20 +298,20 @@ def test_prediction_jobs_of_notebook_03(mv_model):
     _, mv_meta = mv_model
     axial_meta = {"model_config": {}, "planes": ["axial"]}
     metas = {"unet": axial_meta, "unet-mv": mv_meta}
-    jobs = multiview.prediction_jobs(["unet", "unet-mv"], {"unet-mv-axial": {"model": "unet-mv", "views": ["a"]}},
+    jobs = inference.views.prediction_jobs(["unet", "unet-mv"], {"unet-mv-axial": {"model": "unet-mv", "views": ["a"]}},
                                      metas, uncertainty=True)
     assert jobs["unet"] == {"model": "unet", "views": None, "uncertainty": False, "flips": False}
     assert jobs["unet-mv"] == {"model": "unet-mv", "views": list(views.PLANES), "uncertainty": True, "flips": False}
     # one view: no uncertainty map unless flips give it a second member
     assert jobs["unet-mv-axial"]["views"] == ["axial"] and not jobs["unet-mv-axial"]["uncertainty"]
-    assert multiview.prediction_jobs([], {"v": {"model": "unet-mv", "views": ["c"]}}, metas, uncertainty=True,
+    assert inference.views.prediction_jobs([], {"v": {"model": "unet-mv", "views": ["c"]}}, metas, uncertainty=True,
                                      flips=True)["v"]["uncertainty"]
     with pytest.raises(ValueError, match="learned axial slices only"):
-        multiview.prediction_jobs([], {"v": {"model": "unet", "views": ["axial"]}}, metas)
+        inference.views.prediction_jobs([], {"v": {"model": "unet", "views": ["axial"]}}, metas)
     with pytest.raises(ValueError, match="name of a model"):
-        multiview.prediction_jobs(["unet"], {"unet": {"model": "unet-mv"}}, metas)
+        inference.views.prediction_jobs(["unet"], {"unet": {"model": "unet-mv"}}, metas)
     with pytest.raises(ValueError, match="no model.json for model 'gan'"):
-        multiview.prediction_jobs(["gan"], {}, metas)
+        inference.views.prediction_jobs(["gan"], {}, metas)
 
 
 # ------------------------------------------------------------------------- the multi-view design study's results
@@ -320,21 +320,21 @@ def test_prediction_jobs_of_notebook_03(mv_model):
 def test_design_summary_is_mean_and_sd_over_seeds(tmp_path):
     path = tmp_path / "design.tsv"
     with pytest.raises(FileNotFoundError, match="python benchmarks/multiview_design.py --seeds 0 1 2"):
-        multiview.design_summary(path)
+        multiview_design.design_summary(path)
     design_results(path)
-    summary = multiview.design_summary(path)
+    summary = multiview_design.design_summary(path)
     assert list(summary.index)[:2] == ["3T", "axial model"] and (summary["n_seeds"] == 3).all()
     assert summary.loc["mv-cond fused mean", "psnr_mean"] == pytest.approx(22.1)
     assert summary.loc["mv-cond fused mean", "psnr_sd"] == pytest.approx(np.std([22.0, 22.1, 22.2], ddof=1))
-    glue = multiview.design_glue(summary)
+    glue = multiview_design.design_glue(summary)
     assert glue["mv_psnr_cond"] == "22.10 ± 0.10 dB" and glue["mv_ai_axial"] == "1.70 ± 0.20"
     assert glue["mv_ranking"].startswith("By mean PSNR: three single-plane U-Nets > one U-Net without")
     assert glue["mv_runs"] == "3 seeds, 320 slices per epoch for 3 epochs, 3 held-out subject(s), grid 176x136, 1.2 mm"
     one = tmp_path / "one.tsv"
     design_results(one, seeds=(0,))
-    assert multiview.design_glue(multiview.design_summary(one))["mv_psnr_cond"] == "22.00 dB (one seed)"
+    assert multiview_design.design_glue(multiview_design.design_summary(one))["mv_psnr_cond"] == "22.00 dB (one seed)"
     mixed = pd.read_csv(path, sep="\t")
     mixed.loc[0, "grid"] = "224x160, 1.0 mm"
     mixed.to_csv(path, sep="\t", index=False)
     with pytest.raises(ValueError, match="different grid"):
-        multiview.design_summary(path)
+        multiview_design.design_summary(path)

@@ -2,7 +2,8 @@
 
 One input file and ``-o``: one output (and, with ``--native``, ``<OUT>_space-native.nii.gz``); an error stops it
 with one line. Several files, folders (searched recursively) or ``.txt`` lists and ``--output-dir``: a resumable
-batch (:func:`synth7t.predict_batch.predict_files`), ``<DIR>/<name>_desc-synth7t_T1w.nii.gz`` per input and
+batch (:func:`synth7t.inference.predict_files`), ``<DIR>/<key>_acq-synth7t_space-grid_T1w.nii.gz`` per input (``<key>``:
+the input's name less ``.nii(.gz)``, ``_T1w`` and its ``acq-`` entity; :mod:`synth7t.inference.naming`) and
 ``<DIR>/predictions.tsv`` with each input's status and error; a failing input is recorded and the batch goes on.
 Either way an output that ``synth7t predict`` wrote earlier (its NIfTI header says so) is skipped unless
 ``--overwrite``, and a file it did not write is never replaced without ``--overwrite``.
@@ -101,25 +102,24 @@ def run(args: argparse.Namespace) -> int:
 
 def run_single(args: argparse.Namespace) -> int:
     """``-o``: one input, one output; any failure is one error line."""
-    from synth7t import predict
+    from synth7t import inference
 
     t3, out = Path(args.inputs[0]), Path(args.output)
     sio.read_nifti(t3)  # a bad input is named before the model is loaded
-    predict.check_output(t3, out, args.overwrite)
+    inference.check_output(t3, out, args.overwrite)
     if out.exists() and not args.overwrite:
         print(f"{out} exists: skipped (--overwrite to redo)")
         return 0
     from synth7t.layout import read_participants
 
-    model = predict.load_model(args.model, args.device)
+    model = inference.Predictor.from_folder(args.model, args.device)
     check_demographics(args)
     table = read_participants(args.participants) if args.participants else None
-    age, sex, impaired = predict.demographics_of(t3, table, args.age, args.sex,
-                                                 None if args.impaired is None else bool(args.impaired),
-                                                 str(args.participants))
+    age, sex, impaired = inference.demographics_of(t3, table, args.age, args.sex,
+                                                   None if args.impaired is None else bool(args.impaired),
+                                                   str(args.participants))
     try:
-        rec = predict.predict_file(t3, out, model, age=age, sex=sex,
-                                   impaired=impaired, **_options(args))
+        rec = inference.predict_file(t3, out, model, age=age, sex=sex, impaired=impaired, **_options(args))
     except (ValueError, RuntimeError, FileNotFoundError):
         raise  # already a message for the user
     except Exception as exc:  # e.g. a registration that fails inside ANTs: one line, not a traceback
@@ -132,15 +132,15 @@ def run_single(args: argparse.Namespace) -> int:
 
 def run_batch(args: argparse.Namespace) -> int:
     """``--output-dir``: every input, resumable; failures are rows of ``predictions.tsv``."""
-    from synth7t import predict
+    from synth7t import inference
 
     check_demographics(args)
-    inputs = predict.expand_inputs(args.inputs)
+    inputs = inference.expand_inputs(args.inputs)
     if args.mask and len(inputs) > 1:
         raise ValueError(f"--mask is the brain mask of one input, but {len(inputs)} inputs were given")
     from synth7t.batch import cores_per_worker
-    from synth7t import predict_batch
-    from synth7t.predict_batch import distributed_context
+    from synth7t import inference
+    from synth7t.inference.batch import distributed_context
 
     if args.n_jobs < 1:
         raise ValueError(f"--n-jobs must be >= 1, got {args.n_jobs}")
@@ -148,10 +148,10 @@ def run_batch(args: argparse.Namespace) -> int:
     threads = args.threads or (cores_per_worker(args.n_jobs) if args.executor == "local" else 4)
     executor = make_executor(args, output_dir=args.output_dir, n_jobs=args.n_jobs, threads=threads)
     ctx = distributed_context()
-    status = predict_batch.predict_files(inputs, args.output_dir, args.model, participants=args.participants,
-                                         age=args.age, sex=args.sex,
-                                         impaired=None if args.impaired is None else bool(args.impaired),
-                                         overwrite=args.overwrite, executor=executor, **_options(args))
+    status = inference.predict_files(inputs, args.output_dir, args.model, participants=args.participants,
+                                     age=args.age, sex=args.sex,
+                                     impaired=None if args.impaired is None else bool(args.impaired),
+                                     overwrite=args.overwrite, executor=executor, **_options(args))
     if ctx is None or ctx[0] == 0:  # under torchrun rank 0 speaks for the merged table
         for r in status[status["status"] == "failed"].itertuples():
             print(f"synth7t predict: {r.input}: {r.reason}")

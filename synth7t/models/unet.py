@@ -7,7 +7,7 @@ synthetic 7T centre slice ``(B, 1, H, W)``. There is no final normalisation laye
 Beyond the paper, a U-Net with ``plane_condition`` (multi-view 2.5D) slices along any of the three planes and
 reads a (B, 5) context whose last column is the plane's code; it also takes the paper's (B, 4) context while a
 plane is set with :meth:`ConditionalUNet.set_plane` / :meth:`ConditionalUNet.using_plane` (how
-:func:`synth7t.predict.predict_volume` drives it plane by plane).
+:func:`synth7t.inference.volume.predict_volume` drives it plane by plane).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def variant_volumes(images: pd.DataFrame, image_types: Sequence[str] = ()) -> tu
     subject would otherwise leave a query with a missing letter).
 
     Args:
-        images: :func:`synth7t.predict.collect_images` (``key``, ``image_type``, ``path``).
+        images: :func:`synth7t.inference.collect_images` (``key``, ``image_type``, ``path``).
         image_types: variants to show; empty: every image type of ``images``, in its order.
 
     Returns:
@@ -63,7 +63,7 @@ def variant_volumes(images: pd.DataFrame, image_types: Sequence[str] = ()) -> tu
 def run_images(data_dir: PathLike, derivatives: PathLike, predict_dir: PathLike, subjects: str = "test"
                ) -> pd.DataFrame:
     """Every image type of a run for the chosen subjects: the preprocessed 3T and 7T of each finished subject and
-    each model's prediction of chapter 03 (:func:`synth7t.predict.collect_images`).
+    each model's prediction of chapter 03 (:func:`synth7t.inference.collect_images`).
 
     Args:
         data_dir: the dataset root (its ``split.tsv`` names the held-out subjects).
@@ -74,12 +74,12 @@ def run_images(data_dir: PathLike, derivatives: PathLike, predict_dir: PathLike,
     Returns:
         ``key, image_type, name, path``.
     """
-    from .. import layout, predict
+    from .. import inference, layout
     from ..preprocess import load_records
 
     keys = layout.select_keys([r["key"] for r in load_records(derivatives) if r.get("status") == "done"],
                               data_dir, subjects)
-    return predict.collect_images(derivatives, predict_dir, keys=keys)
+    return inference.collect_images(derivatives, predict_dir, keys=keys)
 
 
 def open_session(session_dir: PathLike, volumes: Mapping[str, Mapping[str, PathLike]], *, seed: int = 0,

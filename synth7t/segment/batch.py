@@ -119,7 +119,7 @@ def segment_batch(items, out_dir: PathLike, *, backend: str = "atlas",
     """Segment many images; resumable, a failure is recorded and the batch goes on.
 
     Args:
-        items: a table with columns ``key, image_type, path`` (e.g. :func:`synth7t.predict.collect_images`), or
+        items: a table with columns ``key, image_type, path`` (e.g. :func:`synth7t.inference.collect_images`), or
             a list of ``(key, image_type, path)`` tuples or dicts.
         out_dir: output folder: ``<out_dir>/<image_type>/<key>_dseg.nii.gz`` with a ``_dseg.json`` sidecar
             (backend, settings, provenance, seconds, volumes) written last, plus ``segmentations.tsv``,

@@ -1,8 +1,8 @@
 """A trained model folder (``model.json``, ``generator.safetensors``, the model card): where it is and how it loads.
 
 :func:`load_model` builds the generator, loads its weights (safetensors only, nothing unpickled) and raises the
-model card's warnings; :mod:`synth7t.predict`, :mod:`synth7t.multiview` and :mod:`synth7t.predict_batch` predict with
-what it returns.
+model card's warnings; :class:`synth7t.inference.Predictor` wraps what it returns. :func:`process_model` loads a
+folder once per process (a worker or a cluster job); :func:`lone_grid` is what a lone 3T must be aligned onto.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import warnings
 from pathlib import Path
 from typing import Union
 
-from .modelcard import model_card_warnings, read_model_card
-from .patches import patch_geometry
+from ..modelcard import ModelCardWarning, model_card_warnings, read_model_card
+from ..patches import patch_geometry
 
 PathLike = Union[str, Path]
 
-__all__ = ["ModelFolderError", "load_model", "model_folder"]
+__all__ = ["ModelFolderError", "load_model", "model_folder", "process_model", "lone_grid", "is_imported"]
 
 
 class ModelFolderError(ValueError):
@@ -41,8 +41,8 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
     """
     import torch
 
-    from .models import build_model
-    from .train import load_weights, resolve_device
+    from ..models import build_model
+    from ..train_runtime import load_weights, resolve_device
 
     d = model_folder(model_dir)
     meta_path, weights = d / "model.json", d / "generator.safetensors"
@@ -82,3 +82,47 @@ def model_folder(model_dir: PathLike) -> Path:
                                "train one with notebooks/02_train.ipynb and pass "
                                "runs/<run>/02_train/<model_name>/model)")
     return d
+
+
+#: the model of each ``(folder, device)`` this process has loaded (a worker process or a job loads it once)
+LOADED_MODELS: dict = {}
+
+
+def process_model(model_dir: PathLike, device: str = "cpu"):
+    """The ``(generator, meta)`` of a model folder, loaded once per process (a worker or job) and then kept; its
+    model card's warnings are left to the calling process, which said them once already."""
+    key = (str(model_dir), str(device))
+    if key not in LOADED_MODELS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ModelCardWarning)
+            LOADED_MODELS[key] = load_model(key[0], key[1])
+    return LOADED_MODELS[key]
+
+
+def is_imported(meta: dict) -> bool:
+    """Whether a model folder's ``model.json`` is an imported model of the authors (:mod:`synth7t.import_model`)."""
+    return (meta.get("model_config") or {}).get("kind") == "gicquel-unet"
+
+
+def lone_grid(meta: dict) -> dict:
+    """The grid a lone 3T must be aligned onto for a synth7t model: the voxel size and axial slice size it was trained
+    on (``model.json`` ``input``), and what the slice sides must divide by: the
+    :class:`synth7t.preprocess.PreprocessConfig` fields ``target_spacing``, ``grid_inplane``, ``grid_divisor``. The
+    one place the lone grid is read: ``synth7t predict`` and the lone-3T studies take it from here.
+
+    Returns:
+        Those fields that the folder records (``{}`` for a folder exported before synth7t recorded them; the caller
+        then warns). An imported model of the authors has its own grid (their 7T template): ``{}``.
+    """
+    if is_imported(meta):
+        return {}
+    trained_on = meta.get("input") or {}
+    grid = {}
+    if trained_on.get("spacing_mm"):
+        grid["target_spacing"] = float(trained_on["spacing_mm"])
+    if trained_on.get("grid_inplane"):
+        from .volume import grid_divisor_of
+
+        grid["grid_inplane"] = tuple(int(n) for n in trained_on["grid_inplane"])
+        grid["grid_divisor"] = grid_divisor_of(meta)
+    return grid

@@ -18,15 +18,14 @@ tensors, the group only lets the ranks wait for each other.
 from __future__ import annotations
 
 import datetime
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import pandas as pd
 
-from . import io as sio
-from .batch import (
+from .. import io as sio
+from ..batch import (
     LocalExecutor,
     compose_shards,
     cores_per_worker,
@@ -35,56 +34,40 @@ from .batch import (
     shard_status_path,
     write_table,
 )
-from .modelcard import (
-    ModelCardWarning,
-    model_card_warnings,
-)
-from .predict import (
-    batch_output_path,
-    check_output,
-    demographics_of,
-    expand_inputs,
-    is_synth7t_output,
-    load_model,
-    model_folder,
-    predict_file,
-    predict_subjects,
-)
+from ..modelcard import ModelCardWarning, model_card_warnings
+from .files import check_output, demographics_of, expand_inputs, predict_file
+from .model import load_model, model_folder
+from .naming import input_key, prediction_path
+from .predictor import Predictor
+from .subjects import predict_subjects
 
 PathLike = Union[str, Path]
 STATUS_FILE = "predictions.tsv"
-#: the model of each ``(folder, device)`` this process has loaded (a worker process or a job loads it once)
-LOADED_MODELS: dict = {}
 
 
-def process_model(model_dir: PathLike, device: str = "cpu"):
-    """The ``(generator, meta)`` of a model folder, loaded once per process (a worker or job) and then kept; its
-    simulated-training warning is left to the calling process, which said it once already."""
-    key = (str(model_dir), str(device))
-    if key not in LOADED_MODELS:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ModelCardWarning)
-            LOADED_MODELS[key] = load_model(key[0], key[1])
-    return LOADED_MODELS[key]
+def batch_output_path(output_dir: PathLike, t3_path: PathLike) -> Path:
+    """Where :func:`predict_files` writes the prediction of one input (:func:`synth7t.inference.naming.prediction_path`
+    of the input's key, image type ``synth7t``, on the grid the model predicted on)."""
+    return prediction_path(output_dir, input_key(t3_path), "synth7t", "grid")
 
 
 class PredictFileWork:
     """The prediction of one input, in whichever process runs it.
 
     Args:
-        model: a model folder (loaded on first use in each process, then kept) or a ``(generator, meta)`` pair
-            from :func:`synth7t.predict.load_model` (only in the calling process).
-        output_dir: where :func:`synth7t.predict.batch_output_path` files go.
+        model: a model folder (loaded on first use in each process, then kept) or a :class:`Predictor` (only in the
+            calling process).
+        output_dir: where :func:`batch_output_path` files go.
         participants: a participants table (:func:`synth7t.layout.read_participants`) or ``None``.
         age, sex, impaired: the context of every input without a participants table.
         overwrite: replace an output that synth7t wrote earlier.
-        options: :func:`synth7t.predict.predict_file` options (``device``, ``method``, ...).
+        options: :func:`synth7t.inference.predict_file` options (``device``, ``method``, ...).
         source: the participants table's name, for error messages.
     """
 
     def __init__(self, model, output_dir: PathLike, participants: Optional[pd.DataFrame], age, sex, impaired,
                  overwrite: bool, options: dict, source: str = "participants.tsv"):
-        self.model = model if isinstance(model, tuple) else str(model)
+        self.model = Predictor.of(model) if isinstance(model, (Predictor, tuple)) else str(model)
         self.output_dir = Path(output_dir)
         self.participants = participants
         self.age, self.sex, self.impaired = age, sex, impaired
@@ -92,11 +75,11 @@ class PredictFileWork:
         self.options = dict(options)
         self.source = source
 
-    def loaded(self):
-        """The ``(generator, meta)`` pair, loaded once per process."""
-        if isinstance(self.model, tuple):
+    def loaded(self) -> Predictor:
+        """The model, loaded once per process."""
+        if isinstance(self.model, Predictor):
             return self.model
-        return process_model(self.model, str(self.options.get("device", "cpu")))
+        return Predictor.from_folder(self.model, str(self.options.get("device", "cpu")), once_per_process=True)
 
     def __call__(self, t3: PathLike) -> dict:
         t3 = Path(t3)
@@ -111,7 +94,7 @@ class PredictFileWork:
 
 def distributed_context() -> Optional[tuple[int, int, int]]:
     """``(rank, world size, local rank)`` under ``torchrun`` with more than one process, else ``None``."""
-    from .train_runtime import dist_info
+    from ..train_runtime import dist_info
 
     world, rank, local = dist_info()
     return (rank, world, local) if world > 1 else None
@@ -125,13 +108,12 @@ def predict_files(
     """Synthetic 7T of many lone 3T files; resumable, a failure is recorded and the batch goes on.
 
     Args:
-        inputs: files, folders and ``.txt`` lists (:func:`synth7t.predict.expand_inputs`), taken in that order
+        inputs: files, folders and ``.txt`` lists (:func:`synth7t.inference.expand_inputs`), taken in that order
             (shards and ranks split this list).
-        output_dir: receives :func:`synth7t.predict.batch_output_path` files and ``predictions.tsv`` (``input,
+        output_dir: receives :func:`batch_output_path` files and ``predictions.tsv`` (``input,
             status, seconds, output, reason``), rewritten as each input finishes (``predictions.shard-K-of-N.tsv``
             for a shard).
-        model: a model folder, or a ``(generator, meta)`` pair from :func:`synth7t.predict.load_model` (in this
-            process only).
+        model: a model folder, or a :class:`Predictor` (in this process only).
         participants: a ``participants.tsv`` giving age, sex and diagnosis per ``sub-<id>`` (the first part of
             each file name); otherwise ``age``, ``sex`` and ``impaired`` apply to every input.
         overwrite: redo inputs whose synth7t output exists.
@@ -140,7 +122,7 @@ def predict_files(
             :class:`synth7t.batch.LocalExecutor` worker processes (a model copy each) or a
             :class:`synth7t.cluster.SlurmExecutor` job array (a model copy per job); its ``shard`` keeps one shard.
             Under ``torchrun`` each rank runs its share in its own process (see the module docstring).
-        **options: passed to :func:`synth7t.predict.predict_file` (``method``, ``generalised``,
+        **options: passed to :func:`synth7t.inference.predict_file` (``method``, ``generalised``,
             ``preprocess_preset``, ``native``, ``batch_size``, ``device``, ``t3_mask``, ``work_dir``, ``views``,
             ``fusion``, ``uncertainty``, ``flips``).
 
@@ -149,24 +131,30 @@ def predict_files(
 
     Raises:
         ValueError: a loaded model with an executor that runs items elsewhere; an executor other than one local
-            process under ``torchrun``.
-        synth7t.model_folder.ModelFolderError: ``model`` is not a model folder.
+            process under ``torchrun``; two inputs with one output name.
+        synth7t.inference.ModelFolderError: ``model`` is not a model folder.
     """
-    from .layout import read_participants
+    from ..layout import read_participants
 
     files = expand_inputs(inputs)
     out_dir = Path(output_dir)
+    seen: dict = {}
+    for f in files:  # two inputs writing one file would each find the other's output "finished"
+        other = seen.setdefault(batch_output_path(out_dir, f), f)
+        if other != f:
+            raise ValueError(f"{other} and {f} would both be written to {batch_output_path(out_dir, f).name}: give "
+                             "inputs whose names differ beyond .nii(.gz) and _T1w, or predict them into two folders")
     out_dir.mkdir(parents=True, exist_ok=True)
     elsewhere = executor is not None and not getattr(executor, "in_process", False)
     ctx = distributed_context()
     if ctx is not None and elsewhere:
         raise ValueError("under torchrun every rank predicts its share in its own process: leave --n-jobs at 1 and "
                          "--executor local (or run without torchrun)")
-    if isinstance(model, tuple):
+    if isinstance(model, (Predictor, tuple)):
         if elsewhere:
             raise ValueError("worker processes and cluster jobs load the model themselves: pass the model folder, "
                              "not a loaded model")
-        loaded = model
+        loaded = Predictor.of(model)
     else:
         model_folder(model)  # a wrong folder is named before any input runs
         loaded = None
@@ -176,19 +164,17 @@ def predict_files(
     if loaded is None and not elsewhere:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ModelCardWarning)
-            loaded = load_model(model, options.get("device", "cpu"))
-    from .multiview import check_view_request
-
+            loaded = Predictor(*load_model(model, options.get("device", "cpu")))
     # a view the model did not learn fails here, once, not on every input
-    meta = loaded[1] if loaded is not None else json.loads((model_folder(model) / "model.json").read_text())
-    check_view_request(meta, options.get("views"), uncertainty=bool(options.get("uncertainty")),
-                       flips=bool(options.get("flips")))
+    checker = loaded if loaded is not None else Predictor.describe(model)
+    checker.check_request(options.get("views"), uncertainty=bool(options.get("uncertainty")),
+                          flips=bool(options.get("flips")))
     table = read_participants(participants) if participants is not None else None
     work = PredictFileWork(loaded if loaded is not None else model, out_dir, table, age, sex, impaired, overwrite,
                            options, str(participants))
     outer = getattr(executor, "shard", None)
     batch = dict(ids=lambda t3: {"input": str(t3)}, id_columns=("input",),
-                 is_finished=lambda t3: is_synth7t_output(batch_output_path(out_dir, t3)),
+                 is_finished=lambda t3: sio.is_synth7t_output(batch_output_path(out_dir, t3)),
                  overwrite=overwrite, columns=("output",), desc="predict", unit="scan")
     if ctx is None:
         status = run_batch(files, work, status_file=out_dir / STATUS_FILE, executor=executor, progress=progress,
@@ -220,7 +206,7 @@ def predict_ranks(files: Sequence[Path], work: PredictFileWork, out_dir: Path, o
     """
     import torch.distributed as dist
 
-    from .cluster import merge_tables
+    from ..cluster import merge_tables
 
     rank, world, _ = ctx
     owns = not dist.is_initialized()
@@ -248,7 +234,7 @@ def predict_ranks(files: Sequence[Path], work: PredictFileWork, out_dir: Path, o
 
 
 def _predict_task(task: dict) -> dict:
-    """One :func:`synth7t.predict.predict_subjects` call in a worker process (its progress bar off; the model's
+    """One :func:`synth7t.inference.predict_subjects` call in a worker process (its progress bar off; the model's
     warning is said by the calling process)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ModelCardWarning)
@@ -257,7 +243,7 @@ def _predict_task(task: dict) -> dict:
 
 
 def predict_many(tasks: Sequence[dict], *, n_jobs: int = 1, progress: bool = True) -> list[pd.DataFrame]:
-    """Several :func:`synth7t.predict.predict_subjects` calls (one per model or view variant), in worker processes
+    """Several :func:`synth7t.inference.predict_subjects` calls (one per model or view variant), in worker processes
     on a CPU.
 
     Small CPU networks use threads poorly: on 2 cores a demo U-Net predicts a slice in 50 ms with 2 threads and in
@@ -266,7 +252,7 @@ def predict_many(tasks: Sequence[dict], *, n_jobs: int = 1, progress: bool = Tru
     multi-view model does not finish last alone.
 
     Args:
-        tasks: keyword arguments of :func:`synth7t.predict.predict_subjects`, one dict per call (``model_dir``,
+        tasks: keyword arguments of :func:`synth7t.inference.predict_subjects`, one dict per call (``model_dir``,
             ``derivatives``, ``dataset``, ``out_dir``, ...; picklable).
         n_jobs: worker processes; 1, or any task on a GPU (``device`` "cuda", or "auto" with CUDA present), runs
             them here, one after the other.
@@ -276,9 +262,9 @@ def predict_many(tasks: Sequence[dict], *, n_jobs: int = 1, progress: bool = Tru
         Each call's status table, in the order of ``tasks``.
 
     Raises:
-        synth7t.model_folder.ModelFolderError: a task's ``model_dir`` is not a model folder (before any prediction).
+        synth7t.inference.ModelFolderError: a task's ``model_dir`` is not a model folder (before any prediction).
         RuntimeError: a call failed as a whole in a worker (e.g. weights that do not match ``model.json``); a
-            subject's failure is a row of its table, as in :func:`synth7t.predict.predict_subjects`.
+            subject's failure is a row of its table, as in :func:`synth7t.inference.predict_subjects`.
     """
     import torch
 

@@ -1,23 +1,22 @@
-"""One volume through a loaded network: the 2.5D slice loop of the U-Nets and the sliding window of the baselines.
+"""One volume through a network, one pass kind per function: the 2.5D slice loop of the U-Nets, the sliding window
+of the baselines, the input recipe of an imported network of the authors.
 
 :func:`predict_volume` predicts every axial slice of an array from itself and its neighbours with the subject's
 context; :func:`predict_volume_patches` runs a V-Net or WATNet over the brain's bounding box in overlapping windows;
 :func:`predict_volume_released` runs an imported network of the authors with the input recipe of their training.
-:mod:`synth7t.predict` (subjects, files, spaces) and :mod:`synth7t.multiview` (other planes) build on them.
+:class:`synth7t.inference.Predictor` chooses among them (and :mod:`synth7t.inference.views` for other planes).
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import numpy as np
 
-from .patches import DEFAULT_OVERLAP, PatchGeometry, nonzero_box, patch_geometry, sliding_window_predict
+from ..patches import DEFAULT_OVERLAP, PatchGeometry, nonzero_box, patch_geometry, sliding_window_predict
 
 __all__ = ["default_batch_size", "grid_divisor_of", "patch_overlap_of", "predict_volume", "predict_volume_patches",
-           "predict_volume_released", "released_normalise", "uses_context", "cpu_supports_bf16", "choose_precision",
-           "inference_precision", "PRECISIONS", "FULL_SIZE_PARAMETERS"]
+           "predict_volume_released", "released_normalise", "uses_context"]
 
 
 def patch_overlap_of(meta: dict) -> Optional[int]:
@@ -30,7 +29,7 @@ def patch_overlap_of(meta: dict) -> Optional[int]:
 
 def uses_context(generator) -> bool:
     """Whether the network takes the subject context (age, sex, diagnosis, slice location): the U-Nets do."""
-    from .models import ConditionalUNet
+    from ..models import ConditionalUNet
 
     return isinstance(generator, ConditionalUNet)
 
@@ -42,7 +41,7 @@ def grid_divisor_of(meta: dict) -> int:
     recorded = (meta.get("input") or {}).get("grid_divisor")
     if recorded:
         return int(recorded)
-    from .models.build import resolve_config
+    from ..models.build import resolve_config
 
     cfg = meta["model_config"]
     return 1 if patch_geometry(cfg) is not None else 2 ** resolve_config(cfg).n_downsamplings
@@ -72,7 +71,7 @@ def predict_volume(
     by sliding window (:func:`predict_volume_patches`), and the context arguments are then not used.
 
     Args:
-        generator: a trained generator (see :func:`load_model`).
+        generator: a trained generator (see :func:`synth7t.inference.load_model`).
         t3: normalised 3T volume ``(X, Y, Z)`` on the grid (X left-right, Y anterior-posterior, Z axial).
         age, sex, impaired: the context (``impaired`` may be None only for a ``nodiag`` model).
         bottom, top: lowest and highest axial slices with brain (slice-location condition).
@@ -89,7 +88,7 @@ def predict_volume(
     """
     import torch
 
-    from .models import make_context, slice_location
+    from ..models import make_context, slice_location
 
     t3 = np.asarray(t3, dtype=np.float32)
     if t3.ndim != 3:
@@ -261,7 +260,7 @@ def predict_volume_released(
     import torch
     import torch.nn.functional as F
 
-    from .models import context_tokens, make_context
+    from ..models import context_tokens, make_context
 
     v = np.asarray(volume, dtype=np.float32)
     if v.ndim != 3:
@@ -305,55 +304,3 @@ def predict_volume_released(
             y = generator(x, tokens.to(device)).float()[:, 0]
             out[js] = y[:, pad[2]:pad[2] + h, pad[0]:pad[0] + w].cpu().numpy()
     return np.ascontiguousarray(np.moveaxis(out, 0, axis) * brain, dtype=np.float32)
-
-
-#: Parameters from which an imported network counts as full-size (the released ones have 222 M and 259 M): on a CPU
-#: with bf16 instructions ``precision="auto"`` predicts it in bf16.
-FULL_SIZE_PARAMETERS = 50_000_000
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU has bf16 matrix instructions (AMX or AVX-512 BF16; Linux's ``/proc/cpuinfo`` flags)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def choose_precision(precision: str, device, generator, meta: dict) -> Tuple[str, Optional[str]]:
-    """The precision of a prediction and, when ``"auto"`` chose bf16, the one line that says so.
-
-    ``"auto"``: bf16 autocast for an imported full-size network (:data:`FULL_SIZE_PARAMETERS`) on a CPU with bf16
-    instructions (:func:`cpu_supports_bf16`), fp32 otherwise (synth7t's own small models gain little: 1.17x for
-    the demo U-Net on 1 thread). ``"bf16"`` on a CPU without those instructions is refused (emulated, slower).
-
-    Raises:
-        ValueError: an unknown precision, or bf16 asked on a CPU without bf16 instructions.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    on_cpu = str(device).startswith("cpu")
-    if precision == "bf16" and on_cpu and not cpu_supports_bf16():
-        raise ValueError("precision bf16 needs a CPU with AMX or AVX-512 BF16 (without them bf16 is emulated and "
-                         "slower than fp32); use --precision fp32")
-    if precision != "auto":
-        return precision, None
-    imported = (meta.get("model_config") or {}).get("kind") == "gicquel-unet"
-    n_params = sum(p.numel() for p in generator.parameters())
-    if on_cpu and imported and n_params >= FULL_SIZE_PARAMETERS and cpu_supports_bf16():
-        return "bf16", (f"bf16 autocast, channels-last: this CPU has bf16 instructions and the network has "
-                        f"{n_params / 1e6:.0f} M parameters (--precision fp32 to turn it off)")
-    return "fp32", None
-
-
-@contextlib.contextmanager
-def inference_precision(precision: str, device) -> Iterator[None]:
-    """bf16 autocast around a prediction's forward passes for ``"bf16"``; nothing for ``"fp32"``."""
-    import torch
-
-    dev = torch.device(device) if not isinstance(device, torch.device) else device
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        yield

@@ -1,7 +1,7 @@
 """Multi-view prediction (beyond the paper): a preprocessed 3T volume predicted along several planes, the views
 fused into one synthetic 7T, with an uncertainty map from their spread.
 
-Each plane's prediction goes through :func:`synth7t.predict.predict_volume`, the paper's slice-by-slice path: the
+Each plane's prediction goes through :func:`synth7t.inference.volume.predict_volume`, the paper's slice-by-slice path: the
 volume is transposed so that the plane's slices become the axial slices that function walks through (and transposed
 back), the slice sides zero-padded to the network's downsampling factor (coronal and sagittal slices have the grid's
 depth as one side; the padding is cropped off again), and the slice location is taken along the plane's own axis
@@ -25,10 +25,10 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .views import PLANE_AXIS, brain_range, check_planes, fuse_views, view_uncertainty
+from ..views import PLANE_AXIS, brain_range, check_planes, fuse_views, view_uncertainty
 
 __all__ = ["MultiViewPrediction", "model_planes", "is_multiview", "check_view_request", "load_view_models",
-           "predict_plane", "predict_multiview", "predict_grid_volume", "prediction_jobs", "resolve_views"]
+           "predict_plane", "predict_multiview", "prediction_jobs", "resolve_views"]
 
 PathLike = Union[str, Path]
 #: axes of the pseudo-volume whose axial slices (as ``predict_volume`` cuts them) are the plane's stack slices
@@ -67,7 +67,7 @@ def load_view_models(model: Union[PathLike, tuple, Mapping], device: str = "cpu"
     Raises:
         ValueError: a per-plane model that did not learn its plane, or an unknown plane name.
     """
-    from .model_folder import load_model
+    from .model import load_model
 
     def loaded(m):
         return m if isinstance(m, tuple) else load_model(m, device)
@@ -88,7 +88,7 @@ def load_view_models(model: Union[PathLike, tuple, Mapping], device: str = "cpu"
 
 def is_multiview(meta: Mapping) -> bool:
     """Whether a model folder's ``model.json`` lists planes besides axial (such a model predicts through
-    :func:`predict_multiview`; an axial model through :func:`synth7t.predict.predict_volume` as before)."""
+    :func:`predict_multiview`; an axial model through :func:`synth7t.inference.volume.predict_volume` as before)."""
     return model_planes(meta) != ("axial",)
 
 
@@ -139,7 +139,7 @@ def predict_plane(generator, t3: np.ndarray, plane: str, *, age: float, sex: str
         age, sex, impaired: the context.
         mask: brain mask ``(X, Y, Z)``: output zero outside it; its extent along the plane's axis gives the slice
             location (the 3T's non-zero voxels without a mask).
-        batch_size: slices per forward pass (:func:`synth7t.predict.default_batch_size`).
+        batch_size: slices per forward pass (:func:`synth7t.inference.volume.default_batch_size`).
         bottom_top: the brain's first and last slice along the plane's axis, when known (the preprocessing
             record's ``bottom_slice``/``top_slice`` for axial).
         progress: a tqdm bar over the slices.
@@ -149,8 +149,8 @@ def predict_plane(generator, t3: np.ndarray, plane: str, *, age: float, sex: str
     """
     from contextlib import nullcontext
 
-    from .models import ConditionalUNet
-    from .volume_predict import predict_volume
+    from ..models import ConditionalUNet
+    from .volume import predict_volume
 
     plane = check_planes([plane], "plane")[0]
     if not isinstance(generator, ConditionalUNet):
@@ -191,7 +191,7 @@ def predict_multiview(
     """Predict a grid volume along each of ``views`` and fuse the views.
 
     Args:
-        model: a model folder, a ``(generator, meta)`` pair (:func:`synth7t.predict.load_model`), or
+        model: a model folder, a ``(generator, meta)`` pair (:func:`synth7t.inference.load_model`), or
             ``{plane: folder or pair}`` (one model per plane).
         t3: normalised 3T ``(X, Y, Z)`` on the preprocessing grid.
         age, sex, impaired: the context.
@@ -236,37 +236,6 @@ def predict_multiview(
     unc = view_uncertainty(members, mask=mask) if uncertainty else None
     return MultiViewPrediction(fused, per_view, unc, len(members), fusion, seconds)
 
-
-
-def predict_grid_volume(
-    model: tuple, t3: np.ndarray, *, age: float, sex: str, impaired: Optional[bool], bottom: int, top: int,
-    mask: Optional[np.ndarray] = None, batch_size: Optional[int] = None, patch_overlap: Optional[int] = None,
-    views: Optional[Union[str, Sequence[str]]] = None, fusion: str = "mean", uncertainty: bool = False,
-    flips: bool = False,
-) -> tuple:
-    """The prediction step of :func:`synth7t.predict.predict_subjects` and :func:`synth7t.predict.predict_file`:
-    the paper's axial pass for an axial model asked for nothing more (bit for bit what
-    :func:`synth7t.predict.predict_volume` gives, baselines included), else :func:`predict_multiview`.
-
-    Args:
-        model: ``(generator, meta)`` from :func:`synth7t.predict.load_model`.
-        t3, age, sex, impaired, mask, batch_size: as :func:`synth7t.predict.predict_volume`.
-        bottom, top: the axial brain range of the preprocessing record.
-        patch_overlap: a baseline's window overlap (:func:`synth7t.predict.patch_overlap_of`).
-        views, fusion, uncertainty, flips: as :func:`predict_multiview` (``views`` None: the model's planes).
-
-    Returns:
-        ``(prediction, uncertainty map or None)``.
-    """
-    from .volume_predict import predict_volume
-
-    generator, meta = model
-    if views is None and not uncertainty and not flips and not is_multiview(meta):
-        return predict_volume(generator, t3, age=age, sex=sex, impaired=impaired, bottom=bottom, top=top, mask=mask,
-                              batch_size=batch_size, patch_overlap=patch_overlap), None
-    res = predict_multiview(model, t3, age=age, sex=sex, impaired=impaired, mask=mask, views=views, fusion=fusion,
-                            uncertainty=uncertainty, flips=flips, batch_size=batch_size, axial_range=(bottom, top))
-    return res.prediction, res.uncertainty
 
 
 def prediction_jobs(models: Sequence[str], variants: Mapping[str, Mapping],
@@ -319,97 +288,3 @@ def prediction_jobs(models: Sequence[str], variants: Mapping[str, Mapping],
         unc = bool(uncertainty) and (len(planes) > 1 or bool(flips))
         jobs[name] = {"model": spec["model"], "views": planes, "uncertainty": unc, "flips": bool(flips)}
     return jobs
-
-
-# ------------------------------------------------------------------ the design study's results (chapter 04)
-
-#: The committed output of ``benchmarks/multiview_design.py``: one row per seed and image type.
-DESIGN_RESULTS = "benchmarks/results/multiview_design.tsv"
-#: The command that writes it (after ``make demo`` has preprocessed ``data/demo``).
-DESIGN_COMMAND = "python benchmarks/multiview_design.py --seeds 0 1 2"
-#: Columns the results file must hold (the metrics are the means over the held-out subjects of one seed).
-DESIGN_COLUMNS = ("seed", "image_type", "n_subjects", "samples", "grid", "psnr", "ssim", "artefact_index", "rho",
-                  "rho_block3")
-
-
-def design_summary(path: PathLike = DESIGN_RESULTS):
-    """Mean and SD over seeds of each image type of the multi-view design study.
-
-    Args:
-        path: the study's results (:data:`DESIGN_RESULTS`, written by ``benchmarks/multiview_design.py``).
-
-    Returns:
-        A DataFrame indexed by ``image_type`` (in the file's order): ``n_seeds``, and ``<metric>_mean`` and
-        ``<metric>_sd`` (SD over seeds, ``ddof=1``; NaN with one seed) for ``psnr``, ``ssim``, ``artefact_index``,
-        ``rho`` and ``rho_block3``; its ``attrs`` hold the ``grid``, ``samples`` and ``n_subjects`` of the runs.
-
-    Raises:
-        FileNotFoundError: no results file (the message gives the command that writes it).
-        ValueError: missing columns, or runs on different grids or step counts mixed in one file.
-    """
-    import pandas as pd
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: the multi-view design study's results are missing; after `make demo` has "
-                                f"preprocessed data/demo, run `{DESIGN_COMMAND}` from the repository root (it writes "
-                                f"{DESIGN_RESULTS})")
-    table = pd.read_csv(p, sep="\t")
-    missing = [c for c in DESIGN_COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"{p}: missing column(s) {', '.join(missing)}; rewrite it with `{DESIGN_COMMAND}`")
-    for col in ("grid", "samples", "n_subjects"):
-        if table[col].nunique() != 1:
-            raise ValueError(f"{p}: runs with different {col} ({sorted(table[col].unique())}) in one file; rerun "
-                             f"`{DESIGN_COMMAND}` into a fresh --out folder")
-    metrics = ["psnr", "ssim", "artefact_index", "rho", "rho_block3"]
-    g = table.groupby("image_type", sort=False)
-    out = pd.DataFrame({"n_seeds": g["seed"].nunique()})
-    for m in metrics:
-        out[f"{m}_mean"], out[f"{m}_sd"] = g[m].mean(), g[m].std(ddof=1)
-    out.attrs.update(grid=str(table["grid"].iloc[0]), samples=int(table["samples"].iloc[0]),
-                     n_subjects=int(table["n_subjects"].iloc[0]))
-    return out
-
-
-def design_text(summary, image_type: str, metric: str, digits: int = 2, unit: str = "") -> str:
-    """``"24.57 ± 0.30 dB"``: one metric of one image type of :func:`design_summary` as mean ± SD over seeds
-    (``"24.57 dB (one seed)"`` with one seed)."""
-    if image_type not in summary.index:
-        raise KeyError(f"no image type {image_type!r} in the design results (has {', '.join(summary.index)})")
-    mean, sd = summary.loc[image_type, f"{metric}_mean"], summary.loc[image_type, f"{metric}_sd"]
-    suffix = f" {unit}" if unit else ""
-    if int(summary.loc[image_type, "n_seeds"]) < 2:
-        return f"{mean:.{digits}f}{suffix} (one seed)"
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}{suffix}"
-
-
-def design_glue(summary) -> dict:
-    """The texts chapter 04's paragraph on the multi-view design quotes, by glue name, from :func:`design_summary`.
-
-    Fused designs by the mean: ``mv_psnr_cond``, ``mv_psnr_nocond``, ``mv_psnr_three`` and ``mv_ai_*`` (the
-    slicing-artefact index), the axial-only U-Net's ``mv_psnr_axial`` and ``mv_ai_axial``, the plane-conditioned
-    model fused by the median (``mv_psnr_cond_median``, ``mv_ai_cond_median``), the view spread's correlation with
-    the error (``mv_rho_*``, ``mv_rho3_*``), the runs' description ``mv_runs`` and ``mv_ranking``, the order of the
-    fused designs by mean PSNR.
-    """
-    names = {"cond": "mv-cond fused mean", "nocond": "mv-nocond fused mean", "three": "three fused mean",
-             "axial": "axial model"}
-    out = {}
-    for short, it in names.items():
-        out[f"mv_psnr_{short}"] = design_text(summary, it, "psnr", 2, "dB")
-        out[f"mv_ai_{short}"] = design_text(summary, it, "artefact_index", 2)
-    out["mv_psnr_cond_median"] = design_text(summary, "mv-cond fused median", "psnr", 2, "dB")
-    out["mv_ai_cond_median"] = design_text(summary, "mv-cond fused median", "artefact_index", 2)
-    for short in ("cond", "three"):
-        out[f"mv_rho_{short}"] = design_text(summary, names[short], "rho", 2)
-        out[f"mv_rho3_{short}"] = design_text(summary, names[short], "rho_block3", 2)
-    a = summary.attrs
-    n_seeds = int(summary["n_seeds"].min())
-    out["mv_runs"] = (f"{n_seeds} seed{'s' if n_seeds != 1 else ''}, {a.get('samples')} slices per epoch for 3 "
-                      f"epochs, {a.get('n_subjects')} held-out subject(s), grid {a.get('grid')}")
-    labels = {"cond": "one plane-conditioned U-Net", "nocond": "one U-Net without the plane condition",
-              "three": "three single-plane U-Nets", "axial": "the axial-only U-Net"}
-    order = sorted(labels, key=lambda k: -float(summary.loc[names[k], "psnr_mean"]))
-    out["mv_ranking"] = "By mean PSNR: " + " > ".join(labels[k] for k in order) + "."
-    return out

@@ -1,9 +1,9 @@
-"""A lone 3T scan through an imported model of the authors (``synth7t predict --model IMPORTED``).
+"""A lone 3T scan aligned the way an imported model of the authors needs it (``synth7t predict --model IMPORTED``).
 
 Their lone-3T inference (``func/inference/register_to_7T_template.py`` and ``script/processing_subpipeline.sh`` at
 the commit :mod:`synth7t.import_model` follows): skull stripping, N4 with the brain mask, a rigid registration of the
 brain to their 3T template, then their template affine (``template_3T_to_7T.mat``) onto their 7T template's grid,
-where the network runs (:func:`synth7t.volume_predict.predict_volume_released`). synth7t does the same with its own
+where the network runs (:func:`synth7t.inference.volume.predict_volume_released`). synth7t does the same with its own
 steps (the configured brain extraction, N4, ANTs' rigid registration) and one difference: the two maps are
 composed and the scan resampled once, where their pipeline interpolates twice. The output is written on their
 7T template's grid as stored (its voxel order is the one their slicing axis refers to) and, with ``native``,
@@ -19,25 +19,20 @@ from typing import Optional, Union
 
 import numpy as np
 
-from . import io as sio
+from .. import io as sio
 
 PathLike = Union[str, Path]
 
-__all__ = ["is_released", "released_templates", "align_to_released_templates", "predict_file_released"]
-
-
-def is_released(meta: dict) -> bool:
-    """Whether a model folder's ``model.json`` is an imported model of the authors."""
-    return (meta.get("model_config") or {}).get("kind") == "gicquel-unet"
+__all__ = ["released_templates", "align_to_released_templates"]
 
 
 def released_templates(meta: dict) -> Path:
-    """The ``templates/`` folder of an imported model (``meta`` from :func:`synth7t.model_folder.load_model`).
+    """The ``templates/`` folder of an imported model (``meta`` from :func:`synth7t.inference.load_model`).
 
     Raises:
         ValueError: the model was imported without ``--templates`` (the message says how to add them).
     """
-    from .import_model import TEMPLATE_FILES
+    from ..import_model import TEMPLATE_FILES
 
     model_dir = meta.get("model_dir", "the model folder")
     folder = Path(model_dir) / "templates"
@@ -59,9 +54,9 @@ def align_to_released_templates(t3_path: PathLike, templates: PathLike, config, 
     """
     import nibabel as nib
 
-    from .preprocess import resample
-    from .preprocess.ants import coarsen, read_affine, register, set_itk_threads
-    from .preprocess.steps import brain_mask, check_mask_volume, load_canonical, n4
+    from ..preprocess import resample
+    from ..preprocess.ants import coarsen, read_affine, register, set_itk_threads
+    from ..preprocess.steps import brain_mask, check_mask_volume, load_canonical, n4
 
     templates = Path(templates)
     timings = {}
@@ -93,42 +88,3 @@ def align_to_released_templates(t3_path: PathLike, templates: PathLike, config, 
         raise ValueError(f"{t3_path}: the brain left their 7T template's field of view after the alignment")
     return {"image": np.where(mask, image, 0).astype(np.float32), "mask": mask, "affine": affine, "shape": shape,
             "world_map": world_map, "timings": timings}
-
-
-def predict_file_released(t3_path: PathLike, out_path: PathLike, generator, meta: dict, *,
-                          age: float, sex: str, impaired: Optional[bool], config, t3_mask: Optional[PathLike] = None,
-                          native: bool = False, batch_size: Optional[int] = None, precision: str = "auto") -> dict:
-    """Align a lone 3T to the imported model's templates, predict with its recipe, write the output on the 7T
-    template's grid (and with ``native`` on the scan's grid).
-
-    Returns:
-        A record of what was written (``output``, ``space`` ``"released-7T-template"``, ``shape``, ``native``,
-        ``precision``, ``precision_note``, ``timings``).
-    """
-    from .preprocess import resample
-    from .volume_predict import choose_precision, inference_precision, predict_volume_released
-
-    device = next(generator.parameters()).device
-    chosen, note = choose_precision(precision, device, generator, meta)  # a bad precision fails before the work
-    templates = released_templates(meta)
-    aligned = align_to_released_templates(t3_path, templates, config, t3_mask=t3_mask)
-    t0 = time.perf_counter()
-    with inference_precision(chosen, device):
-        vol = predict_volume_released(generator, aligned["image"], meta["input"], age=float(age), sex=sex,
-                                      impaired=impaired, mask=aligned["mask"], batch_size=batch_size)
-    timings = {**aligned["timings"], "predict": time.perf_counter() - t0}
-    out_path = Path(out_path)
-    sio.save_volume(out_path, vol, aligned["affine"], header=sio.output_header(), dtype=np.float32)
-    written = {"output": str(out_path), "space": "released-7T-template", "shape": list(vol.shape),
-               "precision": chosen, "precision_note": note}
-    if native:
-        t0 = time.perf_counter()
-        src = sio.read_nifti(t3_path, reorient=True, check_values=False)
-        nat = resample(vol, aligned["affine"], src.shape, src.affine, world_map=np.linalg.inv(aligned["world_map"]),
-                       order=1)
-        native_path = out_path.with_name(out_path.name.replace(".nii", "_space-native.nii", 1))
-        sio.save_volume(native_path, nat, src.affine, header=sio.output_header(), dtype=np.float32)
-        written["native"] = str(native_path)
-        timings["native"] = time.perf_counter() - t0
-    written["timings"] = {k: round(v, 2) for k, v in timings.items()}
-    return written
