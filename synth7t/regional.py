@@ -415,6 +415,23 @@ def premise_margins(scores: pd.DataFrame, *, better: str = "7T", worse: str = "3
     return out
 
 
+def margin_summary(margins: pd.DataFrame, columns: Sequence[str] = ("mean_dice", *PREMISE_STRUCTURES)) -> pd.DataFrame:
+    """The premise margins of :func:`premise_margins` over the subjects: per score column the mean, the SD
+    (``ddof=1``; NaN for one subject), the smallest margin and how many subjects lead (``n_positive`` of ``n``).
+
+    Raises:
+        ValueError: no subjects, or a column missing.
+    """
+    if not len(margins):
+        raise ValueError("no margins to summarise")
+    missing = [c for c in columns if c not in margins.columns]
+    if missing:
+        raise ValueError(f"margins lack {', '.join(missing)}")
+    m = margins[list(columns)].astype(float)
+    return pd.DataFrame({"mean": m.mean(), "sd": m.std(ddof=1), "min": m.min(), "n_positive": (m > 0).sum(),
+                         "n": len(m)})
+
+
 def structure_centre(labels: np.ndarray, ids: Sequence[int] = (17, 18)) -> np.ndarray:
     """Voxel indices (int) of the centre of the voxels carrying ``ids`` (default: left hippocampus and amygdala);
     the array centre when none does."""

@@ -191,26 +191,23 @@ def test_3t_loses_snr_and_cnr_in_the_published_proportions_measured_on_the_image
         "cnr_per_voxel_7t_over_3t"], "measured"])
 
 
-def test_3t_edge_is_wider_than_the_7t_edge(measured):
-    """The edge-spread FWHM at the ventricle wall: wider in every subject's 3T than in its 7T (measured on the
-    coarse cohort: 1.28 times on average, against the published 1/0.7 = 1.43, which the slow test below checks at
-    the paper's voxels). On these 1.6 / 2.3 mm grids a ventricle wall is a few voxels from other structures, so the
-    measurement serves to see the 3T's blur, not to hold it to the published ratio."""
+def test_3t_edge_is_wider_than_the_7t_edge_by_the_published_ratio(measured):
+    """The edge-spread FWHM at the ventricle wall, on the coarse cohort's 1.6 / 2.3 mm grids: wider in every
+    subject's 3T than in its 7T, and on average 1/0.7 times within 15 % (measured 1.42; sub-003 1.33, the lowest).
+    With generator version 4 (a sampled Gaussian kernel, a 1.21 mm source) the mean was 1.28 and this failed; so it
+    does with the 3T's extra blur halved (1.04)."""
     r = demo_measure.measured_ratios(measured, demo.DemoConfig(**COARSE))
     r = r[r["quantity"] == "resolution_fwhm_3t_over_7t"]
     print(r[["key", "measured", "target"]].round(3).to_string())
-    assert (r["measured"] > 1.05).all(), r
+    assert (r["measured"] > 1.2).all(), r
+    assert r["measured"].mean() == pytest.approx(r["target"].iloc[0], rel=0.15)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured, not met (issue 30): at the paper's voxels the 3T's edge is 1.06 "
-                   "to 1.17 times the 7T's, not 1/0.7 = 1.43 (0.87-1.01 on the book's 1.0 / 1.43 mm grid, where the "
-                   "3T's Gaussian of 0.37 voxel gets a 3-tap kernel of SD 0.22 voxel); the simulation is left as it "
-                   "is (other work depends on the cohort) and the disagreement reported")
 def test_3t_edge_is_wider_by_the_published_ratio(full_size_cohort):
     """The effective resolution at the paper's voxels (7T 0.7 mm, 3T 1 mm): the 3T's edge-spread FWHM at the
-    ventricle wall over the 7T's, against 1/0.7 within 15 %. Strict: when the simulation meets it, this test
-    passes and must lose its xfail."""
+    ventricle wall over the 7T's, against 1/0.7 within 15 % (measured: 1.41 on seed 0; with the sampled kernel and
+    the 1.21 mm source of generator version 4 it was 1.06, and this test failed)."""
     measured = demo_measure.measure_cohort(full_size_cohort)
     r = demo_measure.measured_ratios(measured, demo.DemoConfig())
     r = r[r["quantity"] == "resolution_fwhm_3t_over_7t"]
@@ -310,3 +307,15 @@ def test_truth_dice_leaves_out_artefact_slices_and_margins_compare_members(tmp_p
     assert margins.loc["s1", "amygdala"] > 0 and bool(margins.loc["s1", "holds"]) is False  # no hippocampus: NaN
     with pytest.raises(ValueError, match="no 3T"):
         regional.premise_margins(scores[scores.image_type == "7T"])
+
+
+def test_margin_summary_gives_mean_spread_and_the_worst_subject():
+    margins = pd.DataFrame({"mean_dice": [0.01, 0.03, -0.01], "amygdala": [0.02, 0.02, 0.05],
+                            "hippocampus": [0.0, 0.1, 0.2], "holds": [False, True, False]}, index=["a", "b", "c"])
+    s = regional.margin_summary(margins)
+    assert s.loc["mean_dice", "mean"] == pytest.approx(0.01) and s.loc["mean_dice", "sd"] == pytest.approx(0.02)
+    assert s.loc["mean_dice", "min"] == pytest.approx(-0.01) and s.loc["mean_dice", "n_positive"] == 2
+    assert s.loc["hippocampus", "n_positive"] == 2 and (s["n"] == 3).all()  # a margin of 0 does not lead
+    assert np.isnan(regional.margin_summary(margins.iloc[:1]).loc["amygdala", "sd"])
+    with pytest.raises(ValueError, match="no margins"):
+        regional.margin_summary(margins.iloc[:0])
