@@ -61,6 +61,7 @@ def main() -> None:
     prof = load_profile("demo")
     trainings = [nb["parameters"] for nb in prof["notebooks"] if nb["notebook"].endswith("02_train.ipynb")]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    version = layout.dataset_facts(data)["generator_version"]  # chapter 02 quotes rows of its own cohort only
     rows, val_keys = [], None
     for t in trainings:
         name, preset = t["model_name"], t["preset"]
@@ -88,7 +89,7 @@ def main() -> None:
                          "psnr_3t": last["psnr_3t"], "ssim_3t": last["ssim_3t"],
                          "gain_db": last["psnr"] - last["psnr_3t"], "ssim_gain": last["ssim"] - last["ssim_3t"],
                          "gain_by_epoch": " ".join(f"{v:+.3f}" for v in val["psnr"] - val["psnr_3t"]),
-                         "overrides": str(over), "commit": commit})
+                         "overrides": str(over), "commit": commit, "generator_version": version})
             print(f"{name:16s} {variant:20s} {rows[-1]['gain_db']:+.3f} dB  {rows[-1]['ssim_gain']:+.4f} SSIM  "
                   f"{rows[-1]['seconds']:.0f} s", flush=True)
     if val_keys is None:

@@ -149,6 +149,7 @@ def main(argv=None) -> pd.DataFrame:
     per_seed.insert(3, "samples", args.samples)
     per_seed.insert(4, "grid", _grid(data))
     per_seed["commit"] = _commit()
+    per_seed["generator_version"] = layout.dataset_facts(data)["generator_version"]  # chapter 04 checks it
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     per_seed.to_csv(results, sep="\t", index=False, float_format="%.5g")

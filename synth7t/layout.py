@@ -405,7 +405,7 @@ def dataset_facts(data_dir: PathLike) -> dict:
     dataset has no such entry (or no description at all, when its name is the folder's).
 
     Returns:
-        ``{"name": str, "simulated": bool}``.
+        ``{"name": str, "simulated": bool, "generator_version": the demo generator's version or None}``.
     """
     root = Path(data_dir)
     desc = {}
@@ -418,7 +418,9 @@ def dataset_facts(data_dir: PathLike) -> dict:
     generated = desc.get("GeneratedBy") or []
     by_demo = any(isinstance(g, dict) and g.get("Name") == DEMO_GENERATOR for g in generated)
     simulated = bool(by_demo or desc.get("Simulated") is True or "simulated" in str(desc.get("Name", "")).lower())
-    return {"name": str(desc.get("Name") or root.resolve().name), "simulated": simulated}
+    version = next((str(g["Version"]) for g in generated if isinstance(g, dict) and g.get("Name") == DEMO_GENERATOR
+                    and g.get("Version") is not None), None)
+    return {"name": str(desc.get("Name") or root.resolve().name), "simulated": simulated, "generator_version": version}
 
 
 def is_simulated(data_dir: PathLike) -> bool:

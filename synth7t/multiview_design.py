@@ -4,7 +4,7 @@ the multi-view designs over seeds and writes one table; these functions summaris
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 PathLike = Union[str, Path]
 
@@ -19,11 +19,13 @@ DESIGN_COLUMNS = ("seed", "image_type", "n_subjects", "samples", "grid", "psnr",
                   "rho_block3")
 
 
-def design_summary(path: PathLike = DESIGN_RESULTS):
+def design_summary(path: PathLike = DESIGN_RESULTS, generator_version: Optional[str] = None):
     """Mean and SD over seeds of each image type of the multi-view design study.
 
     Args:
         path: the study's results (:data:`DESIGN_RESULTS`, written by ``benchmarks/multiview_design.py``).
+        generator_version: the demo cohort's generator version (:func:`synth7t.layout.dataset_facts`); when given,
+            the results must have been measured on a cohort of that version.
 
     Returns:
         A DataFrame indexed by ``image_type`` (in the file's order): ``n_seeds``, and ``<metric>_mean`` and
@@ -45,6 +47,12 @@ def design_summary(path: PathLike = DESIGN_RESULTS):
     missing = [c for c in DESIGN_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{p}: missing column(s) {', '.join(missing)}; rewrite it with `{DESIGN_COMMAND}`")
+    if generator_version is not None:
+        measured_on = sorted(set(table["generator_version"].astype(str))) if "generator_version" in table.columns \
+            else ["unrecorded"]
+        if measured_on != [str(generator_version)]:
+            raise ValueError(f"{p}: measured on the demo cohort of generator version {', '.join(measured_on)}, this "
+                             f"run's is {generator_version}; rerun `{DESIGN_COMMAND}`")
     for col in ("grid", "samples", "n_subjects"):
         if table[col].nunique() != 1:
             raise ValueError(f"{p}: runs with different {col} ({sorted(table[col].unique())}) in one file; rerun "

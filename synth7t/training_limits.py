@@ -74,13 +74,15 @@ def noise_ceiling_db(sigma: float) -> float:
 
 
 def limits_for(model_name: str, results: Union[str, Path, pd.DataFrame, None] = None,
-               overrides: Optional[dict] = None) -> pd.DataFrame:
+               overrides: Optional[dict] = None, generator_version: Optional[str] = None) -> pd.DataFrame:
     """The rows of one model in the results file, with the change of each variant's gain over the demo's.
 
     Args:
         overrides: the training's ``config_overrides``; when given, the file's "as in the demo" row must have been
             trained with the same ones (``init_from`` may name another folder), so that a profile changed since the
             measurement is not described by it.
+        generator_version: the demo cohort's generator version (:func:`synth7t.layout.dataset_facts`); when given,
+            the rows must have been measured on a cohort of that version (another simulation is another cohort).
 
     Raises:
         FileNotFoundError: no results file (the message gives the command that writes it).
@@ -104,6 +106,12 @@ def limits_for(model_name: str, results: Union[str, Path, pd.DataFrame, None] = 
         if ours != theirs or ("init_from" in overrides) != ("init_from" in measured):
             raise ValueError(f"the training limits of {model_name!r} were measured with {measured}, not this run's "
                              f"{dict(overrides)}: run `python benchmarks/demo_training_limits.py` again")
+    if generator_version is not None:
+        measured_on = str(base["generator_version"]) if "generator_version" in rows.columns else "unrecorded"
+        if measured_on != str(generator_version):
+            raise ValueError(f"the training limits of {model_name!r} were measured on the demo cohort of generator "
+                             f"version {measured_on}, this run's is {generator_version}: run "
+                             "`python benchmarks/demo_training_limits.py` again")
     rows["vs_demo_db"] = rows["gain_db"] - base["gain_db"]
     return rows.reset_index(drop=True)
 

@@ -52,8 +52,11 @@ def test_ensure_split_makes_one_once(coarse_cohort, tmp_path):
 
 def test_dataset_facts(tmp_path, coarse_cohort):
     assert layout.dataset_facts(coarse_cohort.root)["simulated"] is True
+    from synth7t.demo import GENERATOR_VERSION
+
+    assert layout.dataset_facts(coarse_cohort.root)["generator_version"] == GENERATOR_VERSION
     (tmp_path / "dataset_description.json").write_text(json.dumps({"Name": "BioFINDER-2 7T"}))
-    assert layout.dataset_facts(tmp_path) == {"name": "BioFINDER-2 7T", "simulated": False}
+    assert layout.dataset_facts(tmp_path) == {"name": "BioFINDER-2 7T", "simulated": False, "generator_version": None}
     assert layout.dataset_facts(tmp_path / "nothing")["simulated"] is False
 
 

@@ -53,3 +53,14 @@ def test_noise_ceiling():
     assert tl.noise_ceiling_db(0.01) == pytest.approx(40.0) and tl.noise_ceiling_db(0.1) == pytest.approx(20.0)
     with pytest.raises(ValueError, match="sigma must be > 0"):
         tl.noise_ceiling_db(0.0)
+
+
+def test_limits_measured_on_another_simulation_are_refused():
+    """Rows of generator version 4 do not describe a run on version 5's cohort; rows that predate the column neither."""
+    rows = _rows().assign(generator_version="5")
+    assert len(tl.limits_for("u", rows, generator_version="5")) == 3
+    with pytest.raises(ValueError, match="generator version 5, this run's is 6"):
+        tl.limits_for("u", rows, generator_version="6")
+    with pytest.raises(ValueError, match="generator version unrecorded"):
+        tl.limits_for("u", _rows(), generator_version="5")
+    assert len(tl.limits_for("u", _rows())) == 3  # a run that is not the demo's checks no version
