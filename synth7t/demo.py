@@ -87,10 +87,9 @@ class DemoConfig(Config):
         voxel_7t: 7T voxel size in mm (0.7 as in the paper).
         voxel_3t: 3T voxel size in mm (1.0 as in the paper; keep the ratio 1/0.7 on coarser demo grids).
         source_fwhm_mm: effective resolution of the anatomy source where the edge width is measured (the ventricle
-            wall, :mod:`synth7t.demo_measure`): 2.15 mm. The template averages 152 brains, so its walls are wider
-            than its 1 mm sampling; 2.15 is calibrated on the images so that a 3T blurred by :meth:`psf_3t` measures
-            the published ratio: its edge over the 7T's 1.45 on the book's 1.0 / 1.43 mm grids, 1.41 at the paper's
-            0.7 / 1 mm (seed 0; with the 1.21 mm of a 1 mm sampled step the 3T measured 0.98 and 1.06).
+            wall, :mod:`synth7t.demo_measure`), calibrated on the images (the template averages 152 brains, so its
+            walls are wider than its 1 mm sampling): with it the 3T's edge measures 1.45 times the 7T's on the
+            book's 1.0 / 1.43 mm grids, 1.41 at the paper's 0.7 / 1 mm (seed 0; 0.98 and 1.06 with 1.21 mm).
         psf_3t_mm: FWHM of the extra 3T blur in mm; ``None`` derives it from the voxel ratio (:meth:`psf_3t`).
         noise_7t: 7T noise SD per voxel (Rician), relative to white matter = 1: 0.04 makes the 3T's white-matter SNR
             about 18 per voxel, typical of a 1 mm 3T MPRAGE (an assumption of the demo, not a measurement).
@@ -101,8 +100,7 @@ class DemoConfig(Config):
             30 % left residual inhomogeneity that cost both members about 0.03 Dice).
         artefact_fraction: probability that a subject's 7T has cerebellar signal loss (paper: 44 of 172).
         motion_fraction: probability that a subject's 7T has a motion-corrupted slab of axial slices (ghosting).
-        n_vessels: number of bright vessel-like tubes per 7T image.
-        deformation_mm: RMS amplitude of the random smooth deformation.
+        n_vessels, deformation_mm: bright vessel-like tubes per 7T image; RMS amplitude of the smooth deformation.
         misalignment_deg, misalignment_mm: maximum rotation and translation of the 3T head pose.
     """
 
@@ -530,9 +528,8 @@ def render_labels(tpl: Templates, warp: "_Warp", grid) -> np.ndarray:
 
 
 def exact_gaussian(image: np.ndarray, sigma_voxels: float) -> np.ndarray:
-    """A Gaussian blur of exactly ``sigma_voxels`` (its transfer function applied in Fourier space): a sampled kernel
-    of a fraction of a voxel blurs less than it should (SD 0.37 voxel gets a 3-tap kernel of SD 0.22). The volume is
-    taken as periodic, harmless for a head in a field of view with a background margin."""
+    """A Gaussian blur of exactly ``sigma_voxels`` (in Fourier space; a sampled kernel of SD 0.37 voxel has 3 taps
+    and SD 0.22), the volume taken as periodic (harmless for a head with a background margin)."""
     if sigma_voxels <= 0:
         return np.asarray(image, np.float32)
     spectrum = np.fft.rfftn(np.asarray(image, np.float64), axes=tuple(range(image.ndim)))

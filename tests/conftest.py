@@ -17,10 +17,13 @@ COARSE = dict(voxel_7t=1.6, voxel_3t=2.3)  # the smoke profile's grids: the pape
 
 
 
-def design_results(path: Path, seeds=(0, 1, 2)) -> Path:
+def design_results(path: Path, seeds=(0, 1, 2), generator_version="current") -> Path:
     """A results file in the layout of benchmarks/multiview_design.py (one row per seed and image type) with made-up
-    numbers, for the tests of the code that reads it; the real file is benchmarks/results/multiview_design.tsv."""
+    numbers, for the tests of the code that reads it; the real file is benchmarks/results/multiview_design.tsv.
+    ``generator_version``: the demo generator's (default today's; None: no column, as files before it was recorded)."""
     import pandas as pd
+
+    from synth7t.demo import GENERATOR_VERSION
 
     rows = []
     for s in seeds:
@@ -29,6 +32,9 @@ def design_results(path: Path, seeds=(0, 1, 2)) -> Path:
             rows.append(dict(seed=s, image_type=it, n_subjects=3, samples=320, grid="176x136, 1.2 mm",
                              psnr=20.0 + k + 0.1 * s, ssim=0.8, artefact_index=1.5 + 0.2 * s, rho=0.1 * s,
                              rho_block3=0.2, commit="test"))
+    if generator_version is not None:
+        version = GENERATOR_VERSION if generator_version == "current" else generator_version
+        rows = [{**r, "generator_version": version} for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
     return path
