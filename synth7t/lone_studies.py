@@ -228,11 +228,12 @@ class _LoneWork:
     and a worker process loads the model once, on first use; in the calling process, the copy given)."""
 
     def __init__(self, model_dir: PathLike, records: Mapping[str, dict], demographics: Mapping[str, dict],
-                 out_dir: Path, name: str, device: str, batch_size: Optional[int], config=None, loaded=None):
+                 out_dir: Path, name: str, device: str, batch_size: Optional[int], config=None, loaded=None,
+                 force: bool = False):
         self.model_dir, self.device = str(model_dir), str(device)
         self.records, self.demographics = dict(records), dict(demographics)
         self.out_dir, self.name, self.batch_size, self.config = Path(out_dir), name, batch_size, config
-        self.model = loaded
+        self.model, self.force = loaded, bool(force)
 
     def __getstate__(self):
         return {**self.__dict__, "model": None}  # a worker loads its own copy
@@ -254,7 +255,8 @@ class _LoneWork:
         context = dict(age=float(d["age"]), sex=str(d["sex"]), impaired=is_impaired(str(d["diagnosis"])),
                        batch_size=self.batch_size)
         if predictor.kind == "imported":
-            vol = _imported_on_study_grid(predictor, rec, t3, mask, self.config, d.get("mask") or None, context)
+            vol = _imported_on_study_grid(predictor, rec, t3, mask, self.config, d.get("mask") or None, context,
+                                          self.force)
         else:
             vol = predictor.predict(t3.data, mask=mask, axial_range=(int(rec["bottom_slice"]), int(rec["top_slice"])),
                                     **context).image
@@ -263,7 +265,8 @@ class _LoneWork:
         return {"path": str(p)}
 
 
-def _imported_on_study_grid(predictor, rec: dict, t3, mask: np.ndarray, config, t3_mask, context: dict) -> np.ndarray:
+def _imported_on_study_grid(predictor, rec: dict, t3, mask: np.ndarray, config, t3_mask, context: dict,
+                            force: bool = False) -> np.ndarray:
     """An imported model's prediction of a lone scan (aligned to its own templates from the scan itself), resampled
     onto the study's aligned grid, so that every image type of a subject shares one grid."""
     from .inference.files import align_for
@@ -272,7 +275,7 @@ def _imported_on_study_grid(predictor, rec: dict, t3, mask: np.ndarray, config, 
     if config is None:
         raise ValueError("an imported model aligns each scan to its own templates: give predict_lone the study's "
                          "preprocessing config (lone_config) for its brain extraction and N4")
-    aligned = align_for(predictor, rec["input"], config, t3_mask=t3_mask)
+    aligned = align_for(predictor, rec["input"], config, t3_mask=t3_mask, force=force)
     pred = predictor.predict(aligned["image"], mask=aligned["mask"], **context)
     # study grid world -> scan world (the study's alignment) -> template grid world (the model's)
     to_template = np.linalg.inv(aligned["world_map"]) @ np.asarray(rec["alignment"]["world_map"], float)
@@ -282,7 +285,7 @@ def _imported_on_study_grid(predictor, rec: dict, t3, mask: np.ndarray, config, 
 
 def predict_lone(model_dir: PathLike, records: Mapping[str, dict], demographics: pd.DataFrame, out_dir: PathLike, *,
                  name: str, device: str = "auto", batch_size: Optional[int] = None, progress: bool = True,
-                 n_jobs: int = 1, config=None) -> pd.DataFrame:
+                 n_jobs: int = 1, config=None, force: bool = False) -> pd.DataFrame:
     """Synthetic 7T of every aligned lone 3T with one model; resumable, failures recorded.
 
     Every kind of model predicts through :class:`synth7t.inference.Predictor`: a multi-view model fuses the planes it
@@ -303,6 +306,8 @@ def predict_lone(model_dir: PathLike, records: Mapping[str, dict], demographics:
             with 1, so two 1-thread workers predict 1.4 times as many volumes per second (worth it for a batch of
             many volumes, not for 3). On a GPU the volumes run in this process, one after the other.
         config: the study's preprocessing (:func:`lone_config`), needed by an imported model.
+        force: an imported model's alignment goes on past a refused content check
+            (:mod:`synth7t.preprocess.input_checks`).
 
     Returns:
         The status table (``key, status, seconds, path, reason``).
@@ -326,7 +331,7 @@ def predict_lone(model_dir: PathLike, records: Mapping[str, dict], demographics:
     cols = [c for c in ("age", "sex", "diagnosis", "mask") if c in demo.columns]
     workers = int(n_jobs) > 1 and on_cpu
     work = _LoneWork(model_dir, records, {k: demo.loc[k, cols].to_dict() for k in keys}, out, name, "cpu",
-                     batch_size, config, loaded=None if workers else predictor)
+                     batch_size, config, loaded=None if workers else predictor, force=force)
     executor = LocalExecutor(int(n_jobs), cores_per_worker(int(n_jobs))) if workers else None
     table = run_batch(keys, work, ids=lambda k: {"key": k},
                       is_finished=lambda k: prediction_path(out, k, name).is_file(),

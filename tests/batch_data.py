@@ -103,10 +103,12 @@ def write_cohort(folder: Path, n: int, corrupt_every: int = 0) -> tuple[list[Pat
 
 def fast_options(mask: Path) -> dict:
     """:func:`synth7t.inference.predict_file` options for the synthetic scans: the shared mask, no N4, a generalised
-    affine (identity, recentred on each brain) onto the model's grid, on the CPU."""
+    affine (identity, recentred on each brain) onto the model's grid, on the CPU; ``force``: the synthetic scans are
+    phantoms, not brains, which the content checks rightly refuse (tests/test_input_checks.py tests those)."""
     from synth7t import preprocess as pp
 
     cfg = pp.make_config("quick", target_spacing=MODEL_SPACING, grid_inplane=MODEL_INPLANE, n4_3t=False,
                          mask_backend="given", qc_figure=False, axial_margin=2)
     space = pp.GeneralisedAffine(np.eye(3), np.zeros(3), (100, 120, 100), np.diag([1.4, 1.4, 1.4, 1.0]), 1)
-    return dict(method="generalised", generalised=space, preprocess_preset=cfg, t3_mask=str(mask), device="cpu")
+    return dict(method="generalised", generalised=space, preprocess_preset=cfg, t3_mask=str(mask), device="cpu",
+                force=True)

@@ -226,13 +226,14 @@ def test_the_lone_studies_predict_with_an_imported_model_onto_the_studys_grid(tm
     config = pp.make_config("quick", qc_figure=False, mask_backend="given")
     with pytest.raises(ValueError, match="pass the study's preprocessing config"):
         lone_studies.predict_lone(model, {"sub-01": rec}, demo, tmp_path / "p0", name="imp", device="cpu")
+    # force: a phantom, not a brain, which the content checks rightly refuse
     table = lone_studies.predict_lone(model, {"sub-01": rec}, demo, tmp_path / "pred", name="imp", device="cpu",
-                                      progress=False, config=config)
+                                      progress=False, config=config, force=True)
     assert (table["status"] == "done").all(), table
     out = sio.load_volume(table["path"].iloc[0])
     assert out.data.shape == image.shape and np.allclose(out.affine[:3, 3], affine[:3, 3] + (30.0, -20.0, 10.0))
     written = inference.predict_file(scan, tmp_path / "file.nii.gz", model, age=70, sex="F", impaired=None,
-                                     t3_mask=mask, native=True, preprocess_preset=config)
+                                     t3_mask=mask, native=True, preprocess_preset=config, force=True)
     native = sio.load_volume(written["native"]).data * brain
     inside = brain > 0
     assert np.corrcoef(out.data[inside], native[inside])[0, 1] > 0.99

@@ -79,7 +79,7 @@ def _options(args: argparse.Namespace) -> dict:
     return dict(method=args.method, generalised=generalised, preprocess_preset=args.preset, native=args.native,
                 batch_size=args.batch_size, device=args.device, t3_mask=args.mask, views=args.views,
                 fusion=args.fusion, uncertainty=args.uncertainty, flips=args.flips,
-                alignment_cache=args.alignment_cache, precision=args.precision)
+                alignment_cache=args.alignment_cache, precision=args.precision, force=args.force)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,8 +95,19 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     for _, note in model_card_warnings(args.model) if Path(args.model).exists() else ():
         print(f"synth7t predict: {note}", file=sys.stderr)
+    from synth7t.preprocess import InputWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ModelCardWarning)  # said once above
+        shown = warnings.showwarning
+
+        def one_line(message, category, *rest, **kw):
+            if issubclass(category, InputWarning):
+                print(f"synth7t predict: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *rest, **kw)
+
+        warnings.showwarning = one_line  # restored when the block ends
         return run_single(args) if args.output else run_batch(args)
 
 
@@ -197,6 +208,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="the network's arithmetic: auto (bf16 for an imported full-size model on a CPU with AMX or "
                         "AVX-512 BF16, fp32 otherwise), fp32, bf16")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    p.add_argument("--force", action="store_true",
+                   help="predict even when a content check refuses the input (not a T1w brain, a sheared header, a "
+                        "brain outside the adult volume range, a failed alignment); the refusal stays in the sidecar")
     mv = p.add_argument_group("multi-view and uncertainty (beyond the paper)")
     mv.add_argument("--views", default=None, type=_views,
                     help="planes to predict and fuse, e.g. axial,coronal,sagittal (or a,c,s); default: the planes "

@@ -35,6 +35,7 @@ from ..batch import (
     write_table,
 )
 from ..modelcard import ModelCardWarning, model_card_warnings
+from ..preprocess.input_checks import summarise
 from .files import check_output, demographics_of, expand_inputs, predict_file
 from .model import load_model, model_folder
 from .naming import input_key, prediction_path
@@ -89,7 +90,7 @@ class PredictFileWork:
         age, sex, imp = demographics_of(t3, self.participants, self.age, self.sex, self.impaired, self.source)
         rec = predict_file(t3, out, self.loaded(), age=age, sex=sex, impaired=None if imp is None else bool(imp),
                            **self.options)
-        return {"output": rec["output"]}
+        return {"output": rec["output"], "input_checks": summarise(rec.get("input_checks", []))}
 
 
 def distributed_context() -> Optional[tuple[int, int, int]]:
@@ -175,7 +176,7 @@ def predict_files(
     outer = getattr(executor, "shard", None)
     batch = dict(ids=lambda t3: {"input": str(t3)}, id_columns=("input",),
                  is_finished=lambda t3: sio.is_synth7t_output(batch_output_path(out_dir, t3)),
-                 overwrite=overwrite, columns=("output",), desc="predict", unit="scan")
+                 overwrite=overwrite, columns=("output", "input_checks"), desc="predict", unit="scan")
     if ctx is None:
         status = run_batch(files, work, status_file=out_dir / STATUS_FILE, executor=executor, progress=progress,
                            **batch)

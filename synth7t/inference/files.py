@@ -18,6 +18,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from .. import io as sio
+from ..batch import write_json
 from .naming import native_path
 from .predictor import Predictor
 
@@ -67,13 +68,17 @@ def lone_preprocess_config(predictor: Predictor, preset="quick", *, t3_mask: Opt
 
 def align_for(predictor: Predictor, t3_path: PathLike, config, *, method: str = "template", generalised=None,
               t3_mask: Optional[PathLike] = None, work_dir: Optional[PathLike] = None,
-              alignment_cache: Optional[PathLike] = None) -> dict:
-    """A lone 3T on the grid ``predictor`` predicts on.
+              alignment_cache: Optional[PathLike] = None, checks=None, force: bool = False) -> dict:
+    """A lone 3T on the grid ``predictor`` predicts on, after the content checks of
+    :mod:`synth7t.preprocess.input_checks` (``checks``: their limits; ``force``: go on past a refusal).
 
     Returns:
         dict with ``image`` and ``mask`` (arrays on that grid), ``affine``, ``world_map`` (aligned-grid world ->
         scan world), ``axial_range`` (first and last brain slice, or None), ``space`` (the grid's name) and ``record``
-        (the lone-3T preprocessing record; None for an imported model).
+        (the lone-3T preprocessing record; None for an imported model), ``input_checks`` (the findings as dicts).
+
+    Raises:
+        InputRefused: a content check failed (without ``force``).
     """
     from .. import preprocess as pp
 
@@ -83,9 +88,11 @@ def align_for(predictor: Predictor, t3_path: PathLike, config, *, method: str = 
         if method != "template" or alignment_cache is not None:
             raise ValueError(f"{'method=' + method if method != 'template' else 'alignment_cache'} not available for "
                              "an imported model of the authors: it is aligned to their own templates")
-        a = align_to_released_templates(t3_path, released_templates(predictor.meta), config, t3_mask=t3_mask)
+        a = align_to_released_templates(t3_path, released_templates(predictor.meta), config, t3_mask=t3_mask,
+                                        checks=checks, force=force)
         return {"image": a["image"], "mask": a["mask"], "affine": a["affine"], "world_map": a["world_map"],
-                "axial_range": None, "space": "released-7T-template", "record": None, "timings": a["timings"]}
+                "axial_range": None, "space": "released-7T-template", "record": None, "timings": a["timings"],
+                "input_checks": a["input_checks"]}
 
     def read(rec):
         t3 = sio.load_volume(rec["files"]["t3"])
@@ -93,16 +100,17 @@ def align_for(predictor: Predictor, t3_path: PathLike, config, *, method: str = 
 
     if alignment_cache is not None:
         rec = pp.aligned_lone_3t(t3_path, alignment_cache, config, method=method, generalised=generalised,
-                                 t3_mask=t3_mask)
+                                 t3_mask=t3_mask, checks=checks, force=force)
         t3, mask = read(rec)
     else:
         with tempfile.TemporaryDirectory(prefix="synth7t-predict-", dir=work_dir) as tmp:
-            rec = pp.preprocess_lone_3t(t3_path, tmp, config, method=method, generalised=generalised, t3_mask=t3_mask)
+            rec = pp.preprocess_lone_3t(t3_path, tmp, config, method=method, generalised=generalised, t3_mask=t3_mask,
+                                        checks=checks, force=force)
             t3, mask = read(rec)
     return {"image": t3.data, "mask": mask, "affine": np.asarray(t3.affine, float),
             "world_map": np.asarray(rec["alignment"]["world_map"], float),
             "axial_range": (int(rec["bottom_slice"]), int(rec["top_slice"])), "space": rec["space"], "record": rec,
-            "timings": rec.get("timings", {})}
+            "timings": rec.get("timings", {}), "input_checks": rec.get("input_checks", [])}
 
 
 def predict_file(
@@ -111,7 +119,7 @@ def predict_file(
     native: bool = False, batch_size: Optional[int] = None, device: str = "cpu",
     t3_mask: Optional[PathLike] = None, views: Optional[Sequence[str]] = None, fusion: str = "mean",
     uncertainty: bool = False, flips: bool = False, alignment_cache: Optional[PathLike] = None,
-    precision: str = "auto",
+    precision: str = "auto", checks=None, force: bool = False,
 ) -> dict:
     """Synthetic 7T from a lone 3T file: aligned onto the model's grid (:func:`align_for`), predicted
     (:meth:`Predictor.predict`), written on that grid (and, with ``native``, resampled back onto the input 3T grid).
@@ -128,10 +136,19 @@ def predict_file(
         alignment_cache: keep the aligned 3T in this folder and reuse it for the same scan and settings (another
             model with the same grid: :func:`synth7t.preprocess.aligned_lone_3t`); ``None``: a temporary folder.
         precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (:func:`synth7t.inference.precision.choose_precision`).
+        checks, force: the content checks' limits (:class:`synth7t.preprocess.InputCheckConfig`) and whether to go
+            on past a refusal (``--force``).
+
+    The record is also written beside the output as ``<out>.json`` (:func:`sidecar_path`): the input, the model,
+    the findings of the content checks and the timings.
 
     Returns:
         A record of what was written: ``output``, ``space``, ``shape``, ``precision``, ``precision_note`` (when
-        ``"auto"`` chose bf16), ``timings``, and ``uncertainty``, ``native``, ``native_uncertainty`` when written.
+        ``"auto"`` chose bf16), ``input_checks``, ``timings``, ``sidecar``, and ``uncertainty``, ``native``,
+        ``native_uncertainty`` when written.
+
+    Raises:
+        InputRefused: a content check refused the input (and ``force`` is False); nothing is written.
     """
     import time
 
@@ -153,7 +170,7 @@ def predict_file(
     choose_precision(precision, predictor.device, predictor.network, predictor.meta)
     cfg = lone_preprocess_config(predictor, preprocess_preset, t3_mask=t3_mask)
     aligned = align_for(predictor, t3_path, cfg, method=method, generalised=generalised, t3_mask=t3_mask,
-                        work_dir=work_dir, alignment_cache=alignment_cache)
+                        work_dir=work_dir, alignment_cache=alignment_cache, checks=checks, force=force)
     t0 = time.perf_counter()
     pred = predictor.predict(aligned["image"], age=float(age), sex=sex, impaired=impaired, mask=aligned["mask"],
                              axial_range=aligned["axial_range"], batch_size=batch_size, views=views, fusion=fusion,
@@ -177,8 +194,18 @@ def predict_file(
             nat_u = resample(pred.uncertainty, affine, src.shape, src.affine, world_map=to_grid, order=1)
             written["native_uncertainty"] = str(write_uncertainty(nat_out, nat_u, src.affine, header))
         timings["native"] = time.perf_counter() - t0
+    written["input_checks"] = aligned["input_checks"]
     written["timings"] = {k: round(float(v), 2) for k, v in timings.items()}
+    side = sidecar_path(out_path)
+    write_json(side, {"input": str(t3_path), "model": str(predictor.meta.get("model_dir", "")), **written})
+    written["sidecar"] = str(side)
     return written
+
+
+def sidecar_path(out_path: PathLike) -> Path:
+    """``<out>.json`` beside a prediction ``<out>.nii.gz`` (BIDS' sidecar name)."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name.split(".nii")[0] + ".json")
 
 
 def check_output(t3_path: PathLike, out_path: PathLike, overwrite: bool = False) -> None:

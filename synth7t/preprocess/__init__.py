@@ -93,6 +93,7 @@ from .grid import (
                    plan_grid,
                    uncrop_from_grid,
 )
+from .input_checks import InputCheckConfig, InputRefused, InputWarning
 from .lone3t import (
                    GeneralisedAffine,
                    estimate_generalised_affine,
@@ -135,6 +136,6 @@ __all__ = [
     "config_from_dict", "crop_to_grid", "derivatives_dir", "estimate_generalised_affine", "from_ants",
     "generalised_affine_table", "input_stamp_of", "is_done", "itk_threads", "load_canonical", "load_records", "make_config", "n4",
     "nmi", "normalise", "output_paths", "plan_grid", "plot_grid_images", "plot_qc", "plot_qc_arrays",
-    "preprocess_dataset", "preprocess_lone_3t", "aligned_lone_3t", "preprocess_subject", "qc_table", "read_affine", "records_table",
+    "preprocess_dataset", "preprocess_lone_3t", "InputCheckConfig", "InputRefused", "InputWarning", "aligned_lone_3t", "preprocess_subject", "qc_table", "read_affine", "records_table",
     "register", "resample", "robust_z", "set_itk_threads", "synthstrip_available", "to_ants", "to_spacing", "uncrop_from_grid",
 ]

@@ -20,8 +20,10 @@ from ..templates import template_sources
 from .ants import PathLike, coarsen, read_affine, register, resample, set_itk_threads
 from .config import PreprocessConfig, PreprocessError
 from .grid import brain_slices, crop_to_grid, plan_grid
+from .input_checks import (InputCheckConfig, alignment_correlation, check_alignment, check_brain_volume, check_header,
+                           check_tissue_order, enforce)
 from .records import load_records, thread_counts
-from .steps import StepTimer, brain_mask, check_mask_volume, load_canonical, n4, normalise
+from .steps import StepTimer, brain_mask, load_canonical, n4, normalise
 
 # ----------------------------------------------------------------------------------------- lone 3T
 
@@ -104,7 +106,8 @@ def _space_for(shape, spacing, centre_world) -> np.ndarray:
 def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[PreprocessConfig] = None, *,
                        method: str = "generalised", generalised: Optional[GeneralisedAffine] = None,
                        recentre: str = "always", template_transform: str = "Rigid", key: Optional[str] = None,
-                       t3_mask: Optional[PathLike] = None) -> dict:
+                       t3_mask: Optional[PathLike] = None, checks: Optional[InputCheckConfig] = None,
+                       force: bool = False) -> dict:
     """Preprocess a 3T with no 7T (inference): N4, brain mask, onto a 0.7 mm grid, normalise, crop.
 
     Args:
@@ -119,9 +122,17 @@ def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[Pr
             median translation unless the brain leaves the grid: the paper's fix).
         template_transform: ``"Rigid"`` (keeps head size, as in training) or ``"Affine"``.
         key: name used for the files (default: the file name up to ``_acq``).
+        checks: limits of the content checks (:mod:`synth7t.preprocess.input_checks`; default
+            :class:`InputCheckConfig`), each made as soon as it can be: the header on loading, the brain volume after
+            brain extraction, the tissue order after N4, the alignment after a template registration.
+        force: go on past a refused check (it is recorded as ``forced`` and warned).
 
     Returns:
-        The record (also written as JSON), with ``grid``, ``normalisation``, ``bottom_slice``, ``top_slice``.
+        The record (also written as JSON), with ``grid``, ``normalisation``, ``bottom_slice``, ``top_slice`` and
+        ``input_checks`` (one dict per :class:`~synth7t.preprocess.input_checks.Finding`).
+
+    Raises:
+        InputRefused: a content check failed and ``force`` is False.
     """
     cfg = config or PreprocessConfig()
     if method not in ("generalised", "template"):
@@ -134,14 +145,19 @@ def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[Pr
     tm = StepTimer()
     t_start = time.perf_counter()
     itk = set_itk_threads(cfg.threads_per_job)  # before the first ANTs call (see synth7t.preprocess.ants)
+    ck = checks or InputCheckConfig()
+    what = f"{key} 3T ({t3_path})"
     with tm("load"):
         t3, aff3, _ = load_canonical(t3_path, f"{key} 3T")
+        findings = enforce(check_header(aff3, t3.shape, cfg.target_spacing, ck), what, force)
     with tm("mask_3t"):
         mask3 = brain_mask(t3, aff3, cfg.mask_backend, given=t3_mask, threshold=cfg.mask_threshold, what=f"{key} 3T")
-        check_mask_volume(mask3, aff3, cfg, f"{key} 3T")
+        findings += enforce([check_brain_volume(mask3, aff3, ck)], what, force)
     if cfg.n4_3t:
         with tm("n4_3t"):
             t3 = n4(t3, aff3, mask3, cfg)
+    with tm("tissue_check"):
+        findings += enforce([check_tissue_order(t3, mask3, aff3, ck)], what, force)
     spacing = float(cfg.target_spacing or np.linalg.norm(aff3[:3, 0]))
     with tm("align"):
         if method == "generalised":
@@ -155,6 +171,7 @@ def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[Pr
             shape, out_aff, world_map, info = _align_template(t3 * mask3, aff3, cfg, spacing, template_transform,
                                                               out_dir, key)
             space = "MNI152NLin2009cSym"
+            findings += enforce([check_alignment(info["template_correlation"], ck)], what, force)
         info["method"] = method
         img = resample(t3, aff3, shape, out_aff, world_map=world_map, order=1)
         mask = resample(mask3.astype(np.uint8), aff3, shape, out_aff, world_map=world_map, order=0) > 0
@@ -174,6 +191,7 @@ def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[Pr
               "alignment": info, "normalisation": {"t3": params}, "grid": box.to_dict(),
               "grid_affine": box.affine.tolist(), "bottom_slice": bottom, "top_slice": top, "excluded_slices": [],
               "config_fingerprint": cfg.fingerprint(), "preset": cfg.preset,
+              "input_checks": [f.to_dict() for f in findings],
               "files": {k: str(v) for k, v in files.items()}, "timings": tm.t, "threads": thread_counts(itk),
               "seconds": round(time.perf_counter() - t_start, 2)}
     write_json(out_dir / f"{key}_acq-3T_space-{space}_desc-preproc.json", record)
@@ -217,6 +235,7 @@ def _align_template(brain3: np.ndarray, aff3: np.ndarray, cfg: PreprocessConfig,
         reg = register(fixed, fixed_aff, brain3, aff3, Path(tmp) / "tpl_", cfg, syn=False,
                        linear_transform=transform)
         world_map = read_affine(reg["affine"])
+        corr = alignment_correlation(brain3, aff3, world_map, fixed, fixed_aff, fixed > 0)
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(reg["affine"], out_dir / f"{key}_from-3T_to-MNI152NLin2009cSym_mode-image_xfm.mat")
     lo = sio.voxel_to_world(tpl.affine, np.zeros(3))[0]
@@ -224,18 +243,21 @@ def _align_template(brain3: np.ndarray, aff3: np.ndarray, cfg: PreprocessConfig,
     shape = tuple(int(v) for v in np.floor(np.abs(hi - lo) / spacing) + 1)
     out_aff = _space_for(shape, spacing, (lo + hi) / 2)
     return shape, out_aff, world_map, {"world_map": world_map.tolist(), "template": str(src["t1"]),
-                                       "transform": transform}
+                                       "transform": transform, "template_correlation": round(corr, 4)}
 
 
 def aligned_lone_3t(t3_path: PathLike, cache_dir: PathLike, config: PreprocessConfig, *, method: str = "template",
-                    generalised: Optional[GeneralisedAffine] = None, t3_mask: Optional[PathLike] = None) -> dict:
+                    generalised: Optional[GeneralisedAffine] = None, t3_mask: Optional[PathLike] = None,
+                    checks: Optional[InputCheckConfig] = None, force: bool = False) -> dict:
     """:func:`preprocess_lone_3t` once per scan and setting: the aligned 3T is kept in ``cache_dir`` and reused.
 
     Trying several models on one scan (``synth7t predict --alignment-cache DIR``, chapter 03) aligns it once when
     the models share a grid: the folder ``<cache_dir>/<scan>-<digest>`` is named by the SHA-256 of the scan's and
     the mask's bytes, the settings that change the images (the config's fingerprint less ``grid_divisor``, which
     only checks a grid) and the alignment (method, generalised affine). It is written under a temporary name and
-    renamed when complete, so a crash leaves nothing that would be reused.
+    renamed when complete, so a crash leaves nothing that would be reused. The content checks (``checks``,
+    ``force``) are part of the name; a reused record's findings are enforced again (a scan kept with ``force`` is
+    refused without it).
 
     Returns:
         The record, its ``files`` pointing into the cache folder.
@@ -248,15 +270,18 @@ def aligned_lone_3t(t3_path: PathLike, cache_dir: PathLike, config: PreprocessCo
     for f in (t3_path, t3_mask):
         h.update(hashlib.sha256(Path(f).read_bytes()).digest() if f is not None else b"no mask")
     settings = {k: v for k, v in config.fingerprint_dict().items() if k != "grid_divisor"}
-    h.update(json.dumps([settings, method, generalised.to_dict() if generalised else None], sort_keys=True,
-                        default=str).encode())
+    ck = checks or InputCheckConfig()
+    h.update(json.dumps([settings, method, generalised.to_dict() if generalised else None, ck.to_dict()],
+                        sort_keys=True, default=str).encode())
     stem = t3_path.name.split(".nii")[0]
     folder = Path(cache_dir) / f"{stem}-{h.hexdigest()[:16]}"
-    if not folder.is_dir():
+    created = not folder.is_dir()
+    if created:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=folder.parent))
         try:
-            preprocess_lone_3t(t3_path, tmp, config, method=method, generalised=generalised, t3_mask=t3_mask)
+            preprocess_lone_3t(t3_path, tmp, config, method=method, generalised=generalised, t3_mask=t3_mask,
+                               checks=ck, force=force)
             tmp.rename(folder)
         except OSError:
             if not folder.is_dir():  # another process finished the same folder first: use theirs
@@ -266,4 +291,7 @@ def aligned_lone_3t(t3_path: PathLike, cache_dir: PathLike, config: PreprocessCo
     (record_path,) = folder.glob("*_desc-preproc.json")
     record = json.loads(record_path.read_text())
     record["files"] = {k: str(folder / Path(v).name) for k, v in record["files"].items()}
+    if not created:
+        record["input_checks"] = [f.to_dict() for f in enforce(record.get("input_checks", []),
+                                                                f"{record['key']} 3T ({t3_path})", force)]
     return record
