@@ -567,6 +567,23 @@ class Trainer(Validation):
             torch.distributed.destroy_process_group()
             self._owns_process_group = False
 
+    def input_statistics(self) -> Optional[dict]:
+        """The training inputs' statistics that every prediction is scored against
+        (:func:`synth7t.inference.ood.training_statistics` of each training subject's cached 3T); None with fewer
+        than two training subjects or a cache that does not record its voxel size."""
+        from .inference.ood import input_features, training_statistics
+
+        spacing = self.cache.meta.get("spacing_mm")
+        if not spacing or len(self.train_keys) < 2:
+            return None
+        vols = self.cache.volumes.set_index("key")
+        feats = []
+        for k in self.train_keys:
+            row = vols.loc[k]
+            v = np.asarray(self.cache.t3[int(row["offset"]): int(row["offset"]) + int(row["depth"])], np.float32)
+            feats.append(input_features(v, v > 0, float(spacing)))
+        return training_statistics(feats, keys=list(self.train_keys))
+
     def export(self) -> Optional[Path]:
         """Write ``model/`` for prediction: generator weights (safetensors), ``model.json`` and the model card
         (``model_card.json``, ``MODEL_CARD.md``: training data, objective, steps, grid, validation, intended use)."""
@@ -614,6 +631,7 @@ class Trainer(Validation):
                 seconds = sum(float(r["seconds"]) for r in csv.DictReader(f))
         card["training"].update(seconds=None if seconds is None else round(seconds, 1), device=str(self.device),
                                 threads=self.cfg.threads, calibration=getattr(self, "calibration", None))
+        card["input_statistics"] = self.input_statistics()
         write_model_card(tmp, card)
         if d.exists():
             shutil.rmtree(d)

@@ -255,6 +255,13 @@ def test_lone_3t_prediction_uses_the_models_training_grid(trained_model, preproc
     card = json.loads((Path(trained_model) / "model_card.json").read_text())
     assert card["training_data"]["simulated"] is True and (Path(trained_model) / "MODEL_CARD.md").is_file()
     assert capsys.readouterr().err.count("trained on simulated data") == 1
+    # the sidecar: the content checks passed, and the score against the card's training inputs
+    side = json.loads((tmp_path / "out.json").read_text())
+    assert {f["check"]: f["outcome"] for f in side["input_checks"]} == dict.fromkeys(
+        ["affine", "voxel_size", "extent", "slice_thickness", "brain_volume", "tissue_order", "alignment"], "ok")
+    stats = card["input_statistics"]
+    assert stats["n_inputs"] >= 2 and side["ood"]["threshold"] == stats["threshold"]
+    assert 0 < side["ood"]["score"] < stats["threshold"], side["ood"]
     mtime = out.stat().st_mtime_ns
     assert main(argv) == 0  # a rerun (e.g. notebook 03 run again) keeps the output
     assert "exists: skipped" in capsys.readouterr().out and out.stat().st_mtime_ns == mtime

@@ -12,7 +12,8 @@ The layout (after nnU-Net's predictor)::
       released.py   the template alignment of an imported model of the authors
       naming.py     prediction_path: the one name of every prediction file
       subjects.py   preprocessed pairs (notebook 03): predict_subjects, collect_images, the 7T and native spaces
-      files.py      a lone 3T file (synth7t predict): align_for, predict_file
+      files.py      a lone 3T file (synth7t predict): align_for, predict_file, its sidecar JSON
+      ood.py        how far an input is from the training inputs: the card's statistics, the score of a prediction
       batch.py      many files (worker processes, SLURM, torchrun) and several models side by side
 
 Nothing here imports the trainer, the demo or the orchestration; the lone-3T studies

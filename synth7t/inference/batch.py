@@ -90,7 +90,8 @@ class PredictFileWork:
         age, sex, imp = demographics_of(t3, self.participants, self.age, self.sex, self.impaired, self.source)
         rec = predict_file(t3, out, self.loaded(), age=age, sex=sex, impaired=None if imp is None else bool(imp),
                            **self.options)
-        return {"output": rec["output"], "input_checks": summarise(rec.get("input_checks", []))}
+        return {"output": rec["output"], "input_checks": summarise(rec.get("input_checks", [])),
+                "ood_score": (rec.get("ood") or {}).get("score")}
 
 
 def distributed_context() -> Optional[tuple[int, int, int]]:
@@ -176,7 +177,7 @@ def predict_files(
     outer = getattr(executor, "shard", None)
     batch = dict(ids=lambda t3: {"input": str(t3)}, id_columns=("input",),
                  is_finished=lambda t3: sio.is_synth7t_output(batch_output_path(out_dir, t3)),
-                 overwrite=overwrite, columns=("output", "input_checks"), desc="predict", unit="scan")
+                 overwrite=overwrite, columns=("output", "input_checks", "ood_score"), desc="predict", unit="scan")
     if ctx is None:
         status = run_batch(files, work, status_file=out_dir / STATUS_FILE, executor=executor, progress=progress,
                            **batch)

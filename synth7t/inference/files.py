@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import io as sio
 from ..batch import write_json
+from . import ood
 from .naming import native_path
 from .predictor import Predictor
 
@@ -140,11 +141,12 @@ def predict_file(
             on past a refusal (``--force``).
 
     The record is also written beside the output as ``<out>.json`` (:func:`sidecar_path`): the input, the model,
-    the findings of the content checks and the timings.
+    the findings of the content checks, the out-of-distribution score (:func:`score_input`; one warning line when it
+    is above the card's threshold) and the timings.
 
     Returns:
         A record of what was written: ``output``, ``space``, ``shape``, ``precision``, ``precision_note`` (when
-        ``"auto"`` chose bf16), ``input_checks``, ``timings``, ``sidecar``, and ``uncertainty``, ``native``,
+        ``"auto"`` chose bf16), ``input_checks``, ``ood``, ``timings``, ``sidecar``, and ``uncertainty``, ``native``,
         ``native_uncertainty`` when written.
 
     Raises:
@@ -195,11 +197,34 @@ def predict_file(
             written["native_uncertainty"] = str(write_uncertainty(nat_out, nat_u, src.affine, header))
         timings["native"] = time.perf_counter() - t0
     written["input_checks"] = aligned["input_checks"]
+    written["ood"] = score_input(predictor, aligned, pred.uncertainty)
+    line = ood.warning_line(written["ood"])
+    if line:
+        from ..preprocess.input_checks import InputWarning
+
+        warnings.warn(f"{t3_path}: {line}", InputWarning, stacklevel=2)
     written["timings"] = {k: round(float(v), 2) for k, v in timings.items()}
     side = sidecar_path(out_path)
     write_json(side, {"input": str(t3_path), "model": str(predictor.meta.get("model_dir", "")), **written})
     written["sidecar"] = str(side)
     return written
+
+
+def score_input(predictor: Predictor, aligned: dict, uncertainty=None) -> dict:
+    """The out-of-distribution score of an aligned input against the model card's training statistics
+    (:mod:`synth7t.inference.ood`), with the uncertainty map's summary inside the brain when there is one."""
+    from ..modelcard import read_model_card
+
+    stats = None
+    feats = {}
+    if predictor.kind != "imported":  # an imported model's inputs are raw intensities on their template's grid
+        card = read_model_card(predictor.meta["model_dir"]) if predictor.meta.get("model_dir") else None
+        stats = (card or {}).get("input_statistics")
+        spacing = float(np.linalg.norm(np.asarray(aligned["affine"])[:3, 0]))
+        feats = ood.input_features(aligned["image"], aligned["mask"], spacing)
+    result = ood.ood_score(feats, stats)
+    result["uncertainty"] = ood.uncertainty_summary(uncertainty, aligned["mask"])
+    return result
 
 
 def sidecar_path(out_path: PathLike) -> Path:

@@ -170,14 +170,15 @@ def tissue_depth_ratio(data: np.ndarray, mask: np.ndarray, affine: np.ndarray, s
     intensity classes over the deeper of the other two (> 1 for a T1w: white matter lies deepest).
 
     Returns:
-        ``(ratio, detail)`` with each class's mean depth (mm) and fraction of the brain, darkest first.
+        ``(ratio, detail)`` with each class's mean depth (mm), fraction of the brain and centre (in ``data``'s
+        units), darkest first.
     """
     from sklearn.cluster import KMeans
 
     m = np.asarray(mask, bool)
     vals = np.asarray(data, np.float64)[m]
     if vals.size < 1000:
-        return float("nan"), {"depth_mm": [], "fraction": []}
+        return float("nan"), {"depth_mm": [], "fraction": [], "centre": []}
     depth = ndi.distance_transform_edt(m, sampling=np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))[m]
     lo, hi = np.percentile(vals, [1, 99])
     x = np.clip((vals - lo) / max(hi - lo, 1e-12), 0, 1)[:, None]
@@ -189,7 +190,9 @@ def tissue_depth_ratio(data: np.ndarray, mask: np.ndarray, affine: np.ndarray, s
     dep = np.array([depth[cls == k].mean() if np.any(cls == k) else 0.0 for k in range(3)])
     frac = [float(np.mean(cls == k)) for k in range(3)]
     ratio = float(dep[2] / max(dep[0], dep[1], 1e-9))
-    return ratio, {"depth_mm": [round(float(d), 2) for d in dep], "fraction": [round(f, 3) for f in frac]}
+    centres = np.sort(km.cluster_centers_[:, 0]) * (hi - lo) + lo
+    return ratio, {"depth_mm": [round(float(d), 2) for d in dep], "fraction": [round(f, 3) for f in frac],
+                   "centre": [float(c) for c in centres]}
 
 
 def check_brain_volume(mask: np.ndarray, affine: np.ndarray, cfg: Optional[InputCheckConfig] = None) -> Finding:
