@@ -156,6 +156,11 @@ def test_train_and_predict_notebooks_smoke_run(smoke_run):
         done = runs / "smoke" / "03_predict" / name
         assert len(list(done.glob(f"*_acq-{name}_space-grid_T1w.nii.gz"))) == len(table), name
         assert len(list(done.glob("*_uncertainty.nii.gz"))) == maps * 3 * len(table), name  # grid, 7T, 3T
+    # the gallery of bad inputs ran through the notebook: each case meant to be refused was (the warned and predicted
+    # outcomes, which depend on the model's training inputs, are checked in tests/test_train.py)
+    gallery = pd.read_csv(runs / "smoke" / "03_predict" / "gallery.tsv", sep="\t")
+    refused = gallery[gallery["expect"] == "refused"]
+    assert len(gallery) >= 12 and len(refused) == 7 and (refused["outcome"] == "refused").all(), gallery.to_string()
     quick = pd.read_csv(runs / "smoke" / "03_predict" / "quick_metrics.tsv", sep="\t")
     assert set(quick["image_type"]) == {"3T", "U-Net nodiag", "U-Net multi-view nodiag",
                                         "U-Net multi-view nodiag, axial view"} and quick["psnr"].notna().all()

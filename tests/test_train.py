@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -701,3 +702,24 @@ def test_the_models_table_says_how_long_each_trained_and_from_where(trained_mode
     assert first["beats identity"] in (True, False) and first["val PSNR gain"] is not None
     with pytest.raises(ValueError, match="no model card"):
         model_summary.trained_models({"x": tmp_path})
+
+
+def test_the_gallery_of_bad_inputs_gets_its_intended_outcomes(trained_model, preprocessed_cohort, tmp_path):
+    """Copies of the held-out subject's 3T made wrong in the ways users' scans are (synth7t.demo_gallery), through
+    predict_file: each refused, warned or predicted as intended, and the held-out scan itself scores below every
+    case meant to warn."""
+    from synth7t import demo_gallery, layout
+
+    _, ds, split_file = preprocessed_cohort
+    split = layout.read_split(split_file)
+    held = [s for s in ds if s.participant_id in set(split.loc[split["split"] == "test", "participant_id"])]
+    s = held[0]
+    inputs = demo_gallery.gallery_inputs(s.t3, s.t3_mask, tmp_path / "in", t7=s.t7, t7_mask=s.t7_mask)
+    own = pd.DataFrame([{"case": f"held out {h.key}", "expect": "predicted", "what": "a held-out 3T",
+                         "path": str(h.t3), "mask": str(h.t3_mask)} for h in held])
+    table = demo_gallery.run_gallery(pd.concat([own, inputs], ignore_index=True), trained_model, tmp_path / "out",
+                                     age=s.age, sex=s.sex, impaired=s.impaired, device="cpu")
+    print(table[["case", "expect", "outcome", "score", "checks"]].to_string())
+    assert table["ok"].all(), table[["case", "expect", "outcome", "score", "checks", "reason"]].to_string()
+    warned = table[table["expect"] == "warned"]
+    assert table.loc[table["case"].str.startswith("held out"), "score"].max() < warned["score"].min()

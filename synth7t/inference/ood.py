@@ -35,10 +35,10 @@ from scipy import ndimage as ndi
 STATS_FORMAT = "synth7t-input-statistics-1"
 CORE_MM = 3.0  # the white matter's spread and the sharpness are measured this far inside the brain's edge
 DEFAULT_THRESHOLD = 2.0
-FEATURES = ("white_spread", "brain_ml", "grey_white", "csf_white", "sharpness")
+FEATURES = ("white_spread", "noise", "brain_ml", "grey_white", "csf_white", "sharpness")
 # the smallest scale of each component: a cohort of near-identical training inputs (a simulated one) must not make
 # every other input far; each floor is a difference too small to matter to a model
-SCALE_FLOORS = {"white_spread": 0.01, "brain_ml": 100.0, "grey_white": 0.03, "csf_white": 0.05, "sharpness": 0.005}
+SCALE_FLOORS = {"white_spread": 0.01, "noise": 0.005, "brain_ml": 100.0, "grey_white": 0.03, "csf_white": 0.05, "sharpness": 0.005}
 
 
 def input_features(image: np.ndarray, mask: np.ndarray, spacing_mm: float, *, seed: int = 0) -> dict:
@@ -67,7 +67,11 @@ def input_features(image: np.ndarray, mask: np.ndarray, spacing_mm: float, *, se
     white = vals[np.abs(vals - 1.0) < np.abs(vals - gm / wm)]  # nearer the white-matter centre than the grey
     spread = float(1.4826 * np.median(np.abs(white - np.median(white)))) if white.size else float("nan")
     grad = np.sqrt(sum(g.astype(np.float64) ** 2 for g in np.gradient(img, spacing_mm)))
-    return {"white_spread": round(spread, 5), "brain_ml": round(float(m.sum() * spacing_mm**3 / 1000), 2),
+    # the voxel-to-voxel noise: what a 1-voxel Gaussian removes, in the white matter (a smooth bias field is not in it)
+    fine = (img - ndi.gaussian_filter(img, 1.0))[core] / wm
+    fine = fine[np.abs(vals - 1.0) < np.abs(vals - gm / wm)]
+    noise = float(1.4826 * np.median(np.abs(fine - np.median(fine)))) if fine.size else float("nan")
+    return {"white_spread": round(spread, 5), "noise": round(noise, 5), "brain_ml": round(float(m.sum() * spacing_mm**3 / 1000), 2),
             "depth_ratio": round(float(ratio), 4), "grey_white": round(float(gm / wm), 4),
             "csf_white": round(float(csf / wm), 4), "sharpness": round(float(grad[core].mean() / wm), 5)}
 
