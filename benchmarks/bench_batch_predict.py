@@ -141,7 +141,7 @@ def per_scan(threads: int) -> int:
     print(f"\none lone 3T (1 mm, 176 x 240 x 256) on {threads} thread(s) of {os.cpu_count()} CPU(s), load average "
           f"{os.getloadavg()[0]:.1f}; wall seconds per step, and CPU seconds of the whole (this process and its "
           "children: the same on a busy machine)\n")
-    steps = ["load", "mask_3t", "n4_3t", "align", "normalise", "grid"]
+    steps = ["load", "mask_3t", "n4_3t", "tissue_check", "align", "normalise", "grid"]  # tissue_check: input_checks
     print("| preset | alignment | " + " | ".join(steps) + " | total | CPU s |")
     print("|---|---|" + "---|" * (len(steps) + 2))
     for preset, method, t, total, cpu, _ in rows:

@@ -32,7 +32,7 @@ CASES = {
     "flipped header": ("refused", "front and back swapped in the affine: a mirror image"),
     "small head": ("refused", "the voxel sizes times 0.75: a brain of 0.42 times the volume, a child's"),
     "thick slices": ("warned", "axial slices 5 mm thick (a clinical 1 x 1 x 5 mm scan)"),
-    "noisy": ("refused", "noise of 12 % of the brain's mean intensity added (a fast, low-SNR scan: the tissues are lost in it)"),
+    "noisy": ("warned", "noise of 12 % of the brain's mean intensity added (a fast, low-SNR scan)"),
     "low contrast": ("warned", "the brain's contrast halved towards the white matter (another T1w sequence)"),
     "strong bias field": ("predicted", "a smooth multiplicative field of +/-60 % across the head (N4 removes it)"),
     "7T as input": ("predicted", "the subject's 7T given as its 3T (on the model's grid, inside the training inputs' "

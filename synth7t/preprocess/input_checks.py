@@ -13,7 +13,7 @@ check              when                         measure                         
 ``extent``         on loading                   smallest and largest field-of-view edge (mm)                     refuse
 ``slice_thickness`` on loading                  largest voxel edge over the model's grid spacing                 warn
 ``brain_volume``   after brain extraction       the brain mask's volume (mL)                                     refuse
-``tissue_order``   after brain extraction       depth of the brightest intensity class over the other two's     refuse
+``tissue_order``   after N4                     rank correlation of intensity with depth, outer 15 mm of brain   refuse
 ``alignment``      after template alignment     correlation of the aligned brain with the template brain         refuse
 =================  ===========================  ==============================================================  =======
 
@@ -21,11 +21,15 @@ Each limit is a field of :class:`InputCheckConfig`. A refusal raises :class:`Inp
 check, each naming its measure and limit) unless ``force``; with ``force`` it is kept as ``"forced"`` in the
 record and the work goes on. Warnings go through :mod:`warnings` (category :class:`InputWarning`), one line each.
 
-**Tissue order.** A T1w brain's white matter is brighter than its grey matter, which is brighter than CSF. Without
-a segmentation, the brain's intensities are split into three classes (k-means on the 1st-99th percentile range)
-and their mean depth below the mask's surface is compared: white matter lies deepest, so in a T1w the brightest
-class is the deepest. Measured (depth of the brightest class over the deeper of the other two): the MNI 2009c T1
-1.44, the demo's 3T images 1.34-1.41; the same images negated or with T2-like contrast 0.64; noise 1.00.
+**Tissue order.** A T1w brain's white matter is brighter than its grey matter, which is brighter than CSF; grey
+matter and CSF lie at the brain's surface and white matter below them. So within the outer 15 mm of the brain mask
+a T1w's intensity rises with depth, and a T2w's or an inverted image's falls. The check is Spearman's rank
+correlation of intensity with depth (mm below the mask's surface) there. Measured: the MNI 2009c T1 0.44; the demo's
+3T images 0.48-0.50; a realistic 1 mm scan made from the MNI T1 (turned, bias field, noise; deepbet mask) 0.54 after
+the quick preset's N4 and 0.36 after the paper's; with noise of 12 % of the brain's mean added 0.48; the same
+images negated or with T2-like contrast -0.54; noise 0.00. A first version compared the mean depth of the brightest
+of three k-means classes with the others' (T1w 1.3-1.4, T2-like 0.6, noise 1.0), but refused the realistic scan
+after the paper's N4 (1.12): the k-means classes of a noisy, flattened image mix white and grey matter.
 
 **Brain volume.** Adult intracranial volumes span about 1,100-1,900 mL (Buckner et al., NeuroImage 2004); brain
 masks (which leave out part of the CSF) are smaller, and the MNI 2009c template, enlarged by its registration to
@@ -47,6 +51,7 @@ from ..configbase import Config
 from .config import PreprocessError
 
 OUTCOMES = ("ok", "warn", "refuse", "forced")
+DEPTH_STEP_MM = 2.0  # the grid of the tissue measures (brain_depth)
 
 
 class InputRefused(PreprocessError):
@@ -71,11 +76,12 @@ class InputCheckConfig(Config):
         max_thickness_ratio: the thickest voxel edge over the model's grid spacing above which the prediction
             is warned about (a 1 x 1 x 5 mm scan lost detail across its slices that no model restores).
         min_brain_ml, max_brain_ml: the brain mask's volume range (adult).
-        min_depth_ratio: the tissue-order measure below which the input is not a T1w brain.
+        min_depth_correlation: the tissue-order measure (rank correlation of intensity with depth in the outer
+            ``tissue_band_mm`` of the brain) below which the input is not a T1w brain.
+        tissue_band_mm: the depth below the mask's surface within which the tissue order is measured.
         min_alignment_correlation: correlation of the aligned brain with the template brain (template alignment)
             below which the alignment failed.
-        tissue_sample: voxels sampled for the k-means of the tissue-order check (seeded; the depth is measured on
-            every voxel).
+        tissue_sample: voxels sampled for the tissue-order measure (seeded).
     """
 
     max_shear: float = 0.05
@@ -86,7 +92,8 @@ class InputCheckConfig(Config):
     max_thickness_ratio: float = 2.0
     min_brain_ml: float = 900.0
     max_brain_ml: float = 2600.0
-    min_depth_ratio: float = 1.15
+    min_depth_correlation: float = 0.15
+    tissue_band_mm: float = 15.0
     min_alignment_correlation: float = 0.5
     tissue_sample: int = 50_000
 
@@ -102,6 +109,8 @@ class InputCheckConfig(Config):
                              f"{self.max_extent_mm}")
         if not 0 <= self.max_shear < 1 or self.max_thickness_ratio <= 0 or self.tissue_sample < 1000:
             raise ValueError("need 0 <= max_shear < 1, max_thickness_ratio > 0 and tissue_sample >= 1000")
+        if not -1 <= self.min_depth_correlation <= 1 or self.tissue_band_mm <= 0:
+            raise ValueError("need -1 <= min_depth_correlation <= 1 and tissue_band_mm > 0")
 
 
 @dataclass
@@ -164,10 +173,29 @@ def check_header(affine: np.ndarray, shape: Sequence[int], grid_spacing: Optiona
 # ------------------------------------------------------------------------------------------------- brain
 
 
+def brain_depth(data: np.ndarray, mask: np.ndarray, affine: np.ndarray,
+                step_mm: float = DEPTH_STEP_MM) -> tuple[np.ndarray, np.ndarray]:
+    """``(intensities, depths)`` of the brain's voxels on a grid of about ``step_mm`` (every n-th voxel of the mask's
+    bounding box; the depth in mm below the mask's surface): the tissue measures need no finer grid, and a 1 mm
+    volume's distance transform costs 8 times as much as a 2 mm one's."""
+    m = np.asarray(mask, bool)
+    if not m.any():
+        return np.zeros(0), np.zeros(0)
+    vox = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    step = max(1, int(step_mm // vox.min()))
+    idx = np.argwhere(m)
+    box = tuple(slice(int(a), int(b) + 1, step) for a, b in zip(idx.min(0), idx.max(0)))
+    mb = np.pad(m[box], 1)  # outside the box is outside the brain
+    depth = ndi.distance_transform_edt(mb, sampling=vox * step)[1:-1, 1:-1, 1:-1]
+    mb = mb[1:-1, 1:-1, 1:-1]
+    return np.asarray(data, np.float64)[box][mb], depth[mb]
+
+
 def tissue_depth_ratio(data: np.ndarray, mask: np.ndarray, affine: np.ndarray, sample: int = 50_000,
                        seed: int = 0) -> tuple[float, dict]:
-    """The tissue-order measure: mean depth (mm below the mask's surface) of the brightest of three k-means
-    intensity classes over the deeper of the other two (> 1 for a T1w: white matter lies deepest).
+    """Three k-means intensity classes of the brain and their mean depth (mm below the mask's surface): the ratio of
+    the brightest class's depth to the deeper of the other two (> 1 for a T1w: white matter lies deepest), and the
+    classes' centres (:mod:`synth7t.inference.ood` measures contrast with them).
 
     Returns:
         ``(ratio, detail)`` with each class's mean depth (mm), fraction of the brain and centre (in ``data``'s
@@ -175,11 +203,9 @@ def tissue_depth_ratio(data: np.ndarray, mask: np.ndarray, affine: np.ndarray, s
     """
     from sklearn.cluster import KMeans
 
-    m = np.asarray(mask, bool)
-    vals = np.asarray(data, np.float64)[m]
+    vals, depth = brain_depth(data, mask, affine)
     if vals.size < 1000:
         return float("nan"), {"depth_mm": [], "fraction": [], "centre": []}
-    depth = ndi.distance_transform_edt(m, sampling=np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))[m]
     lo, hi = np.percentile(vals, [1, 99])
     x = np.clip((vals - lo) / max(hi - lo, 1e-12), 0, 1)[:, None]
     rng = np.random.default_rng(seed)
@@ -205,13 +231,31 @@ def check_brain_volume(mask: np.ndarray, affine: np.ndarray, cfg: Optional[Input
                     "brain extraction or wrong voxel sizes")
 
 
+def tissue_depth_correlation(data: np.ndarray, mask: np.ndarray, affine: np.ndarray, band_mm: float = 15.0,
+                             sample: int = 50_000, seed: int = 0) -> float:
+    """Spearman's rank correlation of intensity with depth (mm below the mask's surface) within the outer
+    ``band_mm`` of the brain (on :func:`brain_depth`'s grid): positive for a T1w (see the module docstring), negative
+    for a T2w or an inverted image, about 0 for noise. NaN for a brain of under 1000 voxels on that grid."""
+    from scipy.stats import spearmanr
+
+    vals, depth = brain_depth(data, mask, affine)
+    if vals.size < 1000:
+        return float("nan")
+    band = np.flatnonzero(depth < band_mm)
+    if band.size < 1000:
+        band = np.arange(depth.size)
+    take = np.random.default_rng(seed).choice(band, min(band.size, sample), replace=False)
+    r = spearmanr(vals[take], depth[take]).correlation
+    return float(r) if np.isfinite(r) else 0.0
+
+
 def check_tissue_order(data: np.ndarray, mask: np.ndarray, affine: np.ndarray,
                        cfg: Optional[InputCheckConfig] = None) -> Finding:
-    """T1w tissue order inside ``mask`` (:func:`tissue_depth_ratio`)."""
+    """T1w tissue order inside ``mask`` (:func:`tissue_depth_correlation`)."""
     cfg = cfg or InputCheckConfig()
-    ratio, detail = tissue_depth_ratio(data, mask, affine, cfg.tissue_sample)
-    return _finding("tissue_order", not ratio >= cfg.min_depth_ratio, ratio, f">= {cfg.min_depth_ratio}",
-                    f"the brightest tissue is not the deepest (class depths {detail['depth_mm']} mm, darkest first): "
+    r = tissue_depth_correlation(data, mask, affine, cfg.tissue_band_mm, cfg.tissue_sample)
+    return _finding("tissue_order", not r >= cfg.min_depth_correlation, r, f">= {cfg.min_depth_correlation}",
+                    f"the intensity does not rise from the brain's surface inwards (rank correlation {r:.2f}): "
                     "not a T1-weighted brain (T2-weighted, inverted contrast, or noise)")
 
 
