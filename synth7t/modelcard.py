@@ -563,10 +563,6 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
               f"{count('test')} |"]
     if data.get("split"):
         lines.append(f"| split | {_md(data['split'])} (test subjects are never trained on) |")
-    stats = card.get("input_statistics")
-    if stats:
-        lines.append(f"| input statistics | {stats['n_inputs']} training inputs; a prediction whose out-of-distribution "
-                     f"score exceeds {stats['threshold']:g} is warned about (synth7t.inference.ood) |")
     lines += ["", "## Objective", "", obj["summary"], ""]
     for term in obj["terms"]:
         if term["term"] == "adversarial":
