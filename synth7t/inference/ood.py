@@ -2,22 +2,24 @@
 
 A model sees only its training inputs' distribution; a scan from another scanner, protocol or population is
 predicted all the same, and nothing in the output says so. At export (:meth:`synth7t.train.Trainer.export`) the
-model card records five facts of each training 3T, on the training grid (:func:`input_features`), the intensities in
+model card records six facts of each training 3T, on the training grid (:func:`input_features`), the intensities in
 units of the white matter's (the brightest of three k-means tissue classes):
 
 - ``grey_white``, ``csf_white``: the grey matter's and the CSF's class centres: the contrast;
 - ``white_spread``: the robust SD of the white matter 3 mm inside the brain's edge: noise and residual bias field;
+- ``noise``: the robust SD of what a 1-voxel Gaussian removes from that white matter: the voxel-to-voxel noise;
 - ``sharpness``: the mean intensity gradient there (per mm): resolution, blur, thick slices, noise;
 - ``brain_ml``: the brain's volume: head size and brain extraction.
 
 None of them depends much on where the brain's edge was drawn: the training pairs are normalised inside the 7T's
 mask, a lone 3T inside its own. Two measures tried first did, and put the demo's own scans, aligned alone, above the
-threshold for that reason only: a histogram of the brain (2.5-3 times the training spread) and the tissue-order
-depth ratio of the content checks (2.4 on the tests' coarse cohort). :func:`training_statistics` keeps each fact's mean and, as
-its scale, the largest leave-one-out distance of a training input from the mean of the others (at least
-:data:`SCALE_FLOORS`): a component of 1 means "as far from the training inputs as the farthest of them". :func:`ood_score` gives each component of an input (its
-distance over that scale) and the score, the largest component; above the card's ``threshold`` (default 2: twice
-as far as any training input) ``synth7t predict`` warns in one line. With views or flips the uncertainty map is
+threshold for that reason only: a histogram of the brain (2.5-3 times the training spread) and the k-means depth
+ratio of the brightest tissue class (2.4 on the tests' coarse cohort). :func:`training_statistics` keeps each fact's
+mean and, as its scale, the largest leave-one-out distance of a training input from the mean of the others (at least
+:data:`SCALE_FLOORS`): a component of 1 means "as far from the training inputs as the farthest of them".
+:func:`ood_score` gives each component of an input (its distance over that scale) and the score, the largest
+component; above the card's ``threshold`` (default 2: twice as far as any training input) ``synth7t predict`` warns
+in one line. With views or flips the uncertainty map is
 summarised inside the brain (:func:`uncertainty_summary`). Everything goes into the prediction's sidecar JSON and
 the batch's ``predictions.tsv``.
 
@@ -38,7 +40,8 @@ DEFAULT_THRESHOLD = 2.0
 FEATURES = ("white_spread", "noise", "brain_ml", "grey_white", "csf_white", "sharpness")
 # the smallest scale of each component: a cohort of near-identical training inputs (a simulated one) must not make
 # every other input far; each floor is a difference too small to matter to a model
-SCALE_FLOORS = {"white_spread": 0.01, "noise": 0.005, "brain_ml": 100.0, "grey_white": 0.03, "csf_white": 0.05, "sharpness": 0.005}
+SCALE_FLOORS = {"white_spread": 0.01, "noise": 0.005, "brain_ml": 100.0, "grey_white": 0.03, "csf_white": 0.05,
+                "sharpness": 0.005}
 
 
 def input_features(image: np.ndarray, mask: np.ndarray, spacing_mm: float, *, seed: int = 0) -> dict:
@@ -71,7 +74,8 @@ def input_features(image: np.ndarray, mask: np.ndarray, spacing_mm: float, *, se
     fine = (img - ndi.gaussian_filter(img, 1.0))[core] / wm
     fine = fine[np.abs(vals - 1.0) < np.abs(vals - gm / wm)]
     noise = float(1.4826 * np.median(np.abs(fine - np.median(fine)))) if fine.size else float("nan")
-    return {"white_spread": round(spread, 5), "noise": round(noise, 5), "brain_ml": round(float(m.sum() * spacing_mm**3 / 1000), 2),
+    return {"white_spread": round(spread, 5), "noise": round(noise, 5),
+            "brain_ml": round(float(m.sum() * spacing_mm**3 / 1000), 2),
             "depth_ratio": round(float(ratio), 4), "grey_white": round(float(gm / wm), 4),
             "csf_white": round(float(csf / wm), 4), "sharpness": round(float(grad[core].mean() / wm), 5)}
 

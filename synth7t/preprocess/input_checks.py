@@ -5,17 +5,17 @@ negated noise, a T2-weighted scan, a child's head or a sheared header; a model t
 7T" of it. :func:`preprocess_lone_3t` runs these checks at the first moment each can be made, so a bad input stops
 before the costly steps:
 
-=================  ===========================  ==============================================================  =======
-check              when                         measure                                                          outcome
-=================  ===========================  ==============================================================  =======
-``affine``         on loading                   largest ``|cos|`` between the affine's voxel axes (0: orthogonal) refuse
-``voxel_size``     on loading                   smallest and largest voxel edge (mm)                             refuse
-``extent``         on loading                   smallest and largest field-of-view edge (mm)                     refuse
-``slice_thickness`` on loading                  largest voxel edge over the model's grid spacing                 warn
-``brain_volume``   after brain extraction       the brain mask's volume (mL)                                     refuse
-``tissue_order``   after N4                     rank correlation of intensity with depth, outer 15 mm of brain   refuse
-``alignment``      after template alignment     correlation of the aligned brain with the template brain         refuse
-=================  ===========================  ==============================================================  =======
+===================  ============================  ========================================================  =======
+check                when                          measure                                                   outcome
+===================  ============================  ========================================================  =======
+``affine``           on loading                    largest ``|cos|`` between the voxel axes (0: orthogonal)  refuse
+``voxel_size``       on loading                    smallest and largest voxel edge (mm)                      refuse
+``extent``           on loading                    smallest and largest field-of-view edge (mm)              refuse
+``slice_thickness``  on loading                    largest voxel edge over the model's grid spacing          warn
+``brain_volume``     after brain extraction        the brain mask's volume (mL)                              refuse
+``tissue_order``     after N4                      rank correlation of intensity with depth (outer 15 mm)    refuse
+``alignment``        after the template alignment  correlation of the aligned brain with the template's      refuse
+===================  ============================  ========================================================  =======
 
 Each limit is a field of :class:`InputCheckConfig`. A refusal raises :class:`InputRefused` (one line per failed
 check, each naming its measure and limit) unless ``force``; with ``force`` it is kept as ``"forced"`` in the
