@@ -80,7 +80,8 @@ class InputCheckConfig(Config):
             ``tissue_band_mm`` of the brain) below which the input is not a T1w brain.
         tissue_band_mm: the depth below the mask's surface within which the tissue order is measured.
         min_alignment_correlation: correlation of the aligned brain with the template brain (template alignment)
-            below which the alignment failed.
+            below which the alignment failed. Measured: demo 3Ts aligned correctly 0.71-0.72 (given masks), a coarse
+            2.3 mm demo 3T with its deepbet mask 0.43, a front-back flipped header 0.19-0.20.
         tissue_sample: voxels sampled for the tissue-order measure (seeded).
     """
 
@@ -94,7 +95,7 @@ class InputCheckConfig(Config):
     max_brain_ml: float = 2600.0
     min_depth_correlation: float = 0.15
     tissue_band_mm: float = 15.0
-    min_alignment_correlation: float = 0.5
+    min_alignment_correlation: float = 0.3
     tissue_sample: int = 50_000
 
     RUNTIME_FIELDS: ClassVar[tuple] = ()
