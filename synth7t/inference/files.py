@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import io as sio
 from ..batch import write_json
-from . import ood
+from .ood import input_features, ood_score, uncertainty_summary, warning_line
 from .naming import native_path
 from .predictor import Predictor
 
@@ -198,7 +198,7 @@ def predict_file(
         timings["native"] = time.perf_counter() - t0
     written["input_checks"] = aligned["input_checks"]
     written["ood"] = score_input(predictor, aligned, pred.uncertainty)
-    line = ood.warning_line(written["ood"])
+    line = warning_line(written["ood"])
     if line:
         from ..preprocess.input_checks import InputWarning
 
@@ -221,9 +221,9 @@ def score_input(predictor: Predictor, aligned: dict, uncertainty=None) -> dict:
         card = read_model_card(predictor.meta["model_dir"]) if predictor.meta.get("model_dir") else None
         stats = (card or {}).get("input_statistics")
         spacing = float(np.linalg.norm(np.asarray(aligned["affine"])[:3, 0]))
-        feats = ood.input_features(aligned["image"], aligned["mask"], spacing)
-    result = ood.ood_score(feats, stats)
-    result["uncertainty"] = ood.uncertainty_summary(uncertainty, aligned["mask"])
+        feats = input_features(aligned["image"], aligned["mask"], spacing)
+    result = ood_score(feats, stats)
+    result["uncertainty"] = uncertainty_summary(uncertainty, aligned["mask"])
     return result
 
 

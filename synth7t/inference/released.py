@@ -84,7 +84,7 @@ def align_to_released_templates(t3_path: PathLike, templates: PathLike, config, 
         reg = register(fixed, fixed_aff, t3 * mask3, aff3, Path(tmp) / "rigid_", config, syn=False,
                        linear_transform="Rigid")
         rigid = read_affine(reg["affine"])  # 3T-template world -> scan world
-    corr = ic.alignment_correlation(t3 * mask3, aff3, rigid, fixed, fixed_aff, fixed > 0)
+    corr = ic.alignment_correlation(t3 * mask3, aff3, rigid, fixed, fixed_aff, fixed > 0, image_mask=mask3)
     findings += ic.enforce([ic.check_alignment(corr, ck)], what, force)
     template_map = read_affine(templates / "template_3T_to_7T.mat")  # 7T-template world -> 3T-template world
     world_map = rigid @ template_map

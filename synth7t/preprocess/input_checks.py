@@ -270,13 +270,18 @@ def check_brain(data: np.ndarray, mask: np.ndarray, affine: np.ndarray,
 
 
 def alignment_correlation(image: np.ndarray, image_affine: np.ndarray, world_map: np.ndarray,
-                          template: np.ndarray, template_affine: np.ndarray, template_mask: np.ndarray) -> float:
+                          template: np.ndarray, template_affine: np.ndarray, template_mask: np.ndarray,
+                          image_mask: Optional[np.ndarray] = None) -> float:
     """Pearson correlation, inside the template's brain, of the template with the image pulled onto its grid
-    through ``world_map`` (template world -> image world)."""
+    through ``world_map`` (template world -> image world); with ``image_mask`` only where the image's brain lands
+    too (for a template that keeps its skull, such as the authors' 3T template: its skull would count otherwise)."""
     from .ants import resample
 
     moved = resample(image, image_affine, template.shape, template_affine, world_map=world_map, order=1)
     m = np.asarray(template_mask, bool)
+    if image_mask is not None:
+        m = m & (resample(np.asarray(image_mask, np.uint8), image_affine, template.shape, template_affine,
+                          world_map=world_map, order=0) > 0)
     a, b = template[m].astype(np.float64), moved[m].astype(np.float64)
     if a.std() == 0 or b.std() == 0:
         return 0.0
