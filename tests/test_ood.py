@@ -73,3 +73,14 @@ def test_without_training_statistics_the_score_says_so(brain):
     u[mask] = 0.1
     assert ood.uncertainty_summary(u, mask) == {"mean": 0.1, "median": 0.1, "p95": 0.1}
     assert ood.uncertainty_summary(None, mask) is None
+
+
+def test_a_brain_too_small_to_measure_gets_no_score_not_a_made_up_one(brain):
+    t1, mask = brain
+    train = [ood.input_features(*_member(t1, mask, s), SPACING) for s in range(3)]
+    tiny = np.zeros_like(mask)
+    tiny[40:45, 50:55, 40:45] = True  # 125 voxels: no three tissue classes to measure
+    feats = ood.input_features(np.where(tiny, t1, 0), tiny, SPACING)
+    assert all(np.isnan(feats[k]) for k in ood.FEATURES)
+    res = ood.ood_score(feats, ood.training_statistics(train))
+    assert res["score"] is None and not res["above_threshold"] and "too small" in res["note"]

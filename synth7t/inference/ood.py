@@ -62,8 +62,9 @@ def input_features(image: np.ndarray, mask: np.ndarray, spacing_mm: float, *, se
         raise ValueError("the brain mask is empty")
     aff = np.diag([spacing_mm] * 3 + [1.0])
     ratio, detail = tissue_depth_ratio(img, m, aff, seed=seed)
-    csf, gm, wm = detail["centre"] or (0.0, 0.0, 1.0)
-    wm = wm if wm > 0 else 1.0
+    if not detail["centre"] or detail["centre"][2] <= 0:  # too little brain for three tissue classes
+        return {"depth_ratio": float("nan"), **{name: float("nan") for name in FEATURES}}
+    csf, gm, wm = detail["centre"]
     core = ndi.binary_erosion(m, iterations=max(1, int(round(CORE_MM / spacing_mm))))
     core = core if core.any() else m
     vals = img[core] / wm
@@ -124,6 +125,9 @@ def ood_score(features: Mapping, statistics: Optional[Mapping]) -> dict:
         raise ValueError(f"unknown training-statistics format {statistics.get('format')!r} (expected {STATS_FORMAT})")
     comps = {name: round(_distance(features[name], statistics["mean"][name]) / statistics["scale"][name], 3)
              for name in FEATURES}
+    if not all(np.isfinite(v) for v in comps.values()):
+        return {**out, "score": None, "components": {}, "threshold": None, "above_threshold": False,
+                "note": "the input's brain is too small or too uniform to measure its tissue classes"}
     score = max(comps.values())
     thr = float(statistics.get("threshold", DEFAULT_THRESHOLD))
     return {**out, "score": round(score, 3), "components": comps, "threshold": thr, "above_threshold": score > thr}
