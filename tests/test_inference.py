@@ -264,3 +264,18 @@ def test_a_lone_study_aligns_onto_the_grid_its_models_were_trained_on(tmp_path):
                                                   "model_config": get_model_config("vnet-demo").to_dict()}))
     with pytest.raises(ValueError, match="trained on different grids"):
         lone_studies.lone_config(derivatives, {"unet": unet, "vnet": vnet})
+
+
+def test_the_alignment_uses_the_process_threads_unless_reproducible(monkeypatch):
+    """``synth7t predict`` aligns with every thread of its process (float-rounding differences, about half the time
+    on 2 cores); ``--reproducible`` with one ITK thread (identical bytes run to run); a process whose ITK count is
+    already fixed keeps it."""
+    from synth7t.inference.files import alignment_threads
+    from synth7t.preprocess import ants as pa
+
+    monkeypatch.setattr(pa, "_itk_threads", None)  # as in a fresh process
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert alignment_threads(reproducible=True) == 1
+    assert alignment_threads() == 3
+    monkeypatch.setattr(pa, "_itk_threads", 2)  # ITK already runs at 2 threads in this process
+    assert alignment_threads() == 2 and alignment_threads(reproducible=True) == 1

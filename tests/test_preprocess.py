@@ -335,6 +335,26 @@ def test_dataset_run_skip_and_failure_isolation(coarse_cohort, tmp_path):
         pp.preprocess_lone_3t(s1.t3, tmp_path / "x", cfg, generalised=None, t3_mask=s1.t3_mask)
 
 
+def test_crop_to_brain_keeps_every_voxel_where_it_was():
+    """A registration sees only the brain's box plus a margin (clipped at the array's edge); each kept voxel keeps its
+    world position, so transforms estimated on the box apply to the whole image."""
+    rng = np.random.default_rng(1)
+    data = rng.random((40, 50, 30)).astype(np.float32)
+    mask = np.zeros(data.shape, bool)
+    mask[3:20, 10:45, 12:28] = True
+    aff = np.array([[0.0, -1.2, 0, 30], [1.2, 0.0, 0, -50], [0, 0, 1.2, -20], [0, 0, 0, 1.0]])  # turned axes
+    out, out_aff = pp.crop_to_brain(data, mask, aff, margin_mm=5.0)  # 5 mm: 5 voxels of 1.2 mm
+    assert out.shape == (3 + 17 + 5, 35 + 10, 30 - 7)  # clipped at 0 (x), at 50 (y) and at 30 (z)
+    for idx in ([0, 0, 0], [7, 20, 9], list(np.array(out.shape) - 1)):
+        start = np.array([0, 5, 7])
+        np.testing.assert_allclose(sio.voxel_to_world(out_aff, np.array(idx)),
+                                   sio.voxel_to_world(aff, np.array(idx) + start))
+        assert out[tuple(idx)] == data[tuple(np.array(idx) + start)]
+    for m, margin in ((np.zeros_like(mask), 5.0), (mask, None)):  # nothing to crop to, or no crop: the input back
+        same, same_aff = pp.crop_to_brain(data, m, aff, margin)
+        assert same is data and np.array_equal(same_aff, aff)
+
+
 @pytest.mark.slow
 def test_lone_3t_template(coarse_cohort, tmp_path):
     """About 20 s on 2 busy cores (a rigid registration to the 1 mm MNI template)."""

@@ -263,6 +263,9 @@ def test_lone_3t_prediction_uses_the_models_training_grid(trained_model, preproc
     stats = card["input_statistics"]
     assert stats["n_inputs"] >= 2 and side["ood"]["threshold"] == stats["threshold"]
     assert 0 < side["ood"]["score"] < stats["threshold"], side["ood"]
+    from synth7t.preprocess import itk_threads
+
+    assert side["itk_threads"] == itk_threads()  # the default (not --reproducible): the count this process runs ITK at
     mtime = out.stat().st_mtime_ns
     assert main(argv) == 0  # a rerun (e.g. notebook 03 run again) keeps the output
     assert "exists: skipped" in capsys.readouterr().out and out.stat().st_mtime_ns == mtime

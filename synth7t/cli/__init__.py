@@ -5,7 +5,7 @@ registers the command's options and sets ``func``, which receives the parsed nam
 status. Errors that a user can fix (``ValueError``, ``FileNotFoundError``, ``RuntimeError``) are printed as one
 line on stderr with exit status 1, never as a traceback.
 
-Commands, in the order of a study: ``demo-data``, ``discover``, ``split``, ``preprocess``, ``train``,
+Commands, in the order of a study: ``demo-data``, ``discover``, ``split``, ``preprocess``, ``cache``, ``train``,
 ``import-model`` (the authors' released checkpoints), ``predict``, ``segment``, ``model-facts``, ``run-profile``, ``book``; ``status`` (a batch's progress, SLURM jobs
 included), ``rating-session`` (build a blinded rating session, its progress) and ``rate`` (serve it to raters).
 """
@@ -18,7 +18,7 @@ import sys
 from typing import Optional, Sequence
 
 #: The modules of :mod:`synth7t.cli` that define commands, in the order ``synth7t --help`` lists them.
-COMMAND_MODULES = ("demo_data", "discover", "split", "preprocess", "train", "import_model", "predict", "segment",
+COMMAND_MODULES = ("demo_data", "discover", "split", "preprocess", "cache", "train", "import_model", "predict", "segment",
                    "model_facts", "run_profile", "book", "status", "rating_session", "rate")
 
 

@@ -79,7 +79,8 @@ def _options(args: argparse.Namespace) -> dict:
     return dict(method=args.method, generalised=generalised, preprocess_preset=args.preset, native=args.native,
                 batch_size=args.batch_size, device=args.device, t3_mask=args.mask, views=args.views,
                 fusion=args.fusion, uncertainty=args.uncertainty, flips=args.flips,
-                alignment_cache=args.alignment_cache, precision=args.precision, force=args.force)
+                alignment_cache=args.alignment_cache, precision=args.precision, force=args.force,
+                reproducible=args.reproducible)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -211,6 +212,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--force", action="store_true",
                    help="predict even when a content check refuses the input (not a T1w brain, a sheared header, a "
                         "brain outside the adult volume range, a failed alignment); the refusal stays in the sidecar")
+    p.add_argument("--reproducible", action="store_true",
+                   help="align with one ITK thread so that reruns give identical bytes (default: the brain "
+                        "extraction, N4 and registration use every thread of the process; the same result up to float "
+                        "rounding, in about half the time)")
     mv = p.add_argument_group("multi-view and uncertainty (beyond the paper)")
     mv.add_argument("--views", default=None, type=_views,
                     help="planes to predict and fuse, e.g. axial,coronal,sagittal (or a,c,s); default: the planes "

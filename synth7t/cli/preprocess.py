@@ -11,7 +11,14 @@ def run(args: argparse.Namespace) -> int:
     """Preprocess every (or the chosen) subject; exit status 1 when any failed (its row says why)."""
     from synth7t.preprocess import derivatives_dir, make_config, preprocess_dataset
 
-    cfg = make_config(args.preset, **parse_key_values(args.set))
+    overrides = parse_key_values(args.set)
+    if args.fast:
+        if "threads_per_job" in overrides:
+            raise ValueError("--fast sets threads_per_job (the CPUs divided by --jobs); give one or the other")
+        from synth7t.batch import cores_per_worker
+
+        overrides["threads_per_job"] = cores_per_worker(args.jobs)
+    cfg = make_config(args.preset, **overrides)
     out = derivatives_dir(args.data_dir)
     executor = make_executor(args, output_dir=out, n_jobs=args.jobs, threads=cfg.threads_per_job)
     summary = preprocess_dataset(args.data_dir, cfg, subjects=args.subjects or None, n_jobs=args.jobs,
@@ -36,6 +43,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--overwrite", action="store_true", help="redo finished subjects")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set mask_backend=given --set 'n4_iterations=[50,50]'")
+    p.add_argument("--fast", action="store_true",
+                   help="every CPU for each subject (threads_per_job = the CPUs divided by --jobs): the same "
+                        "derivatives up to float rounding, sooner; the default (one ITK thread per subject) writes "
+                        "identical bytes on every run")
     add_executor_options(p, default_cpus="the config's threads_per_job")
     p.set_defaults(func=run)
     return p

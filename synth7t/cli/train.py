@@ -47,11 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     p = subparsers.add_parser(
         "train", help="train a model on a slice cache (CPU, one GPU, or several under torchrun)",
-        description="Train the U-Net or the GAN U-Net on the 2.5D slices of a slice cache (built by notebook 02 or "
-                    "synth7t.slices.build_cache), or the V-Net and WATNet baselines on patches of it (presets "
+        description="Train the U-Net or the GAN U-Net on the 2.5D slices of a slice cache (built by `synth7t cache`, "
+                    "notebook 02 or synth7t.slices.build_cache), or the V-Net and WATNet baselines on patches of it (presets "
                     "paper-vnet, paper-watnet), on a CPU, one GPU, or several GPUs through torchrun "
                     "(torchrun --nproc_per_node=8 -m synth7t train ...). A run folder with checkpoints resumes.")
-    p.add_argument("--cache", required=True, help="slice cache folder (synth7t.slices.build_cache)")
+    p.add_argument("--cache", required=True, help="slice cache folder (`synth7t cache DATA_DIR -o CACHE`)")
     p.add_argument("--run-dir", required=True, help="run folder: config, checkpoints, logs and the model folder")
     p.add_argument("--preset", default="paper-unet",
                    help="training preset (default paper-unet): " + ", ".join(TRAIN_PRESETS))

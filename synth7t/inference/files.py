@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -120,7 +121,7 @@ def predict_file(
     native: bool = False, batch_size: Optional[int] = None, device: str = "cpu",
     t3_mask: Optional[PathLike] = None, views: Optional[Sequence[str]] = None, fusion: str = "mean",
     uncertainty: bool = False, flips: bool = False, alignment_cache: Optional[PathLike] = None,
-    precision: str = "auto", checks=None, force: bool = False,
+    precision: str = "auto", checks=None, force: bool = False, reproducible: bool = False,
 ) -> dict:
     """Synthetic 7T from a lone 3T file: aligned onto the model's grid (:func:`align_for`), predicted
     (:meth:`Predictor.predict`), written on that grid (and, with ``native``, resampled back onto the input 3T grid).
@@ -139,6 +140,10 @@ def predict_file(
         precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (:func:`synth7t.inference.precision.choose_precision`).
         checks, force: the content checks' limits (:class:`synth7t.preprocess.InputCheckConfig`) and whether to go
             on past a refusal (``--force``).
+        reproducible: align with one ITK thread (byte-identical reruns, ``--reproducible``); by default the brain
+            extraction, N4 and registration use this process's torch threads (all cores in a lone process, a
+            worker's share in a batch): the same result up to float rounding, in about half the time on 2 cores
+            (:func:`alignment_threads`).
 
     The record is also written beside the output as ``<out>.json`` (:func:`sidecar_path`): the input, the model,
     the findings of the content checks, the out-of-distribution score (:func:`score_input`; one warning line when it
@@ -146,8 +151,8 @@ def predict_file(
 
     Returns:
         A record of what was written: ``output``, ``space``, ``shape``, ``precision``, ``precision_note`` (when
-        ``"auto"`` chose bf16), ``input_checks``, ``ood``, ``timings``, ``sidecar``, and ``uncertainty``, ``native``,
-        ``native_uncertainty`` when written.
+        ``"auto"`` chose bf16), ``input_checks``, ``ood``, ``timings``, ``itk_threads`` (the alignment's; None for
+        an imported model), ``sidecar``, and ``uncertainty``, ``native``, ``native_uncertainty`` when written.
 
     Raises:
         InputRefused: a content check refused the input (and ``force`` is False); nothing is written.
@@ -171,6 +176,7 @@ def predict_file(
     predictor.check_request(views, uncertainty=uncertainty, flips=flips, impaired=impaired, check_impaired=True)
     choose_precision(precision, predictor.device, predictor.network, predictor.meta)
     cfg = lone_preprocess_config(predictor, preprocess_preset, t3_mask=t3_mask)
+    cfg = replace(cfg, threads_per_job=alignment_threads(reproducible))
     aligned = align_for(predictor, t3_path, cfg, method=method, generalised=generalised, t3_mask=t3_mask,
                         work_dir=work_dir, alignment_cache=alignment_cache, checks=checks, force=force)
     t0 = time.perf_counter()
@@ -204,10 +210,28 @@ def predict_file(
 
         warnings.warn(f"{t3_path}: {line}", InputWarning, stacklevel=2)
     written["timings"] = {k: round(float(v), 2) for k, v in timings.items()}
+    written["itk_threads"] = (aligned.get("record") or {}).get("threads", {}).get("itk")
     side = sidecar_path(out_path)
     write_json(side, {"input": str(t3_path), "model": str(predictor.meta.get("model_dir", "")), **written})
     written["sidecar"] = str(side)
     return written
+
+
+def alignment_threads(reproducible: bool = False) -> int:
+    """ITK threads for a lone 3T's N4 and registration: 1 when ``reproducible`` (ITK's multi-threaded sums change
+    the last bits from run to run), else this process's torch threads. A process whose ITK count is already fixed
+    (its first ANTs call set it; ITK reads it once) keeps that count when not ``reproducible``.
+
+    Measured on a 1 mm head (``benchmarks/bench_lone_3t.py``): with 2 threads instead of 1 the N4 output moved by at
+    most 2e-6 of its mean and the rigid template map by 0.01 mm.
+    """
+    import torch
+
+    from ..preprocess import itk_threads_fixed
+
+    if reproducible:
+        return 1
+    return itk_threads_fixed() or max(1, torch.get_num_threads())
 
 
 def score_input(predictor: Predictor, aligned: dict, uncertainty=None) -> dict:

@@ -52,6 +52,11 @@ def itk_threads() -> int:
     return _itk_threads
 
 
+def itk_threads_fixed() -> Optional[int]:
+    """The ITK thread count this process is fixed at, or None before its first ANTs call."""
+    return _itk_threads
+
+
 def set_itk_threads(n: int) -> int:
     """Ask for ``n`` ITK threads in this process; returns the count in effect (see :func:`itk_threads`).
 

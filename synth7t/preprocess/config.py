@@ -51,6 +51,10 @@ class PreprocessConfig(Config):
         registration_spacing: voxel size (mm) of the fixed 7T during the registration; ``None`` registers on
             7T space itself (the paper). The transforms live in world coordinates, so the 3T is still resampled
             onto 7T space; 1.0 (``quick``) matches the 3T's own detail at a third of the voxels. Never upsamples.
+        registration_crop_mm: each brain-extracted image registers on its brain's bounding box plus this margin
+            (mm; :func:`synth7t.preprocess.grid.crop_to_brain`), the far background left out: about half the time
+            (``benchmarks/bench_speed.py``); the transforms live in world coordinates and still apply to the whole
+            image. ``None`` registers the whole fields of view (the authors' code).
         clip_low_percentile, clip_high_percentile: normalisation bounds as brain-voxel percentiles.
         target_spacing: 7T-space voxel size in mm (0.7 in the paper); ``None`` keeps the 7T's own voxels
             (tests and coarse smoke runs).
@@ -96,6 +100,7 @@ class PreprocessConfig(Config):
     syn_flow_sigma: float = 3.0
     syn_total_sigma: float = 0.0
     registration_spacing: Optional[float] = None
+    registration_crop_mm: Optional[float] = 8.0
     # normalisation
     clip_low_percentile: float = 0.0
     clip_high_percentile: float = 99.0

@@ -4,7 +4,7 @@ artefact slices re-expressed on the grid."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from .. import io as sio
 from .config import PreprocessError
 
 # ---------------------------------------------------------------------------------------------- grid
+
 
 
 @dataclass
@@ -119,6 +120,35 @@ def uncrop_from_grid(data: np.ndarray, box: GridBox, fill: float = 0) -> np.ndar
     src, dst = _overlap(box)
     out[src] = data[dst]
     return out
+
+
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """The index box of ``mask``'s non-zero voxels, ``margin`` voxels wider on each side (within the array)."""
+    idx = np.argwhere(mask)
+    if idx.size == 0:
+        raise ValueError("the mask is empty: no bounding box")
+    lo = np.maximum(idx.min(0) - margin, 0)
+    hi = np.minimum(idx.max(0) + margin + 1, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def crop_affine(affine: np.ndarray, box: Sequence[slice]) -> np.ndarray:
+    """The voxel-to-world matrix of ``array[box]`` (the same world positions, the origin moved to the box's corner)."""
+    a = np.asarray(affine, float).copy()
+    a[:3, 3] = a[:3, :3] @ np.array([s.start or 0 for s in box], float) + a[:3, 3]
+    return a
+
+
+def crop_to_brain(data: np.ndarray, mask: np.ndarray, affine: np.ndarray,
+                  margin_mm: Optional[float]) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` cut to ``mask``'s bounding box plus ``margin_mm``, with the box's affine: what a registration needs
+    of a brain-extracted image (the far background only costs time; ``PreprocessConfig.registration_crop_mm``).
+    ``margin_mm=None`` or an empty mask returns the input."""
+    if margin_mm is None or not np.any(mask):
+        return data, np.asarray(affine, float)
+    vox = float(np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0).min())
+    box = bounding_box(mask, int(np.ceil(margin_mm / vox)))
+    return data[box], crop_affine(affine, box)
 
 
 def brain_slices(mask_grid: np.ndarray) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from ..batch import write_json
 from ..templates import template_sources
 from .ants import PathLike, coarsen, read_affine, register, resample, set_itk_threads
 from .config import PreprocessConfig, PreprocessError
-from .grid import brain_slices, crop_to_grid, plan_grid
+from .grid import brain_slices, crop_to_brain, crop_to_grid, plan_grid
 from .input_checks import (InputCheckConfig, alignment_correlation, check_alignment, check_brain_volume, check_header,
                            check_tissue_order, enforce)
 from .records import load_records, thread_counts
@@ -147,6 +147,8 @@ def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[Pr
     itk = set_itk_threads(cfg.threads_per_job)  # before the first ANTs call (see synth7t.preprocess.ants)
     ck = checks or InputCheckConfig()
     what = f"{key} 3T ({t3_path})"
+    with tm("start_ants"):  # ANTsPy's import (about 2 s), paid by a process's first scan
+        import ants  # noqa: F401
     with tm("load"):
         t3, aff3, _ = load_canonical(t3_path, f"{key} 3T")
         findings = enforce(check_header(aff3, t3.shape, cfg.target_spacing, ck), what, force)
@@ -229,6 +231,7 @@ def _align_template(brain3: np.ndarray, aff3: np.ndarray, cfg: PreprocessConfig,
     src = template_sources()
     tpl = sio.load_volume(src["t1"], reorient=True)
     tmask = sio.load_volume(src["mask"], reorient=True).data > 0.5
+    brain3, aff3 = crop_to_brain(brain3, brain3 != 0, aff3, cfg.registration_crop_mm)  # the brain's box
     with tempfile.TemporaryDirectory(prefix=f"{key}-tpl-") as tmp:
         # the template brain at registration_spacing (default 1 mm: its own grid)
         fixed, fixed_aff = coarsen(tpl.data * tmask, tpl.affine, cfg.registration_spacing)

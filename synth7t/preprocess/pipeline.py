@@ -24,7 +24,7 @@ from ..layout import Subject, discover
 from .ants import (PathLike, apply_transforms, coarsen, read_affine, register, resample, set_itk_threads,
                    to_spacing)
 from .config import PIPELINE_NAME, PIPELINE_VERSION, PreprocessConfig, PreprocessError
-from .grid import artefacts_on_grid, brain_slices, crop_to_grid, plan_grid
+from .grid import artefacts_on_grid, brain_slices, crop_to_brain, crop_to_grid, plan_grid
 from .qc import nmi, plot_qc_arrays, qc_table
 from .records import derivatives_dir, input_stamp_of, is_done, output_paths, thread_counts
 from .steps import StepTimer, brain_mask, check_mask_volume, load_canonical, n4, normalise
@@ -98,7 +98,11 @@ def preprocess_subject(subject: Subject, out_root: PathLike, config: Optional[Pr
                                 n4_on=cfg.n4_3t, remask=cfg.remask_3t)
     # registration of the brain-extracted 3T to the brain-extracted 7T
     with tm("register"):
-        _register_pair(t7 * mask7, aff7, t3 * mask3, aff3, paths, cfg, key)
+        # each brain on its bounding box (registration_crop_mm): the transforms live in world coordinates, so the 3T
+        # is still resampled onto the whole 7T space; the warp field covers the box (identity beyond, outside the brain)
+        f, f_aff = crop_to_brain(t7 * mask7, mask7, aff7, cfg.registration_crop_mm)
+        m, m_aff = crop_to_brain(t3 * mask3, mask3, aff3, cfg.registration_crop_mm)
+        _register_pair(f, f_aff, m, m_aff, paths, cfg, key)
     with tm("resample"):
         transforms = [str(paths["warp"]), str(paths["affine"])]
         t3w = apply_transforms(t3, aff3, t7.shape, aff7, transforms, "linear")

@@ -16,6 +16,7 @@ from scipy import ndimage as ndi
 
 from .. import io as sio
 from ..preprocess.ants import coarsen, register, resample, to_ants
+from ..preprocess.grid import bounding_box, crop_affine
 from ..templates import load_mni, load_mni_aparc
 from .config import (APARC_LABELS, FREESURFER_LABELS, AtlasConfig, PathLike, SegmentationBackendError,
                      SynthSegConfig, config_for, label_table)
@@ -73,24 +74,11 @@ def _brain_mask(data: np.ndarray, affine: np.ndarray, mask, fill_holes: bool) ->
     return m
 
 
-def _bbox(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(0) - margin, 0)
-    hi = np.minimum(idx.max(0) + margin + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-
-
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    box = _bbox(mask, 1)
+    box = bounding_box(mask, 1)
     out = mask.copy()
     out[box] = ndi.binary_fill_holes(mask[box])
     return out
-
-
-def _crop_affine(affine: np.ndarray, box: Sequence[slice]) -> np.ndarray:
-    a = np.asarray(affine, float).copy()
-    a[:3, 3] = a[:3, :3] @ np.array([s.start for s in box], float) + a[:3, 3]
-    return a
 
 
 def _rescale(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -114,8 +102,8 @@ def _atlas(spacing: float, parc: bool = False):
     """The template brain (normalised, cropped, at ``spacing`` mm) and its labels (1 mm, cropped; the cortex
     divided into CerebrA's regions with ``parc``); per process."""
     tpl = load_mni()
-    box = _bbox(tpl.mask, 4)
-    aff = _crop_affine(tpl.affine, box)
+    box = bounding_box(tpl.mask, 4)
+    aff = crop_affine(tpl.affine, box)
     img = _rescale(tpl.t1[box] * tpl.mask[box], tpl.mask[box])
     img, img_aff = coarsen(img, aff, spacing, antialias=True)
     labels = np.ascontiguousarray((load_mni_aparc() if parc else tpl.labels)[box].astype(np.float32))
@@ -128,8 +116,8 @@ def _segment_atlas(data: np.ndarray, affine: np.ndarray, brain: np.ndarray, cfg:
     tpl_img, tpl_aff, tpl_labels, lab_aff = _atlas(float(cfg.registration_spacing), bool(cfg.parc))
     # register on the brain's bounding box (plus 8 mm): the grid's padding only costs time
     vox = float(np.linalg.norm(affine[:3, :3], axis=0).min())
-    box = _bbox(brain, int(np.ceil(8.0 / vox)))
-    crop_aff = _crop_affine(affine, box)
+    box = bounding_box(brain, int(np.ceil(8.0 / vox)))
+    crop_aff = crop_affine(affine, box)
     fixed = _rescale(data[box], brain[box])
     fixed, fixed_aff = coarsen(fixed, crop_aff, float(cfg.registration_spacing), antialias=True)
     with tempfile.TemporaryDirectory(prefix="synth7t-atlas-") as tmp:
@@ -138,8 +126,8 @@ def _segment_atlas(data: np.ndarray, affine: np.ndarray, brain: np.ndarray, cfg:
         except RuntimeError as exc:
             raise SegmentationBackendError(str(exc)) from None
         # warp the labels onto the input's own grid, only over the brain's bounding box
-        lbox = _bbox(brain, 1)
-        ref = to_ants(np.zeros(tuple(s.stop - s.start for s in lbox), np.float32), _crop_affine(affine, lbox))
+        lbox = bounding_box(brain, 1)
+        ref = to_ants(np.zeros(tuple(s.stop - s.start for s in lbox), np.float32), crop_affine(affine, lbox))
         warped = ants.apply_transforms(fixed=ref, moving=to_ants(tpl_labels, lab_aff), transformlist=transforms,
                                        interpolator=cfg.label_interpolation)
     labels = np.zeros(data.shape, np.int16)
