@@ -65,19 +65,9 @@ def env_for(code: Path) -> dict:
 
 def demo_model(folder: Path) -> Path:
     """An untrained ``demo-cpu-nodiag`` U-Net folder on the demo's grid (the network's cost, not its skill)."""
-    import torch
-    from safetensors.torch import save_file
+    from batch_data import write_model_folder
 
-    from synth7t.models import build_model
-
-    torch.manual_seed(0)
-    g = build_model("demo-cpu-nodiag")
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in g.state_dict().items()}, str(folder / "generator.safetensors"))
-    meta = {"model_config": g.config.to_dict(), "format": "synth7t-model-1",
-            "input": {"spacing_mm": DEMO_SPACING, "grid_inplane": list(DEMO_INPLANE)}}
-    (folder / "model.json").write_text(json.dumps(meta, indent=2))
-    return folder
+    return write_model_folder(folder, model="demo-cpu-nodiag", spacing=DEMO_SPACING, inplane=DEMO_INPLANE)
 
 
 def realistic_7t(path: Path) -> Path:

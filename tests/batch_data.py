@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Optional
 
 import nibabel as nib
 import numpy as np
@@ -21,20 +22,21 @@ MODEL_SPACING, MODEL_INPLANE = 4.0, (32, 32)
 CORRUPT_KINDS = ("truncated", "nan", "four_d", "text", "empty")
 
 
-def write_model_folder(folder: Path, seed: int = 0) -> Path:
-    """A model folder (``generator.safetensors`` + ``model.json``) of the seeded, untrained ``demo-cpu`` U-Net that
-    expects :data:`MODEL_SPACING` mm voxels and :data:`MODEL_INPLANE` slices."""
+def write_model_folder(folder: Path, seed: int = 0, *, model: str = "demo-cpu", spacing: Optional[float] = None,
+                       inplane: Optional[tuple] = None) -> Path:
+    """A model folder (``generator.safetensors`` + ``model.json``) of the seeded, untrained ``model`` U-Net that
+    expects ``spacing`` mm voxels and ``inplane`` slices (default :data:`MODEL_SPACING`, :data:`MODEL_INPLANE`)."""
     import torch
     from safetensors.torch import save_file
 
     from synth7t.models import build_model
 
     torch.manual_seed(seed)
-    g = build_model("demo-cpu")
+    g = build_model(model)
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in g.state_dict().items()}, str(folder / "generator.safetensors"))
     meta = {"model_config": g.config.to_dict(), "format": "synth7t-model-1",
-            "input": {"spacing_mm": MODEL_SPACING, "grid_inplane": list(MODEL_INPLANE)}}
+            "input": {"spacing_mm": spacing or MODEL_SPACING, "grid_inplane": list(inplane or MODEL_INPLANE)}}
     (folder / "model.json").write_text(json.dumps(meta, indent=2))
     return folder
 
