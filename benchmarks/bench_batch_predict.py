@@ -51,9 +51,9 @@ def run_mode(mode: str, workers: int, threads: int, data: Path, out: Path) -> di
 
     import batch_data as bd
     from synth7t import inference
-    from synth7t import io as sio
-    from synth7t.batch import LocalExecutor
-    from synth7t.cluster import SlurmExecutor
+    from synth7t.data import io as sio
+    from synth7t.runtime.batch import LocalExecutor
+    from synth7t.runtime.cluster import SlurmExecutor
 
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -84,7 +84,7 @@ def realistic_scan(path: Path) -> Path:
     import numpy as np
     from scipy.ndimage import affine_transform
 
-    from synth7t.templates import template_sources
+    from synth7t.data.templates import template_sources
 
     src = nib.as_closest_canonical(nib.load(str(template_sources()["t1"])))
     data = np.asarray(src.dataobj, np.float32)
@@ -109,7 +109,7 @@ def per_scan(threads: int) -> int:
     from synth7t import preprocess as pp
     from synth7t.models import build_model
     from synth7t.inference.volume import default_batch_size, predict_volume
-    from synth7t.templates import template_sources
+    from synth7t.data.templates import template_sources
 
     torch.set_num_threads(threads)
     rows = []
@@ -129,7 +129,7 @@ def per_scan(threads: int) -> int:
                                             generalised=space)
                 total, cpu = time.perf_counter() - t0, cpu_seconds() - c0
                 rows.append((preset, method, rec["timings"], total, cpu, rec))
-        import synth7t.io as sio
+        import synth7t.data.io as sio
 
         rec = rows[-1][5]
         t3 = sio.load_volume(rec["files"]["t3"])

@@ -76,7 +76,7 @@ def realistic_7t(path: Path) -> Path:
     import numpy as np
     from scipy.ndimage import affine_transform
 
-    from synth7t.templates import template_sources
+    from synth7t.data.templates import template_sources
 
     src = nib.as_closest_canonical(nib.load(str(template_sources()["t1"])))
     data = np.asarray(src.dataobj, np.float32)

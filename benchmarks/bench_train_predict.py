@@ -5,12 +5,12 @@ Run: ``python benchmarks/bench_train_predict.py`` (CPU: the demo-cpu preset on a
 temporary folder, about 2 minutes) or on a GPU node with a real cache
 ``python benchmarks/bench_train_predict.py --preset paper-unet --device cuda --cache runs/bf2/02_train/cache``.
 
-- **Training.** The step timed is the trainer's own, :meth:`synth7t.train.Trainer._train_batch` of a
-  :class:`synth7t.train.Trainer` built from ``--preset`` (its precision, ``torch.compile`` and memory format as the
+- **Training.** The step timed is the trainer's own, :meth:`synth7t.training.trainer.Trainer._train_batch` of a
+  :class:`synth7t.training.trainer.Trainer` built from ``--preset`` (its precision, ``torch.compile`` and memory format as the
   preset and ``--set`` say; the U-Net's loss with its perceptual term; a GAN preset's critic step with the gradient
   penalty), on one batch of the cache. The baseline is a textbook fp32 eager step of a copy of the same networks on
-  the same batch: forward, the same loss objects (:class:`synth7t.losses.GeneratorLoss`,
-  :func:`synth7t.losses.critic_loss`), backward, ``torch.optim.Adam``; contiguous tensors, no autocast, no compile.
+  the same batch: forward, the same loss objects (:class:`synth7t.training.losses.GeneratorLoss`,
+  :func:`synth7t.training.losses.critic_loss`), backward, ``torch.optim.Adam``; contiguous tensors, no autocast, no compile.
   Both run in this process, alternately. With the demo-cpu preset on a CPU (fp32, no compile) the two do the same
   arithmetic, and the ratio is the trainer's overhead; on a GPU the paper presets add bf16 autocast (and
   ``--set compile=true``), and the ratio is what they buy. On a GPU also the model FLOP utilisation
@@ -43,7 +43,10 @@ def _sync(device):
 def small_cache(folder: Path) -> Path:
     """A slice cache of 4 simulated subjects on coarse voxels (1.6 / 2.3 mm, the smoke profile's), preprocessed with
     the quick preset and the ground-truth masks; enough batches for a benchmark on a CPU."""
-    from synth7t import demo, layout, preprocess, slices
+    from synth7t.simulate import demo
+    from synth7t.data import layout
+    from synth7t import preprocess
+    from synth7t.training import slices
 
     data = folder / "data"
     ds = demo.generate_cohort(data, 4, seed=3, config=demo.DemoConfig(voxel_7t=1.6, voxel_3t=2.3), n_jobs=1,
@@ -74,8 +77,8 @@ class TextbookStep:
             self.opt_c = torch.optim.Adam(self.c.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas_d))
 
     def __call__(self, batch: dict) -> None:
-        from synth7t.losses import critic_loss
-        from synth7t.train import frozen
+        from synth7t.training.losses import critic_loss
+        from synth7t.training.trainer import frozen
 
         cfg = self.trainer.cfg
         x, y, ctx = (batch[k].contiguous() for k in ("x", "y", "context"))
@@ -141,14 +144,14 @@ def predict_seconds(model, device, depth, hw, batch_size) -> float:
 
 
 def main(argv=None) -> int:
-    from synth7t import train
-    from synth7t import train_config as tconf
+    from synth7t.training import trainer
+    from synth7t.training import config as tconf
     from synth7t.models import build_model
     from synth7t.models.facts import model_facts
     from synth7t.inference.volume import default_batch_size
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", default="demo-cpu", help="training preset (synth7t.train_config)")
+    ap.add_argument("--preset", default="demo-cpu", help="training preset (synth7t.training.config)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
                     help="training-config overrides, e.g. compile=true amp='\"off\"' batch_size=4")
     ap.add_argument("--cache", default="", help="a slice cache (e.g. runs/demo/02_train/cache); empty: build a "
@@ -167,7 +170,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         cache = Path(a.cache) if a.cache else small_cache(Path(tmp))
         cfg = tconf.make_train_config(a.preset, device=a.device, **overrides)
-        trainer = train.Trainer(cfg, cache, Path(tmp) / "run", progress=False, resume=False)
+        trainer = trainer.Trainer(cfg, cache, Path(tmp) / "run", progress=False, resume=False)
         batch = trainer._batch(0, 0)
         hw = tuple(int(v) for v in batch["x"].shape[-2:])
         facts = model_facts(cfg.model, height=hw[0], width=hw[1])

@@ -1,5 +1,5 @@
 """What limits each model of the demo (issue 28): every training of ``profiles/demo.yml`` retrained with one setting
-changed (:func:`synth7t.training_limits.limit_variants`: more steps, another learning rate, larger crops, without the
+changed (:func:`synth7t.training.limits.limit_variants`: more steps, another learning rate, larger crops, without the
 global residual or the perceptual term, the GAN U-Net from scratch), each scored on its validation slices against
 the identity (the 3T input on the same slices), and the ceiling that the real 7T's noise sets.
 
@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from synth7t import io as sio
-from synth7t import layout, slices, train, training_limits
-from synth7t import train_config as tconf
-from synth7t.demo_measure import WHITE_MATTER, noise_sd
-from synth7t.modelcard import ModelCardWarning
+from synth7t.data import io as sio
+from synth7t.data import layout
+from synth7t.training import slices, trainer, limits
+from synth7t.training import config as tconf
+from synth7t.simulate.measure import WHITE_MATTER, noise_sd
+from synth7t.training.modelcard import ModelCardWarning
 from synth7t.preprocess import load_records
 from synth7t.workflow.profiles import load_profile
 
@@ -49,7 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="data/demo", help="the preprocessed demo cohort")
     ap.add_argument("--out", default="runs/training_limits", help="runs of every variant")
-    ap.add_argument("--results", default=str(training_limits.LIMITS_RESULTS))
+    ap.add_argument("--results", default=str(limits.LIMITS_RESULTS))
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -65,7 +66,7 @@ def main() -> None:
     rows, val_keys = [], None
     for t in trainings:
         name, preset = t["model_name"], t["preset"]
-        for variant, over in training_limits.limit_variants(name, preset, t.get("config_overrides", {})).items():
+        for variant, over in limits.limit_variants(name, preset, t.get("config_overrides", {})).items():
             over = dict(over)
             if over.get("init_from"):  # the demo's U-Net, as trained here
                 over["init_from"] = str(out / over["init_from"].split("/")[-2] / "as in the demo" / "model")
@@ -78,7 +79,7 @@ def main() -> None:
             if not (run / "model" / "model.json").is_file():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ModelCardWarning)
-                    tr = train.Trainer(cfg, cache, run, resume=True, progress=False)
+                    tr = trainer.Trainer(cfg, cache, run, resume=True, progress=False)
                     tr.fit()
                 val_keys = tr.val_keys
             val = pd.read_csv(run / "val_log.csv").drop_duplicates("epoch", keep="last")
@@ -97,11 +98,11 @@ def main() -> None:
     table = pd.DataFrame(rows)
     sigma = seven_t_noise(der, val_keys)
     table["noise_sd_7t"] = sigma
-    table["ceiling_db"] = training_limits.noise_ceiling_db(sigma)
+    table["ceiling_db"] = limits.noise_ceiling_db(sigma)
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.results, sep="\t", index=False, float_format="%.5f")
     print(f"7T noise SD in white matter {sigma:.4f}: a noise-free prediction would score "
-          f"{training_limits.noise_ceiling_db(sigma):.2f} dB; wrote {args.results}")
+          f"{limits.noise_ceiling_db(sigma):.2f} dB; wrote {args.results}")
 
 
 def stale_settings(run: Path, cfg) -> list:

@@ -4,10 +4,10 @@ Run on a GPU node: ``python benchmarks/gpu_check.py`` (``--steps 20 --batch 7 --
 --out gpu_check.json``). For each of ``paper-unet`` and ``paper-gan`` it measures, in one process:
 
 - training: ``--steps`` steps (after ``--warmup`` steps that are not timed and that include the compilation) of
-  the trainer's step (``synth7t.train.Trainer._train_batch``, rewritten here without a slice cache): the
+  the trainer's step (``synth7t.training.trainer.Trainer._train_batch``, rewritten here without a slice cache): the
   generator in bf16 autocast (and ``torch.compile`` unless ``--no-compile``), the real losses of the training
   preset (L1 + perceptual with the offline ``efficientnet_lite0`` backbone; for the GAN also the patch critic's
-  step with ``synth7t.losses.critic_loss`` and the adversarial term), Adam, on random 3 x 288 x 224 slices with
+  step with ``synth7t.training.losses.critic_loss`` and the adversarial term), Adam, on random 3 x 288 x 224 slices with
   context vectors, at the paper's per-GPU batch (56 over 8 GPUs = 7). Reported: slices/s, achieved TFLOP/s
   and MFU, peak memory (``torch.cuda.max_memory_allocated``);
 - prediction: one 0.7 mm volume of 270 axial slices of 288 x 224 through ``synth7t.inference.volume.predict_volume``,
@@ -202,9 +202,9 @@ def measure_training(plan: Plan, gen_preset: str, train_preset: str, *, amp: boo
     Returns:
         ``slices_per_s``, ``seconds``, ``warmup_s`` (includes compilation), ``peak_memory_gib``.
     """
-    from synth7t.losses import GeneratorLoss, critic_loss
+    from synth7t.training.losses import GeneratorLoss, critic_loss
     from synth7t.models import build_discriminator, build_model, get_model_config
-    from synth7t.train_config import make_train_config
+    from synth7t.training.config import make_train_config
 
     device = plan.device
     cfg = make_train_config(train_preset)
@@ -323,7 +323,7 @@ def guarded(fn: Callable[..., Dict[str, Any]], *args: Any, **kwargs: Any) -> Dic
 def check_model(plan: Plan, gen_preset: str, train_preset: str, perceptual) -> Dict[str, Any]:
     """Every measurement of one model: training and prediction, ours and fp32 eager, with FLOPs and MFU."""
     from synth7t.models.facts import model_facts
-    from synth7t.train_config import make_train_config
+    from synth7t.training.config import make_train_config
 
     cfg = make_train_config(train_preset)
     gen_facts = model_facts(gen_preset, height=plan.height, width=plan.width)
@@ -502,7 +502,7 @@ def make_plan(args: argparse.Namespace) -> Tuple[Plan, Dict[str, Any]]:
         plan.notes.append("fp32 eager uses torch's defaults: TF32 matmul "
                           f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}, cuDNN TF32 convolutions "
                           f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'}.")
-        plan.notes.append("The critic and the losses run in fp32 outside autocast, as in synth7t.train.Trainer; "
+        plan.notes.append("The critic and the losses run in fp32 outside autocast, as in synth7t.training.trainer.Trainer; "
                           "only the generator is compiled, as there.")
         plan.notes.append(f"Every one of the {plan.depth} slices is predicted (the mask touches every slice); a real "
                           "brain mask skips the grid's empty margins, so real volumes are faster.")
@@ -577,7 +577,7 @@ def released_markdown(r: Dict[str, Any]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the check, print the Markdown report, write the JSON; 0 when everything ran and passed."""
-    from synth7t.losses import build_perceptual_loss
+    from synth7t.training.losses import build_perceptual_loss
 
     args = parse_args(argv)
     plan, env = make_plan(args)

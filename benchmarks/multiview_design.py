@@ -4,7 +4,7 @@ the plane condition, or three single-plane U-Nets; each against the paper's axia
 Trains the four designs on the demo cohort that ``make demo`` preprocessed (``data/demo`` and its derivatives), then
 predicts the held-out subjects and scores every view and every fusion against the real 7T (brain mask minus the
 artefact slices): PSNR, SSIM, the through-plane roughness ratios and the slicing-artefact index
-(:mod:`synth7t.views`), and for the fused predictions the Spearman correlation of the view spread (the uncertainty
+(:mod:`synth7t.data.planes`), and for the fused predictions the Spearman correlation of the view spread (the uncertainty
 map) with the absolute error, per voxel and over 3-voxel cubes. Each design's PSNR is also printed as a difference
 from the axial model's, measured in the same process.
 
@@ -28,10 +28,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from synth7t import io as sio
-from synth7t import inference, layout, metrics, multiview_design, slices, train, views
-from synth7t import train_config as tconf
-from synth7t.modelcard import SimulatedTrainingWarning
+from synth7t.data import io as sio
+from synth7t import inference
+from synth7t.data import layout, planes
+from synth7t.evaluation import metrics, multiview_design, slicing
+from synth7t.inference import fusion
+from synth7t.training import slices, trainer
+from synth7t.training import config as tconf
+from synth7t.training.modelcard import SimulatedTrainingWarning
 
 
 def designs(samples: int, seed: int = 0) -> dict:
@@ -42,17 +46,17 @@ def designs(samples: int, seed: int = 0) -> dict:
         "mv-cond": [("all", tconf.make_train_config("demo-cpu-mv", **base))],
         "mv-nocond": [("all", tconf.make_train_config("demo-cpu-mv", plane_condition=False, **base))],
         "three": [(p, tconf.make_train_config("demo-cpu", planes=[p], **{**base, "samples_per_epoch": samples // 3}))
-                  for p in views.PLANES],
+                  for p in planes.PLANES],
     }
 
 
 def score(rows: list, key: str, name: str, vol: np.ndarray, ref: np.ndarray, m: np.ndarray, unc=None) -> None:
     r = {"key": key, "image_type": name, **metrics.image_metrics(ref, vol, brain_mask=m)}
-    tp = views.through_plane_ratios(vol, ref, m)
-    r.update({f"tp_{p}": v for p, v in tp.items()}, artefact_index=views.artefact_index(tp))
+    tp = slicing.through_plane_ratios(vol, ref, m)
+    r.update({f"tp_{p}": v for p, v in tp.items()}, artefact_index=slicing.artefact_index(tp))
     if unc is not None:
-        r["rho"] = views.uncertainty_calibration(unc, vol, ref, m)[0]
-        r["rho_block3"] = views.uncertainty_calibration(unc, vol, ref, m, block=3)[0]
+        r["rho"] = slicing.uncertainty_calibration(unc, vol, ref, m)[0]
+        r["rho_block3"] = slicing.uncertainty_calibration(unc, vol, ref, m, block=3)[0]
     rows.append(r)
 
 
@@ -61,20 +65,20 @@ def run_seed(seed: int, samples: int, data: Path, out: Path) -> pd.DataFrame:
     der = data / "derivatives" / "synth7t-preproc"
     ds = layout.discover(data)
     cache = slices.build_cache(der, out.parent / "cache", ds, split_file=data / layout.SPLIT_FILE, progress=False,
-                               planes=views.PLANES)
+                               planes=planes.PLANES)
     for name, runs in designs(samples, seed).items():
         for tag, cfg in runs:
             run = out / "runs" / f"{name}-{tag}"
             t0 = time.perf_counter()
             if not (run / "model" / "model.json").is_file():
-                train.Trainer(cfg, cache, run, progress=False).fit()
+                trainer.Trainer(cfg, cache, run, progress=False).fit()
                 print(f"seed {seed}: trained {name}-{tag}: {time.perf_counter() - t0:.0f} s", flush=True)
 
     def load(run):
         return inference.load_model(out / "runs" / run / "model", "cpu")
 
     models = {"axial": load("axial-axial"), "mv-cond": load("mv-cond-all"), "mv-nocond": load("mv-nocond-all"),
-              "three": {p: load(f"three-{p}") for p in views.PLANES}}
+              "three": {p: load(f"three-{p}") for p in planes.PLANES}}
     vols = slices.SliceCache.open(cache).volumes
     tables = []
     for key in sorted(vols.loc[vols.split == "test", "key"]):
@@ -97,7 +101,7 @@ def run_seed(seed: int, samples: int, data: Path, out: Path) -> pd.DataFrame:
                 for p, v in res.views.items():
                     score(rows, key, f"{name} {p} view", v, ref, m)
                 for fusion in ("mean", "median"):
-                    score(rows, key, f"{name} fused {fusion}", views.fuse_views(res.views, fusion, mask=brain), ref,
+                    score(rows, key, f"{name} fused {fusion}", fusion.fuse_views(res.views, fusion, mask=brain), ref,
                           m, res.uncertainty)
             pd.DataFrame(rows).to_csv(done, sep="\t", index=False)
             print(f"seed {seed}: scored {key}", flush=True)

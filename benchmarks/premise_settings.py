@@ -17,7 +17,10 @@ import json
 import time
 from pathlib import Path
 
-from synth7t import demo_checks, inference, layout, regional, segment
+from synth7t.simulate import checks
+from synth7t import inference, segment
+from synth7t.data import layout
+from synth7t.evaluation import regional
 from synth7t.preprocess import load_records
 
 
@@ -40,7 +43,7 @@ def main(argv=None):
     keys = [s.key for s in ds if s.participant_id in held]
     t0 = time.perf_counter()
     if args.images == "raw":
-        _, margins, _ = demo_checks.check_premise(ds, keys, out, seg_config=args.config, n_jobs=args.n_jobs)
+        _, margins, _ = checks.check_premise(ds, keys, out, seg_config=args.config, n_jobs=args.n_jobs)
     else:
         records = {r["key"]: r for r in load_records(der) if r.get("status") == "done"}
         images = inference.collect_images(der, root / "runs" / "demo" / "03_predict", keys=keys)

@@ -1,4 +1,4 @@
-"""The base of every configuration dataclass: named presets, a JSON round trip, strict keys and a fingerprint.
+"""The base of every configuration dataclass: named presets, JSON round trip, strict keys, fingerprint.
 
 A config is a flat dataclass (frozen or not) that inherits :class:`Config` and sets two class attributes,
 annotated ``ClassVar`` (or not annotated) so that the dataclass does not take them for fields::

@@ -23,7 +23,7 @@ def design_results(path: Path, seeds=(0, 1, 2), generator_version="current") -> 
     ``generator_version``: the demo generator's (default today's; None: no column, as files before it was recorded)."""
     import pandas as pd
 
-    from synth7t.demo import GENERATOR_VERSION
+    from synth7t.simulate.demo import GENERATOR_VERSION
 
     rows = []
     for s in seeds:
@@ -84,7 +84,7 @@ def tiny_layout(tmp_path):
 @pytest.fixture(scope="session")
 def coarse_cohort(tmp_path_factory):
     """Four simulated subjects on coarse grids (seed 3 gives at least one 7T artefact)."""
-    from synth7t import demo
+    from synth7t.simulate import demo
 
     root = tmp_path_factory.mktemp("cohort")
     ds = demo.generate_cohort(root / "demo", 4, seed=3, config=demo.DemoConfig(**COARSE), n_jobs=1,
@@ -96,7 +96,7 @@ def coarse_cohort(tmp_path_factory):
 def full_size_cohort(tmp_path_factory):
     """One simulated subject at the paper's voxels (7T 0.7 mm, 3T 1 mm; seed 0): for the slow tests only (about a
     minute to generate on 2 cores)."""
-    from synth7t import demo
+    from synth7t.simulate import demo
 
     root = tmp_path_factory.mktemp("full_size")
     return demo.generate_cohort(root / "demo", 1, seed=0, n_jobs=1, progress=False)
@@ -106,7 +106,8 @@ def full_size_cohort(tmp_path_factory):
 def preprocessed_cohort(coarse_cohort, tmp_path_factory):
     """The coarse cohort preprocessed quickly (ground-truth masks, no N4, quick registration, 128 x 96 grid),
     with a split; returns ``(derivatives_dir, dataset, split_file)``."""
-    from synth7t import layout, preprocess
+    from synth7t.data import layout
+    from synth7t import preprocess
 
     root = coarse_cohort.root
     split_file = layout.write_split(layout.make_split(coarse_cohort, n_test=1, seed=0), root / "split.tsv")

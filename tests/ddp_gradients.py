@@ -1,4 +1,4 @@
-"""Record the gradients every optimiser step of a :class:`synth7t.train.Trainer` applies, in one process or under
+"""Record the gradients every optimiser step of a :class:`synth7t.training.trainer.Trainer` applies, in one process or under
 ``torchrun`` (``python -m torch.distributed.run --nproc_per_node 2 tests/ddp_gradients.py ...``).
 
 The gradients are read by an optimiser step pre-hook, after the backward passes, DistributedDataParallel's
@@ -43,10 +43,10 @@ def record_gradients(trainer) -> dict:
 
 def train_and_record(cache, run_dir, preset: str, overrides: dict) -> tuple[dict, object]:
     """Train ``preset`` with ``overrides`` (give ``max_steps``) from scratch; returns (gradients, trainer)."""
-    from synth7t import train
-    from synth7t import train_config as tconf
+    from synth7t.training import trainer
+    from synth7t.training import config as tconf
 
-    trainer = train.Trainer(tconf.make_train_config(preset, **overrides), cache, run_dir, progress=False,
+    trainer = trainer.Trainer(tconf.make_train_config(preset, **overrides), cache, run_dir, progress=False,
                             resume=False)
     grads = record_gradients(trainer)
     trainer.fit()

@@ -52,8 +52,11 @@ def run(work: Path) -> dict:
     import torch
 
     torch.set_num_threads(1)  # deepbet, training and prediction; results depend on the count
-    from synth7t import demo, layout, preprocess, slices, train
-    from synth7t import train_config as tconf
+    from synth7t.simulate import demo
+    from synth7t.data import layout
+    from synth7t import preprocess
+    from synth7t.training import slices, trainer
+    from synth7t.training import config as tconf
     from synth7t.inference import load_model, preprocessed_inputs
     from synth7t.inference.volume import predict_volume
     from synth7t.segment import AtlasConfig, segment
@@ -102,7 +105,7 @@ def run(work: Path) -> dict:
                                    crop=[32, 32], val_slices=2, ckpt_every=100, num_workers=0,
                                    device="cpu", seed=0, threads=1)
     run_dir = work / "run"
-    train.train(tcfg, cache, run_dir, progress=False)
+    trainer.train(tcfg, cache, run_dir, progress=False)
     out["train"] = _digest_safetensors(run_dir / "model" / "generator.safetensors")
     lap("train")
 

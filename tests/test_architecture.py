@@ -13,7 +13,7 @@ PACKAGE = ROOT / "synth7t"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # orchestration and the simulator: the science modules never import these
-OUTER = ("synth7t.demo", "synth7t.workflow", "synth7t.cli", "synth7t.__main__")
+OUTER = ("synth7t.simulate", "synth7t.workflow", "synth7t.cli", "synth7t.__main__")
 
 
 def _module_name(path: Path) -> str:
@@ -109,7 +109,7 @@ def test_every_import_of_the_library_names_a_module_that_exists(path):
 
 def test_inference_does_not_import_the_trainer():
     graph = import_graph()
-    bad = {m: sorted(d for d in deps if d in ("synth7t.train", "synth7t.train_validation", "synth7t.slices"))
+    bad = {m: sorted(d for d in deps if d in ("synth7t.training.trainer", "synth7t.training.validation", "synth7t.training.slices"))
            for m, deps in graph.items() if m.startswith("synth7t.inference")}
     assert not any(bad.values()), f"inference imports the trainer: {bad}"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synth7t import batch
+from synth7t.runtime import batch
 
 
 def test_rows_skip_failures_and_status_file(tmp_path):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synth7t import batch, cluster
+from synth7t.runtime import batch, cluster
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

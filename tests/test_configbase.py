@@ -10,7 +10,7 @@ import pytest
 
 from synth7t.configbase import Config
 from synth7t.models.config import UNetConfig, VNetConfig
-from synth7t.train_config import TrainConfig
+from synth7t.training.config import TrainConfig
 
 
 @dataclass

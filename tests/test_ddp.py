@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import torch
 
-from synth7t import slices, train
-from synth7t import train_config as tconf
+from synth7t.training import slices, trainer
+from synth7t.training import config as tconf
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def _descendants(pid: int) -> list[int]:
 def _weights(run_dir: Path, name: str = "generator.safetensors") -> dict:
     from safetensors.torch import load_file
 
-    return load_file(str(train.latest_checkpoint(run_dir / "checkpoints") / name))
+    return load_file(str(trainer.latest_checkpoint(run_dir / "checkpoints") / name))
 
 
 def _compare(a: dict, b: dict) -> tuple[float, float]:
@@ -129,13 +129,13 @@ def _assert_same_log(a: Path, b: Path) -> None:
 
 
 def test_global_batch_splits_over_ranks_and_micro_batches(cache, monkeypatch):
-    assert train.split_batch(56, 8) == (7, 7)
-    assert train.split_batch(56, 4, 2) == (14, 7)
-    assert train.split_batch(4) == (4, 4)
+    assert trainer.split_batch(56, 8) == (7, 7)
+    assert trainer.split_batch(56, 4, 2) == (14, 7)
+    assert trainer.split_batch(4) == (4, 4)
     with pytest.raises(ValueError, match=r"batch_size=56 .*world size 3 .*nearest valid batch sizes are 54 or 57"):
-        train.split_batch(56, 3)
+        trainer.split_batch(56, 3)
     with pytest.raises(ValueError, match=r"batch_size=4 .*world size 8 .*nearest valid batch sizes are 8"):
-        train.split_batch(4, 8)
+        trainer.split_batch(4, 8)
     with pytest.raises(ValueError, match="grad_accumulation"):
         tconf.make_train_config("demo-cpu", grad_accumulation=0)
     with pytest.raises(ValueError, match=r"batch_size=8 .*grad_accumulation=3.* 6 or 9"):
@@ -144,22 +144,22 @@ def test_global_batch_splits_over_ranks_and_micro_batches(cache, monkeypatch):
     # starts a process group
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(ValueError, match=r"batch_size=4 .*world size 3 .*3 or 6"):
-        train.Trainer(tconf.make_train_config("demo-cpu", **UNET), cache, "/nonexistent/run", progress=False)
+        trainer.Trainer(tconf.make_train_config("demo-cpu", **UNET), cache, "/nonexistent/run", progress=False)
 
 
 def test_rank_shares_and_penalty_weights_are_slices_of_the_global_batch(cache, tmp_path):
     """Rank r of N takes rows r*B/N.. of the global batch, and draws the penalty weights of those rows."""
     cfg = tconf.make_train_config("demo-cpu-gan", **{**GAN, "batch_size": 6})
-    one = train.Trainer(cfg, cache, tmp_path / "one", progress=False, resume=False)
+    one = trainer.Trainer(cfg, cache, tmp_path / "one", progress=False, resume=False)
     full = one.global_batch_ids(1, 2)
     assert len(full) == 6 and np.array_equal(one.rank_batch_ids(1, 2), full)
-    assert np.array_equal(full, train.epoch_order(len(one.train_ds), 0, 1)[12:18])
+    assert np.array_equal(full, trainer.epoch_order(len(one.train_ds), 0, 1)[12:18])
     one.pos.step = 7
     alphas = one.penalty_weights(0, 6)
     # what each of 3 processes would take (the attributes a Trainer under torchrun sets from its rank)
-    t = train.Trainer(cfg, cache, tmp_path / "ranks", progress=False, resume=False)
+    t = trainer.Trainer(cfg, cache, tmp_path / "ranks", progress=False, resume=False)
     t.world = 3
-    t.rank_batch, t.micro_batch = train.split_batch(6, 3)
+    t.rank_batch, t.micro_batch = trainer.split_batch(6, 3)
     t.pos.step = 7
     shares = []
     for r in range(3):
@@ -266,9 +266,9 @@ def ddp_unet(cache, tmp_path_factory):
 
 
 def test_ddp_unet_matches_one_process(ddp_unet, cache, tmp_path):
-    one = train.Trainer(tconf.make_train_config("demo-cpu", **UNET), cache, tmp_path / "one", progress=False)
+    one = trainer.Trainer(tconf.make_train_config("demo-cpu", **UNET), cache, tmp_path / "one", progress=False)
     one.fit()
-    meta = json.loads((train.latest_checkpoint(ddp_unet / "checkpoints") / "meta.json").read_text())
+    meta = json.loads((trainer.latest_checkpoint(ddp_unet / "checkpoints") / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["step"] == one.pos.step == 12 and meta["epoch"] == 3
     max_abs, rel = _compare(_weights(ddp_unet), _weights(tmp_path / "one"))
     print(f"U-Net, 2 processes vs 1: max abs {max_abs:.2e}, relative L2 {rel:.2e}")
@@ -299,7 +299,7 @@ def test_ddp_run_killed_after_a_checkpoint_resumes_to_the_same_weights(ddp_unet,
     killed_at = json.loads(latest.read_text())["step"]
     assert 2 <= killed_at < 12, killed_at
     _torchrun(cache, run, "demo-cpu", UNET)
-    meta = json.loads((train.latest_checkpoint(run / "checkpoints") / "meta.json").read_text())
+    meta = json.loads((trainer.latest_checkpoint(run / "checkpoints") / "meta.json").read_text())
     assert meta["step"] == 12 and meta["epoch"] == 3
     resumed, uninterrupted = _weights(run), _weights(ddp_unet)
     max_abs, rel = _compare(resumed, uninterrupted)
@@ -309,16 +309,16 @@ def test_ddp_run_killed_after_a_checkpoint_resumes_to_the_same_weights(ddp_unet,
 
 
 def test_ddp_watnet_on_patches_matches_one_process(cache, tmp_path):
-    """The WATNet baseline (patches from synth7t.patches, no batch norm): 2 processes train what one does.
+    """The WATNet baseline (patches from synth7t.training.patches, no batch norm): 2 processes train what one does.
 
     (A V-Net's batch norm is synchronised over the processes on GPUs only: PyTorch's SyncBatchNorm has no CPU
     version, so on gloo each rank normalises with its own share and the weights differ from one process's.)"""
     overrides = dict(epochs=2, samples_per_epoch=16, batch_size=4, val_slices=4, ckpt_every=2, device="cpu", seed=0)
     _torchrun(cache, tmp_path / "ddp", "demo-cpu-watnet", overrides)
-    one = train.Trainer(tconf.make_train_config("demo-cpu-watnet", **overrides), cache, tmp_path / "one",
+    one = trainer.Trainer(tconf.make_train_config("demo-cpu-watnet", **overrides), cache, tmp_path / "one",
                         progress=False)
     one.fit()
-    meta = json.loads((train.latest_checkpoint(tmp_path / "ddp" / "checkpoints") / "meta.json").read_text())
+    meta = json.loads((trainer.latest_checkpoint(tmp_path / "ddp" / "checkpoints") / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["step"] == one.pos.step == 8
     max_abs, rel = _compare(_weights(tmp_path / "ddp"), _weights(tmp_path / "one"))
     print(f"WATNet, 2 processes vs 1: max abs {max_abs:.2e}, relative L2 {rel:.2e}")

@@ -11,8 +11,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from synth7t import layout, preprocess, slices, train
-from synth7t import train_config as tconf
+from synth7t.data import layout
+from synth7t import preprocess
+from synth7t.training import slices, trainer
+from synth7t.training import config as tconf
 from synth7t.workflow.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +55,7 @@ def demo_grid_models(coarse_cohort, tmp_path_factory):
             over["init_from"] = str(models[Path(over["init_from"]).parent.name])
         cfg_t = tconf.make_train_config(t["preset"], **{**over, "max_steps": 1, "samples_per_epoch": 16,
                                                         "val_slices": 2, "batch_size": 2})
-        tr = train.Trainer(cfg_t, cache, runs / t["model_name"], progress=False)
+        tr = trainer.Trainer(cfg_t, cache, runs / t["model_name"], progress=False)
         tr.fit()
         models[t["model_name"]] = runs / t["model_name"] / "model"
     return models

@@ -1,4 +1,4 @@
-"""The one table of deviations from the paper and the authors' code (synth7t.deviations), and the paper profile that
+"""The one table of deviations from the paper and the authors' code (synth7t.studies.deviations), and the paper profile that
 reads it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synth7t import deviations
+from synth7t.studies import deviations
 from synth7t.workflow import profiles
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def test_every_row_is_complete_and_its_switches_exist():
         assert d.switches, d.topic
         missing = [s for s in d.switches if not _resolves(s)]
         assert not missing, f"{d.topic}: {missing} name no field or parameter"
-    assert not _resolves("synth7t.train_config.TrainConfig.no_such_field")  # the check can fail
+    assert not _resolves("synth7t.training.config.TrainConfig.no_such_field")  # the check can fail
 
 
 def test_the_table_holds_the_deviations_the_review_listed():
@@ -58,7 +58,7 @@ def test_the_table_holds_the_deviations_the_review_listed():
         assert phrase in text, phrase
     md = deviations.deviation_markdown()
     assert len(md.splitlines()) == len(deviations.DEVIATIONS) + 2 and "\\|" not in md.splitlines()[0]
-    row = deviations.Deviation("x", "training", "a | b", "c", "d", "e", ("synth7t.train_config.TrainConfig.amp",))
+    row = deviations.Deviation("x", "training", "a | b", "c", "d", "e", ("synth7t.training.config.TrainConfig.amp",))
     assert "a \\| b" in deviations.deviation_markdown((row,))  # a pipe in a cell does not split the row
 
 

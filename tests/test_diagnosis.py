@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from synth7t import diagnosis as dg
-from synth7t import stats
+from synth7t.studies import diagnosis as dg
+from synth7t.studies import stats
 
 # forests small enough for tests; the defaults (100 trees, 10 folds, 1000 repeats) are the paper's scale
 FAST = dict(n_splits=5, n_estimators=10, progress=False)

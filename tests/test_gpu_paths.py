@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from synth7t import slices, train
-from synth7t import train_config as tconf
+from synth7t.training import slices, trainer
+from synth7t.training import config as tconf
 
 BASE = dict(epochs=1, batch_size=4, samples_per_epoch=8, crop=[32, 32], augment=True, lambda_perc=0.0,
             val_slices=2, ckpt_every=100, device="cpu", seed=0)
@@ -27,7 +27,7 @@ def cache(preprocessed_cohort, tmp_path_factory):
 
 def _trainer(cache, run_dir, preset="demo-cpu-gan", **overrides):
     cfg = tconf.make_train_config(preset, **{**BASE, **overrides})
-    return train.Trainer(cfg, cache, run_dir, progress=False, resume=False)
+    return trainer.Trainer(cfg, cache, run_dir, progress=False, resume=False)
 
 
 def _params(module) -> dict:
@@ -126,14 +126,14 @@ def test_compile_traces_the_generator_in_one_graph(cache, tmp_path, monkeypatch)
 
 
 @pytest.mark.slow  # inductor compiles C++ kernels: 65-75 s on 2 cores with an empty cache (about 10 s warm)
-@pytest.mark.skipif(train.cxx_compiler() is None, reason="torch.compile on a CPU needs a C++ compiler (g++/clang++)")
+@pytest.mark.skipif(trainer.cxx_compiler() is None, reason="torch.compile on a CPU needs a C++ compiler (g++/clang++)")
 def test_compile_with_inductor_on_cpu(cache, tmp_path, monkeypatch):
     """``compile=True`` as on a GPU: inductor's CPU kernels run the generator's forward and backward."""
     _compile_step(cache, tmp_path, monkeypatch, "inductor")
 
 
 def test_compile_without_a_compiler_is_a_clear_error(cache, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "cxx_compiler", lambda: None)
+    monkeypatch.setattr(trainer, "cxx_compiler", lambda: None)
     with pytest.raises(ValueError, match="compile=True on a CPU needs a C\\+\\+ compiler"):
         _trainer(cache, tmp_path / "x", preset="demo-cpu", compile=True)
 
@@ -141,9 +141,9 @@ def test_compile_without_a_compiler_is_a_clear_error(cache, tmp_path, monkeypatc
 def test_channels_last_3d_baseline_step_matches_contiguous(cache, tmp_path):
     """A 3D baseline (V-Net) with ``channels_last``: NDHWC weights and patches, the contiguous step's results."""
     over = dict(epochs=1, batch_size=2, samples_per_epoch=4, val_slices=2, ckpt_every=100, device="cpu", seed=0)
-    ncdhw = train.Trainer(tconf.make_train_config("demo-cpu-vnet", **over), cache, tmp_path / "a", progress=False,
+    ncdhw = trainer.Trainer(tconf.make_train_config("demo-cpu-vnet", **over), cache, tmp_path / "a", progress=False,
                           resume=False)
-    ndhwc = train.Trainer(tconf.make_train_config("demo-cpu-vnet", channels_last=True, **over), cache,
+    ndhwc = trainer.Trainer(tconf.make_train_config("demo-cpu-vnet", channels_last=True, **over), cache,
                           tmp_path / "b", progress=False, resume=False)
     batch, batch_cl = ncdhw._batch(0, 0), ndhwc._batch(0, 0)
     assert batch_cl["x"].is_contiguous(memory_format=torch.channels_last_3d)

@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from synth7t import layout, slices
+from synth7t.data import layout
+from synth7t.training import slices
 
 
 def test_cache_refuses_a_dataset_without_split(preprocessed_cohort, tmp_path):
@@ -52,7 +53,7 @@ def test_ensure_split_makes_one_once(coarse_cohort, tmp_path):
 
 def test_dataset_facts(tmp_path, coarse_cohort):
     assert layout.dataset_facts(coarse_cohort.root)["simulated"] is True
-    from synth7t.demo import GENERATOR_VERSION
+    from synth7t.simulate.demo import GENERATOR_VERSION
 
     assert layout.dataset_facts(coarse_cohort.root)["generator_version"] == GENERATOR_VERSION
     (tmp_path / "dataset_description.json").write_text(json.dumps({"Name": "BioFINDER-2 7T"}))

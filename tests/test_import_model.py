@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from synth7t import import_model as im
-from synth7t.checkpoint_reader import CheckpointReadError, read_checkpoint
+from synth7t.released import importer as im
+from synth7t.released.reader import CheckpointReadError, read_checkpoint
 from synth7t.cli import main
 from synth7t.inference import load_model
 from synth7t.models import context_tokens, make_context

@@ -37,7 +37,7 @@ def _unet(preset="demo-cpu", **replace):
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
-    from synth7t import import_model as im
+    from synth7t.released import importer as im
 
     out, _ = im.import_model(DATA / "small-nodiag.pt", DATA / "small-nodiag_params.txt",
                              tmp_path_factory.mktemp("imp") / "small-nodiag")
@@ -124,9 +124,9 @@ def test_one_naming_function_for_every_prediction_file():
     assert inference.prediction_path("o", "k", "m").name == "k_acq-m_space-grid_T1w.nii.gz"
     assert inference.batch_output_path("o", "x/sub-01_ses-2_acq-3T_T1w.nii.gz") == \
         inference.prediction_path("o", "sub-01_ses-2", "synth7t", "grid")
-    from synth7t import lone_studies
+    from synth7t.studies import lone
 
-    assert not hasattr(lone_studies, "prediction_path")  # the studies name their files with the same function
+    assert not hasattr(lone, "prediction_path")  # the studies name their files with the same function
     with pytest.raises(ValueError, match="unknown space 'mni'"):
         inference.prediction_path("o", "k", "m", "mni")
     with pytest.raises(ValueError, match="file-name part"):
@@ -152,9 +152,9 @@ def test_a_batch_refuses_two_inputs_that_would_share_an_output(tmp_path):
 
 def _lone_record(folder: Path, key: str, image: np.ndarray, brain: np.ndarray, affine: np.ndarray, source: Path,
                  offset=(0.0, 0.0, 0.0)):
-    """A lone-3T study record as :func:`synth7t.lone_studies.preprocess_lone_batch` writes them, whose aligned grid
+    """A lone-3T study record as :func:`synth7t.studies.lone.preprocess_lone_batch` writes them, whose aligned grid
     holds the scan's own voxels with world coordinates moved by ``offset`` mm (its world map moves them back)."""
-    from synth7t import io as sio
+    from synth7t.data import io as sio
 
     folder.mkdir(parents=True, exist_ok=True)
     affine = np.asarray(affine, float).copy()
@@ -173,8 +173,8 @@ def test_the_lone_studies_predict_with_a_multiview_model_through_the_predictor(t
     import pandas as pd
     from safetensors.torch import save_file
 
-    from synth7t import io as sio
-    from synth7t import lone_studies
+    from synth7t.data import io as sio
+    from synth7t.studies import lone
 
     g, meta = _unet("demo-cpu-nodiag", plane_condition=True)
     folder = tmp_path / "mv" / "model"
@@ -185,7 +185,7 @@ def test_the_lone_studies_predict_with_a_multiview_model_through_the_predictor(t
     rec = _lone_record(tmp_path / "aligned", "sub-01", _t3() + 0.1, brain, np.diag([2.0, 2.0, 2.0, 1.0]),
                        tmp_path / "scan.nii.gz")
     demo = pd.DataFrame({"key": ["sub-01"], "age": [70.0], "sex": ["F"], "diagnosis": ["CN"]})
-    table = lone_studies.predict_lone(folder, {"sub-01": rec}, demo, tmp_path / "pred", name="unet-mv", device="cpu",
+    table = lone.predict_lone(folder, {"sub-01": rec}, demo, tmp_path / "pred", name="unet-mv", device="cpu",
                                       progress=False)
     assert (table["status"] == "done").all(), table
     out = sio.load_volume(table["path"].iloc[0]).data
@@ -207,12 +207,12 @@ def test_the_lone_studies_predict_with_an_imported_model_onto_the_studys_grid(tm
     import nibabel as nib
     import pandas as pd
 
-    from synth7t import io as sio
-    from synth7t import lone_studies
+    from synth7t.data import io as sio
+    from synth7t.studies import lone
     from synth7t import preprocess as pp
     from test_import_model import _phantom, _templates
 
-    from synth7t import import_model as im
+    from synth7t.released import importer as im
 
     model = tmp_path / "imported"
     im.import_model(DATA / "small-nodiag.pt", DATA / "small-nodiag_params.txt", model,
@@ -225,9 +225,9 @@ def test_the_lone_studies_predict_with_an_imported_model_onto_the_studys_grid(tm
     demo = pd.DataFrame({"key": ["sub-01"], "age": [70.0], "sex": ["F"], "diagnosis": ["CN"], "mask": [str(mask)]})
     config = pp.make_config("quick", qc_figure=False, mask_backend="given")
     with pytest.raises(ValueError, match="pass the study's preprocessing config"):
-        lone_studies.predict_lone(model, {"sub-01": rec}, demo, tmp_path / "p0", name="imp", device="cpu")
+        lone.predict_lone(model, {"sub-01": rec}, demo, tmp_path / "p0", name="imp", device="cpu")
     # force: a phantom, not a brain, which the content checks rightly refuse
-    table = lone_studies.predict_lone(model, {"sub-01": rec}, demo, tmp_path / "pred", name="imp", device="cpu",
+    table = lone.predict_lone(model, {"sub-01": rec}, demo, tmp_path / "pred", name="imp", device="cpu",
                                       progress=False, config=config, force=True)
     assert (table["status"] == "done").all(), table
     out = sio.load_volume(table["path"].iloc[0])
@@ -244,7 +244,7 @@ def test_a_lone_study_aligns_onto_the_grid_its_models_were_trained_on(tmp_path):
     """One place reads a lone grid (the model folder's): the study's config takes it; a U-Net and a V-Net of one grid
     share it (the U-Net's divisor), models of different grids are refused."""
     import batch_data as bd
-    from synth7t import lone_studies
+    from synth7t.studies import lone
     from synth7t import preprocess as pp
 
     derivatives = tmp_path / "derivatives"
@@ -256,14 +256,14 @@ def test_a_lone_study_aligns_onto_the_grid_its_models_were_trained_on(tmp_path):
     meta = json.loads((unet / "model.json").read_text())
     (vnet / "model.json").write_text(json.dumps({**meta, "model_config": get_model_config("vnet-demo").to_dict()}))
     (vnet / "generator.safetensors").write_bytes(b"")
-    cfg = lone_studies.lone_config(derivatives, {"unet": unet, "vnet": vnet}, mask_backend="given")
+    cfg = lone.lone_config(derivatives, {"unet": unet, "vnet": vnet}, mask_backend="given")
     assert (cfg.target_spacing, tuple(cfg.grid_inplane), cfg.grid_divisor) == (bd.MODEL_SPACING, bd.MODEL_INPLANE, 4)
     assert cfg.mask_backend == "given"
-    assert lone_studies.lone_config(derivatives).target_spacing == 1.0  # no model: the paired run's grid
+    assert lone.lone_config(derivatives).target_spacing == 1.0  # no model: the paired run's grid
     (vnet / "model.json").write_text(json.dumps({**meta, "input": {**meta["input"], "spacing_mm": 0.7},
                                                   "model_config": get_model_config("vnet-demo").to_dict()}))
     with pytest.raises(ValueError, match="trained on different grids"):
-        lone_studies.lone_config(derivatives, {"unet": unet, "vnet": vnet})
+        lone.lone_config(derivatives, {"unet": unet, "vnet": vnet})
 
 
 def test_the_alignment_uses_the_process_threads_unless_reproducible(monkeypatch):

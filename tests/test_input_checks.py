@@ -9,10 +9,10 @@ import warnings
 import numpy as np
 import pytest
 
-from synth7t import io as sio
+from synth7t.data import io as sio
 from synth7t.preprocess import InputCheckConfig, InputRefused, InputWarning, preprocess_lone_3t
 from synth7t.preprocess import input_checks as ic
-from synth7t.templates import template_sources
+from synth7t.data.templates import template_sources
 
 
 @pytest.fixture(scope="module")

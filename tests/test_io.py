@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from synth7t import io as sio
+from synth7t.data import io as sio
 from conftest import write_nifti
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synth7t import layout
-from synth7t.layout import LayoutError
+from synth7t.data import layout
+from synth7t.data.layout import LayoutError
 from conftest import make_layout, write_nifti
 
 
@@ -146,7 +146,7 @@ def test_split_from_dataset_and_cli(tiny_layout, capsys):
 
 
 def test_is_simulated_reads_the_demo_marker(tmp_path, coarse_cohort):
-    assert layout.is_simulated(coarse_cohort.root)  # what synth7t.demo writes
+    assert layout.is_simulated(coarse_cohort.root)  # what synth7t.simulate.demo writes
     assert not layout.is_simulated(tmp_path)  # no description
     real = {"Name": "BioFINDER-2 3T/7T", "BIDSVersion": "1.9"}
     (tmp_path / "dataset_description.json").write_text(json.dumps(real))

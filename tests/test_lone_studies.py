@@ -11,15 +11,18 @@ import pytest
 
 from conftest import COARSE
 
-from synth7t import demo, demo_lone, layout, lone_studies, stats
-from synth7t import paper as synth7t_paper
-from synth7t import io as sio
+from synth7t.simulate import demo
+from synth7t.simulate import lone as lone_sets
+from synth7t.data import layout
+from synth7t.studies import lone, stats
+from synth7t.studies import paper as synth7t_paper
+from synth7t.data import io as sio
 
 
 @pytest.fixture(scope="module")
 def amygdala_set(tmp_path_factory):
     root = tmp_path_factory.mktemp("amygdala") / "set"
-    parts = demo_lone.generate_amygdala_set(root, 2, seed=5, config=demo.DemoConfig(**COARSE), progress=False)
+    parts = lone_sets.generate_amygdala_set(root, 2, seed=5, config=demo.DemoConfig(**COARSE), progress=False)
     return root, parts
 
 
@@ -31,8 +34,8 @@ def test_amygdala_set_has_lone_3t_and_labelled_references_on_the_finer_grid(amyg
     for key in parts["participant_id"]:
         t3 = sio.read_nifti(root / key / "anat" / f"{key}_acq-3T_T1w.nii.gz")
         assert np.allclose(np.linalg.norm(t3.affine[:3, :3], axis=0), cfg.voxel_3t)  # the 3T's own grid
-        ref = sio.load_volume(root / demo_lone.REFERENCE_DIR / f"{key}_T1w.nii.gz")
-        lab = sio.load_volume(root / demo_lone.REFERENCE_DIR / f"{key}_dseg.nii.gz", dtype=None)
+        ref = sio.load_volume(root / lone_sets.REFERENCE_DIR / f"{key}_T1w.nii.gz")
+        lab = sio.load_volume(root / lone_sets.REFERENCE_DIR / f"{key}_dseg.nii.gz", dtype=None)
         # the paper's 0.5 x 1 x 0.5 mm, scaled like the 7T grid (0.7 mm -> voxel_7t)
         assert np.allclose(np.linalg.norm(ref.affine[:3, :3], axis=0), np.array([0.5, 1.0, 0.5]) * cfg.voxel_7t / 0.7,
                            atol=1e-3)
@@ -46,25 +49,25 @@ def test_amygdala_set_has_lone_3t_and_labelled_references_on_the_finer_grid(amyg
         assert side["Simulated"] is True
     # a rerun reuses the finished subjects
     stamp = (root / "sub-101" / "anat" / "sub-101_acq-3T_T1w.nii.gz").stat().st_mtime_ns
-    demo_lone.generate_amygdala_set(root, 2, seed=5, config=cfg, progress=False)
+    lone_sets.generate_amygdala_set(root, 2, seed=5, config=cfg, progress=False)
     assert (root / "sub-101" / "anat" / "sub-101_acq-3T_T1w.nii.gz").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match=">= 2"):
-        demo_lone.generate_amygdala_set(root, 1, config=cfg, progress=False)
+        lone_sets.generate_amygdala_set(root, 1, config=cfg, progress=False)
 
 
 def test_lone_cohort_rescans_keep_the_paired_participants_ids(tmp_path):
     cfg = demo.DemoConfig(**COARSE)
-    parts = demo_lone.generate_lone_cohort(tmp_path / "lone", 2, seed=4, config=cfg, rescans=[1, 3], paired_seed=3,
+    parts = lone_sets.generate_lone_cohort(tmp_path / "lone", 2, seed=4, config=cfg, rescans=[1, 3], paired_seed=3,
                                            progress=False)
     assert list(parts["participant_id"]) == ["sub-001", "sub-003", "sub-201", "sub-202"]
     paired = demo.draw_subject(3, 1, cfg)
     row = parts.set_index("participant_id").loc["sub-001"]
     assert (row["age"], row["sex"], row["diagnosis"]) == (paired.age, paired.sex, paired.diagnosis)
-    table = lone_studies.lone_inputs(tmp_path / "lone")
+    table = lone.lone_inputs(tmp_path / "lone")
     assert list(table["key"]) == ["sub-001", "sub-003", "sub-201", "sub-202"]
     assert table["mask"].str.endswith("_acq-3T_desc-brain_mask.nii.gz").all()
     with pytest.raises(ValueError, match="repeat a participant"):
-        demo_lone.generate_lone_cohort(tmp_path / "x", 0, config=cfg, rescans=[1, 1], progress=False)
+        lone_sets.generate_lone_cohort(tmp_path / "x", 0, config=cfg, rescans=[1, 1], progress=False)
 
 
 def test_model_building_participants_are_excluded_and_test_participants_kept():
@@ -89,30 +92,30 @@ def test_lone_inputs_need_every_participant_in_the_table(tmp_path):
     pd.DataFrame({"participant_id": ["sub-01"], "age": [70], "sex": ["F"], "diagnosis": ["CN"]}).to_csv(
         tmp_path / "participants.tsv", sep="\t", index=False)
     with pytest.raises(ValueError, match="sub-02"):
-        lone_studies.lone_inputs(tmp_path)
+        lone.lone_inputs(tmp_path)
     with pytest.raises(ValueError, match="no 3T image"):
-        lone_studies.lone_inputs(tmp_path / "sub-01" / "anat", pattern="*_acq-7T_*")
+        lone.lone_inputs(tmp_path / "sub-01" / "anat", pattern="*_acq-7T_*")
 
 
 def test_the_amygdala_design_end_to_end(amygdala_set, preprocessed_cohort, tmp_path):
     """Lone 3T -> generalised affine onto the model grid -> prediction -> one affine to the reference per subject
     -> Dice of the segmentations against the reference labels; paired tests BH-adjusted over the paper's family."""
     from synth7t import preprocess as pp
-    from synth7t import slices, train
-    from synth7t.train_config import make_train_config
+    from synth7t.training import slices, trainer
+    from synth7t.training.config import make_train_config
 
     root, parts = amygdala_set
     derivatives, ds, split_file = preprocessed_cohort
     cfg = pp.make_config("quick", target_spacing=1.6, grid_inplane=(128, 96), n4_3t=False, qc_figure=False,
                          mask_backend="given")  # the simulated sets carry ground-truth 3T masks, as the cohort does
-    inputs = lone_studies.lone_inputs(root)
-    status = lone_studies.preprocess_lone_batch(inputs, tmp_path / "aligned", config=cfg,
+    inputs = lone.lone_inputs(root)
+    status = lone.preprocess_lone_batch(inputs, tmp_path / "aligned", config=cfg,
                                                 generalised=pp.estimate_generalised_affine(derivatives),
                                                 progress=False)
     assert (status["status"] == "done").all(), status
-    records = lone_studies.lone_records(tmp_path / "aligned")
+    records = lone.lone_records(tmp_path / "aligned")
     assert sorted(records) == ["sub-101", "sub-102"]
-    again = lone_studies.preprocess_lone_batch(inputs, tmp_path / "aligned", config=cfg,
+    again = lone.preprocess_lone_batch(inputs, tmp_path / "aligned", config=cfg,
                                                generalised=pp.estimate_generalised_affine(derivatives), progress=False)
     assert (again["status"] == "skipped").all()
 
@@ -120,25 +123,25 @@ def test_the_amygdala_design_end_to_end(amygdala_set, preprocessed_cohort, tmp_p
     run = tmp_path / "run"
     tcfg = make_train_config("demo-cpu", epochs=1, batch_size=4, samples_per_epoch=8, crop=[64, 64], val_slices=4,
                              lambda_perc=0.0, num_workers=0, device="cpu", seed=0)
-    train.Trainer(tcfg, cache, run, progress=False).fit()
-    pred = lone_studies.predict_lone(run / "model", records, inputs, tmp_path / "pred", name="unet", device="cpu",
+    trainer.Trainer(tcfg, cache, run, progress=False).fit()
+    pred = lone.predict_lone(run / "model", records, inputs, tmp_path / "pred", name="unet", device="cpu",
                                      progress=False)
     assert (pred["status"] == "done").all(), pred
     # two 1-thread worker processes (the demo's chapter 08 on 2 cores): the same volumes, to float noise
-    par = lone_studies.predict_lone(run / "model", records, inputs, tmp_path / "pred2", name="unet", device="cpu",
+    par = lone.predict_lone(run / "model", records, inputs, tmp_path / "pred2", name="unet", device="cpu",
                                     progress=False, n_jobs=2)
     assert list(par["key"]) == list(pred["key"]) and (par["status"] == "done").all(), par
     for a, b in zip(pred["path"], par["path"]):
         va, vb = sio.load_volume(a), sio.load_volume(b)
         assert np.allclose(va.affine, vb.affine) and np.abs(va.data - vb.data).max() < 1e-4
     with pytest.raises(ValueError, match="n_jobs"):
-        lone_studies.predict_lone(run / "model", records, inputs, tmp_path / "pred3", name="unet", n_jobs=0)
-    images = lone_studies.lone_images(records, {"unet": tmp_path / "pred"})
+        lone.predict_lone(run / "model", records, inputs, tmp_path / "pred3", name="unet", n_jobs=0)
+    images = lone.lone_images(records, {"unet": tmp_path / "pred"})
     assert sorted(images["image_type"].unique()) == ["3T", "unet"] and len(images) == 4
 
-    refs = {k: (root / demo_lone.REFERENCE_DIR / f"{k}_T1w.nii.gz", root / demo_lone.REFERENCE_DIR / f"{k}_dseg.nii.gz")
+    refs = {k: (root / lone_sets.REFERENCE_DIR / f"{k}_T1w.nii.gz", root / lone_sets.REFERENCE_DIR / f"{k}_dseg.nii.gz")
             for k in records}
-    moved = lone_studies.align_to_references(images, refs, tmp_path / "ref", progress=False)
+    moved = lone.align_to_references(images, refs, tmp_path / "ref", progress=False)
     for r in moved.itertuples():
         v = sio.load_volume(r.path)
         assert v.data.shape == sio.load_volume(refs[r.key][0]).data.shape
@@ -149,7 +152,7 @@ def test_the_amygdala_design_end_to_end(amygdala_set, preprocessed_cohort, tmp_p
     # Dice against the reference: the reference labels themselves as a segmentation score 1
     seg_paths = {("sub-101", "3T"): refs["sub-101"][1], ("sub-102", "3T"): refs["sub-102"][1]}
     structures = {"Left-Amygdala": (18,), "Right-Amygdala": (54,)}
-    dice = lone_studies.reference_study_dice(seg_paths, refs, structures)
+    dice = lone.reference_study_dice(seg_paths, refs, structures)
     assert np.allclose(dice["dice"], 1.0) and len(dice) == 4
 
 
@@ -164,16 +167,16 @@ def test_per_side_tests_are_the_secondary_table():
             for t, gain in (("3T", 0.0), ("U-Net", 0.005), ("GAN U-Net", 0.02)):
                 rows.append({"key": f"s{k}", "structure": s, "image_type": t, "dice": 0.8 + gain + rng.normal(0, 0.01)})
     df = pd.DataFrame(rows)
-    tests = lone_studies.amygdala_tests(df, design="per_side")
-    assert len(tests) == 4 and set(tests["structure"]) == set(lone_studies.AMYGDALA_SIDES)  # 2 sides x 2 types
+    tests = lone.amygdala_tests(df, design="per_side")
+    assert len(tests) == 4 and set(tests["structure"]) == set(lone.AMYGDALA_SIDES)  # 2 sides x 2 types
     np.testing.assert_allclose(tests["p_bh"], multipletests(tests["p"], method="fdr_bh")[1])
-    wider = lone_studies.amygdala_tests(df, design="per_side", structures=[*lone_studies.AMYGDALA_SIDES,
+    wider = lone.amygdala_tests(df, design="per_side", structures=[*lone.AMYGDALA_SIDES,
                                                                            "Left-Hippocampus"])
     assert len(wider) == 6 and not np.allclose(wider["p_bh"].iloc[:4], tests["p_bh"])
     with pytest.raises(ValueError, match="design must be 'paper'"):
-        lone_studies.amygdala_tests(df, design="per-side")
+        lone.amygdala_tests(df, design="per-side")
     with pytest.raises(ValueError, match="holds no Dice of"):
-        lone_studies.amygdala_tests(df, structures=["Left-Amygdala", "Right-Hippocampus"])
+        lone.amygdala_tests(df, structures=["Left-Amygdala", "Right-Hippocampus"])
 
 
 def _standardised(z: np.ndarray) -> np.ndarray:
@@ -206,7 +209,7 @@ def test_the_papers_design_reproduces_its_t_and_p_from_its_summary_numbers():
     paper's gains into the paper's printed t, gains and BH p-values. Each side as a pair (n = 40), one side only, or
     a BH family of two (no U-Net vs GAN U-Net test) gives other numbers."""
     df = papers_amygdala_dice()
-    tests = lone_studies.amygdala_tests(df, order=["U-Net", "GAN U-Net"])
+    tests = lone.amygdala_tests(df, order=["U-Net", "GAN U-Net"])
     assert [(r.image_type, r.baseline) for r in tests.itertuples()] == [
         ("U-Net", "3T"), ("GAN U-Net", "3T"), ("GAN U-Net", "U-Net")]
     t = tests.set_index(["image_type", "baseline"])
@@ -220,9 +223,9 @@ def test_the_papers_design_reproduces_its_t_and_p_from_its_summary_numbers():
     # the paper's checks of its own numbers agree with this design
     assert synth7t_paper.amygdala_t_check().query("n == 20")["fits"].all()
     # what the other designs would have printed
-    per_side = lone_studies.amygdala_tests(df, design="per_side", order=["U-Net", "GAN U-Net"])
+    per_side = lone.amygdala_tests(df, design="per_side", order=["U-Net", "GAN U-Net"])
     assert (per_side["n"] == 20).all() and not np.isclose(per_side["t"], 4.56, atol=0.005).any()
-    left = lone_studies.amygdala_tests(df, structures=["Left-Amygdala"], order=["U-Net", "GAN U-Net"])
+    left = lone.amygdala_tests(df, structures=["Left-Amygdala"], order=["U-Net", "GAN U-Net"])
     assert round(left.set_index(["image_type", "baseline"]).loc[("GAN U-Net", "3T"), "t"], 2) != 4.56
     two = stats.paired_tests(df.groupby(["key", "image_type"], as_index=False)["dice"].mean(), value="dice",
                              condition="image_type", subject="key", baseline="3T").set_index("image_type")

@@ -1,4 +1,4 @@
-"""Tests of synth7t.losses and the perceptual backbones of synth7t.models.backbones."""
+"""Tests of synth7t.training.losses and the perceptual backbones of synth7t.models.backbones."""
 
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from synth7t.losses import (GeneratorLoss, LPIPSLoss, PerceptualLoss, build_perceptual_loss,
-                            calibrate_perceptual_weight, critic_loss, generator_adversarial_loss, gradient_penalty,
-                            l1_loss)
-from synth7t import train_config as tconf
-from synth7t.losses import ADVERSARIAL_OBJECTIVES, PERCEPTUAL_NETWORKS
+from synth7t.training.losses import (GeneratorLoss, LPIPSLoss, PerceptualLoss, build_perceptual_loss,
+    calibrate_perceptual_weight, critic_loss, generator_adversarial_loss, gradient_penalty, l1_loss)
+from synth7t.training import config as tconf
+from synth7t.training.losses import ADVERSARIAL_OBJECTIVES, PERCEPTUAL_NETWORKS
 from synth7t.models import DiscriminatorConfig, UNetConfig, build_discriminator, build_model, make_context
 from synth7t.models.backbones import (EfficientNetLite0Features, ResNet50Features, efficientnet_lite0_weights_path,
-                                      load_efficientnet_lite0, load_radimagenet_resnet50, load_state_dict_file)
+    load_efficientnet_lite0, load_radimagenet_resnet50, load_state_dict_file)
 
 
 @pytest.fixture(scope="module")

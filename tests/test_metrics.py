@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from synth7t import metrics
+from synth7t.evaluation import metrics
 
 
 def test_psnr_by_hand():
@@ -106,7 +106,7 @@ def test_slice_indices_expand_inclusive_ranges():
 def test_margins_over_the_3t_subject_by_subject():
     import pandas as pd
 
-    from synth7t.metrics import margins_over
+    from synth7t.evaluation.metrics import margins_over
 
     t = pd.DataFrame({"key": ["a", "b", "a", "b", "a", "b"], "image_type": ["3T", "3T", "M", "M", "N", "N"],
                       "psnr": [20.0, 22.0, 21.0, 22.5, 19.0, 23.0], "ssim": [0.9, 0.8, 0.91, 0.79, 0.95, 0.85]})

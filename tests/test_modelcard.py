@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from synth7t import modelcard
+from synth7t.training import modelcard
 from synth7t.models import get_model_config
-from synth7t.train_config import make_train_config
+from synth7t.training.config import make_train_config
 
 GRID = {"spacing_mm": 0.7, "grid_inplane": [288, 224]}
 VALIDATION = [

@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from synth7t.models import (DISCRIMINATOR_PRESETS, MODEL_PRESETS, ConditionalUNet, DiscriminatorConfig,
-                            GicquelUNetConfig, UNetConfig, VNetConfig, WATNetConfig, build_discriminator, build_model,
-                            config_from_dict, get_discriminator_config, get_model_config, make_context,
-                            slice_location)
+    GicquelUNetConfig, UNetConfig, VNetConfig, WATNetConfig, build_discriminator, build_model, config_from_dict,
+    get_discriminator_config, get_model_config, make_context, slice_location)
 from synth7t.models.blocks import AdaDM, AttentionBlock, ResBlock, sinusoidal_positional_encoding
 from synth7t.models.facts import default_fact_presets, facts_table, model_facts
 from synth7t.models.watnet import _haar_filters, haar_dwt, haar_pyramid

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from synth7t import io as sio
+from synth7t.data import io as sio
 from synth7t.inference import ood
-from synth7t.templates import template_sources
+from synth7t.data.templates import template_sources
 
 SPACING = 2.0
 

@@ -1,11 +1,11 @@
-"""The paper's reported numbers beside a run's tables (synth7t.paper)."""
+"""The paper's reported numbers beside a run's tables (synth7t.studies.paper)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from synth7t import paper
+from synth7t.studies import paper
 
 
 @pytest.fixture(autouse=True)

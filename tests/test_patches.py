@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from synth7t import inference, patches, slices, train
-from synth7t import train_config as tconf
+from synth7t import inference
+from synth7t.training import patches, slices, trainer
+from synth7t.training import config as tconf
 from synth7t.models import VNetConfig, WATNetConfig, build_model
 
 
@@ -240,13 +241,13 @@ def test_volume_prediction_by_window_puts_every_voxel_back_in_place():
 def test_baseline_batches_split_over_ranks_and_carry_the_mask(cache, tmp_path):
     """A rank's share of a global batch of patches is the matching rows of one process's batch (torchrun)."""
     cfg = tconf.make_train_config("demo-cpu-watnet", batch_size=6, samples_per_epoch=24, val_slices=2, epochs=1)
-    one = train.Trainer(cfg, cache.root, tmp_path / "one", progress=False, resume=False)
+    one = trainer.Trainer(cfg, cache.root, tmp_path / "one", progress=False, resume=False)
     assert isinstance(one.train_ds, patches.PatchDataset) and not set(one.train_ds.keys) & set(one.val_keys)
     full = one._batch(0, 1)
     assert full["x"].shape == (6, 3, 32, 32) and full["mask"].shape == (6, 1, 32, 32)
-    t = train.Trainer(cfg, cache.root, tmp_path / "ranks", progress=False, resume=False)
+    t = trainer.Trainer(cfg, cache.root, tmp_path / "ranks", progress=False, resume=False)
     t.world = 3
-    t.rank_batch, t.micro_batch = train.split_batch(6, 3)
+    t.rank_batch, t.micro_batch = trainer.split_batch(6, 3)
     for r in range(3):
         t.rank = r
         share = t._batch(0, 1)

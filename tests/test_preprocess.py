@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-from synth7t import io as sio
+from synth7t.data import io as sio
 from synth7t import preprocess as pp
-from synth7t.layout import Subject, discover
+from synth7t.data.layout import Subject, discover
 
 from conftest import COARSE
 
@@ -415,7 +415,7 @@ def test_notebook_smoke_run(tmp_path):
     import nbformat
     import papermill as pm
 
-    from synth7t import demo
+    from synth7t.simulate import demo
 
     data = tmp_path / "data"
     demo.generate_cohort(data, 2, seed=0, config=demo.DemoConfig(**COARSE), n_jobs=1, progress=False)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synth7t import rating, stats
+from synth7t.studies import rating, stats
 
 VARIANTS = ["3T", "7T", "U-Net", "GAN U-Net", "V-Net", "WATNet"]
 
@@ -73,7 +73,7 @@ def test_raters_writing_at_the_same_time_lose_nothing(session):
     """Two processes store 5 queries x 2 criteria each as fast as they can into one answers.sqlite."""
     code = textwrap.dedent(f"""
         import sys
-        from synth7t.rating import RatingStore
+        from synth7t.studies.rating import RatingStore
         s = RatingStore({str(session.dir)!r})
         for q in range(5):
             s.record_query(sys.argv[1], q, {{"looks_best": list("ABCDEF"), "most_detailed": list("FEDCBA")}})
@@ -87,7 +87,7 @@ def test_raters_writing_at_the_same_time_lose_nothing(session):
 def test_answers_survive_a_crash_between_answers(session):
     code = textwrap.dedent(f"""
         import os
-        from synth7t.rating import RatingStore
+        from synth7t.studies.rating import RatingStore
         s = RatingStore({str(session.dir)!r})
         s.record("crash", 0, "looks_best", list("ABCDEF"))
         s.record("crash", 0, "most_detailed", list("FEDCBA"))

@@ -33,7 +33,7 @@ import pytest
 
 from conftest import require_browser
 
-from synth7t import rating
+from synth7t.studies import rating
 from synth7t.workflow import book
 
 CRITERIA = list(rating.CRITERIA)

@@ -1,4 +1,4 @@
-"""Registered raters and their secret links (synth7t.rating.raters), without a browser: what the session stores, who
+"""Registered raters and their secret links (synth7t.studies.rating.raters), without a browser: what the session stores, who
 the server admits, how long a client that keeps trying wrong links waits (across a restart), the app kernel's own
 check, the check inside every answer's transaction, the analysis reading registered raters only, and the commands.
 The same refusals through a real server and Chromium are in test_rating_app.py."""
@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from synth7t import rating
+from synth7t.studies import rating
 from synth7t.cli import main
-from synth7t.rating import app as rater_app
-from synth7t.rating import raters
+from synth7t.studies.rating import app as rater_app
+from synth7t.studies.rating import raters
 
 ORDER = {"looks_best": list("ABC"), "most_detailed": list("CBA")}
 
@@ -101,7 +101,7 @@ def test_repeated_wrong_links_wait_longer_each_time_even_after_a_restart(session
     waiting = rating.admit(session, "ab", ab, "10.9.9.9", now=last + 0.5)
     assert waiting.status == 429 and waiting.retry_after == pytest.approx(2 - 0.5)
     # ...and still after a restart: a new process on the same session (the count is in answers.sqlite)
-    code = ("import sys; from synth7t import rating; "
+    code = ("import sys; from synth7t.studies import rating; "
             "print(rating.admit(sys.argv[1], 'ab', sys.argv[2], '10.9.9.9', now=float(sys.argv[3])).status)")
     restarted = subprocess.run([sys.executable, "-c", code, str(session.dir), ab, str(last + 1.9)],
                                capture_output=True, text=True, check=True)

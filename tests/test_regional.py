@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-from synth7t import regional
+from synth7t.evaluation import regional
 
 
 @pytest.fixture(autouse=True)

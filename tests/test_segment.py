@@ -15,8 +15,10 @@ import pandas as pd
 import pytest
 
 import synth7t
-from synth7t import cli, demo, metrics
-from synth7t import io as sio
+from synth7t import cli
+from synth7t.simulate import demo
+from synth7t.evaluation import metrics
+from synth7t.data import io as sio
 from synth7t import segment as sg
 
 from conftest import write_nifti

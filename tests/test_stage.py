@@ -62,7 +62,8 @@ def test_stage_folder_tables_figures_and_outputs(tmp_path, capsys):
 
 
 def test_derivatives_banner_notice_and_caption(tmp_path, capsys, coarse_cohort):
-    from synth7t import demo, preprocess
+    from synth7t.simulate import demo
+    from synth7t import preprocess
 
     s = st.Stage(tmp_path, "r", "04_evaluate")
     assert s.derivatives("data/x") == preprocess.derivatives_dir("data/x")

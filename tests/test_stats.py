@@ -1,4 +1,4 @@
-"""Statistics and figures of the rating study (synth7t.stats): summaries, ANOVA and post-hoc tables."""
+"""Statistics and figures of the rating study (synth7t.studies.stats): summaries, ANOVA and post-hoc tables."""
 
 import matplotlib
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synth7t import stats
+from synth7t.studies import stats
 
 
 @pytest.fixture(autouse=True)

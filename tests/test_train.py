@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from synth7t import slices, train
-from synth7t import train_config as tconf
+from synth7t.training import slices, trainer
+from synth7t.training import config as tconf
 
 
 def _cfg(**kw):
@@ -85,7 +85,7 @@ def cache(preprocessed_cohort, tmp_path_factory):
 
 def test_short_training_lowers_validation_loss_and_reloads_safely(cache, tmp_path):
     cfg = _cfg(epochs=3, lr_g=2e-3, samples_per_epoch=32)
-    tr = train.Trainer(cfg, cache, tmp_path / "run", progress=False)
+    tr = trainer.Trainer(cfg, cache, tmp_path / "run", progress=False)
     before = tr.validate()
     after = tr.fit()
     assert after["psnr"] > before["psnr"]
@@ -102,9 +102,9 @@ def test_short_training_lowers_validation_loss_and_reloads_safely(cache, tmp_pat
     from synth7t.models import build_model
 
     g = build_model(meta["model_config"])
-    train.load_weights(model_dir / "generator.safetensors", g)
-    ck = train.latest_checkpoint(tmp_path / "run" / "checkpoints")
-    state = train.load_state(ck / "state.pt")  # weights_only=True
+    trainer.load_weights(model_dir / "generator.safetensors", g)
+    ck = trainer.latest_checkpoint(tmp_path / "run" / "checkpoints")
+    state = trainer.load_state(ck / "state.pt")  # weights_only=True
     assert "opt_g" in state and "torch_rng" in state
     log = (tmp_path / "run" / "val_log.csv").read_text().splitlines()
     assert len(log) == 1 + 3 and "psnr_3t" in log[0]
@@ -114,7 +114,7 @@ def test_gan_schedule_critic_steps(cache, tmp_path):
     cfg = tconf.make_train_config("demo-cpu-gan", epochs=2, batch_size=2, samples_per_epoch=12, crop=[64, 64],
                                   lambda_perc=0.0,
                                   n_critic=3, max_steps=0, val_slices=4, ckpt_every=1000, device="cpu")
-    tr = train.Trainer(cfg, cache, tmp_path / "gan", progress=False)
+    tr = trainer.Trainer(cfg, cache, tmp_path / "gan", progress=False)
     nb = tr.batches_per_epoch
     tr.fit()
     # first epoch: one generator step per batch; afterwards one per n_critic batches
@@ -125,11 +125,11 @@ def test_gan_schedule_critic_steps(cache, tmp_path):
 
 KILL_SCRIPT = """
 import os, sys
-from synth7t import train, train_config
+from synth7t.training import trainer, config as train_config
 cfg = train_config.make_train_config("demo-cpu", epochs=2, batch_size=4, samples_per_epoch=16, crop=[64, 64],
                                      val_slices=8, ckpt_every=2, lambda_perc=0.0, perceptual_share=None,
                                      device="cpu", seed=0)
-t = train.Trainer(cfg, sys.argv[1], sys.argv[2], progress=False)
+t = trainer.Trainer(cfg, sys.argv[1], sys.argv[2], progress=False)
 orig = t._train_batch
 def killer(batch):
     out = orig(batch)
@@ -142,13 +142,13 @@ t.fit()
 
 
 def test_kill_and_resume_reaches_the_same_final_state(cache, tmp_path):
-    ref = train.Trainer(_cfg(ckpt_every=2), cache, tmp_path / "ref", progress=False)
+    ref = trainer.Trainer(_cfg(ckpt_every=2), cache, tmp_path / "ref", progress=False)
     ref.fit()
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(cache), str(tmp_path / "killed"), "5"])
     assert proc.returncode == 17
-    ck = train.latest_checkpoint(tmp_path / "killed" / "checkpoints")
+    ck = trainer.latest_checkpoint(tmp_path / "killed" / "checkpoints")
     assert ck is not None and json.loads((ck / "meta.json").read_text())["step"] == 4
-    resumed = train.Trainer(_cfg(ckpt_every=2), cache, tmp_path / "killed", progress=False)
+    resumed = trainer.Trainer(_cfg(ckpt_every=2), cache, tmp_path / "killed", progress=False)
     assert resumed.pos.step == 4
     resumed.fit()
     assert resumed.pos.step == ref.pos.step and resumed.pos.epoch == ref.pos.epoch == 2
@@ -160,7 +160,7 @@ def test_kill_and_resume_reaches_the_same_final_state(cache, tmp_path):
 @pytest.fixture(scope="module")
 def trained_model(cache, tmp_path_factory):
     run = tmp_path_factory.mktemp("model_run")
-    train.Trainer(_cfg(epochs=1, samples_per_epoch=8), cache, run, progress=False).fit()
+    trainer.Trainer(_cfg(epochs=1, samples_per_epoch=8), cache, run, progress=False).fit()
     return run / "model"
 
 
@@ -239,7 +239,8 @@ def test_lone_3t_prediction_uses_the_models_training_grid(trained_model, preproc
     file that synth7t did not write is taken as an input, never overwritten."""
     import nibabel as nib
 
-    from synth7t import inference, io
+    from synth7t import inference
+    from synth7t.data import io
     from synth7t.cli import main
 
     _, ds, _ = preprocessed_cohort
@@ -380,7 +381,7 @@ def test_baseline_presets_follow_the_paper_and_cui_et_al(cache, tmp_path):
                        ({"augment": True}, "crop and augment apply to slice models"),
                        ({"gan": True}, "without a critic"), ({"patch_overlap": 32}, "smaller than the patch size")]:
         with pytest.raises(ValueError, match=match):
-            train.Trainer(tconf.make_train_config("demo-cpu-vnet", **bad), cache, tmp_path / "bad", progress=False)
+            trainer.Trainer(tconf.make_train_config("demo-cpu-vnet", **bad), cache, tmp_path / "bad", progress=False)
 
 
 @pytest.mark.parametrize("preset,name,overrides", [
@@ -391,11 +392,12 @@ def test_baseline_trains_exports_reloads_and_predicts_a_volume(preset, name, ove
                                                               tmp_path):
     import nibabel as nib
 
-    from synth7t import inference, patches
+    from synth7t import inference
+    from synth7t.training import patches
 
     derivatives, ds, _ = preprocessed_cohort
     cfg = tconf.make_train_config(preset, epochs=1, **overrides)
-    tr = train.Trainer(cfg, cache, tmp_path / "run", progress=False)
+    tr = trainer.Trainer(cfg, cache, tmp_path / "run", progress=False)
     assert isinstance(tr.train_ds, patches.PatchDataset)
     assert tr.opt_g.param_groups[0]["weight_decay"] == cfg.weight_decay
     if tr.geometry.spatial_dims == 3:
@@ -407,7 +409,7 @@ def test_baseline_trains_exports_reloads_and_predicts_a_volume(preset, name, ove
     meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
     assert meta["inference"]["patch_overlap"] == 8 and meta["inference"]["blend"] == "gaussian"
     assert meta["inference"]["patch_size"] == tr.geometry.size
-    assert train.Trainer(cfg, cache, tmp_path / "run", progress=False).pos.step == 2  # resumes
+    assert trainer.Trainer(cfg, cache, tmp_path / "run", progress=False).pos.step == 2  # resumes
     vols = slices.SliceCache.open(cache).volumes
     key = sorted(vols.loc[vols["split"] == "test", "key"])[0]  # a held-out subject
     table = inference.predict_subjects(tmp_path / "run" / "model", derivatives, ds, tmp_path / "pred", keys=[key],
@@ -424,8 +426,8 @@ def test_baseline_trains_exports_reloads_and_predicts_a_volume(preset, name, ove
 
 
 def test_multiview_cache_adds_planes_and_samples_mask_artefact_rows(preprocessed_cohort, tmp_path):
-    from synth7t import io as sio
-    from synth7t import views
+    from synth7t.data import io as sio
+    from synth7t.data import planes
 
     derivatives, ds, split_file = preprocessed_cohort
     root = slices.build_cache(derivatives, tmp_path / "cache", ds, split_file=split_file, progress=False)
@@ -440,7 +442,7 @@ def test_multiview_cache_adds_planes_and_samples_mask_artefact_rows(preprocessed
     depth = int(c.volumes["depth"].max())
     for plane, (per, w) in {"coronal": (ny, nx), "sagittal": (nx, ny)}.items():
         t3, t7, idx = c.plane(plane)
-        assert t3.shape == (n_sub * per, views.padded_height(depth), w) and t3.shape[1] % 32 == 0
+        assert t3.shape == (n_sub * per, planes.padded_height(depth), w) and t3.shape[1] % 32 == 0
         assert idx["slice_location"].between(-1, 1).all() and set(idx["plane"]) == {plane}
     # a coronal sample is the 3T volume's coronal slice; the context ends with the plane's code
     vol = c.volumes.iloc[0]
@@ -450,7 +452,7 @@ def test_multiview_cache_adds_planes_and_samples_mask_artefact_rows(preprocessed
     assert (data.height, data.width) == (max(ny, c.plane("sagittal")[0].shape[1]), max(nx, ny))
     i = int(np.flatnonzero((data.index["plane"] == "coronal").to_numpy())[0])
     it, r = data[i], data.index.iloc[i]
-    expected = views.to_plane_stack(t3_vol, "coronal", height=c.plane("coronal")[0].shape[1])[int(r["z"])]
+    expected = planes.to_plane_stack(t3_vol, "coronal", height=c.plane("coronal")[0].shape[1])[int(r["z"])]
     np.testing.assert_array_equal(it["x"][1, :expected.shape[0], :expected.shape[1]].numpy(),
                                   expected.astype(np.float16).astype(np.float32))
     assert it["x"].shape == (3, data.height, data.width) and it["context"].shape == (5,) and it["context"][4] == 1
@@ -473,24 +475,26 @@ def test_multiview_cache_adds_planes_and_samples_mask_artefact_rows(preprocessed
 def test_multiview_training_exports_its_planes_and_predicts_fused_volumes(preprocessed_cohort, tmp_path):
     import nibabel as nib
 
-    from synth7t import inference, views
+    from synth7t import inference
+    from synth7t.data import planes
+    from synth7t.inference import fusion
 
     derivatives, ds, split_file = preprocessed_cohort
     root = slices.build_cache(derivatives, tmp_path / "cache", ds, split_file=split_file, progress=False,
                               planes=["axial", "coronal", "sagittal"])
     cfg = _cfg(epochs=1, samples_per_epoch=8, planes=["axial", "coronal", "sagittal"])
     assert cfg.conditions_on_plane and not _cfg(planes=["axial", "coronal"], plane_condition=False).conditions_on_plane
-    tr = train.Trainer(cfg, root, tmp_path / "run", progress=False)
-    assert tr.model_config.plane_condition and set(tr.train_ds.index["plane"]) == set(views.PLANES)
+    tr = trainer.Trainer(cfg, root, tmp_path / "run", progress=False)
+    assert tr.model_config.plane_condition and set(tr.train_ds.index["plane"]) == set(planes.PLANES)
     metrics = tr.fit()
     assert np.isfinite(metrics["psnr"])
     meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
     assert meta["planes"] == ["axial", "coronal", "sagittal"] and meta["model_config"]["plane_condition"] is True
     # a run cannot resume with another plane condition
     with pytest.raises(ValueError, match="plane condition"):
-        train.Trainer(cfg.replace(plane_condition=False), root, tmp_path / "run", progress=False)
+        trainer.Trainer(cfg.replace(plane_condition=False), root, tmp_path / "run", progress=False)
     with pytest.raises(ValueError, match="applies to the U-Nets only"):
-        train.Trainer(tconf.make_train_config("demo-cpu-vnet", planes=["coronal"]), root, tmp_path / "b",
+        trainer.Trainer(tconf.make_train_config("demo-cpu-vnet", planes=["coronal"]), root, tmp_path / "b",
                       progress=False)
     key = sorted(tr.cache.volumes.loc[tr.cache.volumes["split"] == "test", "key"])[0]
     inp = inference.preprocessed_inputs(derivatives, key)
@@ -498,13 +502,13 @@ def test_multiview_training_exports_its_planes_and_predicts_fused_volumes(prepro
     res = inference.views.predict_multiview(tmp_path / "run" / "model", inp["t3"].data, age=s.age, sex=s.sex,
                                       impaired=s.impaired, mask=inp["mask"], uncertainty=True)
     brain = inp["mask"] > 0
-    assert set(res.views) == set(views.PLANES) and res.prediction.shape == inp["t3"].shape
+    assert set(res.views) == set(planes.PLANES) and res.prediction.shape == inp["t3"].shape
     assert res.prediction[brain].max() > 0 and not res.prediction[~brain].any()
     assert res.uncertainty[brain].mean() > 0 and not res.uncertainty[~brain].any()
     out = tmp_path / f"{key}_acq-mv_space-grid_T1w.nii.gz"
     sio_save = nib.Nifti1Image(res.prediction, inp["t3"].affine, inp["t3"].header)
     nib.save(sio_save, str(out))
-    up = views.write_uncertainty(out, res.uncertainty)
+    up = fusion.write_uncertainty(out, res.uncertainty)
     assert np.allclose(nib.load(str(up)).affine, inp["t3"].affine)
 
 
@@ -514,7 +518,7 @@ def multiview_model(preprocessed_cohort, tmp_path_factory):
     root = tmp_path_factory.mktemp("mv")
     cache = slices.build_cache(derivatives, root / "cache", ds, split_file=split_file, progress=False,
                                planes=["axial", "coronal", "sagittal"])
-    train.Trainer(_cfg(epochs=1, samples_per_epoch=8, planes=["axial", "coronal", "sagittal"]), cache, root / "run",
+    trainer.Trainer(_cfg(epochs=1, samples_per_epoch=8, planes=["axial", "coronal", "sagittal"]), cache, root / "run",
                   progress=False).fit()
     return root / "run" / "model"
 
@@ -523,7 +527,8 @@ def test_predict_subjects_fuses_views_and_writes_the_uncertainty_beside_every_sp
                                                                                    preprocessed_cohort, tmp_path):
     import nibabel as nib
 
-    from synth7t import inference, views
+    from synth7t import inference
+    from synth7t.inference import fusion
 
     derivatives, ds, _ = preprocessed_cohort
     key = [s.key for s in ds][0]
@@ -532,7 +537,7 @@ def test_predict_subjects_fuses_views_and_writes_the_uncertainty_beside_every_sp
     assert list(table["status"]) == ["done"], table
     for space in ("grid", "7T"):
         pred = inference.prediction_path(tmp_path / "p", key, "mv", space)
-        unc = views.uncertainty_path(pred)
+        unc = fusion.uncertainty_path(pred)
         a, b = nib.load(str(pred)), nib.load(str(unc))
         assert b.shape == a.shape and np.allclose(a.affine, b.affine)
         assert np.asarray(b.dataobj).max() > 0
@@ -586,7 +591,7 @@ def test_an_axial_model_refuses_other_views_and_keeps_its_output(trained_model, 
 
 
 def test_predict_cli_views_and_uncertainty(multiview_model, preprocessed_cohort, tmp_path):
-    from synth7t.views import uncertainty_path
+    from synth7t.inference.fusion import uncertainty_path
 
     _, ds, _ = preprocessed_cohort
     s = ds[0]
@@ -612,7 +617,7 @@ def test_learning_rate_schedules_warm_up_and_follow_the_position(cache, tmp_path
     with pytest.raises(ValueError, match="lr_schedule must be one of 'exponential', 'cosine'"):
         _cfg(lr_schedule="linear")
     cfg = _cfg(lr_schedule="cosine", warmup_steps=3, lr_g=1e-3)
-    tr = train.Trainer(cfg, cache, tmp_path / "run", progress=False)
+    tr = trainer.Trainer(cfg, cache, tmp_path / "run", progress=False)
     tr.fit()
     import pandas as pd
 
@@ -626,29 +631,29 @@ def test_learning_rate_schedules_warm_up_and_follow_the_position(cache, tmp_path
 def test_init_from_starts_from_a_models_weights_and_refuses_another_architecture(trained_model, cache, tmp_path):
     from synth7t.models import build_model
 
-    tr = train.Trainer(_cfg(init_from=str(trained_model)), cache, tmp_path / "run", progress=False)
+    tr = trainer.Trainer(_cfg(init_from=str(trained_model)), cache, tmp_path / "run", progress=False)
     meta = json.loads((trained_model / "model.json").read_text())
     ref = build_model(meta["model_config"])
-    train.load_weights(trained_model / "generator.safetensors", ref)
+    trainer.load_weights(trained_model / "generator.safetensors", ref)
     for (k, a), (_, b) in zip(ref.state_dict().items(), tr.generator.state_dict().items()):
         assert torch.equal(a, b), k
     with pytest.raises(ValueError, match="another architecture.*use_diagnosis"):
-        train.Trainer(_cfg(model="demo-cpu-nodiag", init_from=str(trained_model)), cache, tmp_path / "r2",
+        trainer.Trainer(_cfg(model="demo-cpu-nodiag", init_from=str(trained_model)), cache, tmp_path / "r2",
                       progress=False)
     with pytest.raises(ValueError, match="is not a model folder"):
-        train.Trainer(_cfg(init_from=str(tmp_path)), cache, tmp_path / "r3", progress=False)
+        trainer.Trainer(_cfg(init_from=str(tmp_path)), cache, tmp_path / "r3", progress=False)
 
 
 def test_a_model_below_the_identity_says_so_in_its_log_card_and_predict(cache, preprocessed_cohort, tmp_path,
                                                                       capsys):
-    """A model trained for one step is far below copying its input: the trainer warns once at the end, train.log
+    """A model trained for one step is far below copying its input: the trainer warns once at the end, trainer.log
     has a line per validation and the verdict, the card says so, and ``synth7t predict`` says it in one line."""
     from synth7t.cli import main
-    from synth7t.modelcard import BelowIdentityWarning, identity_warning, read_model_card
+    from synth7t.training.modelcard import BelowIdentityWarning, identity_warning, read_model_card
 
     run = tmp_path / "one_step"
     with pytest.warns(BelowIdentityWarning, match="does not beat copying its 3T input"):
-        train.Trainer(_cfg(max_steps=1, global_residual=False), cache, run, progress=False).fit()
+        trainer.Trainer(_cfg(max_steps=1, global_residual=False), cache, run, progress=False).fit()
     log = (run / "train.log").read_text().splitlines()
     assert "NOT above the identity" in log[0] and "does not beat copying its 3T input" in log[-1]
     card = read_model_card(run / "model")
@@ -667,7 +672,7 @@ def test_a_model_below_the_identity_says_so_in_its_log_card_and_predict(cache, p
 
 
 def test_beats_identity_needs_both_scores_above_the_inputs():
-    from synth7t.train_validation import beats_identity
+    from synth7t.training.validation import beats_identity
 
     above = {"psnr": 27.5, "psnr_3t": 26.7, "ssim": 0.970, "ssim_3t": 0.964}
     assert beats_identity(above)
@@ -681,22 +686,22 @@ def test_a_grid_a_unet_cannot_take_is_refused_when_it_is_built(cache):
     """The cache's 128 x 96 slices divide by 32 but not by 64: a U-Net downsampling to 1/64 is refused at build,
     not when a lone scan is predicted; so are crops that do not divide."""
     c = slices.SliceCache.open(cache)
-    train.check_slice_grid(c, ("axial",), 32, [64, 64], "m")
+    slices.check_slice_grid(c, ("axial",), 32, [64, 64], "m")
     with pytest.raises(ValueError, match=r"cannot take the cache's axial slices of 128 x 96.*divide by 64"):
-        train.check_slice_grid(c, ("axial",), 64, None, "m")
+        slices.check_slice_grid(c, ("axial",), 64, None, "m")
     with pytest.raises(ValueError, match=r"crop=\[60, 64\] must divide by 8"):
-        train.check_slice_grid(c, ("axial",), 8, [60, 64], "m")
+        slices.check_slice_grid(c, ("axial",), 8, [60, 64], "m")
 
 
 def test_the_models_table_says_how_long_each_trained_and_from_where(trained_model, cache, tmp_path):
-    from synth7t import model_summary
+    from synth7t.training import summary
 
-    tr = train.Trainer(_cfg(init_from=str(trained_model), max_steps=2), cache,
+    tr = trainer.Trainer(_cfg(init_from=str(trained_model), max_steps=2), cache,
                        tmp_path / "02_train" / "gan-unet-nodiag", progress=False)
     tr.fit()
-    runs = model_summary.run_models(tmp_path / "02_train")
+    runs = summary.run_models(tmp_path / "02_train")
     assert list(runs) == ["gan-unet-nodiag"]
-    table = model_summary.trained_models({**runs, "unet": trained_model})
+    table = summary.trained_models({**runs, "unet": trained_model})
     first, second = table.iloc[0], table.iloc[1]
     assert first["image type"] == "GAN U-Net nodiag" and first["steps"] == 2
     assert first["started from"] == trained_model.parent.name  # the run it started from
@@ -704,23 +709,24 @@ def test_the_models_table_says_how_long_each_trained_and_from_where(trained_mode
     assert first["output"] == "3T + residual" and first["on"].startswith("cpu") and first["minutes"] >= 0
     assert first["beats identity"] in (True, False) and first["val PSNR gain"] is not None
     with pytest.raises(ValueError, match="no model card"):
-        model_summary.trained_models({"x": tmp_path})
+        summary.trained_models({"x": tmp_path})
 
 
 def test_the_gallery_of_bad_inputs_gets_its_intended_outcomes(trained_model, preprocessed_cohort, tmp_path):
-    """Copies of the held-out subject's 3T made wrong in the ways users' scans are (synth7t.demo_gallery), through
+    """Copies of the held-out subject's 3T made wrong in the ways users' scans are (synth7t.simulate.gallery), through
     predict_file: each refused, warned or predicted as intended, and the held-out scan itself scores below every
     case meant to warn."""
-    from synth7t import demo_gallery, layout
+    from synth7t.simulate import gallery
+    from synth7t.data import layout
 
     _, ds, split_file = preprocessed_cohort
     split = layout.read_split(split_file)
     held = [s for s in ds if s.participant_id in set(split.loc[split["split"] == "test", "participant_id"])]
     s = held[0]
-    inputs = demo_gallery.gallery_inputs(s.t3, s.t3_mask, tmp_path / "in", t7=s.t7, t7_mask=s.t7_mask)
+    inputs = gallery.gallery_inputs(s.t3, s.t3_mask, tmp_path / "in", t7=s.t7, t7_mask=s.t7_mask)
     own = pd.DataFrame([{"case": f"held out {h.key}", "expect": "predicted", "what": "a held-out 3T",
                          "path": str(h.t3), "mask": str(h.t3_mask)} for h in held])
-    table = demo_gallery.run_gallery(pd.concat([own, inputs], ignore_index=True), trained_model, tmp_path / "out",
+    table = gallery.run_gallery(pd.concat([own, inputs], ignore_index=True), trained_model, tmp_path / "out",
                                      age=s.age, sex=s.sex, impaired=s.impaired, device="cpu")
     print(table[["case", "expect", "outcome", "score", "checks"]].to_string())
     assert table["ok"].all(), table[["case", "expect", "outcome", "score", "checks", "reason"]].to_string()

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from synth7t import training_limits as tl
+from synth7t.training import limits as tl
 
 
 def test_each_variant_changes_one_setting_of_the_profiles_training():

@@ -11,7 +11,11 @@ import torch
 
 from conftest import design_results
 
-from synth7t import inference, multiview_design, views
+from synth7t import inference
+from synth7t.evaluation import multiview_design
+from synth7t.data import planes
+from synth7t.evaluation import slicing
+from synth7t.inference import fusion
 from synth7t.models import build_model, get_model_config, make_context
 
 SHAPE = (11, 14, 9)  # (X, Y, Z): odd, unequal sides, so that a wrong transposition cannot pass
@@ -28,7 +32,7 @@ def vol():
 @pytest.mark.parametrize("plane, expected", [("axial", (9, 14, 11)), ("coronal", (14, 9, 11)),
                                              ("sagittal", (11, 9, 14))])
 def test_plane_stacks_have_the_documented_layout(vol, plane, expected):
-    s = views.to_plane_stack(vol, plane)
+    s = planes.to_plane_stack(vol, plane)
     assert s.shape == expected
     # slice k of a plane is the grid's slice k along that plane's axis, as (H, W)
     k = 3
@@ -38,43 +42,43 @@ def test_plane_stacks_have_the_documented_layout(vol, plane, expected):
 
 @pytest.mark.parametrize("pad", [1, 4, 32])
 def test_round_trip_through_every_plane_is_exact(vol, pad):
-    for plane in views.PLANES:
-        stack = views.to_plane_stack(vol, plane, pad_multiple=pad)
+    for plane in planes.PLANES:
+        stack = planes.to_plane_stack(vol, plane, pad_multiple=pad)
         if plane != "axial":
-            assert stack.shape[1] == views.padded_height(SHAPE[2], pad) and not stack[:, SHAPE[2]:].any()
-        np.testing.assert_array_equal(views.from_plane_stack(stack, plane, SHAPE), vol)
+            assert stack.shape[1] == planes.padded_height(SHAPE[2], pad) and not stack[:, SHAPE[2]:].any()
+        np.testing.assert_array_equal(planes.from_plane_stack(stack, plane, SHAPE), vol)
     # axial <-> coronal <-> sagittal, every ordered pair, exactly
-    for a, b in itertools.permutations(views.PLANES, 2):
-        sa = views.to_plane_stack(vol, a, pad_multiple=pad)
-        sb = views.reslice(sa, a, b, SHAPE, pad_multiple=pad)
-        np.testing.assert_array_equal(sb, views.to_plane_stack(vol, b, pad_multiple=pad))
-        np.testing.assert_array_equal(views.reslice(sb, b, a, SHAPE, pad_multiple=pad), sa)
+    for a, b in itertools.permutations(planes.PLANES, 2):
+        sa = planes.to_plane_stack(vol, a, pad_multiple=pad)
+        sb = planes.reslice(sa, a, b, SHAPE, pad_multiple=pad)
+        np.testing.assert_array_equal(sb, planes.to_plane_stack(vol, b, pad_multiple=pad))
+        np.testing.assert_array_equal(planes.reslice(sb, b, a, SHAPE, pad_multiple=pad), sa)
 
 
 def test_reslicing_rejects_bad_input(vol):
     with pytest.raises(ValueError, match="unknown plane 'oblique'.*axial, coronal, sagittal"):
-        views.to_plane_stack(vol, "oblique")
+        planes.to_plane_stack(vol, "oblique")
     with pytest.raises(ValueError, match="3D grid volume"):
-        views.to_plane_stack(vol[0], "axial")
+        planes.to_plane_stack(vol[0], "axial")
     with pytest.raises(ValueError, match="smaller than the grid's depth"):
-        views.to_plane_stack(vol, "coronal", height=5)
+        planes.to_plane_stack(vol, "coronal", height=5)
     with pytest.raises(ValueError, match="coronal stack of a .* has shape"):
-        views.from_plane_stack(views.to_plane_stack(vol, "coronal"), "coronal", (11, 13, 9))
+        planes.from_plane_stack(planes.to_plane_stack(vol, "coronal"), "coronal", (11, 13, 9))
     with pytest.raises(ValueError, match="pad_multiple"):
-        views.padded_height(9, 0)
-    assert views.check_planes("a, c,sagittal") == ("axial", "coronal", "sagittal")
+        planes.padded_height(9, 0)
+    assert planes.check_planes("a, c,sagittal") == ("axial", "coronal", "sagittal")
     with pytest.raises(ValueError, match="listed twice"):
-        views.check_planes(["axial", "a"])
+        planes.check_planes(["axial", "a"])
 
 
 def test_brain_range_per_plane():
     m = np.zeros(SHAPE, bool)
     m[2:7, 4:12, 1:8] = True
-    assert views.brain_range(m, "sagittal") == (2, 6)
-    assert views.brain_range(m, "coronal") == (4, 11)
-    assert views.brain_range(m, "axial") == (1, 7)
+    assert planes.brain_range(m, "sagittal") == (2, 6)
+    assert planes.brain_range(m, "coronal") == (4, 11)
+    assert planes.brain_range(m, "axial") == (1, 7)
     with pytest.raises(ValueError, match="empty"):
-        views.brain_range(np.zeros(SHAPE), "axial")
+        planes.brain_range(np.zeros(SHAPE), "axial")
 
 
 # ----------------------------------------------------------------------------------------------- fusion
@@ -83,56 +87,56 @@ def test_brain_range_per_plane():
 def test_fusion_mean_median_weighted_and_learned_weights(vol):
     a, b, c = vol, vol * 0.5, vol * 0.5 + 0.4
     v = {"axial": a, "coronal": b, "sagittal": c}
-    np.testing.assert_allclose(views.fuse_views(v, "mean"), (a + b + c) / 3, rtol=1e-6)
-    np.testing.assert_allclose(views.fuse_views(v, "median"), np.median([a, b, c], axis=0), rtol=1e-6)
-    np.testing.assert_allclose(views.fuse_views(v, "weighted", weights={"axial": 3, "coronal": 1, "sagittal": 0}),
+    np.testing.assert_allclose(fusion.fuse_views(v, "mean"), (a + b + c) / 3, rtol=1e-6)
+    np.testing.assert_allclose(fusion.fuse_views(v, "median"), np.median([a, b, c], axis=0), rtol=1e-6)
+    np.testing.assert_allclose(fusion.fuse_views(v, "weighted", weights={"axial": 3, "coronal": 1, "sagittal": 0}),
                                0.75 * a + 0.25 * b, rtol=1e-6)
     mask = vol > 0.5
-    assert not views.fuse_views(v, mask=mask)[~mask].any()
+    assert not fusion.fuse_views(v, mask=mask)[~mask].any()
     # the learned fusion recovers the weights that made the target
     rng = np.random.default_rng(1)
-    subjects = [{p: rng.random(SHAPE) for p in views.PLANES} for _ in range(2)]
+    subjects = [{p: rng.random(SHAPE) for p in planes.PLANES} for _ in range(2)]
     targets = [0.6 * s["axial"] + 0.4 * s["sagittal"] for s in subjects]
-    w = views.fit_fusion_weights(subjects, targets, [np.ones(SHAPE)] * 2)
+    w = fusion.fit_fusion_weights(subjects, targets, [np.ones(SHAPE)] * 2)
     assert w == pytest.approx({"axial": 0.6, "coronal": 0.0, "sagittal": 0.4}, abs=1e-6)
     with pytest.raises(ValueError, match="unknown fusion 'max'"):
-        views.fuse_views(v, "max")
+        fusion.fuse_views(v, "max")
     with pytest.raises(ValueError, match="needs weights"):
-        views.fuse_views(v, "weighted")
+        fusion.fuse_views(v, "weighted")
     with pytest.raises(ValueError, match="non-negative"):
-        views.fuse_views([a, b], "weighted", weights=[1, -1])
+        fusion.fuse_views([a, b], "weighted", weights=[1, -1])
     with pytest.raises(ValueError, match="one shape"):
-        views.fuse_views([a, a[:-1]])
+        fusion.fuse_views([a, a[:-1]])
 
 
 def test_uncertainty_is_the_spread_of_the_members(vol):
     members = [vol, vol + 0.1, vol - 0.1]
-    u = views.view_uncertainty(members)
+    u = fusion.view_uncertainty(members)
     np.testing.assert_allclose(u, np.full(SHAPE, np.std([0, 0.1, -0.1])), atol=1e-6)
-    assert not views.view_uncertainty([vol, vol]).any()
+    assert not fusion.view_uncertainty([vol, vol]).any()
     with pytest.raises(ValueError, match="at least two"):
-        views.view_uncertainty([vol])
+        fusion.view_uncertainty([vol])
 
 
 def test_uncertainty_writer_puts_the_map_beside_the_prediction_on_its_grid(tmp_path, vol):
-    from synth7t import io as sio
+    from synth7t.data import io as sio
 
     aff = np.diag([0.7, 0.7, 0.7, 1.0])
     aff[:3, 3] = [-10, 5, 3]
     pred = tmp_path / "sub-01_acq-unet_space-grid_T1w.nii.gz"
     sio.save_volume(pred, vol, aff, dtype=np.float32)
-    out = views.write_uncertainty(pred, vol * 0.1)
+    out = fusion.write_uncertainty(pred, vol * 0.1)
     assert out == tmp_path / "sub-01_acq-unet_space-grid_T1w_uncertainty.nii.gz"
     a, b = nib.load(str(pred)), nib.load(str(out))
     np.testing.assert_allclose(b.affine, a.affine)
     assert b.header.get_zooms() == a.header.get_zooms() and b.shape == a.shape
     assert b.header["descrip"].item().decode().startswith("synth7t uncertainty")
     np.testing.assert_allclose(b.get_fdata(), vol * 0.1, rtol=1e-6)
-    assert views.uncertainty_path(tmp_path / "x.nii") == tmp_path / "x_uncertainty.nii"
+    assert fusion.uncertainty_path(tmp_path / "x.nii") == tmp_path / "x_uncertainty.nii"
     with pytest.raises(ValueError, match="differs from the prediction"):
-        views.write_uncertainty(pred, vol[:, :, :3])
+        fusion.write_uncertainty(pred, vol[:, :, :3])
     with pytest.raises(ValueError, match=".nii"):
-        views.uncertainty_path("x.mgz")
+        fusion.uncertainty_path("x.mgz")
 
 
 # ----------------------------------------------------------------------------------------------- measures
@@ -143,11 +147,11 @@ def test_second_difference_energy_by_hand():
     v[1, 2, :] = [0, 1, 4, 9]  # quadratic along Z: second difference 2 everywhere
     m = np.zeros(v.shape, bool)
     m[1, 2, :] = True
-    assert views.second_difference_energy(v, 2, m) == pytest.approx(4.0)
+    assert slicing.second_difference_energy(v, 2, m) == pytest.approx(4.0)
     with pytest.raises(ValueError, match="no run of three"):
-        views.second_difference_energy(v, 0, m)
+        slicing.second_difference_energy(v, 0, m)
     with pytest.raises(ValueError, match="axis"):
-        views.second_difference_energy(v, 3)
+        slicing.second_difference_energy(v, 3)
 
 
 def test_through_plane_ratios_see_slice_jitter_and_not_blur():
@@ -156,17 +160,17 @@ def test_through_plane_ratios_see_slice_jitter_and_not_blur():
     rng = np.random.default_rng(0)
     ref = gaussian_filter(rng.random((40, 40, 40)), 1.5)
     mask = np.ones(ref.shape, bool)
-    same = views.through_plane_ratios(ref, ref, mask)
+    same = slicing.through_plane_ratios(ref, ref, mask)
     assert same == pytest.approx({"axial": 1.0, "coronal": 1.0, "sagittal": 1.0})
-    assert views.artefact_index(same) == pytest.approx(1.0)
+    assert slicing.artefact_index(same) == pytest.approx(1.0)
     # an offset per axial slice (independent slice-by-slice predictions): only the axial ratio rises
     jitter = ref + rng.normal(0, 0.02, ref.shape[2])[None, None, :]
-    r = views.through_plane_ratios(jitter, ref, mask)
+    r = slicing.through_plane_ratios(jitter, ref, mask)
     assert r["axial"] > 1.5 and r["coronal"] == pytest.approx(1.0) and r["sagittal"] == pytest.approx(1.0)
-    assert views.artefact_index(r) == pytest.approx(r["axial"])
+    assert slicing.artefact_index(r) == pytest.approx(r["axial"])
     # isotropic blur lowers every ratio alike: a small index
-    blur = views.through_plane_ratios(gaussian_filter(ref, 1.0), ref, mask)
-    assert all(v < 0.5 for v in blur.values()) and views.artefact_index(blur) < 1.2
+    blur = slicing.through_plane_ratios(gaussian_filter(ref, 1.0), ref, mask)
+    assert all(v < 0.5 for v in blur.values()) and slicing.artefact_index(blur) < 1.2
 
 
 def test_uncertainty_calibration_ranks_and_bins():
@@ -176,19 +180,19 @@ def test_uncertainty_calibration_ranks_and_bins():
     pred = ref + u * rng.choice([-1, 1], ref.shape)  # the error is the uncertainty
     mask = np.ones(ref.shape, bool)
     mask[0] = False
-    rho, table = views.uncertainty_calibration(u, pred, ref, mask)
+    rho, table = slicing.uncertainty_calibration(u, pred, ref, mask)
     assert rho == pytest.approx(1.0, abs=1e-6)
     assert list(table["bin"]) == list(range(1, 11)) and table["n_voxels"].sum() == mask.sum()
     assert table["abs_error"].is_monotonic_increasing and table["u_max"].is_monotonic_increasing
-    rho0, _ = views.uncertainty_calibration(rng.random(ref.shape), pred, ref, mask, n_bins=4)
+    rho0, _ = slicing.uncertainty_calibration(rng.random(ref.shape), pred, ref, mask, n_bins=4)
     assert abs(rho0) < 0.05
     # regional: means over 2-voxel cubes wholly inside the mask (the first X plane is out: the cubes of X 0..1 too)
-    rho_b, cubes = views.uncertainty_calibration(u, pred, ref, mask, n_bins=4, block=2)
+    rho_b, cubes = slicing.uncertainty_calibration(u, pred, ref, mask, n_bins=4, block=2)
     assert cubes["n_voxels"].sum() == 9 * 10 * 10 and rho_b == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(ValueError, match="block"):
-        views.uncertainty_calibration(u, pred, ref, mask, block=0)
+        slicing.uncertainty_calibration(u, pred, ref, mask, block=0)
     with pytest.raises(ValueError, match="n_bins"):
-        views.uncertainty_calibration(u, pred, ref, mask, n_bins=1)
+        slicing.uncertainty_calibration(u, pred, ref, mask, n_bins=1)
 
 
 # ----------------------------------------------------------------------------------------------- prediction
@@ -216,15 +220,15 @@ def test_predict_plane_matches_the_network_applied_to_the_planes_slices(mv_model
     mask[2:9, 3:12, 1:8] = True
     t3 = np.random.default_rng(2).random(shape).astype(np.float32) * mask
     out = inference.views.predict_plane(g, t3, plane, age=70, sex="F", impaired=None, mask=mask)
-    stack = views.to_plane_stack(t3, plane, pad_multiple=4)  # demo-cpu downsamples twice
-    b, t = views.brain_range(mask, plane)
+    stack = planes.to_plane_stack(t3, plane, pad_multiple=4)  # demo-cpu downsamples twice
+    b, t = planes.brain_range(mask, plane)
     manual = np.zeros_like(stack)
     with torch.no_grad():
         for k in range(stack.shape[0]):
             rows = np.clip(np.arange(k - 1, k + 2), 0, stack.shape[0] - 1)
             ctx = make_context(70, "F", None, (2 * k - (t + b)) / (t - b), plane=plane)
             manual[k] = g(torch.from_numpy(stack[rows])[None], ctx)[0, 0].clamp(0, 1).numpy()
-    expected = views.from_plane_stack(manual, plane, shape) * mask
+    expected = planes.from_plane_stack(manual, plane, shape) * mask
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
@@ -233,9 +237,9 @@ def test_predict_multiview_fuses_views_with_uncertainty_and_flips(mv_model, vol)
     t3 = vol * mask
     kw = dict(age=70, sex="F", impaired=None, mask=mask)
     res = inference.views.predict_multiview(mv_model, t3, uncertainty=True, **kw)
-    assert set(res.views) == set(views.PLANES) and res.n_members == 3
-    np.testing.assert_allclose(res.prediction, views.fuse_views(res.views, "mean", mask=mask), atol=1e-6)
-    np.testing.assert_allclose(res.uncertainty, views.view_uncertainty(list(res.views.values()), mask=mask),
+    assert set(res.views) == set(planes.PLANES) and res.n_members == 3
+    np.testing.assert_allclose(res.prediction, fusion.fuse_views(res.views, "mean", mask=mask), atol=1e-6)
+    np.testing.assert_allclose(res.uncertainty, fusion.view_uncertainty(list(res.views.values()), mask=mask),
                                atol=1e-6)
     assert res.uncertainty[mask].max() > 0 and not res.uncertainty[~mask].any()
     med = inference.views.predict_multiview(mv_model, t3, views="a,c,s", fusion="median", **kw)
@@ -260,7 +264,7 @@ def test_an_axial_model_predicts_as_before_and_refuses_other_planes():
     mask[2:9, 3:12, 1:8] = True
     t3 = np.random.default_rng(3).random(mask.shape).astype(np.float32) * mask
     res = inference.views.predict_multiview((g, old_meta), t3, age=70, sex="F", impaired=None, mask=mask)
-    b, t = views.brain_range(mask, "axial")
+    b, t = planes.brain_range(mask, "axial")
     np.testing.assert_array_equal(res.prediction, predict_volume(g, t3, age=70, sex="F", impaired=None, bottom=b,
                                                                   top=t, mask=mask))
     with pytest.raises(ValueError, match="no model learned coronal slices"):
@@ -275,21 +279,21 @@ def test_figures_of_the_multiview_sections(vol):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from synth7t import viz_views
+    from synth7t.plots import multiview
 
     vols = {"3T": vol, "fused": vol * 0.9, "7T": vol}
-    fig = viz_views.plot_plane_closeups(vols, (5, 7, 4), 6)
+    fig = multiview.plot_plane_closeups(vols, (5, 7, 4), 6)
     assert len(fig.axes) == 6 and [a.get_ylabel() for a in fig.axes[::3]] == ["coronal", "sagittal"]
     assert fig.axes[0].images[0].get_array().shape == (6, 6)  # coronal crop: (Z, X) around the voxel
     with pytest.raises(ValueError, match="unknown plane"):
-        viz_views.plot_plane_closeups(vols, (5, 7, 4), 6, planes=["oblique"])
-    fig2 = viz_views.plot_uncertainty_vs_error(vol, vol * 0.9, vol * 0.05, (5, 7, 4), mask=vol > 0.2)
+        multiview.plot_plane_closeups(vols, (5, 7, 4), 6, planes=["oblique"])
+    fig2 = multiview.plot_uncertainty_vs_error(vol, vol * 0.9, vol * 0.05, (5, 7, 4), mask=vol > 0.2)
     assert len(fig2.axes) >= 6
-    rho, cal = views.uncertainty_calibration(vol * 0.05, vol * 0.9, vol, vol > 0.2)
-    fig3 = viz_views.plot_calibration(cal.assign(key="s1", image_type="fused"), rho={"fused": rho})
+    rho, cal = slicing.uncertainty_calibration(vol * 0.05, vol * 0.9, vol, vol > 0.2)
+    fig3 = multiview.plot_calibration(cal.assign(key="s1", image_type="fused"), rho={"fused": rho})
     assert "rho" in fig3.axes[0].get_legend().get_texts()[0].get_text()
     tp = pd.DataFrame([{"key": "s1", "image_type": "fused", "tp_axial": 1.1, "tp_coronal": 0.9, "tp_sagittal": 1.0}])
-    fig4 = viz_views.plot_through_plane(tp)
+    fig4 = multiview.plot_through_plane(tp)
     assert len(fig4.axes[0].patches) == 3
     plt.close("all")
 
@@ -301,7 +305,7 @@ def test_prediction_jobs_of_notebook_03(mv_model):
     jobs = inference.views.prediction_jobs(["unet", "unet-mv"], {"unet-mv-axial": {"model": "unet-mv", "views": ["a"]}},
                                      metas, uncertainty=True)
     assert jobs["unet"] == {"model": "unet", "views": None, "uncertainty": False, "flips": False}
-    assert jobs["unet-mv"] == {"model": "unet-mv", "views": list(views.PLANES), "uncertainty": True, "flips": False}
+    assert jobs["unet-mv"] == {"model": "unet-mv", "views": list(planes.PLANES), "uncertainty": True, "flips": False}
     # one view: no uncertainty map unless flips give it a second member
     assert jobs["unet-mv-axial"]["views"] == ["axial"] and not jobs["unet-mv-axial"]["uncertainty"]
     assert inference.views.prediction_jobs([], {"v": {"model": "unet-mv", "views": ["c"]}}, metas, uncertainty=True,

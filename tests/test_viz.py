@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synth7t import viz
+from synth7t.plots import figures
 
 
 @pytest.fixture(autouse=True)
@@ -34,32 +34,32 @@ def _img(shape=(20, 24, 18), zoom=1.0, axcodes="RAS"):
 def test_orthoslices_pick_the_same_world_point_across_orientations():
     ras, lia = _img(), _img(axcodes="LIA")
     p = [9.0, 11.0, 8.0]
-    a, b = viz.orthoslices(ras, p), viz.orthoslices(lia, p)
-    for plane in viz.PLANES:
+    a, b = figures.orthoslices(ras, p), figures.orthoslices(lia, p)
+    for plane in figures.PLANES:
         np.testing.assert_array_equal(a[plane][0], b[plane][0])
         assert a[plane][1] == b[plane][1]
 
 
 def test_plot_planes_returns_a_figure_with_a_row_per_image():
-    fig = viz.plot_planes({"a": _img(), "b": _img(zoom=0.7)}, labels=nib.Nifti1Image(
+    fig = figures.plot_planes({"a": _img(), "b": _img(zoom=0.7)}, labels=nib.Nifti1Image(
         (np.asarray(_img().dataobj) * 17).astype(np.uint8), np.eye(4)), title="t")
     assert len(fig.axes) == 9
-    rgba = viz.label_rgb(np.array([[0, 17], [53, 999]]))
+    rgba = figures.label_rgb(np.array([[0, 17], [53, 999]]))
     assert rgba[0, 0, 3] == 0 and rgba[0, 1, 3] == 1 and np.allclose(rgba[0, 1], rgba[1, 0])
 
 
 def test_artefact_and_volume_plots():
-    fig = viz.plot_artefact_slices(_img(), [(2, 4)])
+    fig = figures.plot_artefact_slices(_img(), [(2, 4)])
     assert fig.axes[0].patches  # the shaded band
     table = pd.DataFrame({"diagnosis": ["CN", "AD", "CN"], "v": [3.0, 2.0, 3.5]})
-    fig = viz.plot_volumes_by_group(table, ["v"])
+    fig = figures.plot_volumes_by_group(table, ["v"])
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["CN", "AD"]
 
 
 def test_slice_viewer_syncs_volumes_and_controls():
     a, b = _img(), _img()
     b = nib.Nifti1Image(np.asarray(b.dataobj) * 2, b.affine)
-    v = viz.SliceViewer({"3T": a, "7T": b}, labels=nib.Nifti1Image(np.asarray(a.dataobj).astype(np.uint8), a.affine))
+    v = figures.SliceViewer({"3T": a, "7T": b}, labels=nib.Nifti1Image(np.asarray(a.dataobj).astype(np.uint8), a.affine))
     panel = v.widget
     ctl = v._controls
     ctl["sliders"][2].value = 5
@@ -73,7 +73,7 @@ def test_slice_viewer_syncs_volumes_and_controls():
     assert len(fig.axes) == 3
     assert panel is v.widget
     try:
-        viz.SliceViewer({"a": _img(), "b": _img(shape=(10, 10, 10))})
+        figures.SliceViewer({"a": _img(), "b": _img(shape=(10, 10, 10))})
     except ValueError as e:
         assert "share one grid" in str(e)
     else:
@@ -81,7 +81,7 @@ def test_slice_viewer_syncs_volumes_and_controls():
 
 
 def test_training_monitor_redraws_from_the_trainers_log_rows():
-    mon = viz.TrainingMonitor(every=10, live=False)
+    mon = figures.TrainingMonitor(every=10, live=False)
     for step in range(1, 26):
         mon("train", {"step": step, "epoch": 0, "total": 1.0 / step})
     assert mon.n_draws == 2  # after rows 10 and 20
@@ -100,18 +100,18 @@ def test_training_monitor_redraws_from_the_trainers_log_rows():
     with pytest.raises(ValueError, match="'train' or 'val'"):
         mon("test", {})
     with pytest.raises(ValueError, match="every"):
-        viz.TrainingMonitor(every=0, live=False)
+        figures.TrainingMonitor(every=0, live=False)
 
 
 def test_plot_validation_draws_model_and_3t_per_metric():
     val = pd.DataFrame({"step": [10, 20], "psnr": [20.0, 22.0], "psnr_3t": [18.0, 18.0], "ssim": [0.8, 0.85],
                         "ssim_3t": [0.7, 0.7]})
-    fig = viz.plot_validation(val)
+    fig = figures.plot_validation(val)
     assert [ax.get_title() for ax in fig.axes] == ["PSNR", "SSIM"]
     assert list(fig.axes[1].get_lines()[0].get_ydata()) == [0.8, 0.85]
     assert list(fig.axes[1].get_lines()[1].get_ydata()) == [0.7, 0.7]
     with pytest.raises(ValueError, match="ssim_3t"):
-        viz.plot_validation(val.drop(columns="ssim_3t"))
+        figures.plot_validation(val.drop(columns="ssim_3t"))
 
 
 def _volumes():
@@ -124,43 +124,43 @@ def _volumes():
 def test_mask_centre_and_prediction_errors():
     vols = _volumes()
     ref = vols["7T"]
-    assert list(viz.mask_centre(ref > 0)) == [5, 6, 4]  # centre of [2, 9) x [3, 10) x [2, 7)
-    assert list(viz.mask_centre(np.zeros((4, 6, 8), bool))) == [2, 3, 4]
-    fig = viz.plot_prediction_errors({"7T": vols["7T"], "U-Net": vols["U-Net"], "3T": vols["3T"]}, title="t")
+    assert list(figures.mask_centre(ref > 0)) == [5, 6, 4]  # centre of [2, 9) x [3, 10) x [2, 7)
+    assert list(figures.mask_centre(np.zeros((4, 6, 8), bool))) == [2, 3, 4]
+    fig = figures.plot_prediction_errors({"7T": vols["7T"], "U-Net": vols["U-Net"], "3T": vols["3T"]}, title="t")
     axes = np.array(fig.axes).reshape(3, 3)
     assert [ax.get_title() for ax in axes[0]] == ["3T", "U-Net", "7T"]  # 3T, the models, 7T
     err = axes[2, 0].get_images()[0].get_array()
     np.testing.assert_allclose(err, (np.abs(vols["3T"] - ref) * (ref > 0))[:, :, 4].T)
     np.testing.assert_array_equal(axes[1, 2].get_images()[0].get_array(), ref[:, 6, :].T)
     with pytest.raises(ValueError, match="reference"):
-        viz.plot_prediction_errors({"3T": ref})
+        figures.plot_prediction_errors({"3T": ref})
     with pytest.raises(ValueError, match="one grid"):
-        viz.plot_prediction_errors({"3T": ref[:-1], "7T": ref})
+        figures.plot_prediction_errors({"3T": ref[:-1], "7T": ref})
 
 
 def test_score_boxes_closeups_and_profiles():
     table = pd.DataFrame({"image_type": ["3T", "3T", "U-Net", "U-Net", "7T"], "psnr": [20.0, 21.0, 23.0, 24.0, np.nan],
                           "ssim": [0.8, 0.81, 0.9, 0.91, np.nan]})
-    fig = viz.plot_score_boxes(table, {"psnr": "PSNR (dB)", "ssim": "SSIM"}, order=["3T", "U-Net"])
+    fig = figures.plot_score_boxes(table, {"psnr": "PSNR (dB)", "ssim": "SSIM"}, order=["3T", "U-Net"])
     assert [ax.get_title() for ax in fig.axes] == ["PSNR (dB)", "SSIM"]
     dots = fig.axes[0].collections[0].get_offsets()
     assert sorted(np.asarray(dots)[:, 1]) == [20.0, 21.0, 23.0, 24.0]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["3T", "U-Net"]
     with pytest.raises(ValueError, match="mean_dice"):
-        viz.plot_score_boxes(table, {"mean_dice": "Dice"}, order=["3T"])
+        figures.plot_score_boxes(table, {"mean_dice": "Dice"}, order=["3T"])
 
     vols = _volumes()
-    fig = viz.plot_closeups(vols, (5, 6, 4), 4)
+    fig = figures.plot_closeups(vols, (5, 6, 4), 4)
     axes = np.array(fig.axes).reshape(2, 3)
     np.testing.assert_array_equal(axes[0, 2].get_images()[0].get_array(), vols["7T"][3:7, 4:8, 4].T)
     np.testing.assert_array_equal(axes[1, 0].get_images()[0].get_array(), vols["3T"][3:7, 6, 2:6].T)
     with pytest.raises(ValueError, match="size"):
-        viz.plot_closeups(vols, (5, 6, 4), 1)
+        figures.plot_closeups(vols, (5, 6, 4), 1)
 
-    fig = viz.plot_3t_vs_7t(vols, (5, 6, 4))
+    fig = figures.plot_3t_vs_7t(vols, (5, 6, 4))
     assert len(fig.axes) == 5 and fig.axes[1].get_title() == "7T axial"
     profiles = {line.get_label(): line.get_ydata() for line in fig.axes[4].get_lines()}
     assert list(profiles) == ["3T", "U-Net", "7T"]
     np.testing.assert_array_equal(profiles["U-Net"], vols["U-Net"][:, 6, 4])
     with pytest.raises(ValueError, match="7T"):
-        viz.plot_3t_vs_7t({"3T": vols["3T"]}, (5, 6, 4))
+        figures.plot_3t_vs_7t({"3T": vols["3T"]}, (5, 6, 4))

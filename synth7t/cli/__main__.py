@@ -2,6 +2,6 @@
 
 import sys
 
-from synth7t.cli import main
+from . import main
 
 sys.exit(main())

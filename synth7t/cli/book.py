@@ -9,7 +9,7 @@ import time
 
 def run(args: argparse.Namespace) -> int:
     """Build the book of ``--root``, print its chapters and front page; exit status 1 when the browser check fails."""
-    from synth7t.workflow.book import book_root, build_book, chapter_status, check_in_browser, notebook_pages
+    from ..workflow.book import book_root, build_book, chapter_status, check_in_browser, notebook_pages
 
     root = book_root(args.root, need=("_config.yml", "_toc.yml"))
     t0 = time.perf_counter()

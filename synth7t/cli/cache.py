@@ -9,9 +9,9 @@ from pathlib import Path
 
 def run(args: argparse.Namespace) -> int:
     """Build (or reuse, or extend by the planes it lacks) the cache of the dataset's preprocessed pairs."""
-    from synth7t.layout import SPLIT_FILE, discover
-    from synth7t.preprocess import derivatives_dir
-    from synth7t.slices import build_cache
+    from ..data.layout import SPLIT_FILE, discover
+    from ..preprocess import derivatives_dir
+    from ..training.slices import build_cache
 
     ds = discover(args.data_dir)
     split = Path(args.split) if args.split else Path(args.data_dir) / SPLIT_FILE
@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``cache``."""
     p = subparsers.add_parser(
         "cache", help="build the slice cache that `synth7t train` reads, from preprocessed pairs",
-        description="Write the 2.5D slice cache of a dataset's preprocessed pairs (synth7t.slices.build_cache): "
+        description="Write the 2.5D slice cache of a dataset's preprocessed pairs (synth7t.training.slices.build_cache): "
                     "every slice of each subject's 3T and 7T on the training grid, with the subject's demographics "
                     "and train/test label from split.tsv (test subjects are never trained on). A cache built from "
                     "the same records is reused; planes it lacks are added.")

@@ -88,14 +88,14 @@ def make_executor(args, *, output_dir, n_jobs: int = 1, threads: int = 1, progre
         progress: progress bars.
 
     Returns:
-        A :class:`synth7t.batch.LocalExecutor` or a :class:`synth7t.cluster.SlurmExecutor`.
+        A :class:`synth7t.runtime.batch.LocalExecutor` or a :class:`synth7t.runtime.cluster.SlurmExecutor`.
 
     Raises:
         ValueError: ``--no-wait`` without a cluster executor, a malformed ``--shard`` or ``--slurm-option``.
     """
     from pathlib import Path
 
-    from synth7t.batch import LocalExecutor, parse_shard
+    from ..runtime.batch import LocalExecutor, parse_shard
 
     shard = parse_shard(args.shard)
     if args.executor == "local":
@@ -103,7 +103,7 @@ def make_executor(args, *, output_dir, n_jobs: int = 1, threads: int = 1, progre
             raise ValueError("--no-wait applies to --executor slurm (or submitit-local): local workers end with the "
                              "command")
         return LocalExecutor(n_jobs, threads, shard=shard)
-    from synth7t.cluster import SlurmExecutor
+    from ..runtime.cluster import SlurmExecutor
 
     return SlurmExecutor(
         folder=Path(args.slurm_folder) if args.slurm_folder else Path(output_dir) / "slurm_logs",

@@ -8,7 +8,7 @@ import time
 
 def run(args: argparse.Namespace) -> int:
     """Generate the cohort, print what it holds and the simulation notice."""
-    from synth7t.demo import SIMULATION_NOTICE, generate_cohort
+    from ..simulate.demo import SIMULATION_NOTICE, generate_cohort
 
     t0 = time.perf_counter()
     ds = generate_cohort(args.data_dir, args.n_subjects, args.seed, n_jobs=args.jobs, overwrite=args.overwrite)

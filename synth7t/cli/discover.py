@@ -7,7 +7,7 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     """Discover the dataset (one clear message per problem) and print its summary."""
-    from synth7t.layout import discover
+    from ..data.layout import discover
 
     ds = discover(args.data_dir, require_7t=not args.allow_lone_3t)
     print(ds.describe())

@@ -7,7 +7,7 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     """Import, then say in one line what was written and what was dropped."""
-    from synth7t.import_model import import_model
+    from ..released.importer import import_model
 
     try:
         out, dropped = import_model(args.checkpoint, args.params, args.output, templates=args.templates,

@@ -7,7 +7,7 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     """Print one row per preset (every preset when none is named)."""
-    from synth7t.models.facts import facts_table
+    from ..models.facts import facts_table
 
     table = facts_table(args.preset or None, height=args.height, width=args.width, patch=args.patch)
     print(table.to_string(index=False))
@@ -16,8 +16,8 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``model-facts`` (its help lists the generator and critic presets)."""
-    from synth7t.models import DISCRIMINATOR_PRESETS, MODEL_PRESETS
-    from synth7t.models.facts import DISCRIMINATOR_PREFIX
+    from ..models import DISCRIMINATOR_PRESETS, MODEL_PRESETS
+    from ..models.facts import DISCRIMINATOR_PREFIX
 
     p = subparsers.add_parser(
         "model-facts", help="parameters and forward GFLOP of model presets (meta device, no weights)",

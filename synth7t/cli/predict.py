@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from synth7t import io as sio
-from synth7t.cli.common import add_executor_options, make_executor, report_batch
+from ..data import io as sio
+from .common import add_executor_options, make_executor, report_batch
 
 
 def _views(text: str) -> list:
     """``--views a,c,s``: checked plane names (an unknown one is an argparse error naming the known ones)."""
-    from synth7t.views import check_planes
+    from ..data.planes import check_planes
 
     try:
         return list(check_planes(text, "--views"))
@@ -73,7 +73,7 @@ def _options(args: argparse.Namespace) -> dict:
     """What every input shares: alignment, preprocessing preset, outputs, device (for ``predict_file``)."""
     generalised = None
     if args.method == "generalised":
-        from synth7t.preprocess import estimate_generalised_affine
+        from ..preprocess import estimate_generalised_affine
 
         generalised = estimate_generalised_affine(args.generalised_from)
     return dict(method=args.method, generalised=generalised, preprocess_preset=args.preset, native=args.native,
@@ -91,12 +91,12 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import warnings
 
-    from synth7t.modelcard import ModelCardWarning, model_card_warnings
+    from ..training.modelcard import ModelCardWarning, model_card_warnings
 
     check_arguments(args)
     for _, note in model_card_warnings(args.model) if Path(args.model).exists() else ():
         print(f"synth7t predict: {note}", file=sys.stderr)
-    from synth7t.preprocess import InputWarning
+    from ..preprocess import InputWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ModelCardWarning)  # said once above
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_single(args: argparse.Namespace) -> int:
     """``-o``: one input, one output; any failure is one error line."""
-    from synth7t import inference
+    from .. import inference
 
     t3, out = Path(args.inputs[0]), Path(args.output)
     sio.read_nifti(t3)  # a bad input is named before the model is loaded
@@ -122,7 +122,7 @@ def run_single(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         print(f"{out} exists: skipped (--overwrite to redo)")
         return 0
-    from synth7t.layout import read_participants
+    from ..data.layout import read_participants
 
     model = inference.Predictor.from_folder(args.model, args.device)
     check_demographics(args)
@@ -144,15 +144,15 @@ def run_single(args: argparse.Namespace) -> int:
 
 def run_batch(args: argparse.Namespace) -> int:
     """``--output-dir``: every input, resumable; failures are rows of ``predictions.tsv``."""
-    from synth7t import inference
+    from .. import inference
 
     check_demographics(args)
     inputs = inference.expand_inputs(args.inputs)
     if args.mask and len(inputs) > 1:
         raise ValueError(f"--mask is the brain mask of one input, but {len(inputs)} inputs were given")
-    from synth7t.batch import cores_per_worker
-    from synth7t import inference
-    from synth7t.inference.batch import distributed_context
+    from ..runtime.batch import cores_per_worker
+    from .. import inference
+    from ..inference.batch import distributed_context
 
     if args.n_jobs < 1:
         raise ValueError(f"--n-jobs must be >= 1, got {args.n_jobs}")

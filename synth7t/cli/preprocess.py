@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from synth7t.cli.common import add_executor_options, make_executor, parse_key_values, report_batch
+from .common import add_executor_options, make_executor, parse_key_values, report_batch
 
 
 def run(args: argparse.Namespace) -> int:
     """Preprocess every (or the chosen) subject; exit status 1 when any failed (its row says why)."""
-    from synth7t.preprocess import derivatives_dir, make_config, preprocess_dataset
+    from ..preprocess import derivatives_dir, make_config, preprocess_dataset
 
     overrides = parse_key_values(args.set)
     if args.fast:
         if "threads_per_job" in overrides:
             raise ValueError("--fast sets threads_per_job (the CPUs divided by --jobs); give one or the other")
-        from synth7t.batch import cores_per_worker
+        from ..runtime.batch import cores_per_worker
 
         overrides["threads_per_job"] = cores_per_worker(args.jobs)
     cfg = make_config(args.preset, **overrides)
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``preprocess`` (its ``--preset`` choices come from :data:`synth7t.preprocess.PRESETS`)."""
-    from synth7t.preprocess import PRESETS
+    from ..preprocess import PRESETS
 
     p = subparsers.add_parser("preprocess", help="N4, brain extraction, 3T-to-7T registration, normalisation, grid",
                               description="Preprocess the paired 3T/7T images of a dataset into "

@@ -7,8 +7,8 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     """Check the session, say who can open which address, and serve until Ctrl-C."""
-    from synth7t.rating.app import check_port_free, check_servable, is_local, serve, session_summary
-    from synth7t.rating.session import check_rater_id
+    from ..studies.rating.app import check_port_free, check_servable, is_local, serve, session_summary
+    from ..studies.rating.session import check_rater_id
 
     rater = check_rater_id(args.rater) if args.rater is not None else None
     local = is_local(args.ip, rater, args.require_link)

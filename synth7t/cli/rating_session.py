@@ -8,9 +8,9 @@ from pathlib import Path
 
 
 def _build(args: argparse.Namespace) -> int:
-    from synth7t import rating
-    from synth7t.preprocess import derivatives_dir
-    from synth7t.rating.app import session_summary
+    from ..studies import rating
+    from ..preprocess import derivatives_dir
+    from ..studies.rating.app import session_summary
 
     run_dir = Path(args.runs_dir) / args.run_name
     session = Path(args.session_dir) if args.session_dir else run_dir / "05_rating_session" / "session"
@@ -31,7 +31,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from synth7t import rating
+    from ..studies import rating
 
     store = rating.RatingStore(args.session_dir)
     print(rating.progress_table(store, args.raters or ()).to_string(index=False))
@@ -39,7 +39,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _move_key(args: argparse.Namespace) -> int:
-    from synth7t import rating
+    from ..studies import rating
 
     moved = rating.move_key_out(args.session_dir, args.key_dir)
     print(f"key moved to {moved}" if moved else f"{args.session_dir} holds no key: nothing to move")
@@ -47,7 +47,7 @@ def _move_key(args: argparse.Namespace) -> int:
 
 
 def _add_rater(args: argparse.Namespace) -> int:
-    from synth7t.rating import check_rater_id, raters
+    from ..studies.rating import check_rater_id, raters
 
     code = check_rater_id(args.rater)
     secret = raters.add_rater(args.session_dir, code)
@@ -58,7 +58,7 @@ def _add_rater(args: argparse.Namespace) -> int:
 
 
 def _raters(args: argparse.Namespace) -> int:
-    from synth7t.rating import raters
+    from ..studies.rating import raters
 
     table = raters.raters_table(args.session_dir)
     print(table.to_string(index=False) if len(table) else
@@ -67,7 +67,7 @@ def _raters(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from synth7t.rating import raters
+    from ..studies.rating import raters
 
     if raters.revoke_rater(args.session_dir, args.rater):
         print(f"rater {args.rater}'s link is revoked: it opens no page and an open page saves nothing more; "

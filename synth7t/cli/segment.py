@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from synth7t.cli.common import add_executor_options, make_executor, report_batch
+from .common import add_executor_options, make_executor, report_batch
 
 
 def run(args: argparse.Namespace) -> int:
     """Segment every input; exit status 1 when any failed (its row says why)."""
-    from synth7t.segment import (PROVENANCE_FILE, SEGMENTATIONS_FILE, VOLUMES_FILE, AtlasConfig, SynthSegConfig,
-                                 expand_inputs, provenance_note, segment_batch)
-    from synth7t.segment.batch import item_threads
+    from ..segment import (PROVENANCE_FILE, SEGMENTATIONS_FILE, VOLUMES_FILE, AtlasConfig, SynthSegConfig,
+        expand_inputs, provenance_note, segment_batch)
+    from ..segment.batch import item_threads
 
     if args.backend == "synthseg":
         config = SynthSegConfig(v1=True if args.v1 is None else args.v1, parc=args.parc, robust=args.robust,
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``segment`` (its ``--backend`` choices come from :data:`synth7t.segment.BACKENDS`)."""
-    from synth7t.segment import BACKENDS
+    from ..segment import BACKENDS
 
     p = subparsers.add_parser("segment", help="FreeSurfer-numbered brain segmentation (atlas offline, or mri_synthseg)",
                               description="Segment brain-extracted T1w images with FreeSurfer label numbers: "

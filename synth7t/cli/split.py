@@ -8,7 +8,7 @@ from pathlib import Path
 
 def run(args: argparse.Namespace) -> int:
     """Discover the dataset, draw the split and write it (default ``<data_dir>/split.tsv``)."""
-    from synth7t.layout import SPLIT_FILE, discover, make_split, write_split
+    from ..data.layout import SPLIT_FILE, discover, make_split, write_split
 
     ds = discover(args.data_dir)
     split = make_split(ds, n_test=args.n_test, seed=args.seed)

@@ -1,8 +1,8 @@
 """``synth7t status OUTPUT_DIR``: done / skipped / failed / pending of the batches of an output folder.
 
 For a batch submitted with ``--executor slurm --no-wait``, the status table is filled in from its jobs' chunk
-results and states first (:func:`synth7t.cluster.refresh_batch`); the tables of ``--shard`` runs are merged into
-the table a one-process run writes once every shard has written its own (:func:`synth7t.cluster.merge_shards`).
+results and states first (:func:`synth7t.runtime.cluster.refresh_batch`); the tables of ``--shard`` runs are merged into
+the table a one-process run writes once every shard has written its own (:func:`synth7t.runtime.cluster.merge_shards`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 
 
 def summary_lines(result: dict, max_failures: int) -> list[str]:
-    """The report of :func:`synth7t.cluster.batch_status` as text lines."""
+    """The report of :func:`synth7t.runtime.cluster.batch_status` as text lines."""
     lines = []
     for t in result["tables"]:
         line = (f"{t['table']}: {t['items']} items: {t['done']} done, {t['skipped']} skipped, {t['failed']} failed, "
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the state of every batch of the folder; exit status 1 when an item failed."""
     from tqdm.auto import tqdm
 
-    from synth7t.cluster import batch_status
+    from ..runtime.cluster import batch_status
 
     result = batch_status(args.output_dir)
     if args.wait:

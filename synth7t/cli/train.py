@@ -21,7 +21,7 @@ import argparse
 import json
 import os
 
-from synth7t.cli.common import parse_key_values
+from .common import parse_key_values
 
 
 def is_main_process() -> bool:
@@ -31,8 +31,8 @@ def is_main_process() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config (preset and overrides), train, and print the final metrics as JSON on rank 0."""
-    from synth7t.train import train
-    from synth7t.train_config import make_train_config
+    from ..training.trainer import train
+    from ..training.config import make_train_config
 
     cfg = make_train_config(args.preset, **parse_key_values(args.set))
     metrics = train(cfg, args.cache, args.run_dir, resume=not args.no_resume)
@@ -42,13 +42,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``train`` (its help lists the presets of :data:`synth7t.train_config.TRAIN_PRESETS`)."""
-    from synth7t.train_config import TRAIN_PRESETS
+    """Register ``train`` (its help lists the presets of :data:`synth7t.training.config.TRAIN_PRESETS`)."""
+    from ..training.config import TRAIN_PRESETS
 
     p = subparsers.add_parser(
         "train", help="train a model on a slice cache (CPU, one GPU, or several under torchrun)",
         description="Train the U-Net or the GAN U-Net on the 2.5D slices of a slice cache (built by `synth7t cache`, "
-                    "notebook 02 or synth7t.slices.build_cache), or the V-Net and WATNet baselines on patches of it (presets "
+                    "notebook 02 or synth7t.training.slices.build_cache), or the V-Net and WATNet baselines on patches of it (presets "
                     "paper-vnet, paper-watnet), on a CPU, one GPU, or several GPUs through torchrun "
                     "(torchrun --nproc_per_node=8 -m synth7t train ...). A run folder with checkpoints resumes.")
     p.add_argument("--cache", required=True, help="slice cache folder (`synth7t cache DATA_DIR -o CACHE`)")

@@ -1,4 +1,4 @@
-"""Inference: a trained or imported model's synthetic 7T of one volume, a preprocessed cohort, lone 3T files, a batch.
+"""Inference: a model's synthetic 7T of one volume, a preprocessed cohort, lone 3T files, a batch.
 
 The layout (after nnU-Net's predictor)::
 
@@ -17,7 +17,7 @@ The layout (after nnU-Net's predictor)::
       batch.py      many files (worker processes, SLURM, torchrun) and several models side by side
 
 Nothing here imports the trainer, the demo or the orchestration; the lone-3T studies
-(:mod:`synth7t.lone_studies`) predict through :class:`Predictor` too.
+(:mod:`synth7t.studies.lone`) predict through :class:`Predictor` too.
 """
 
 from .batch import batch_output_path, predict_files, predict_many

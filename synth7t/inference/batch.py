@@ -2,14 +2,14 @@
 the GPUs of one node under ``torchrun``; and :func:`predict_many`, notebook 03's models side by side in worker
 processes on a CPU.
 
-:func:`predict_files` is one :func:`synth7t.batch.run_batch` batch: ``<output_dir>/predictions.tsv`` has one row per
+:func:`predict_files` is one :func:`synth7t.runtime.batch.run_batch` batch: ``<output_dir>/predictions.tsv`` has one row per
 input (status, seconds, output, reason), a failing input is recorded and the batch goes on, and an input whose
 synth7t output exists is skipped. The work of one input is :class:`PredictFileWork`, which pickles as the model's
 folder and loads the model once per process that runs it, so that the batch runs wherever an executor puts it
-(:class:`synth7t.batch.LocalExecutor` processes, :class:`synth7t.cluster.SlurmExecutor` jobs).
+(:class:`synth7t.runtime.batch.LocalExecutor` processes, :class:`synth7t.runtime.cluster.SlurmExecutor` jobs).
 
 Under ``torchrun --nproc_per_node G`` (``WORLD_SIZE`` > 1), rank ``r`` takes inputs ``r, r + G, ...`` (a strided
-shard, :func:`synth7t.batch.shard_indices`), loads its own model copy on ``cuda:<LOCAL_RANK>`` (or the CPU), and
+shard, :func:`synth7t.runtime.batch.shard_indices`), loads its own model copy on ``cuda:<LOCAL_RANK>`` (or the CPU), and
 writes ``predictions.shard-<r>-of-<G>.tsv``; after a barrier rank 0 merges them, in input order, into
 ``predictions.tsv`` and removes them. The process group is gloo's whatever the device: prediction exchanges no
 tensors, the group only lets the ranks wait for each other.
@@ -24,17 +24,10 @@ from typing import Any, Optional, Sequence, Union
 
 import pandas as pd
 
-from .. import io as sio
-from ..batch import (
-    LocalExecutor,
-    compose_shards,
-    cores_per_worker,
-    run_batch,
-    shard_indices,
-    shard_status_path,
-    write_table,
-)
-from ..modelcard import ModelCardWarning, model_card_warnings
+from ..data import io as sio
+from ..runtime.batch import (LocalExecutor, compose_shards, cores_per_worker, run_batch, shard_indices,
+    shard_status_path, write_table)
+from ..training.modelcard import ModelCardWarning, model_card_warnings
 from ..preprocess.input_checks import summarise
 from .files import check_output, demographics_of, expand_inputs, predict_file
 from .model import load_model, model_folder
@@ -59,7 +52,7 @@ class PredictFileWork:
         model: a model folder (loaded on first use in each process, then kept) or a :class:`Predictor` (only in the
             calling process).
         output_dir: where :func:`batch_output_path` files go.
-        participants: a participants table (:func:`synth7t.layout.read_participants`) or ``None``.
+        participants: a participants table (:func:`synth7t.data.layout.read_participants`) or ``None``.
         age, sex, impaired: the context of every input without a participants table.
         overwrite: replace an output that synth7t wrote earlier.
         options: :func:`synth7t.inference.predict_file` options (``device``, ``method``, ...).
@@ -96,7 +89,7 @@ class PredictFileWork:
 
 def distributed_context() -> Optional[tuple[int, int, int]]:
     """``(rank, world size, local rank)`` under ``torchrun`` with more than one process, else ``None``."""
-    from ..train_runtime import dist_info
+    from ..training.runtime import dist_info
 
     world, rank, local = dist_info()
     return (rank, world, local) if world > 1 else None
@@ -121,8 +114,8 @@ def predict_files(
         overwrite: redo inputs whose synth7t output exists.
         progress: tqdm bars.
         executor: where inputs run (default: this process, one model loaded once):
-            :class:`synth7t.batch.LocalExecutor` worker processes (a model copy each) or a
-            :class:`synth7t.cluster.SlurmExecutor` job array (a model copy per job); its ``shard`` keeps one shard.
+            :class:`synth7t.runtime.batch.LocalExecutor` worker processes (a model copy each) or a
+            :class:`synth7t.runtime.cluster.SlurmExecutor` job array (a model copy per job); its ``shard`` keeps one shard.
             Under ``torchrun`` each rank runs its share in its own process (see the module docstring).
         **options: passed to :func:`synth7t.inference.predict_file` (``method``, ``generalised``,
             ``preprocess_preset``, ``native``, ``batch_size``, ``device``, ``t3_mask``, ``work_dir``, ``views``,
@@ -136,7 +129,7 @@ def predict_files(
             process under ``torchrun``; two inputs with one output name.
         synth7t.inference.ModelFolderError: ``model`` is not a model folder.
     """
-    from ..layout import read_participants
+    from ..data.layout import read_participants
 
     files = expand_inputs(inputs)
     out_dir = Path(output_dir)
@@ -208,7 +201,7 @@ def predict_ranks(files: Sequence[Path], work: PredictFileWork, out_dir: Path, o
     """
     import torch.distributed as dist
 
-    from ..cluster import merge_tables
+    from ..runtime.cluster import merge_tables
 
     rank, world, _ = ctx
     owns = not dist.is_initialized()

@@ -18,8 +18,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from .. import io as sio
-from ..batch import write_json
+from ..data import io as sio
+from ..runtime.batch import write_json
 from .ood import input_features, ood_score, uncertainty_summary, warning_line
 from .naming import native_path
 from .predictor import Predictor
@@ -160,7 +160,7 @@ def predict_file(
     import time
 
     from ..preprocess import resample
-    from ..views import write_uncertainty
+    from .fusion import write_uncertainty
     from .precision import choose_precision
 
     t3_path, out_path = Path(t3_path), Path(out_path)
@@ -237,7 +237,7 @@ def alignment_threads(reproducible: bool = False) -> int:
 def score_input(predictor: Predictor, aligned: dict, uncertainty=None) -> dict:
     """The out-of-distribution score of an aligned input against the model card's training statistics
     (:mod:`synth7t.inference.ood`), with the uncertainty map's summary inside the brain when there is one."""
-    from ..modelcard import read_model_card
+    from ..training.modelcard import read_model_card
 
     stats = None
     feats = {}
@@ -272,7 +272,7 @@ def check_output(t3_path: PathLike, out_path: PathLike, overwrite: bool = False)
 
 def demographics_of(t3_path: PathLike, participants, age, sex, impaired, source: str = "participants.tsv"):
     """Age, sex and impaired of one input: its ``sub-<id>`` row of ``participants`` (a table from
-    :func:`synth7t.layout.read_participants`) when given, else the values passed."""
+    :func:`synth7t.data.layout.read_participants`) when given, else the values passed."""
     if participants is None:
         if age is None or sex is None:
             raise ValueError("give --age and --sex (or --participants participants.tsv)")

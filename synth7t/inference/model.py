@@ -12,8 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Union
 
-from ..modelcard import ModelCardWarning, model_card_warnings, read_model_card
-from ..patches import patch_geometry
+from ..training.modelcard import ModelCardWarning, model_card_warnings, read_model_card
+from ..training.patches import patch_geometry
 
 PathLike = Union[str, Path]
 
@@ -31,7 +31,7 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
     224 x 160 on 2 idle cores: 0.20-0.22 s per forward pass against 0.22-0.28 s contiguous, same process; a 3D
     network channels-last-3d: vnet-demo, 8 windows of 32^3, 0.56 s against 0.80 s).
 
-    Each warning of the model card is raised as one line (:func:`synth7t.modelcard.model_card_warnings`): a model
+    Each warning of the model card is raised as one line (:func:`synth7t.training.modelcard.model_card_warnings`): a model
     trained on simulated data (the demo's: it blurs real scans) and a model that did not beat copying its 3T input
     on its validation slices (it degrades every scan).
 
@@ -42,7 +42,7 @@ def load_model(model_dir: PathLike, device: str = "cpu"):
     import torch
 
     from ..models import build_model
-    from ..train_runtime import load_weights, resolve_device
+    from ..training.runtime import load_weights, resolve_device
 
     d = model_folder(model_dir)
     meta_path, weights = d / "model.json", d / "generator.safetensors"
@@ -100,7 +100,7 @@ def process_model(model_dir: PathLike, device: str = "cpu"):
 
 
 def is_imported(meta: dict) -> bool:
-    """Whether a model folder's ``model.json`` is an imported model of the authors (:mod:`synth7t.import_model`)."""
+    """Whether a model folder's ``model.json`` is an imported model of the authors (:mod:`synth7t.released.importer`)."""
     return (meta.get("model_config") or {}).get("kind") == "gicquel-unet"
 
 

@@ -9,7 +9,7 @@ batch command); ``space`` is where the voxels lie (its file tag in brackets):
 - ``7T`` (``7T``): a pair's full 7T image grid (the crop undone);
 - ``native`` (``3T``): the subject's own 3T image grid.
 
-An uncertainty map goes beside its prediction (:func:`synth7t.views.uncertainty_path`). A file the user names
+An uncertainty map goes beside its prediction (:func:`synth7t.inference.fusion.uncertainty_path`). A file the user names
 (``synth7t predict scan.nii.gz -o out.nii.gz``) keeps that name; its native-space copy is :func:`native_path`.
 """
 

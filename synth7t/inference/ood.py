@@ -1,7 +1,7 @@
 """How far an input is from what a model was trained on: the out-of-distribution score of every prediction.
 
 A model sees only its training inputs' distribution; a scan from another scanner, protocol or population is
-predicted all the same, and nothing in the output says so. At export (:meth:`synth7t.train.Trainer.export`) the
+predicted all the same, and nothing in the output says so. At export (:meth:`synth7t.training.trainer.Trainer.export`) the
 model card records six facts of each training 3T, on the training grid (:func:`input_features`), the intensities in
 units of the white matter's (the brightest of three k-means tissue classes):
 

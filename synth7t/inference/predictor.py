@@ -13,7 +13,7 @@ kind (:data:`KINDS`) chooses the pass:
   (:func:`synth7t.inference.volume.predict_volume_released`).
 
 Subjects (:mod:`synth7t.inference.subjects`), lone files (:mod:`synth7t.inference.files`), batches
-(:mod:`synth7t.inference.batch`) and the lone-3T studies (:mod:`synth7t.lone_studies`) hold a Predictor and call
+(:mod:`synth7t.inference.batch`) and the lone-3T studies (:mod:`synth7t.studies.lone`) hold a Predictor and call
 :meth:`Predictor.predict`; none of them looks at the network itself.
 """
 
@@ -25,7 +25,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..patches import patch_geometry
+from ..training.patches import patch_geometry
 from .model import is_imported, lone_grid, load_model, process_model
 from .precision import choose_precision, inference_precision
 from .volume import grid_divisor_of, patch_overlap_of, predict_volume, predict_volume_released

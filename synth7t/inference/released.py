@@ -1,7 +1,7 @@
 """A lone 3T scan aligned the way an imported model of the authors needs it (``synth7t predict --model IMPORTED``).
 
 Their lone-3T inference (``func/inference/register_to_7T_template.py`` and ``script/processing_subpipeline.sh`` at
-the commit :mod:`synth7t.import_model` follows): skull stripping, N4 with the brain mask, a rigid registration of the
+the commit :mod:`synth7t.released.importer` follows): skull stripping, N4 with the brain mask, a rigid registration of the
 brain to their 3T template, then their template affine (``template_3T_to_7T.mat``) onto their 7T template's grid,
 where the network runs (:func:`synth7t.inference.volume.predict_volume_released`). synth7t does the same with its own
 steps (the configured brain extraction, N4, ANTs' rigid registration) and one difference: the two maps are
@@ -19,7 +19,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .. import io as sio
+from ..data import io as sio
 
 PathLike = Union[str, Path]
 
@@ -32,7 +32,7 @@ def released_templates(meta: dict) -> Path:
     Raises:
         ValueError: the model was imported without ``--templates`` (the message says how to add them).
     """
-    from ..import_model import TEMPLATE_FILES
+    from ..released.importer import TEMPLATE_FILES
 
     model_dir = meta.get("model_dir", "the model folder")
     folder = Path(model_dir) / "templates"

@@ -1,7 +1,7 @@
 """The preprocessed pairs' synthetic 7T (notebook 03): every held-out subject predicted on its training grid and
 written in the spaces asked for.
 
-A model folder (``runs/<run>/02_train/<model_name>/model``, written by :class:`synth7t.train.Trainer`) holds
+A model folder (``runs/<run>/02_train/<model_name>/model``, written by :class:`synth7t.training.trainer.Trainer`) holds
 ``generator.safetensors`` and ``model.json`` (the architecture and the training config); it is read without
 unpickling anything.
 
@@ -11,7 +11,7 @@ diagnosis and the slice location ``(2s - (top + bot)) / (top - bot)``; the slice
 clipped to [0, 1], masked by the brain mask when one is given, and written as NIfTI with the grid's affine.
 The baselines (V-Net, WATNet; ``model.json`` has an ``inference`` entry) predict by sliding window instead: windows
 of their training patch size over the brain's bounding box, blended where they overlap
-(:func:`synth7t.patches.sliding_window_predict`); the outputs land in the same files.
+(:func:`synth7t.training.patches.sliding_window_predict`); the outputs land in the same files.
 :func:`uncrop_to_space` puts a prediction back on the full 7T grid exactly.
 """
 
@@ -24,9 +24,9 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from .. import io as sio
-from ..batch import run_batch
-from ..names import display_name
+from ..data import io as sio
+from ..runtime.batch import run_batch
+from ..data.names import display_name
 from .naming import SPACES, prediction_path
 from .predictor import Predictor
 
@@ -63,7 +63,7 @@ def predict_subjects(
     default: the planes the model learned, axial for every model before multi-view) are predicted and fused
     (``fusion``: mean or median); ``uncertainty`` writes the SD across the views (and, with ``flips``, their
     left-right mirrored passes) beside each prediction, ``<name>_uncertainty.nii.gz``
-    (:func:`synth7t.views.uncertainty_path`), in every space.
+    (:func:`synth7t.inference.fusion.uncertainty_path`), in every space.
 
     Returns:
         The summary table.
@@ -71,7 +71,7 @@ def predict_subjects(
     bad = [sp for sp in spaces if sp not in SPACES]
     if bad or not spaces:
         raise ValueError(f"spaces must be among {', '.join(SPACES)}, got {list(spaces)}")
-    from ..views import uncertainty_path, write_uncertainty
+    from .fusion import uncertainty_path, write_uncertainty
 
     predictor = Predictor.of(model_dir, device)
     if predictor.kind == "imported":

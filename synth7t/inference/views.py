@@ -5,7 +5,7 @@ Each plane's prediction goes through :func:`synth7t.inference.volume.predict_vol
 volume is transposed so that the plane's slices become the axial slices that function walks through (and transposed
 back), the slice sides zero-padded to the network's downsampling factor (coronal and sagittal slices have the grid's
 depth as one side; the padding is cropped off again), and the slice location is taken along the plane's own axis
-between its first and last brain slice (:func:`synth7t.views.brain_range`). A plane-conditioned U-Net is told the
+between its first and last brain slice (:func:`synth7t.data.planes.brain_range`). A plane-conditioned U-Net is told the
 plane with :meth:`synth7t.models.ConditionalUNet.using_plane`.
 
 ``flips=True`` also predicts every plane from the left-right mirrored volume (mirrored back): twice the passes,
@@ -25,7 +25,8 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..views import PLANE_AXIS, brain_range, check_planes, fuse_views, view_uncertainty
+from ..data.planes import PLANE_AXIS, brain_range, check_planes
+from .fusion import fuse_views, view_uncertainty
 
 __all__ = ["MultiViewPrediction", "model_planes", "is_multiview", "check_view_request", "load_view_models",
            "predict_plane", "predict_multiview", "prediction_jobs", "resolve_views"]
@@ -198,7 +199,7 @@ def predict_multiview(
         mask: brain mask (recommended): the output and the uncertainty are zero outside it.
         views: planes to predict (a list or ``"axial,coronal,sagittal"``); default every plane the model(s) learned.
         fusion: ``mean``, ``median`` or ``weighted`` (with ``fusion_weights``, see
-            :func:`synth7t.views.fit_fusion_weights`).
+            :func:`synth7t.inference.fusion.fit_fusion_weights`).
         uncertainty: also return the voxel-wise SD across the member predictions (needs two views or ``flips``).
         flips: also predict each view from the left-right mirrored volume.
         batch_size: slices per forward pass.

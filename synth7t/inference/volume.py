@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..patches import DEFAULT_OVERLAP, PatchGeometry, nonzero_box, patch_geometry, sliding_window_predict
+from ..training.patches import DEFAULT_OVERLAP, PatchGeometry, nonzero_box, patch_geometry, sliding_window_predict
 
 __all__ = ["default_batch_size", "grid_divisor_of", "patch_overlap_of", "predict_volume", "predict_volume_patches",
            "predict_volume_released", "released_normalise", "uses_context"]
@@ -48,11 +48,10 @@ def grid_divisor_of(meta: dict) -> int:
 
 
 def default_batch_size(device, geometry: Optional[PatchGeometry] = None) -> int:
-    """Slices (sliding windows, for a baseline) per forward pass: 32 on a GPU; on a CPU 1 slice (demo-cpu U-Net on
-    2 idle cores, a demo volume of 148 slices of 176 x 136: 6.15 s at batch 1, 6.7-7.0 s at 2, 6.6 s at 4; 32
-    slices of 224 x 160 took 9.9 s at batch 2 and 13.0 s at 16), 2 windows of a 3D baseline (vnet-demo, a demo
-    volume on 2 idle cores: 2.4 s at 2, 2.3 s at 4, 3.1 s at 8) and 64 of WATNet-2D (watnet-2d-demo: 8.1 s at 4,
-    3.8 s at 16, 2.9 s at 64; its windows are small)."""
+    """Slices (sliding windows, for a baseline) per forward pass: 32 on a GPU; on a CPU 1 slice of a U-Net,
+    2 windows of a 3D baseline and 64 of WATNet-2D (its windows are small). The rule: on a CPU, the smallest batch
+    that keeps the cores busy: on a CPU a larger batch of U-Net slices only adds memory traffic
+    (``benchmarks/bench_train_predict.py`` times one slice per pass against the library's batch size)."""
     if str(device).startswith("cuda"):
         return 32
     if geometry is None:
@@ -154,7 +153,7 @@ def predict_volume_patches(
     (of the whole volume without a mask); a 3D network then slides windows of its ``patch_size`` over that box,
     WATNet-2D slides 2D windows over the stack of every brain slice with its neighbours (clamped at the grid's
     edges, as in training), the slices batched. Windows overlap by ``overlap`` voxels and are blended with
-    Gaussian weights (:func:`synth7t.patches.sliding_window_predict`).
+    Gaussian weights (:func:`synth7t.training.patches.sliding_window_predict`).
 
     Args:
         generator: a V-Net or WATNet (its ``config`` gives the patch geometry).
@@ -244,7 +243,7 @@ def predict_volume_released(
     mask: Optional[np.ndarray] = None, batch_size: Optional[int] = None, progress: bool = False,
 ) -> np.ndarray:
     """Predict with an imported network of the authors (:class:`synth7t.models.GicquelUNet`) as their weights were
-    trained (``recipe``: ``model.json``'s ``input``, see :mod:`synth7t.import_model`).
+    trained (``recipe``: ``model.json``'s ``input``, see :mod:`synth7t.released.importer`).
 
     ``volume`` is a 3T on their template's grid, brain-extracted (zero outside the brain), in raw intensities: it is
     normalised with :func:`released_normalise`, sliced along ``recipe["slice_axis"]``; slice ``j`` is predicted

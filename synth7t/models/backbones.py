@@ -1,4 +1,4 @@
-"""Frozen pretrained feature extractors for the perceptual losses (see :mod:`synth7t.losses`).
+"""Frozen pretrained feature extractors for the perceptual losses (see :mod:`synth7t.training.losses`).
 
 * :class:`ResNet50Features` — ResNet-50 (bottleneck blocks) written here in plain PyTorch, for the paper's
   ``radimagenet_resnet50`` weights (RadImageNet, Mei et al. 2022), read from a local file the user provides.

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Union
 from torch import nn
 
 from .config import (AnyModelConfig, DiscriminatorConfig, GicquelUNetConfig, ModelConfig, UNetConfig, VNetConfig,
-                     WATNetConfig, config_from_dict, get_model_config)
+    WATNetConfig, config_from_dict, get_model_config)
 from .discriminator import PatchCritic
 from .gicquel import GicquelUNet
 from .unet import ConditionalUNet

@@ -8,7 +8,7 @@ The paper used the PatchGAN discriminator of MONAI Generative; it now lives in M
 * so the input is downsampled ``num_layers`` times and the critic returns one logit per patch,
   ``(B, 1, H / 2^num_layers, W / 2^num_layers)`` with the 3x3 kernels of the presets. There is no sigmoid: the
   default binary cross-entropy objective (the authors' code) applies it inside the loss, and the Wasserstein
-  option reads the outputs as scores (:func:`synth7t.losses.critic_loss`).
+  option reads the outputs as scores (:func:`synth7t.training.losses.critic_loss`).
 
 Normalisation: MONAI's default is batch norm, which the reference code kept. A critic with a gradient penalty must
 not use it: the penalty constrains the gradient of each sample's score with respect to that sample, and

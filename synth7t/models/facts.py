@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .build import build_model
 from .config import (DISCRIMINATOR_PRESETS, MODEL_PRESETS, DiscriminatorConfig, GicquelUNetConfig, ModelConfig,
-                     UNetConfig, VNetConfig, WATNetConfig, get_discriminator_config, get_model_config)
+    UNetConfig, VNetConfig, WATNetConfig, get_discriminator_config, get_model_config)
 from .unet import make_context
 
 __all__ = ["model_facts", "facts_table", "default_fact_presets"]

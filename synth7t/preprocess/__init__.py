@@ -62,76 +62,20 @@ Presets (:data:`PRESETS`): ``paper`` (the settings above; ANTsPy's own ``SyN`` s
 ``quick`` (coarser N4 and registration for CPU demos; each setting documented in :data:`PRESETS`).
 """
 
-from .ants import (
-                   RegistrationSettings,
-                   apply_transforms,
-                   coarsen,
-                   from_ants,
-                   itk_threads,
-                   itk_threads_fixed,
-                   read_affine,
-                   register,
-                   resample,
-                   set_itk_threads,
-                   to_ants,
-                   to_spacing,
-)
-from .config import (
-                   MASK_BACKENDS,
-                   PIPELINE_NAME,
-                   PIPELINE_VERSION,
-                   PRESETS,
-                   PreprocessConfig,
-                   PreprocessError,
-                   config_from_dict,
-                   make_config,
-)
-from .grid import (
-                   GridBox,
-                   artefacts_on_grid,
-                   brain_slices,
-                   bounding_box,
-                   crop_affine,
-                   crop_to_brain,
-                   crop_to_grid,
-                   plan_grid,
-                   uncrop_from_grid,
-)
+from .ants import (RegistrationSettings, apply_transforms, coarsen, from_ants, itk_threads, itk_threads_fixed,
+    read_affine, register, resample, set_itk_threads, to_ants, to_spacing)
+from .config import (MASK_BACKENDS, PIPELINE_NAME, PIPELINE_VERSION, PRESETS, PreprocessConfig, PreprocessError,
+    config_from_dict, make_config)
+from .grid import (GridBox, artefacts_on_grid, brain_slices, bounding_box, crop_affine, crop_to_brain, crop_to_grid,
+    plan_grid, uncrop_from_grid)
 from .input_checks import InputCheckConfig, InputRefused, InputWarning
-from .lone3t import (
-                   GeneralisedAffine,
-                   estimate_generalised_affine,
-                   generalised_affine_table,
-                   preprocess_lone_3t, aligned_lone_3t,
-)
+from .lone3t import (GeneralisedAffine, estimate_generalised_affine, generalised_affine_table, preprocess_lone_3t,
+    aligned_lone_3t)
 from .pipeline import preprocess_dataset, preprocess_subject
-from .qc import (
-                   QC_METRICS,
-                   nmi,
-                   plot_grid_images,
-                   plot_qc,
-                   plot_qc_arrays,
-                   qc_table,
-                   robust_z,
-)
-from .records import (
-                   derivatives_dir,
-                   input_stamp_of,
-                   is_done,
-                   load_records,
-                   output_paths,
-                   records_table,
-)
-from .steps import (
-                   StepTimer,
-                   brain_mask,
-                   check_image,
-                   check_mask_volume,
-                   load_canonical,
-                   n4,
-                   normalise,
-                   synthstrip_available,
-)
+from .qc import QC_METRICS, nmi, plot_grid_images, plot_qc, plot_qc_arrays, qc_table, robust_z
+from .records import derivatives_dir, input_stamp_of, is_done, load_records, output_paths, records_table
+from .steps import (StepTimer, brain_mask, check_image, check_mask_volume, load_canonical, n4, normalise,
+    synthstrip_available)
 
 __all__ = [
     "MASK_BACKENDS", "PIPELINE_NAME", "PIPELINE_VERSION", "PRESETS", "QC_METRICS", "GeneralisedAffine", "GridBox",

@@ -35,7 +35,7 @@ def itk_threads() -> int:
     """ITK's thread count in this process, fixed on the first call (call it before the first ANTs image).
 
     The count is ``$ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` when set (batch workers set it, see
-    :func:`synth7t.batch.init_worker`), else 1, written to that variable, which ITK reads once, when the process
+    :func:`synth7t.runtime.batch.init_worker`), else 1, written to that variable, which ITK reads once, when the process
     makes its first image. One thread is the default because ITK's multi-threaded Mattes mutual information
     gives different bytes from run to run. Every ANTs call of this package goes through :func:`to_ants` (or
     :func:`read_affine`), which calls this first; an ANTs image made elsewhere before it leaves ITK at its own

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .. import io as sio
+from ..data import io as sio
 from .config import PreprocessError
 
 # ---------------------------------------------------------------------------------------------- grid

@@ -1,6 +1,6 @@
 """Content checks of a lone 3T before a model sees it: is this an adult T1w brain on a sane grid, and did it align?
 
-A file check (shape, finite values, an invertible affine: :func:`synth7t.io.read_nifti`) lets through a volume of
+A file check (shape, finite values, an invertible affine: :func:`synth7t.data.io.read_nifti`) lets through a volume of
 negated noise, a T2-weighted scan, a child's head or a sheared header; a model then returns a confident "synthetic
 7T" of it. :func:`preprocess_lone_3t` runs these checks at the first moment each can be made, so a bad input stops
 before the costly steps:

@@ -14,14 +14,14 @@ import pandas as pd
 
 from scipy import ndimage as ndi
 
-from .. import io as sio
-from ..batch import write_json
-from ..templates import template_sources
+from ..data import io as sio
+from ..runtime.batch import write_json
+from ..data.templates import template_sources
 from .ants import PathLike, coarsen, read_affine, register, resample, set_itk_threads
 from .config import PreprocessConfig, PreprocessError
 from .grid import brain_slices, crop_to_brain, crop_to_grid, plan_grid
-from .input_checks import (InputCheckConfig, alignment_correlation, check_alignment, check_brain_volume, check_header,
-                           check_tissue_order, enforce)
+from .input_checks import (InputCheckConfig, alignment_correlation, check_alignment, check_brain_volume,
+    check_header, check_tissue_order, enforce)
 from .records import load_records, thread_counts
 from .steps import StepTimer, brain_mask, load_canonical, n4, normalise
 

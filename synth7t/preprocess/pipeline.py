@@ -1,5 +1,5 @@
 """Preprocessing of pairs: output names and records, one subject (:func:`preprocess_subject`) and a whole dataset
-(:func:`preprocess_dataset`, through :func:`synth7t.batch.run_batch`).
+(:func:`preprocess_dataset`, through :func:`synth7t.runtime.batch.run_batch`).
 
 Each subject runs ITK with ``config.threads_per_job`` threads (in a worker process or in the calling one), and its
 record stores the thread counts really used (``threads``), since ITK's results depend on them (see
@@ -18,11 +18,10 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .. import io as sio
-from ..batch import Executor, LocalExecutor, run_batch, write_json
-from ..layout import Subject, discover
-from .ants import (PathLike, apply_transforms, coarsen, read_affine, register, resample, set_itk_threads,
-                   to_spacing)
+from ..data import io as sio
+from ..runtime.batch import Executor, LocalExecutor, run_batch, write_json
+from ..data.layout import Subject, discover
+from .ants import PathLike, apply_transforms, coarsen, read_affine, register, resample, set_itk_threads, to_spacing
 from .config import PIPELINE_NAME, PIPELINE_VERSION, PreprocessConfig, PreprocessError
 from .grid import artefacts_on_grid, brain_slices, crop_to_brain, crop_to_grid, plan_grid
 from .qc import nmi, plot_qc_arrays, qc_table
@@ -60,7 +59,7 @@ def preprocess_subject(subject: Subject, out_root: PathLike, config: Optional[Pr
     """Preprocess one 3T/7T pair and write its outputs (see the module docstring for the steps and files).
 
     Args:
-        subject: a :class:`synth7t.layout.Subject` with ``t3`` and ``t7``.
+        subject: a :class:`synth7t.data.layout.Subject` with ``t3`` and ``t7``.
         out_root: the derivatives folder (``derivatives_dir(data_dir)``).
         config: settings; default the ``paper`` preset.
 
@@ -206,7 +205,7 @@ def preprocess_dataset(data_dir: PathLike, config: Optional[PreprocessConfig] = 
                        subjects: Optional[Sequence[str]] = None, n_jobs: int = 1, overwrite: bool = False,
                        progress: bool = True, out_root: Optional[PathLike] = None,
                        executor: Optional[Executor] = None) -> pd.DataFrame:
-    """Preprocess every pair of a dataset in the :mod:`synth7t.layout` layout.
+    """Preprocess every pair of a dataset in the :mod:`synth7t.data.layout` layout.
 
     Args:
         data_dir: dataset root.
@@ -219,7 +218,7 @@ def preprocess_dataset(data_dir: PathLike, config: Optional[PreprocessConfig] = 
         executor: where subjects run (default local processes: ``n_jobs`` and ``config.threads_per_job``).
 
     Returns:
-        Summary table ``key, status (done|skipped|failed), seconds, reason`` from :func:`synth7t.batch.run_batch`,
+        Summary table ``key, status (done|skipped|failed), seconds, reason`` from :func:`synth7t.runtime.batch.run_batch`,
         written as ``summary.tsv`` as subjects finish (with ``qc.tsv`` from :func:`qc_table` at the end).
     """
     cfg = config or PreprocessConfig()

@@ -7,8 +7,8 @@ from typing import Optional
 
 import pandas as pd
 
-from ..batch import input_stamp, read_json
-from ..layout import Subject
+from ..runtime.batch import input_stamp, read_json
+from ..data.layout import Subject
 from .ants import PathLike
 from .config import PIPELINE_NAME, PreprocessConfig
 

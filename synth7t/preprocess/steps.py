@@ -13,7 +13,7 @@ from typing import Optional
 import nibabel as nib
 import numpy as np
 
-from .. import io as sio
+from ..data import io as sio
 from .ants import PathLike, resample, to_ants
 from .config import MASK_BACKENDS, PreprocessConfig, PreprocessError
 

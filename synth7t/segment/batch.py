@@ -1,4 +1,4 @@
-"""Segmentation of many images through :func:`synth7t.batch.run_batch`: label maps with JSON sidecars (written last,
+"""Segmentation of many images through :func:`synth7t.runtime.batch.run_batch`: label maps with JSON sidecars (written last,
 they mark finished items), ``segmentations.tsv`` (status per item) and ``volumes.tsv`` (regional volumes).
 
 Atlas labels are byte-identical from run to run only with a fixed ANTs seed (``AtlasConfig.random_seed``) and one
@@ -17,12 +17,12 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from .. import io as sio
-from ..batch import Executor, LocalExecutor, file_stamp, read_json, run_batch, shard_status_path, write_json
+from ..data import io as sio
+from ..runtime.batch import Executor, LocalExecutor, file_stamp, read_json, run_batch, shard_status_path, write_json
 from ..preprocess.ants import set_itk_threads
 from .backends import regional_volumes, segment
 from .config import (APARC_LABELS, FREESURFER_LABELS, PROVENANCE_FILE, SEGMENTATIONS_FILE, SIDECAR_VERSION,
-                     TOTAL_BRAIN, VOLUMES_FILE, AtlasConfig, PathLike, SynthSegConfig, config_for, label_table)
+    TOTAL_BRAIN, VOLUMES_FILE, AtlasConfig, PathLike, SynthSegConfig, config_for, label_table)
 from .provenance import provenance
 
 # --------------------------------------------------------------------------------------------- batch

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Mapping, Optional, Union
 
 from ..configbase import Config
-from ..templates import APARC_LABELS as _APARC, LABELS
+from ..data.templates import APARC_LABELS as _APARC, LABELS
 
 PathLike = Union[str, os.PathLike]
 
@@ -19,7 +19,7 @@ SIDECAR_VERSION = "2"
 FREESURFER_LABELS: dict[int, str] = dict(LABELS)
 #: FreeSurfer's cortical parcellation (``aparc``, Desikan-Killiany numbering: 1000s left, 2000s right) -> names
 #: (``ctx-lh-superiortemporal`` = 1030): the cortex labels of a ``parc`` segmentation, instead of 3 and 42. The
-#: atlas backend has 31 of the 34 regions per hemisphere (:data:`synth7t.templates.APARC_NOT_IN_CEREBRA` absent).
+#: atlas backend has 31 of the 34 regions per hemisphere (:data:`synth7t.data.templates.APARC_NOT_IN_CEREBRA` absent).
 APARC_LABELS: dict[int, str] = dict(_APARC)
 #: column of :func:`segment_batch`'s ``volumes.tsv`` holding every labelled voxel (tissue and ventricles)
 TOTAL_BRAIN = "Total-Brain"
@@ -72,7 +72,7 @@ class AtlasConfig(Config):
             (:func:`synth7t.preprocess.set_itk_threads`).
         fill_holes: fill enclosed holes of the brain taken from the non-zero voxels (dark CSF voxels that a
             clipped normalisation set to exactly 0 are still brain).
-        parc: divide the cortex into CerebrA's cortical regions (:func:`synth7t.templates.load_mni_aparc`),
+        parc: divide the cortex into CerebrA's cortical regions (:func:`synth7t.data.templates.load_mni_aparc`),
             numbered as FreeSurfer's ``aparc`` (:data:`APARC_LABELS`): the offline analogue of
             ``mri_synthseg --parc``. CerebrA follows the DKT31 protocol, so the banks of the superior temporal
             sulcus, the frontal pole and the temporal pole are absent (their cortex is in neighbouring regions).

@@ -129,7 +129,7 @@ def provenance_note(where: PathLike) -> str:
         ``provenance.json`` (e.g. a volumes table from elsewhere), a line that says the provenance is not recorded.
         Never raises for a missing or unreadable file: it is meant for printing under tables.
     """
-    from ..batch import read_json
+    from ..runtime.batch import read_json
 
     p = Path(where)
     folder = p if p.is_dir() or not p.suffix else p.parent

@@ -30,6 +30,8 @@ import nbformat
 import pandas as pd
 import yaml
 
+from .measurements import write_measurements_page
+
 PathLike = Union[str, Path]
 
 #: Chromium flags for a headless run on a closed network: without the networking flags Chromium keeps trying to
@@ -171,6 +173,7 @@ def build_book(root: Optional[PathLike] = None, *, warnings_as_errors: bool = Tr
             build failed (the message ends with the build's warnings and errors).
     """
     root = book_root(root, need=("_config.yml", "_toc.yml"))
+    write_measurements_page(root)
     if check_chapters:
         status = chapter_status(root)
         bad = status[status["problem"] != ""]

@@ -15,7 +15,7 @@ A profile is a YAML file in ``<root>/profiles/`` (``demo`` for a 2-core CPU, ``s
         output: 02_train_vnet.ipynb               # ``group``, when given) form a group whose lanes run side by
         lane: b                                    # side, the notebooks of one lane in order, each kernel on
         group: training                            # cores / lanes threads
-    deviations: true   # optional: add the settings of synth7t.deviations.DEVIATIONS (the ``paper`` profile)
+    deviations: true   # optional: add the settings of synth7t.studies.deviations.DEVIATIONS (the ``paper`` profile)
 
 The project root (``root``, ``synth7t run-profile --root``) is the folder that holds ``profiles/`` and the
 ``notebooks/`` the profiles name; it defaults to the current working directory, which is the repository root when
@@ -149,10 +149,10 @@ def load_profile(name_or_path: PathLike, root: Optional[PathLike] = None) -> dic
 
 
 def _with_deviation_settings(notebooks: list, path: Path) -> list:
-    """The profile's notebook entries with the parameters of :func:`synth7t.deviations.profile_parameters` added,
+    """The profile's notebook entries with the parameters of :func:`synth7t.studies.deviations.profile_parameters` added,
     by notebook stem: the deviation table of the book is where such a setting is decided, so a profile that sets it
     otherwise is an error (change the table, or drop ``deviations`` from the profile)."""
-    from ..deviations import profile_parameters
+    from ..studies.deviations import profile_parameters
 
     table = profile_parameters()
     out = []
@@ -162,7 +162,7 @@ def _with_deviation_settings(notebooks: list, path: Path) -> list:
         for k, v in table.get(stem, {}).items():
             if k in params and params[k] != v:
                 raise ValueError(f"{path}: {stem} sets {k}={params[k]!r}, but the deviation table "
-                                 f"(synth7t.deviations.DEVIATIONS) sets {v!r}; change the table, not the profile")
+                                 f"(synth7t.studies.deviations.DEVIATIONS) sets {v!r}; change the table, not the profile")
             params[k] = v
         out.append({**nb, "parameters": params})
     return out

@@ -12,7 +12,7 @@ Every notebook under ``notebooks/`` is one stage of a run and writes only under
     stage.outputs()                          # every file of the stage folder, with size and whether it changed
 
 Whether a dataset is the simulated demo cohort is read from its ``dataset_description.json``
-(:func:`synth7t.layout.is_simulated`), never guessed from a folder name.
+(:func:`synth7t.data.layout.is_simulated`), never guessed from a folder name.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from synth7t import layout
+from ..data import layout
 
 PathLike = Union[str, Path]
 
@@ -42,7 +42,7 @@ _MTIME_SLACK = 0.05
 def describe_device(device: str) -> str:
     """The device a ``device`` parameter resolves to, in words (``"cpu"``, ``"cuda:0 (NVIDIA H200)"``).
 
-    ``"auto"`` means CUDA when available, else the CPU (as :func:`synth7t.train.resolve_device`). A CUDA device
+    ``"auto"`` means CUDA when available, else the CPU (as :func:`synth7t.training.trainer.resolve_device`). A CUDA device
     that is not available is described as such rather than refused: the stage that uses it raises.
     """
     import torch
@@ -128,7 +128,7 @@ class Stage:
         (:func:`synth7t.preprocess.derivatives_dir`)."""
         if derivatives_dir:
             return Path(derivatives_dir)
-        from synth7t.preprocess import derivatives_dir as default
+        from ..preprocess import derivatives_dir as default
 
         return Path(default(data_dir))
 
@@ -166,11 +166,11 @@ class Stage:
         return line
 
     def notice_if_simulated(self, data_dir: PathLike) -> bool:
-        """Print the simulated-data statement of :mod:`synth7t.demo` when ``data_dir`` is the demo cohort
-        (:func:`synth7t.layout.is_simulated`); returns whether it did, and remembers it for :meth:`caption`."""
+        """Print the simulated-data statement of :mod:`synth7t.simulate.demo` when ``data_dir`` is the demo cohort
+        (:func:`synth7t.data.layout.is_simulated`); returns whether it did, and remembers it for :meth:`caption`."""
         self.simulated = layout.is_simulated(data_dir)
         if self.simulated:
-            from synth7t.demo import SIMULATION_NOTICE
+            from ..simulate.demo import SIMULATION_NOTICE
 
             print(SIMULATION_NOTICE)
         return self.simulated
