@@ -107,6 +107,32 @@ def test_run_profile_overrides_are_checked_before_anything_runs(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing ran
 
 
+def test_a_profile_is_planned_in_full_before_it_runs(tmp_path, capsys):
+    """The demo's plan: 00 and 01 alone, the five trainings in two lanes, chapters 03-07 in one lane beside 08,
+    then 09; ``synth7t run-profile --plan`` prints it and runs nothing."""
+    from synth7t.cli import main
+
+    plan = profiles.plan_profile("demo", output_dir=tmp_path / "out", root=REPO_ROOT)
+    steps = [[(key[1] if key else None, [item.output.name[:2] for item in items]) for key, items in group]
+             for group in plan.groups()]
+    assert steps == [[(None, ["00"])], [(None, ["01"])], [("a", ["02"] * 3), ("b", ["02"] * 2)],
+                     [("studies", ["03", "04", "05", "06", "07"]), ("diagnosis", ["08"])], [(None, ["09"])]]
+    assert [item.index for item in plan.notebooks] == list(range(1, 15))
+    assert plan.notebooks[0].parameters["n_subjects"] == 12 and plan.cwd == REPO_ROOT
+    table = plan.table()
+    assert list(table["step"]) == [1, 2, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5]
+    # the same lane name in another group is another lane
+    a, b, c = (profiles.PlannedNotebook(i, Path(f"{i}.ipynb"), Path(f"{i}.ipynb"), {}, frozenset(), lane)
+               for i, lane in ((1, ("g", "x")), (2, ("h", "x")), (3, ("h", "x"))))
+    two = profiles.ProfilePlan(Path("p.yml"), (a, b, c), tmp_path, tmp_path).groups()
+    assert [[len(items) for _, items in g] for g in two] == [[1], [2]]
+    assert main(["run-profile", "demo", "--plan", "--root", str(REPO_ROOT), "--output-dir",
+                 str(tmp_path / "out"), "--set", "n_jobs=1"]) == 0
+    out = capsys.readouterr().out
+    assert "14 notebook(s)" in out and "08_diagnosis.ipynb" in out and "n_jobs=1" in out
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
 def test_run_profile_records_the_failed_notebook(tmp_path, capfd):
     """A notebook that fails leaves timings.tsv with the finished notebooks and the failed one; the console shows
     one line as each notebook starts and ends and none of the kernel's noise; papermill's injected-parameters cell

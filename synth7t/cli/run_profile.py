@@ -7,12 +7,19 @@ import time
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the notebooks (one line as each starts and ends), then print the timing table."""
-    from synth7t.workflow.profiles import parse_overrides, run_profile
+    """Plan the run (every check first), then run the notebooks (one line as each starts and ends) and print the
+    timing table; ``--plan`` prints the plan and runs nothing."""
+    from ..workflow.profiles import execute_plan, parse_overrides, plan_profile
 
+    plan = plan_profile(args.profile, stages=args.stages or None, overrides=parse_overrides(args.set),
+                        output_dir=args.output_dir, root=args.root)
+    if args.plan:
+        print(f"profile {args.profile}: {len(plan.notebooks)} notebook(s) into {plan.output_dir}; "
+              "a step's lanes run side by side")
+        print(plan.table().to_string(index=False))
+        return 0
     t0 = time.perf_counter()
-    df = run_profile(args.profile, stages=args.stages or None, overrides=parse_overrides(args.set),
-                     output_dir=args.output_dir, root=args.root, progress=False if args.no_progress else None)
+    df = execute_plan(plan, progress=False if args.no_progress else None)
     print(df.to_string(index=False))
     print(f"profile {args.profile}: {time.perf_counter() - t0:.1f} s in all")
     return 0
@@ -33,6 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--root", default=None,
                    help="project root with profiles/ and notebooks/; the kernels run there "
                         "(default: the current folder)")
+    p.add_argument("--plan", action="store_true",
+                   help="print what would run (steps, lanes, parameters) after checking the profile; run nothing")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress line while a notebook runs (it shows only on a terminal anyway)")
     p.set_defaults(func=run)

@@ -17,6 +17,10 @@ A profile is a YAML file in ``<root>/profiles/`` (``demo`` for a 2-core CPU, ``s
         group: training                            # cores / lanes threads
     deviations: true   # optional: add the settings of synth7t.studies.deviations.DEVIATIONS (the ``paper`` profile)
 
+A run is planned, then executed: :func:`plan_profile` reads the profile and checks every notebook, parameter and
+override before anything runs (``synth7t run-profile --plan`` prints that plan), :func:`execute_plan` runs it and
+:func:`run_profile` does both.
+
 The project root (``root``, ``synth7t run-profile --root``) is the folder that holds ``profiles/`` and the
 ``notebooks/`` the profiles name; it defaults to the current working directory, which is the repository root when
 ``make demo`` runs. Executed notebooks are written to ``<root>/book/notebooks/`` (the book's chapters) with a
@@ -36,6 +40,7 @@ import sys
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -284,12 +289,160 @@ def _short(params: dict, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+@dataclass(frozen=True)
+class PlannedNotebook:
+    """One notebook of a plan: what runs, where it is written, with which parameters, in which lane.
+
+    Attributes:
+        index: its place in the plan, from 1 (the ``[i/n]`` of the console lines).
+        notebook: the source notebook.
+        output: the executed notebook's path.
+        parameters: what papermill injects (the profile's ``common`` values the notebook declares, its own
+            ``parameters``, then the overrides it declares).
+        declared: the parameters the notebook declares.
+        lane: ``(group, lane)`` for a notebook that runs beside others, ``None`` for one that runs alone.
+    """
+
+    index: int
+    notebook: Path
+    output: Path
+    parameters: dict
+    declared: frozenset
+    lane: Optional[tuple] = None
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    """What :func:`run_profile` will run, checked in full before anything runs (:func:`plan_profile`).
+
+    Attributes:
+        profile: the profile's YAML path.
+        notebooks: the notebooks in the order of the profile.
+        output_dir: where the executed notebooks and ``timings.tsv`` go.
+        cwd: the kernels' working folder.
+    """
+
+    profile: Path
+    notebooks: tuple
+    output_dir: Path
+    cwd: Path
+
+    def groups(self) -> list:
+        """The plan cut into groups that run one after the other: a list of ``[(lane or None, [PlannedNotebook,
+        ...]), ...]``, one per group. A notebook without a lane is a group of its own; consecutive notebooks with
+        lanes and the same ``group`` name form one group, its lanes in the order they first appear."""
+        groups: list = []
+        previous = None
+        for item in self.notebooks:
+            key = item.lane
+            if key is None or previous is None or key[0] != previous[0]:
+                groups.append([(key, [item])])
+                previous = key
+                continue
+            previous = key
+            for name, items in groups[-1]:
+                if name == key:
+                    items.append(item)
+                    break
+            else:
+                groups[-1].append((key, [item]))
+        return groups
+
+    def table(self) -> pd.DataFrame:
+        """One row per notebook: its place, output name, the step it runs in and its lane, and its parameters."""
+        rows = []
+        for step, group in enumerate(self.groups(), 1):
+            for key, items in group:
+                for item in items:
+                    rows.append({"index": item.index, "output": item.output.name, "step": step,
+                                 "lane": "" if key is None else key[1], "parameters": _short(item.parameters)})
+        return pd.DataFrame(rows).sort_values("index").reset_index(drop=True)
+
+
+def plan_profile(
+    name_or_path: PathLike, *, stages: Optional[Sequence[str]] = None, output_dir: Optional[PathLike] = None,
+    overrides: Optional[dict] = None, cwd: Optional[PathLike] = None, root: Optional[PathLike] = None,
+) -> ProfilePlan:
+    """Read a profile and check everything a run needs, without running anything (arguments as
+    :func:`run_profile`).
+
+    Raises:
+        ProjectRootError: ``root`` has no ``profiles/`` (for a profile name) or lacks a notebook the profile names.
+        ValueError: an unknown profile, a profile parameter a notebook does not declare, an override that no
+            notebook to run declares, or stages that match no notebook.
+    """
+    prof = load_profile(name_or_path, root)
+    root_path = Path(root if root is not None else Path.cwd()).resolve()
+    out_dir = Path(output_dir) if output_dir is not None else root_path / BOOK_NOTEBOOKS
+    chosen = []
+    for entry in prof["notebooks"]:
+        nb = Path(entry["notebook"])
+        nb = nb if nb.is_absolute() else root_path / nb
+        if stages and not any(nb.name.startswith(s) for s in stages):
+            continue
+        if not nb.is_file():
+            raise ProjectRootError(f"{prof['path']}: notebook {entry['notebook']} not found in {root_path}: "
+                                   "run from the repository root or pass --root")
+        declared = declared_parameters(nb)
+        unknown = set(entry.get("parameters") or {}) - set(declared)
+        if unknown:
+            raise ValueError(f"{nb.name}: profile sets parameter(s) the notebook does not declare: "
+                             f"{', '.join(sorted(unknown))}")
+        params = {k: v for k, v in prof["common"].items() if k in declared}
+        params.update(entry.get("parameters") or {})
+        params.update({k: v for k, v in (overrides or {}).items() if k in declared})
+        lane = entry.get("lane")
+        # a notebook run twice (two models) needs two names: ``output``
+        chosen.append(PlannedNotebook(len(chosen) + 1, nb, out_dir / (entry.get("output") or nb.name), params,
+                                      frozenset(declared),
+                                      None if lane is None else (str(entry.get("group", "")), str(lane))))
+    if stages and not chosen:
+        raise ValueError(f"no notebook of profile {prof['path']} matches stages {list(stages)}")
+    unused = set(overrides or {}) - set().union(*(item.declared for item in chosen))
+    if unused:
+        raise ValueError(f"override(s) {', '.join(sorted(unused))} are not parameters of any notebook to run")
+    return ProfilePlan(Path(prof["path"]), tuple(chosen), out_dir, Path(cwd) if cwd is not None else root_path)
+
+
+def execute_plan(plan: ProfilePlan, *, progress: Optional[bool] = None) -> pd.DataFrame:
+    """Run a plan's notebooks with papermill, group after group (the lanes of a group side by side).
+
+    Returns:
+        A table of notebook, output path, wall seconds and status, also written as ``timings.tsv`` after each
+        notebook (a failed notebook is recorded before the error propagates).
+
+    Raises:
+        NotebookFailed: a notebook raised an error (the message names the cell and the error; the executed
+            notebook holds the traceback).
+    """
+    plan.output_dir.mkdir(parents=True, exist_ok=True)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    rows: list = []
+    timings = plan.output_dir / "timings.tsv"
+    n = len(plan.notebooks)
+    for group in plan.groups():
+        if len(group) == 1 and group[0][0] is None:  # a notebook without a lane: alone, on every core
+            item = group[0][1][0]
+            tag = f"[{item.index}/{n}] {item.output.name}"
+            print(f"{tag} ... {_short(item.parameters)}", flush=True)
+            row = _execute(item.notebook, item.output, item.parameters, plan.cwd, tag, progress)
+            rows.append(row)
+            pd.DataFrame(rows).to_csv(timings, sep="\t", index=False)
+            _raise_if_failed(row, tag)
+            print(f"{tag} done in {row['seconds']:.1f} s -> {item.output}", flush=True)
+            continue
+        rows += _run_lanes(group, n, plan.cwd, rows, timings)
+    return pd.DataFrame(rows)
+
+
 def run_profile(
     name_or_path: PathLike, *, stages: Optional[Sequence[str]] = None, output_dir: Optional[PathLike] = None,
     overrides: Optional[dict] = None, cwd: Optional[PathLike] = None, progress: Optional[bool] = None,
     root: Optional[PathLike] = None,
 ) -> pd.DataFrame:
-    """Execute a profile's notebooks in order with papermill (the lanes of a group side by side, see the module).
+    """Plan a profile (:func:`plan_profile`: every check before anything runs), then execute it
+    (:func:`execute_plan`).
 
     Args:
         name_or_path: profile name (``<root>/profiles/<name>.yml``) or YAML path.
@@ -302,88 +455,13 @@ def run_profile(
             working directory).
 
     Returns:
-        A table of notebook, output path, wall seconds and status, also written as ``timings.tsv`` after each
-        notebook (a failed notebook is recorded before the error propagates).
+        The timing table of :func:`execute_plan`.
 
     Raises:
-        ProjectRootError: ``root`` has no ``profiles/`` (for a profile name) or lacks a notebook the profile names.
-        ValueError: an unknown profile, a profile parameter a notebook does not declare, an override that no
-            notebook to run declares, or stages that match no notebook. All are checked before anything runs.
-        NotebookFailed: a notebook raised an error (the message names the cell and the error; the executed
-            notebook holds the traceback).
+        ProjectRootError, ValueError: from :func:`plan_profile`; NotebookFailed: from :func:`execute_plan`.
     """
-    prof = load_profile(name_or_path, root)
-    root_path = Path(root if root is not None else Path.cwd()).resolve()
-    cwd = Path(cwd) if cwd is not None else root_path
-    out_dir = Path(output_dir) if output_dir is not None else root_path / BOOK_NOTEBOOKS
-    plan = []  # (notebook, output, parameters, declared, lane): checked in full before the first notebook runs
-    for entry in prof["notebooks"]:
-        nb = Path(entry["notebook"])
-        nb = nb if nb.is_absolute() else root_path / nb
-        if stages and not any(nb.name.startswith(s) for s in stages):
-            continue
-        if not nb.is_file():
-            raise ProjectRootError(f"{prof['path']}: notebook {entry['notebook']} not found in {root_path}: "
-                                   "run from the repository root or pass --root")
-        declared = declared_parameters(nb)
-        params = {k: v for k, v in prof["common"].items() if k in declared}
-        params.update(entry.get("parameters") or {})
-        params.update({k: v for k, v in (overrides or {}).items() if k in declared})
-        unknown = set(entry.get("parameters") or {}) - set(declared)
-        if unknown:
-            raise ValueError(f"{nb.name}: profile sets parameter(s) the notebook does not declare: "
-                             f"{', '.join(sorted(unknown))}")
-        # a notebook run twice (two models) needs two names
-        lane = entry.get("lane")
-        plan.append((nb, out_dir / (entry.get("output") or nb.name), params, set(declared),
-                     None if lane is None else (str(entry.get("group", "")), str(lane))))
-    if stages and not plan:
-        raise ValueError(f"no notebook of profile {prof['path']} matches stages {list(stages)}")
-    unused = set(overrides or {}) - set().union(*(item[3] for item in plan))
-    if unused:
-        raise ValueError(f"override(s) {', '.join(sorted(unused))} are not parameters of any notebook to run")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if progress is None:
-        progress = sys.stderr.isatty()
-    rows: list = []
-    timings = out_dir / "timings.tsv"
-    n = len(plan)
-    for group in _groups(plan):
-        if len(group) == 1 and group[0][0] is None:  # a notebook without a lane: alone, on every core
-            i, (nb, out, params, *_) = group[0][1][0]
-            tag = f"[{i}/{n}] {out.name}"
-            print(f"{tag} ... {_short(params)}", flush=True)
-            row = _execute(nb, out, params, cwd, tag, progress)
-            rows.append(row)
-            pd.DataFrame(rows).to_csv(timings, sep="\t", index=False)
-            _raise_if_failed(row, tag)
-            print(f"{tag} done in {row['seconds']:.1f} s -> {out}", flush=True)
-            continue
-        rows += _run_lanes(group, n, cwd, rows, timings)
-    return pd.DataFrame(rows)
-
-
-def _groups(plan: list) -> list:
-    """The plan cut into groups to run one after the other: ``[(lane or None, [(i, item), ...]), ...]`` lists, one
-    per group. A notebook without a lane is a group of its own; consecutive notebooks with lanes and the same
-    ``group`` name form one group, its lanes in the order they first appear."""
-    groups: list = []
-    previous = None
-    for i, item in enumerate(plan, 1):
-        key = item[4]  # (group, lane) or None
-        if key is None or previous is None or key[0] != previous[0]:
-            groups.append([(key, [(i, item)])])
-            previous = key
-            continue
-        previous = key
-        lanes = groups[-1]
-        for name, items in lanes:
-            if name == key:
-                items.append((i, item))
-                break
-        else:
-            lanes.append((key, [(i, item)]))
-    return groups
+    plan = plan_profile(name_or_path, stages=stages, output_dir=output_dir, overrides=overrides, cwd=cwd, root=root)
+    return execute_plan(plan, progress=progress)
 
 
 def _execute(nb: Path, out: Path, params: dict, cwd: Path, tag: str, progress: bool) -> dict:
@@ -450,8 +528,8 @@ def _run_lanes(group: list, n: int, cwd: Path, rows: list, timings: Path) -> lis
     done: list = []
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
     with ProcessPoolExecutor(len(group), mp_context=context) as pool:
-        jobs = [pool.submit(_lane_worker, [(i, (str(nb), str(out), params)) for i, (nb, out, params, *_) in items],
-                            str(cwd), threads, n) for _, items in group]
+        jobs = [pool.submit(_lane_worker, [(item.index, (str(item.notebook), str(item.output), item.parameters))
+                                           for item in items], str(cwd), threads, n) for _, items in group]
         for job in jobs:
             done += job.result()
             pd.DataFrame(rows + done).to_csv(timings, sep="\t", index=False)
