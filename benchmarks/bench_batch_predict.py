@@ -122,7 +122,7 @@ def per_scan(threads: int) -> int:
         g = build_model("demo-cpu").eval()
         for preset in ("quick", "paper"):
             for method in ("generalised", "template"):
-                cfg = pp.make_config(preset, target_spacing=0.7, grid_inplane=(288, 224), qc_figure=False,
+                cfg = pp.PreprocessConfig.from_preset(preset, target_spacing=0.7, grid_inplane=(288, 224), qc_figure=False,
                                      threads_per_job=threads)
                 t0, c0 = time.perf_counter(), cpu_seconds()
                 rec = pp.preprocess_lone_3t(scan, Path(tmp) / f"{preset}-{method}", cfg, method=method,

@@ -119,7 +119,7 @@ from pathlib import Path
 from synth7t import layout, preprocess as pp
 threads = int(sys.argv[3])
 ds = layout.discover(sys.argv[1])
-cfg = pp.make_config("paper", qc_figure=False, threads_per_job=threads)
+cfg = pp.PreprocessConfig.from_preset("paper", qc_figure=False, threads_per_job=threads)
 t0 = time.perf_counter()
 rec = pp.preprocess_subject(ds[0], Path(sys.argv[2]), cfg)
 print(json.dumps({"wall": time.perf_counter() - t0, "timings": rec["timings"], "files": rec["files"],

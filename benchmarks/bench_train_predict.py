@@ -52,7 +52,7 @@ def small_cache(folder: Path) -> Path:
     ds = demo.generate_cohort(data, 4, seed=3, config=demo.DemoConfig(voxel_7t=1.6, voxel_3t=2.3), n_jobs=1,
                               progress=False)
     layout.write_split(layout.make_split(ds, n_test=1, seed=0), data / layout.SPLIT_FILE)
-    cfg = preprocess.make_config("quick", target_spacing=None, grid_inplane=(128, 96), mask_backend="given",
+    cfg = preprocess.PreprocessConfig.from_preset("quick", target_spacing=None, grid_inplane=(128, 96), mask_backend="given",
                                  n4_3t=False, n4_7t=False, qc_figure=False)
     der = folder / "derivatives"
     table = preprocess.preprocess_dataset(data, cfg, n_jobs=1, progress=False, out_root=der)
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in a.set)}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         cache = Path(a.cache) if a.cache else small_cache(Path(tmp))
-        cfg = tconf.make_train_config(a.preset, device=a.device, **overrides)
+        cfg = tconf.TrainConfig.from_preset(a.preset, device=a.device, **overrides)
         trainer = trainer.Trainer(cfg, cache, Path(tmp) / "run", progress=False, resume=False)
         batch = trainer._batch(0, 0)
         hw = tuple(int(v) for v in batch["x"].shape[-2:])

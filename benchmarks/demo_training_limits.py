@@ -71,7 +71,7 @@ def main() -> None:
             if over.get("init_from"):  # the demo's U-Net, as trained here
                 over["init_from"] = str(out / over["init_from"].split("/")[-2] / "as in the demo" / "model")
             run = out / name / variant
-            cfg = tconf.make_train_config(preset, **{**over, "threads": args.threads})
+            cfg = tconf.TrainConfig.from_preset(preset, **{**over, "threads": args.threads})
             stale = stale_settings(run, cfg)
             if stale:  # the profile changed since this run trained: train it again with today's settings
                 print(f"{name} / {variant}: retraining, its run differs in {', '.join(stale)}", flush=True)

@@ -204,10 +204,10 @@ def measure_training(plan: Plan, gen_preset: str, train_preset: str, *, amp: boo
     """
     from synth7t.training.losses import GeneratorLoss, critic_loss
     from synth7t.models import build_discriminator, build_model, get_model_config
-    from synth7t.training.config import make_train_config
+    from synth7t.training.config import TrainConfig
 
     device = plan.device
-    cfg = make_train_config(train_preset)
+    cfg = TrainConfig.from_preset(train_preset)
     free_memory(device)
     torch.manual_seed(0)
     model_config = get_model_config(gen_preset)
@@ -323,9 +323,9 @@ def guarded(fn: Callable[..., Dict[str, Any]], *args: Any, **kwargs: Any) -> Dic
 def check_model(plan: Plan, gen_preset: str, train_preset: str, perceptual) -> Dict[str, Any]:
     """Every measurement of one model: training and prediction, ours and fp32 eager, with FLOPs and MFU."""
     from synth7t.models.facts import model_facts
-    from synth7t.training.config import make_train_config
+    from synth7t.training.config import TrainConfig
 
-    cfg = make_train_config(train_preset)
+    cfg = TrainConfig.from_preset(train_preset)
     gen_facts = model_facts(gen_preset, height=plan.height, width=plan.width)
     critic_facts = (model_facts(f"discriminator:{cfg.discriminator}", height=plan.height, width=plan.width)
                     if cfg.gan else None)

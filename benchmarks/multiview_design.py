@@ -42,10 +42,10 @@ def designs(samples: int, seed: int = 0) -> dict:
     """Design name -> [(run tag, train config)]: every design takes 3 epochs of ``samples`` slices in all."""
     base = dict(model="demo-cpu-nodiag", samples_per_epoch=samples, device="cpu", seed=seed)
     return {
-        "axial": [("axial", tconf.make_train_config("demo-cpu", **base))],
-        "mv-cond": [("all", tconf.make_train_config("demo-cpu-mv", **base))],
-        "mv-nocond": [("all", tconf.make_train_config("demo-cpu-mv", plane_condition=False, **base))],
-        "three": [(p, tconf.make_train_config("demo-cpu", planes=[p], **{**base, "samples_per_epoch": samples // 3}))
+        "axial": [("axial", tconf.TrainConfig.from_preset("demo-cpu", **base))],
+        "mv-cond": [("all", tconf.TrainConfig.from_preset("demo-cpu-mv", **base))],
+        "mv-nocond": [("all", tconf.TrainConfig.from_preset("demo-cpu-mv", plane_condition=False, **base))],
+        "three": [(p, tconf.TrainConfig.from_preset("demo-cpu", planes=[p], **{**base, "samples_per_epoch": samples // 3}))
                   for p in planes.PLANES],
     }
 

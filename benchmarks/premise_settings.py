@@ -1,8 +1,8 @@
 """Cost and margin of the premise check under other atlas settings, on a finished demo run (for budget decisions).
 
-    python benchmarks/premise_settings.py raw '{"registration_spacing": 1.5, "syn_iterations": [40, 20, 10]}' \
+    python benchmarks/premise_settings.py raw '{"registration": {"spacing": 1.5, "syn_iterations": [40, 20, 10]}}' \
         --root /tmp/clone --out /tmp/premise-raw10
-    python benchmarks/premise_settings.py preprocessed '{"registration_spacing": 1.5}' --root /tmp/clone
+    python benchmarks/premise_settings.py preprocessed '{"registration": {"spacing": 1.5}}' --root /tmp/clone
 
 ``raw`` repeats chapter 00's check (the raw 7T and the aligned raw 3T of the held-out subjects), ``preprocessed``
 chapter 04's (their 3T and 7T on the model grid); both segment with the atlas backend (2 workers) and print the wall

@@ -1,16 +1,26 @@
 """The base of every configuration dataclass: named presets, JSON round trip, strict keys, fingerprint.
 
-A config is a flat dataclass (frozen or not) that inherits :class:`Config` and sets two class attributes,
-annotated ``ClassVar`` (or not annotated) so that the dataclass does not take them for fields::
+A config is a dataclass (frozen or not) that inherits :class:`Config` and sets its class attributes, annotated
+``ClassVar`` (or not annotated) so that the dataclass does not take them for fields::
 
     @dataclass
     class MyConfig(Config):
-        PRESETS: ClassVar[dict] = {"quick": {"iterations": 10}}
+        PRESETS: ClassVar[dict] = {"quick": {"iterations": 10, "registration": {"spacing": 2.0}}}
         RUNTIME_FIELDS: ClassVar[tuple] = ("threads",)   # do not change results: not fingerprinted
+        RENAMED: ClassVar[dict] = {"reg_spacing": "registration.spacing"}   # old key -> where it lives now
         iterations: int = 100
         threads: int = 1
+        registration: RegistrationConfig = dataclasses.field(default_factory=RegistrationConfig)
 
-Unknown names are errors everywhere (presets, overrides, JSON): a typo never falls back to a default.
+A field whose type is itself a :class:`Config` (one concept used by several configs, e.g. the registration's
+stages) is written as a nested mapping in presets, overrides and JSON; a mapping *changes* the fields it names and
+keeps the others (the owner's default, or the preset's value), so ``{"registration": {"spacing": 2.0}}`` changes one
+setting. Unknown names are errors everywhere (presets, overrides, JSON): a typo never falls back to a default. Keys
+of files written before a setting moved (:attr:`Config.RENAMED`) are read from JSON at their new place; given
+as a preset or an override they are errors that name the new place.
+
+Every config is made one way from a preset (:meth:`Config.from_preset`) and read back one way from its JSON form
+(:meth:`Config.from_dict`).
 """
 
 from __future__ import annotations
@@ -29,7 +39,10 @@ C = TypeVar("C", bound="Config")
 
 
 def _jsonable(value: Any) -> Any:
-    """Tuples (also nested in lists and dicts) as lists, so that ``json.dumps`` takes the value."""
+    """Tuples (also nested in lists and dicts) as lists and nested configs as dicts, so that ``json.dumps`` takes
+    the value."""
+    if isinstance(value, Config):
+        return value.to_dict()
     if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
@@ -74,6 +87,12 @@ class Config:
 
     PRESETS: ClassVar[Mapping[str, Any]] = {}
     RUNTIME_FIELDS: ClassVar[Tuple[str, ...]] = ()
+    RENAMED: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def nested_fields(cls) -> dict[str, type]:
+        """Field name -> config class, for the fields whose type is a :class:`Config`."""
+        return {k: h for k, h in _field_hints(cls).items() if isinstance(h, type) and issubclass(h, Config)}
 
     @classmethod
     def field_names(cls) -> Tuple[str, ...]:
@@ -85,8 +104,10 @@ class Config:
         """Raise ``ValueError`` naming every key that is not a field, with the known keys; ``where`` prefixes it."""
         unknown = sorted(set(keys) - set(cls.field_names()))
         if unknown:
-            raise ValueError(f"{where + ': ' if where else ''}unknown {cls.__name__} key(s) {unknown}; "
-                             f"known keys: {', '.join(sorted(cls.field_names()))}")
+            moved = [f"{k} is now {cls.RENAMED[k]}" for k in unknown if k in cls.RENAMED]
+            raise ValueError(f"{where + ': ' if where else ''}unknown {cls.__name__} key(s) {unknown}"
+                             + (f" ({'; '.join(moved)}: give it as a nested mapping)" if moved else "")
+                             + f"; known keys: {', '.join(sorted(cls.field_names()))}")
 
     @classmethod
     def from_preset(cls: type[C], name: str, **overrides: Any) -> C:
@@ -102,11 +123,28 @@ class Config:
         preset = cls.PRESETS[name]
         if isinstance(preset, Mapping):
             cls.check_keys(preset, f"preset {name!r}")
-            return cls(**{**preset, **overrides})
-        if not isinstance(preset, cls):
+            preset = cls(**cls._nested(preset))
+        elif not isinstance(preset, cls):
             raise TypeError(f"{cls.__name__}.PRESETS[{name!r}] is a {type(preset).__name__}; a preset must be a "
                             f"mapping of field values or a {cls.__name__}")
+        if "preset" in cls.field_names() and "preset" not in overrides:
+            overrides = {**overrides, "preset": name}  # the config records where it started
         return preset.replace(**overrides)
+
+    @classmethod
+    def _nested(cls, values: Mapping[str, Any], current: Optional["Config"] = None) -> dict[str, Any]:
+        """``values`` with each mapping given for a nested config field applied to that field's current value
+        (``current``'s, or the default), so that a mapping changes only the settings it names."""
+        out = dict(values)
+        for name, sub in cls.nested_fields().items():
+            v = out.get(name)
+            if isinstance(v, Mapping):
+                base = getattr(current, name) if current is not None else cls._default(name)
+                out[name] = sub.from_dict_onto(v, base)
+            elif v is not None and name in out and not isinstance(v, sub):
+                raise ValueError(f"{cls.__name__}.{name} must be a {sub.__name__} or a mapping of its fields, "
+                                 f"got {type(v).__name__}")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Every field by name, JSON-ready (tuples become lists)."""
@@ -123,14 +161,50 @@ class Config:
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"{cls.__name__}.from_dict needs a mapping of field values, got {type(data).__name__}")
+        data = cls._moved_in(cls.upgrade(data))
         cls.check_keys(data)
         hints = _field_hints(cls)
-        return cls(**{k: _restore(v, hints[k]) for k, v in data.items()})
+        nested = cls.nested_fields()
+        values = {k: (nested[k].from_dict_onto(v, cls._default(k)) if k in nested and isinstance(v, Mapping)
+                      else _restore(v, hints[k])) for k, v in data.items()}
+        return cls(**values)
+
+    @classmethod
+    def upgrade(cls, data: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Hook for a subclass: the JSON form of an older version of the config, as this version reads it
+        (called by :meth:`from_dict` before the keys are checked). The default returns ``data`` unchanged."""
+        return data
+
+    @classmethod
+    def _moved_in(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Keys of :attr:`RENAMED` (``old -> "field.key"``) moved into their nested mapping."""
+        out = dict(data)
+        for old, new in cls.RENAMED.items():
+            if old in out:
+                outer, inner = new.split(".", 1)
+                out[outer] = {**dict(out.get(outer) or {}), inner: out.pop(old)}
+        return out
+
+    @classmethod
+    def _default(cls, name: str) -> Any:
+        """The default value of field ``name`` (its ``default_factory``'s, for a nested config)."""
+        f = next(f for f in dataclasses.fields(cls) if f.name == name)  # type: ignore[arg-type]
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        return f.default_factory()  # type: ignore[misc]
+
+    @classmethod
+    def from_dict_onto(cls: type[C], data: Mapping[str, Any], base: C) -> C:
+        """``base`` with the fields of ``data`` (JSON form, lists for tuples) changed (a nested config's
+        :meth:`from_dict`, whose absent keys keep its owner's default)."""
+        cls.check_keys(data)
+        hints = _field_hints(cls)
+        return base.replace(**{k: _restore(v, hints[k]) for k, v in data.items()})
 
     def replace(self: C, **changes: Any) -> C:
         """A copy with some fields changed (validated again); unknown field names are ``ValueError``."""
         self.check_keys(changes)
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return dataclasses.replace(self, **type(self)._nested(changes, self))  # type: ignore[type-var]
 
     def fingerprint_dict(self) -> dict[str, Any]:
         """What :meth:`fingerprint` hashes: :meth:`to_dict` less :attr:`RUNTIME_FIELDS`; extend it in a subclass

@@ -109,7 +109,7 @@ def fast_options(mask: Path) -> dict:
     phantoms, not brains, which the content checks rightly refuse (tests/test_input_checks.py tests those)."""
     from synth7t import preprocess as pp
 
-    cfg = pp.make_config("quick", target_spacing=MODEL_SPACING, grid_inplane=MODEL_INPLANE, n4_3t=False,
+    cfg = pp.PreprocessConfig.from_preset("quick", target_spacing=MODEL_SPACING, grid_inplane=MODEL_INPLANE, n4_3t=False,
                          mask_backend="given", qc_figure=False, axial_margin=2)
     space = pp.GeneralisedAffine(np.eye(3), np.zeros(3), (100, 120, 100), np.diag([1.4, 1.4, 1.4, 1.0]), 1)
     return dict(method="generalised", generalised=space, preprocess_preset=cfg, t3_mask=str(mask), device="cpu",

@@ -111,7 +111,7 @@ def preprocessed_cohort(coarse_cohort, tmp_path_factory):
 
     root = coarse_cohort.root
     split_file = layout.write_split(layout.make_split(coarse_cohort, n_test=1, seed=0), root / "split.tsv")
-    cfg = preprocess.make_config("quick", target_spacing=None, grid_inplane=(128, 96), mask_backend="given",
+    cfg = preprocess.PreprocessConfig.from_preset("quick", target_spacing=None, grid_inplane=(128, 96), mask_backend="given",
                                  n4_3t=False, n4_7t=False, qc_figure=False)
     out = tmp_path_factory.mktemp("derivatives") / "synth7t-preproc"
     table = preprocess.preprocess_dataset(root, cfg, n_jobs=1, progress=False, out_root=out)

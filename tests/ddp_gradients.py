@@ -46,7 +46,7 @@ def train_and_record(cache, run_dir, preset: str, overrides: dict) -> tuple[dict
     from synth7t.training import trainer
     from synth7t.training import config as tconf
 
-    trainer = trainer.Trainer(tconf.make_train_config(preset, **overrides), cache, run_dir, progress=False,
+    trainer = trainer.Trainer(tconf.TrainConfig.from_preset(preset, **overrides), cache, run_dir, progress=False,
                             resume=False)
     grads = record_gradients(trainer)
     trainer.fit()

@@ -78,9 +78,9 @@ def run(work: Path) -> dict:
     split_file = layout.write_split(layout.make_split(ds, n_test=1, seed=0), ds.root / "split.tsv")
     train_keys = sorted(layout.read_split(split_file).query("split == 'train'")["participant_id"])
     # deepbet masks and N4 on both images exercise every step of the pipeline (a single pass of each)
-    cfg = preprocess.make_config("quick", target_spacing=None, grid_inplane=(128, 128), mask_backend="deepbet",
-                                 n4_iterations=(20, 10), remask_7t=False, qc_figure=False,
-                                 registration_spacing=2.0)
+    cfg = preprocess.PreprocessConfig.from_preset("quick", target_spacing=None, grid_inplane=(128, 128),
+                                                  mask_backend="deepbet", n4_iterations=(20, 10), remask_7t=False,
+                                                  qc_figure=False, registration={"spacing": 2.0})
     deriv = work / "derivatives"
     table = preprocess.preprocess_dataset(ds.root, cfg, subjects=train_keys, n_jobs=1, progress=False,
                                           out_root=deriv)
@@ -90,8 +90,9 @@ def run(work: Path) -> dict:
 
     # a lone 3T onto the MNI template (a rigid Mattes registration with the affine stage's sampling)
     test_key = min({s.key for s in ds} - set(train_keys))
-    lone_cfg = preprocess.make_config("quick", target_spacing=2.0, grid_inplane=(96, 96), mask_backend="given",
-                                      n4_3t=False, qc_figure=False, registration_spacing=3.0)
+    lone_cfg = preprocess.PreprocessConfig.from_preset("quick", target_spacing=2.0, grid_inplane=(96, 96),
+                                                       mask_backend="given", n4_3t=False, qc_figure=False,
+                                                       registration={"spacing": 3.0})
     preprocess.preprocess_lone_3t(ds[test_key].t3, work / "lone", lone_cfg, method="template",
                                   t3_mask=ds[test_key].t3_mask)
     out["lone_3t"] = _digest_tree(work / "lone")
@@ -101,7 +102,7 @@ def run(work: Path) -> dict:
     out["slice_cache"] = {name: _digest_array(np.load(cache / name)) for name in ("t3.npy", "t7.npy")}
     lap("slice_cache")
 
-    tcfg = tconf.make_train_config("demo-cpu", epochs=1, batch_size=2, samples_per_epoch=6, max_steps=3,
+    tcfg = tconf.TrainConfig.from_preset("demo-cpu", epochs=1, batch_size=2, samples_per_epoch=6, max_steps=3,
                                    crop=[32, 32], val_slices=2, ckpt_every=100, num_workers=0,
                                    device="cpu", seed=0, threads=1)
     run_dir = work / "run"
@@ -120,8 +121,8 @@ def run(work: Path) -> dict:
     lap("predict")
 
     labels, _ = segment(inp["t3"].data, inp["t3"].affine, backend="atlas",
-                        config=AtlasConfig(registration_spacing=4.0, affine_iterations=(50, 20),
-                                           syn_iterations=(10, 5, 0)))
+                        config=AtlasConfig().replace(registration={"spacing": 4.0, "affine_iterations": (50, 20),
+                                                                   "syn_iterations": (10, 5, 0)}))
     out["segment"] = {key: _digest_array(labels)}
     lap("segment")
     out["seconds"] = seconds

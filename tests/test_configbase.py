@@ -164,3 +164,40 @@ def test_a_preset_of_another_type_is_refused():
 
     with pytest.raises(TypeError, match=r"Odd.PRESETS\['x'\] is a int"):
         Odd.from_preset("x")
+
+
+@dataclass
+class Owner(Config):
+    """A config that holds another as one nested field (as preprocessing and the atlas hold the registration)."""
+
+    PRESETS: ClassVar[dict] = {"coarse": {"inner": {"channels": 2}, "scale": 3}, "plain": {}}
+    RENAMED: ClassVar[dict] = {"inner_channels": "inner.channels"}
+
+    preset: str = "plain"
+    scale: int = 1
+    inner: FrozenToy = field(default_factory=lambda: FrozenToy(mult=(1, 2, 4)))
+
+
+def test_a_nested_config_changes_only_the_settings_a_mapping_names():
+    coarse = Owner.from_preset("coarse")
+    # the preset's mapping changed channels over the owner's default (mult (1, 2, 4), not FrozenToy's (1, 2))
+    assert coarse.inner == FrozenToy(channels=2, mult=(1, 2, 4)) and coarse.preset == "coarse"
+    # an override's mapping changes its key over the preset's value, not over the default
+    assert Owner.from_preset("coarse", inner={"mult": (8,)}).inner == FrozenToy(channels=2, mult=(8,))
+    assert coarse.replace(inner={"mult": [3]}).inner == FrozenToy(channels=2, mult=(3,))
+    assert coarse.replace(inner=FrozenToy()).inner == FrozenToy()
+    # JSON round trip, and the fingerprint sees a nested change
+    text = json.dumps(coarse.to_dict())
+    assert json.loads(text)["inner"] == {"channels": 2, "mult": [1, 2, 4]}
+    assert Owner.from_dict(json.loads(text)) == coarse
+    assert coarse.replace(inner={"channels": 5}).fingerprint() != coarse.fingerprint()
+    # a partial nested dict in JSON keeps the owner's default for the rest
+    assert Owner.from_dict({"inner": {"channels": 6}}).inner == FrozenToy(channels=6, mult=(1, 2, 4))
+    # an old file's flat key is read at its new place; as a setting it is an error naming the place
+    assert Owner.from_dict({"inner_channels": 7}).inner == FrozenToy(channels=7, mult=(1, 2, 4))
+    with pytest.raises(ValueError, match="inner_channels is now inner.channels"):
+        Owner.from_preset("plain", inner_channels=7)
+    with pytest.raises(ValueError, match="unknown FrozenToy key.*chanels"):
+        coarse.replace(inner={"chanels": 1})
+    with pytest.raises(ValueError, match="must be a FrozenToy or a mapping"):
+        coarse.replace(inner=3)

@@ -137,19 +137,19 @@ def test_global_batch_splits_over_ranks_and_micro_batches(cache, monkeypatch):
     with pytest.raises(ValueError, match=r"batch_size=4 .*world size 8 .*nearest valid batch sizes are 8"):
         trainer.split_batch(4, 8)
     with pytest.raises(ValueError, match="grad_accumulation"):
-        tconf.make_train_config("demo-cpu", grad_accumulation=0)
+        tconf.TrainConfig.from_preset("demo-cpu", grad_accumulation=0)
     with pytest.raises(ValueError, match=r"batch_size=8 .*grad_accumulation=3.* 6 or 9"):
-        tconf.make_train_config("demo-cpu", grad_accumulation=3)
+        tconf.TrainConfig.from_preset("demo-cpu", grad_accumulation=3)
     # under torchrun the trainer refuses a global batch that its processes cannot share evenly, before it
     # starts a process group
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(ValueError, match=r"batch_size=4 .*world size 3 .*3 or 6"):
-        trainer.Trainer(tconf.make_train_config("demo-cpu", **UNET), cache, "/nonexistent/run", progress=False)
+        trainer.Trainer(tconf.TrainConfig.from_preset("demo-cpu", **UNET), cache, "/nonexistent/run", progress=False)
 
 
 def test_rank_shares_and_penalty_weights_are_slices_of_the_global_batch(cache, tmp_path):
     """Rank r of N takes rows r*B/N.. of the global batch, and draws the penalty weights of those rows."""
-    cfg = tconf.make_train_config("demo-cpu-gan", **{**GAN, "batch_size": 6})
+    cfg = tconf.TrainConfig.from_preset("demo-cpu-gan", **{**GAN, "batch_size": 6})
     one = trainer.Trainer(cfg, cache, tmp_path / "one", progress=False, resume=False)
     full = one.global_batch_ids(1, 2)
     assert len(full) == 6 and np.array_equal(one.rank_batch_ids(1, 2), full)
@@ -266,7 +266,7 @@ def ddp_unet(cache, tmp_path_factory):
 
 
 def test_ddp_unet_matches_one_process(ddp_unet, cache, tmp_path):
-    one = trainer.Trainer(tconf.make_train_config("demo-cpu", **UNET), cache, tmp_path / "one", progress=False)
+    one = trainer.Trainer(tconf.TrainConfig.from_preset("demo-cpu", **UNET), cache, tmp_path / "one", progress=False)
     one.fit()
     meta = json.loads((trainer.latest_checkpoint(ddp_unet / "checkpoints") / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["step"] == one.pos.step == 12 and meta["epoch"] == 3
@@ -315,7 +315,7 @@ def test_ddp_watnet_on_patches_matches_one_process(cache, tmp_path):
     version, so on gloo each rank normalises with its own share and the weights differ from one process's.)"""
     overrides = dict(epochs=2, samples_per_epoch=16, batch_size=4, val_slices=4, ckpt_every=2, device="cpu", seed=0)
     _torchrun(cache, tmp_path / "ddp", "demo-cpu-watnet", overrides)
-    one = trainer.Trainer(tconf.make_train_config("demo-cpu-watnet", **overrides), cache, tmp_path / "one",
+    one = trainer.Trainer(tconf.TrainConfig.from_preset("demo-cpu-watnet", **overrides), cache, tmp_path / "one",
                         progress=False)
     one.fit()
     meta = json.loads((trainer.latest_checkpoint(tmp_path / "ddp" / "checkpoints") / "meta.json").read_text())

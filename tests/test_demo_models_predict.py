@@ -36,7 +36,7 @@ def demo_grid_models(coarse_cohort, tmp_path_factory):
     root = coarse_cohort.root
     split = layout.write_split(layout.make_split(coarse_cohort, n_test=1, seed=0),
                                tmp_path_factory.mktemp("split") / "split.tsv")
-    cfg = preprocess.make_config(pre["preset"], **{**pre.get("config_overrides", {}),
+    cfg = preprocess.PreprocessConfig.from_preset(pre["preset"], **{**pre.get("config_overrides", {}),
                                                    "target_spacing": pre["target_spacing"],
                                                    "grid_inplane": tuple(pre["grid_inplane"])},
                                  mask_backend="given", n4_3t=False, n4_7t=False, qc_figure=False)
@@ -53,7 +53,7 @@ def demo_grid_models(coarse_cohort, tmp_path_factory):
         over = dict(t.get("config_overrides", {}))
         if over.get("init_from"):
             over["init_from"] = str(models[Path(over["init_from"]).parent.name])
-        cfg_t = tconf.make_train_config(t["preset"], **{**over, "max_steps": 1, "samples_per_epoch": 16,
+        cfg_t = tconf.TrainConfig.from_preset(t["preset"], **{**over, "max_steps": 1, "samples_per_epoch": 16,
                                                         "val_slices": 2, "batch_size": 2})
         tr = trainer.Trainer(cfg_t, cache, runs / t["model_name"], progress=False)
         tr.fit()

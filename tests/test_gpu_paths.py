@@ -26,7 +26,7 @@ def cache(preprocessed_cohort, tmp_path_factory):
 
 
 def _trainer(cache, run_dir, preset="demo-cpu-gan", **overrides):
-    cfg = tconf.make_train_config(preset, **{**BASE, **overrides})
+    cfg = tconf.TrainConfig.from_preset(preset, **{**BASE, **overrides})
     return trainer.Trainer(cfg, cache, run_dir, progress=False, resume=False)
 
 
@@ -53,7 +53,7 @@ def test_bf16_autocast_trains_on_cpu(cache, tmp_path):
     # 3T itself, the same in both precisions, which would hide what autocast changes
     fp32 = _trainer(cache, tmp_path / "fp32", amp="off", global_residual=False)
     bf16 = _trainer(cache, tmp_path / "bf16", amp="bf16", global_residual=False)
-    assert tconf.make_train_config("demo-cpu").amp == "off"  # the CPU demo stays in fp32
+    assert tconf.TrainConfig.from_preset("demo-cpu").amp == "off"  # the CPU demo stays in fp32
     batch = bf16._batch(0, 0)
     with bf16._autocast():
         assert bf16.g_train(batch["x"], batch["context"]).dtype == torch.bfloat16
@@ -141,9 +141,9 @@ def test_compile_without_a_compiler_is_a_clear_error(cache, tmp_path, monkeypatc
 def test_channels_last_3d_baseline_step_matches_contiguous(cache, tmp_path):
     """A 3D baseline (V-Net) with ``channels_last``: NDHWC weights and patches, the contiguous step's results."""
     over = dict(epochs=1, batch_size=2, samples_per_epoch=4, val_slices=2, ckpt_every=100, device="cpu", seed=0)
-    ncdhw = trainer.Trainer(tconf.make_train_config("demo-cpu-vnet", **over), cache, tmp_path / "a", progress=False,
+    ncdhw = trainer.Trainer(tconf.TrainConfig.from_preset("demo-cpu-vnet", **over), cache, tmp_path / "a", progress=False,
                           resume=False)
-    ndhwc = trainer.Trainer(tconf.make_train_config("demo-cpu-vnet", channels_last=True, **over), cache,
+    ndhwc = trainer.Trainer(tconf.TrainConfig.from_preset("demo-cpu-vnet", channels_last=True, **over), cache,
                           tmp_path / "b", progress=False, resume=False)
     batch, batch_cl = ncdhw._batch(0, 0), ndhwc._batch(0, 0)
     assert batch_cl["x"].is_contiguous(memory_format=torch.channels_last_3d)

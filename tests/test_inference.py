@@ -223,7 +223,7 @@ def test_the_lone_studies_predict_with_an_imported_model_onto_the_studys_grid(tm
     nib.save(nib.Nifti1Image(brain.astype(np.uint8), affine), mask)
     rec = _lone_record(tmp_path / "aligned", "sub-01", image, brain, affine, scan, offset=(30.0, -20.0, 10.0))
     demo = pd.DataFrame({"key": ["sub-01"], "age": [70.0], "sex": ["F"], "diagnosis": ["CN"], "mask": [str(mask)]})
-    config = pp.make_config("quick", qc_figure=False, mask_backend="given")
+    config = pp.PreprocessConfig.from_preset("quick", qc_figure=False, mask_backend="given")
     with pytest.raises(ValueError, match="pass the study's preprocessing config"):
         lone.predict_lone(model, {"sub-01": rec}, demo, tmp_path / "p0", name="imp", device="cpu")
     # force: a phantom, not a brain, which the content checks rightly refuse
@@ -249,7 +249,7 @@ def test_a_lone_study_aligns_onto_the_grid_its_models_were_trained_on(tmp_path):
 
     derivatives = tmp_path / "derivatives"
     derivatives.mkdir()
-    (derivatives / "config.json").write_text(json.dumps(pp.make_config("quick", target_spacing=1.0).to_dict()))
+    (derivatives / "config.json").write_text(json.dumps(pp.PreprocessConfig.from_preset("quick", target_spacing=1.0).to_dict()))
     unet = bd.write_model_folder(tmp_path / "unet" / "model")
     vnet = tmp_path / "vnet" / "model"
     vnet.mkdir(parents=True)

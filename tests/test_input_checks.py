@@ -106,8 +106,8 @@ def test_the_lone_3t_path_checks_as_it_goes_and_records_the_findings(mni2, tmp_p
     from synth7t import preprocess as pp
 
     t1, mask, aff = mni2
-    cfg = pp.make_config("quick", qc_figure=False, mask_backend="given", target_spacing=2.0, n4_3t=False,
-                         registration_spacing=4.0)
+    cfg = pp.PreprocessConfig.from_preset("quick", qc_figure=False, mask_backend="given", target_spacing=2.0, n4_3t=False,
+                         registration={"spacing": 4.0})
     shifted = aff.copy()
     shifted[:3, 3] += (9.0, -7.0, 5.0)
     scan, m = tmp_path / "sub-01_T1w.nii.gz", tmp_path / "sub-01_mask.nii.gz"

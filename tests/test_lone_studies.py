@@ -102,11 +102,11 @@ def test_the_amygdala_design_end_to_end(amygdala_set, preprocessed_cohort, tmp_p
     -> Dice of the segmentations against the reference labels; paired tests BH-adjusted over the paper's family."""
     from synth7t import preprocess as pp
     from synth7t.training import slices, trainer
-    from synth7t.training.config import make_train_config
+    from synth7t.training.config import TrainConfig
 
     root, parts = amygdala_set
     derivatives, ds, split_file = preprocessed_cohort
-    cfg = pp.make_config("quick", target_spacing=1.6, grid_inplane=(128, 96), n4_3t=False, qc_figure=False,
+    cfg = pp.PreprocessConfig.from_preset("quick", target_spacing=1.6, grid_inplane=(128, 96), n4_3t=False, qc_figure=False,
                          mask_backend="given")  # the simulated sets carry ground-truth 3T masks, as the cohort does
     inputs = lone.lone_inputs(root)
     status = lone.preprocess_lone_batch(inputs, tmp_path / "aligned", config=cfg,
@@ -121,7 +121,7 @@ def test_the_amygdala_design_end_to_end(amygdala_set, preprocessed_cohort, tmp_p
 
     cache = slices.build_cache(derivatives, tmp_path / "cache", ds, split_file=split_file, progress=False)
     run = tmp_path / "run"
-    tcfg = make_train_config("demo-cpu", epochs=1, batch_size=4, samples_per_epoch=8, crop=[64, 64], val_slices=4,
+    tcfg = TrainConfig.from_preset("demo-cpu", epochs=1, batch_size=4, samples_per_epoch=8, crop=[64, 64], val_slices=4,
                              lambda_perc=0.0, num_workers=0, device="cpu", seed=0)
     trainer.Trainer(tcfg, cache, run, progress=False).fit()
     pred = lone.predict_lone(run / "model", records, inputs, tmp_path / "pred", name="unet", device="cpu",

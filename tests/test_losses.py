@@ -477,19 +477,19 @@ def test_config_names_the_adversarial_and_perceptual_options():
     assert tconf.ADVERSARIAL_OBJECTIVES == ADVERSARIAL_OBJECTIVES
     assert set(PERCEPTUAL_NETWORKS) <= set(tconf.PERCEPTUAL_NETWORKS)
     for preset in ("paper-gan", "paper-gan-nodiag", "demo-cpu-gan"):
-        assert tconf.make_train_config(preset).adversarial == "bce"
-    cfg = tconf.make_train_config("paper-gan", **{"adversarial": "wasserstein", "perceptual": "radimagenet_resnet50",
+        assert tconf.TrainConfig.from_preset(preset).adversarial == "bce"
+    cfg = tconf.TrainConfig.from_preset("paper-gan", **{"adversarial": "wasserstein", "perceptual": "radimagenet_resnet50",
                                                   "perceptual_weights": "weights/RadImageNet-ResNet50.pt"})
     assert (cfg.adversarial, cfg.perceptual, cfg.perceptual_weights) == (
         "wasserstein", "radimagenet_resnet50", "weights/RadImageNet-ResNet50.pt")
-    assert tconf.train_config_from_dict(cfg.to_dict()) == cfg
+    assert tconf.TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="adversarial must be one of 'bce', 'wasserstein'"):
-        tconf.make_train_config("paper-gan", adversarial="hinge")
+        tconf.TrainConfig.from_preset("paper-gan", adversarial="hinge")
     with pytest.raises(ValueError, match="perceptual must be one of"):
-        tconf.make_train_config("paper-gan", perceptual="vgg19")
+        tconf.TrainConfig.from_preset("paper-gan", perceptual="vgg19")
     # a GAN run saved before the field existed was trained with the Wasserstein critic
-    legacy = {k: v for k, v in tconf.make_train_config("demo-cpu-gan").to_dict().items() if k != "adversarial"}
-    assert tconf.train_config_from_dict(legacy).adversarial == "wasserstein"
+    legacy = {k: v for k, v in tconf.TrainConfig.from_preset("demo-cpu-gan").to_dict().items() if k != "adversarial"}
+    assert tconf.TrainConfig.from_dict(legacy).adversarial == "wasserstein"
 
 
 # ------------------------------------------------------------------------------------ factory, LPIPS

@@ -8,7 +8,7 @@ import pytest
 
 from synth7t.training import modelcard
 from synth7t.models import get_model_config
-from synth7t.training.config import make_train_config
+from synth7t.training.config import TrainConfig
 
 GRID = {"spacing_mm": 0.7, "grid_inplane": [288, 224]}
 VALIDATION = [
@@ -22,7 +22,7 @@ REAL = {"name": "BioFINDER-2 7T", "simulated": False, "source": "cache", "split"
 
 
 def _card(preset="demo-cpu-gan", dataset=SIMULATED, validation=VALIDATION, objective="wasserstein", **train):
-    return modelcard.build_model_card(make_train_config(preset, **train).to_dict(),
+    return modelcard.build_model_card(TrainConfig.from_preset(preset, **train).to_dict(),
                                       get_model_config(preset).to_dict(), dataset=dataset, steps=20,
                                       epochs_done=2, grid=GRID, validation=validation, objective=objective)
 
@@ -69,7 +69,7 @@ def test_a_real_unet_card():
 
 
 def test_objective_from_the_config_and_missing_facts():
-    cfg = {**make_train_config("paper-gan").to_dict(), "gan_objective": "bce"}
+    cfg = {**TrainConfig.from_preset("paper-gan").to_dict(), "gan_objective": "bce"}
     card = modelcard.build_model_card(cfg, get_model_config("paper-gan").to_dict(), dataset=REAL, steps=0,
                                       epochs_done=0, grid={}, validation=None, objective=None)
     adversarial = card["objective"]["terms"][-1]
@@ -99,7 +99,7 @@ def test_invalid_arguments(kw, match):
     args = dict(dataset=SIMULATED, steps=1, epochs_done=0, grid=GRID, validation=VALIDATION, objective=None)
     args.update(kw)
     with pytest.raises(ValueError, match=match):
-        modelcard.build_model_card(make_train_config("demo-cpu").to_dict(), get_model_config("demo-cpu").to_dict(),
+        modelcard.build_model_card(TrainConfig.from_preset("demo-cpu").to_dict(), get_model_config("demo-cpu").to_dict(),
                                    **args)
 
 

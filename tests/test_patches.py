@@ -240,7 +240,7 @@ def test_volume_prediction_by_window_puts_every_voxel_back_in_place():
 
 def test_baseline_batches_split_over_ranks_and_carry_the_mask(cache, tmp_path):
     """A rank's share of a global batch of patches is the matching rows of one process's batch (torchrun)."""
-    cfg = tconf.make_train_config("demo-cpu-watnet", batch_size=6, samples_per_epoch=24, val_slices=2, epochs=1)
+    cfg = tconf.TrainConfig.from_preset("demo-cpu-watnet", batch_size=6, samples_per_epoch=24, val_slices=2, epochs=1)
     one = trainer.Trainer(cfg, cache.root, tmp_path / "one", progress=False, resume=False)
     assert isinstance(one.train_ds, patches.PatchDataset) and not set(one.train_ds.keys) & set(one.val_keys)
     full = one._batch(0, 1)

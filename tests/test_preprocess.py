@@ -23,16 +23,17 @@ from conftest import COARSE
 def _quick(**kw):
     base = dict(target_spacing=None, mask_backend="given", qc_figure=False)
     base.update(kw)
-    return pp.make_config("quick", **base)
+    return pp.PreprocessConfig.from_preset("quick", **base)
 
 
 def _tiny(**kw):
     """Far fewer iterations than ``quick``: for tests of the runner (files, skipping, failures), not of accuracy."""
     base = dict(target_spacing=None, mask_backend="given", qc_figure=False, n4_iterations=(10,), n4_tolerance=1e-3,
-                aff_iterations=(100, 30), aff_shrink_factors=(4, 2), aff_smoothing_sigmas=(2, 1),
-                syn_iterations=(5,), syn_shrink_factors=(4,), syn_smoothing_sigmas=(2,), registration_spacing=None)
+                registration={"affine_iterations": (100, 30), "affine_shrink_factors": (4, 2),
+                              "affine_smoothing_sigmas": (2, 1), "syn_iterations": (5,), "syn_shrink_factors": (4,),
+                              "syn_smoothing_sigmas": (2,), "spacing": None})
     base.update(kw)
-    return pp.make_config("quick", **base)
+    return pp.PreprocessConfig.from_preset("quick", **base)
 
 
 def _rigid(deg_xyz, t_mm, centre):
@@ -51,26 +52,46 @@ def _rigid(deg_xyz, t_mm, centre):
 
 
 def test_presets_and_unknown_keys():
-    paper = pp.make_config("paper")
+    paper = pp.PreprocessConfig.from_preset("paper")
     assert paper.n4_iterations == (150, 150, 150, 150) and paper.n4_tolerance == 1e-7
     assert paper.n4_fwhm == 0.18 and paper.n4_wiener_noise == 0.2
     assert (paper.clip_low_percentile, paper.clip_high_percentile) == (0.0, 99.0)
-    assert pp.make_config("paper-code").clip_low_percentile == 1.0
-    quick = pp.make_config("quick")
-    assert sum(quick.syn_iterations) < sum(paper.syn_iterations) and quick.fingerprint() != paper.fingerprint()
+    assert pp.PreprocessConfig.from_preset("paper-code").clip_low_percentile == 1.0
+    quick = pp.PreprocessConfig.from_preset("quick")
+    assert sum(quick.registration.syn_iterations) < sum(paper.registration.syn_iterations)
+    assert quick.fingerprint() != paper.fingerprint() and quick.preset == "quick"
     # runtime options do not change the fingerprint
-    assert pp.make_config("paper", qc_figure=False, threads_per_job=3).fingerprint() == paper.fingerprint()
-    assert pp.config_from_dict(quick.to_dict()) == quick
+    assert pp.PreprocessConfig.from_preset("paper", qc_figure=False, threads_per_job=3).fingerprint() == paper.fingerprint()
+    assert pp.PreprocessConfig.from_dict(json.loads(json.dumps(quick.to_dict()))) == quick
+    # the registration is one nested config: a mapping changes the settings it names, the preset keeps the rest
+    one = pp.PreprocessConfig.from_preset("quick", registration={"seed": 7})
+    assert one.registration == quick.registration.replace(seed=7) and one.registration.spacing == 1.0
+    assert one.replace(registration={"spacing": None}).registration.affine_iterations == (500, 250, 50)
+    assert pp.PreprocessConfig.from_preset("paper").registration == pp.RegistrationConfig()
+    # a record written when the settings were flat reads back at their new place
+    flat = {k: v for k, v in quick.to_dict().items() if k != "registration"}
+    flat.update(aff_iterations=[9, 3], aff_shrink_factors=[2, 1], aff_smoothing_sigmas=[1, 0], registration_seed=4,
+                registration_spacing=1.5)
+    old = pp.PreprocessConfig.from_dict(flat)
+    assert old.registration.affine_iterations == (9, 3) and old.registration.seed == 4
+    assert old.registration.spacing == 1.5 and old.registration.syn_iterations == pp.RegistrationConfig().syn_iterations
+    # ... but given as a setting it is an error that says where it went
+    with pytest.raises(ValueError, match="registration_spacing is now registration.spacing"):
+        pp.PreprocessConfig.from_preset("quick", registration_spacing=1.5)
+    with pytest.raises(ValueError, match="unknown RegistrationConfig key.*spacng"):
+        pp.PreprocessConfig.from_preset("quick", registration={"spacng": 1.5})
+    with pytest.raises(ValueError, match="one value per level"):
+        quick.replace(registration={"affine_iterations": (10,)})
     with pytest.raises(ValueError, match="unknown PreprocessConfig key.*n4_iters"):
-        pp.make_config("paper", n4_iters=(1,))
+        pp.PreprocessConfig.from_preset("paper", n4_iters=(1,))
     with pytest.raises(ValueError, match="unknown PreprocessConfig preset"):
-        pp.make_config("fast")
+        pp.PreprocessConfig.from_preset("fast")
     with pytest.raises(ValueError, match="mask_backend"):
-        pp.make_config("paper", mask_backend="bet")
+        pp.PreprocessConfig.from_preset("paper", mask_backend="bet")
     with pytest.raises(ValueError, match="divisible"):
-        pp.make_config("paper", grid_inplane=(288, 200))
+        pp.PreprocessConfig.from_preset("paper", grid_inplane=(288, 200))
     with pytest.raises(ValueError, match="clip_low_percentile"):
-        pp.make_config("paper", clip_low_percentile=99.5)
+        pp.PreprocessConfig.from_preset("paper", clip_low_percentile=99.5)
 
 
 # ------------------------------------------------------------------------------------ normalisation
@@ -192,7 +213,7 @@ def test_n4_flattens_a_bias_field():
     rng = np.random.default_rng(0)
     img = (phantom * bias + rng.normal(0, 1, shape)).astype(np.float32) + 5
     mask = phantom > 0
-    out = pp.n4(img, np.eye(4), mask, pp.make_config("quick"))
+    out = pp.n4(img, np.eye(4), mask, pp.PreprocessConfig.from_preset("quick"))
     outer = phantom == 100
     cv = lambda a: a[outer].std() / a[outer].mean()  # noqa: E731
     assert cv(out) < 0.5 * cv(img)
@@ -270,7 +291,7 @@ def test_dataset_run_skip_and_failure_isolation(coarse_cohort, tmp_path):
     assert "no 7T partner" in reasons["sub-004"] and "preprocess_lone_3t" in reasons["sub-004"]
     out = pp.derivatives_dir(root)
     assert json.loads((out / "sub-002" / "sub-002_desc-preproc_error.json").read_text())["status"] == "failed"
-    assert pp.config_from_dict({k: v for k, v in json.loads((out / "config.json").read_text()).items()
+    assert pp.PreprocessConfig.from_dict({k: v for k, v in json.loads((out / "config.json").read_text()).items()
                                 if k != "fingerprint"}) == cfg
     assert (out / "summary.tsv").is_file() and (out / "qc.tsv").is_file()
 
@@ -315,10 +336,12 @@ def test_dataset_run_skip_and_failure_isolation(coarse_cohort, tmp_path):
     assert main(["preprocess", str(root), "--preset", "quick", "--subjects", "sub-001",
                               "--set", "target_spacing=null", "--set", "mask_backend=given", "--set", "qc_figure=false",
                               "--set", "n4_iterations=[10]", "--set", "n4_tolerance=0.001",
-                              "--set", "aff_iterations=[100,30]", "--set", "aff_shrink_factors=[4,2]",
-                              "--set", "aff_smoothing_sigmas=[2,1]", "--set", "syn_iterations=[5]",
-                              "--set", "syn_shrink_factors=[4]", "--set", "syn_smoothing_sigmas=[2]",
-                              "--set", "registration_spacing=null"]) == 0
+                              "--set", "registration.affine_iterations=[100,30]",
+                              "--set", "registration.affine_shrink_factors=[4,2]",
+                              "--set", "registration.affine_smoothing_sigmas=[2,1]",
+                              "--set", "registration.syn_iterations=[5]", "--set", "registration.syn_shrink_factors=[4]",
+                              "--set", "registration.syn_smoothing_sigmas=[2]",
+                              "--set", "registration.spacing=null"]) == 0
 
     # a lone 3T through the generalised affine (both recentring modes) and through the template
     ga = pp.estimate_generalised_affine(out)
@@ -360,7 +383,7 @@ def test_lone_3t_template(coarse_cohort, tmp_path):
     """About 20 s on 2 busy cores (a rigid registration to the 1 mm MNI template)."""
     root = _copy_with_masks(coarse_cohort, tmp_path / "ds", ["sub-001"])
     s = discover(root)["sub-001"]
-    rec = pp.preprocess_lone_3t(s.t3, tmp_path / "lone", _tiny(registration_spacing=2.0), method="template",
+    rec = pp.preprocess_lone_3t(s.t3, tmp_path / "lone", _tiny(registration={**_tiny().registration.to_dict(), "spacing": 2.0}), method="template",
                                 t3_mask=s.t3_mask)
     assert rec["space"] == "MNI152NLin2009cSym"
     a = nib.load(rec["files"]["t3"])

@@ -24,8 +24,9 @@ from synth7t import segment as sg
 from conftest import write_nifti
 
 # A few iterations at 4 mm: for tests of the runner (files, skipping, failures), not of accuracy.
-TINY = dict(registration_spacing=4.0, affine_iterations=(50,), affine_shrink_factors=(1,),
-            affine_smoothing_sigmas=(1,), syn_iterations=(5,), syn_shrink_factors=(1,), syn_smoothing_sigmas=(0,),
+TINY = dict(registration=dict(spacing=4.0, affine_iterations=(50,), affine_shrink_factors=(1,),
+                              affine_smoothing_sigmas=(1,), syn_iterations=(5,), syn_shrink_factors=(1,),
+                              syn_smoothing_sigmas=(0,)),
             label_interpolation="nearestNeighbor")
 
 
@@ -50,16 +51,27 @@ def test_label_table_is_the_demo_cohorts():
 
 
 def test_atlas_config_checks_its_values():
-    cfg = sg.AtlasConfig(syn_iterations=[10, 5], syn_shrink_factors=[2, 1], syn_smoothing_sigmas=[1, 0])
-    assert cfg.syn_iterations == (10, 5)
+    cfg = sg.AtlasConfig(registration={"syn_iterations": [10, 5], "syn_shrink_factors": [2, 1],
+                                       "syn_smoothing_sigmas": [1, 0]})
+    assert cfg.registration.syn_iterations == (10, 5) and cfg.registration.syn_metric == "cc"  # the atlas's own
+    assert cfg.registration.spacing == 2.0 and cfg.registration.affine_iterations == (200, 100)
     assert sg.AtlasConfig(threads=4).fingerprint() == sg.AtlasConfig().fingerprint()  # runtime option
-    assert sg.AtlasConfig(metric="mattes").fingerprint() != sg.AtlasConfig().fingerprint()
-    with pytest.raises(ValueError, match="metric"):
-        sg.AtlasConfig(metric="mi")
+    mattes = sg.AtlasConfig(registration={"syn_metric": "mattes"})
+    assert mattes.fingerprint() != sg.AtlasConfig().fingerprint()
+    # an old sidecar's flat settings read back at their place; given as settings they say where they went
+    old = sg.AtlasConfig.from_dict({"registration_spacing": 3.0, "metric": "mattes", "random_seed": 5})
+    assert (old.registration.spacing, old.registration.syn_metric, old.registration.seed) == (3.0, "mattes", 5)
+    assert old.registration.syn_iterations == (40, 20, 5)
+    with pytest.raises(ValueError, match="metric is now registration.syn_metric"):
+        sg.config_for("atlas", {"metric": "mattes"})
+    with pytest.raises(ValueError, match="syn_metric"):
+        sg.AtlasConfig(registration={"syn_metric": "mi"})
     with pytest.raises(ValueError, match="one value per level"):
-        sg.AtlasConfig(syn_iterations=(10, 5))
-    with pytest.raises(ValueError, match="registration_spacing"):
-        sg.AtlasConfig(registration_spacing=0)
+        sg.AtlasConfig(registration={"syn_iterations": (10, 5)})
+    with pytest.raises(ValueError, match="spacing"):
+        sg.AtlasConfig(registration={"spacing": 0})
+    with pytest.raises(ValueError, match="spacing"):
+        sg.AtlasConfig(registration={"spacing": None})
     with pytest.raises(ValueError, match="label_interpolation"):
         sg.AtlasConfig(label_interpolation="linear")
 
@@ -77,7 +89,7 @@ def test_atlas_backend_matches_the_ground_truth(preprocessed_cohort):
     truth = sio.load_volume(derivatives / rec["files"]["labels"], dtype=None).data
     assert set(pd.read_csv(ds.root / "dseg.tsv", sep="\t")["index"]) == set(sg.FREESURFER_LABELS)
 
-    labels, aff = sg.segment(derivatives / rec["files"]["t7"], config=sg.AtlasConfig(registration_spacing=3.0))
+    labels, aff = sg.segment(derivatives / rec["files"]["t7"], config=sg.AtlasConfig(registration={"spacing": 3.0}))
 
     assert labels.dtype == np.int16 and labels.shape == t7.shape and np.allclose(aff, t7.affine)
     assert set(np.unique(labels)) - {0} <= set(sg.FREESURFER_LABELS)
@@ -366,7 +378,7 @@ def test_synthseg_provenance_reads_the_installed_version(fake_synthseg, tmp_path
 def test_atlas_provenance_names_the_template_and_ants():
     import importlib.metadata
 
-    prov = sg.provenance("atlas", {"registration_spacing": 1.5, "parc": True})
+    prov = sg.provenance("atlas", {"registration": {"spacing": 1.5}, "parc": True})
     ants = importlib.metadata.version("antspyx")
     assert prov["version"] == f"antspyx {ants}" and prov["registration_spacing_mm"] == 1.5
     assert prov["metric"] == "cc (radius 1)" and prov["synth7t"] == synth7t.__version__
@@ -432,7 +444,7 @@ def test_batch_skips_finished_items_and_records_failures(preprocessed_cohort, tm
     assert len(pd.read_csv(out / "segmentations.tsv", sep="\t")) == 1 and len(sg.volumes_table(out)) == 2
     # other settings or another backend make other labels: such an output does not count as finished
     assert sg.is_finished(written, "atlas", cfg.fingerprint())
-    assert not sg.is_finished(written, "atlas", sg.AtlasConfig(**{**TINY, "metric": "mattes"}).fingerprint())
+    assert not sg.is_finished(written, "atlas", sg.AtlasConfig(**TINY).replace(registration={"syn_metric": "mattes"}).fingerprint())
     assert not sg.is_finished(written, "synthseg", cfg.fingerprint())
     # so does a changed input (e.g. a prediction made again by a retrained model)
     src = Path(items.loc[0, "path"])
@@ -463,7 +475,7 @@ def full_size_subject(full_size_cohort, tmp_path_factory):
     288 x 224 (ground-truth masks); returns ``(derivatives, record)``."""
     from synth7t import preprocess
 
-    cfg = preprocess.make_config("quick", mask_backend="given", qc_figure=False)
+    cfg = preprocess.PreprocessConfig.from_preset("quick", mask_backend="given", qc_figure=False)
     der = tmp_path_factory.mktemp("full_size_preproc") / "derivatives"
     table = preprocess.preprocess_dataset(full_size_cohort.root, cfg, n_jobs=1, progress=False, out_root=der)
     assert (table["status"] == "done").all(), table

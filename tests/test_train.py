@@ -18,29 +18,29 @@ def _cfg(**kw):
     base = dict(epochs=2, batch_size=4, samples_per_epoch=16, crop=[64, 64], val_slices=8, ckpt_every=3,
                 lambda_perc=0.0, perceptual_share=None, num_workers=0, device="cpu", seed=0)
     base.update(kw)
-    return tconf.make_train_config("demo-cpu", **base)
+    return tconf.TrainConfig.from_preset("demo-cpu", **base)
 
 
 def test_config_presets_and_errors(tmp_path):
-    c = tconf.make_train_config("paper-gan")
+    c = tconf.TrainConfig.from_preset("paper-gan")
     assert c.gan and c.n_critic == 5 and c.n_critic_first_epoch == 1 and c.lr_decay == 0.9 and c.lambda_perc == 0.01
-    u = tconf.make_train_config("paper-unet")
+    u = tconf.TrainConfig.from_preset("paper-unet")
     assert not u.gan and u.lr_decay == 0.5 and u.betas_g == [0.9, 0.999] and u.epochs == 4
-    assert tconf.make_train_config("paper-gan").betas_d == [0.0, 0.9]
+    assert tconf.TrainConfig.from_preset("paper-gan").betas_d == [0.0, 0.9]
     p = c.save(tmp_path / "c.json")
     assert tconf.load_train_config(p) == c
-    assert tconf.train_config_from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert tconf.TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     # the notebook passes its overrides as one dict
     overrides = {"epochs": 1, "crop": (64, 64)}
-    assert tconf.make_train_config("demo-cpu", **overrides).crop == [64, 64]
+    assert tconf.TrainConfig.from_preset("demo-cpu", **overrides).crop == [64, 64]
     with pytest.raises(ValueError, match=r"unknown TrainConfig key\(s\) \['learning_rate'\]; known keys: .*lr_g"):
-        tconf.make_train_config("demo-cpu", **{"learning_rate": 1})
+        tconf.TrainConfig.from_preset("demo-cpu", **{"learning_rate": 1})
     with pytest.raises(ValueError, match="unknown TrainConfig key.*lr"):
-        tconf.train_config_from_dict({**c.to_dict(), "lr": 1})
+        tconf.TrainConfig.from_dict({**c.to_dict(), "lr": 1})
     with pytest.raises(ValueError, match="unknown TrainConfig preset 'huge'; known presets: paper-unet"):
-        tconf.make_train_config("huge")
+        tconf.TrainConfig.from_preset("huge")
     with pytest.raises(ValueError, match="batch_size"):
-        tconf.make_train_config("demo-cpu", batch_size=0)
+        tconf.TrainConfig.from_preset("demo-cpu", batch_size=0)
 
 
 def test_slice_cache_samples(preprocessed_cohort, tmp_path):
@@ -111,7 +111,7 @@ def test_short_training_lowers_validation_loss_and_reloads_safely(cache, tmp_pat
 
 
 def test_gan_schedule_critic_steps(cache, tmp_path):
-    cfg = tconf.make_train_config("demo-cpu-gan", epochs=2, batch_size=2, samples_per_epoch=12, crop=[64, 64],
+    cfg = tconf.TrainConfig.from_preset("demo-cpu-gan", epochs=2, batch_size=2, samples_per_epoch=12, crop=[64, 64],
                                   lambda_perc=0.0,
                                   n_critic=3, max_steps=0, val_slices=4, ckpt_every=1000, device="cpu")
     tr = trainer.Trainer(cfg, cache, tmp_path / "gan", progress=False)
@@ -126,7 +126,7 @@ def test_gan_schedule_critic_steps(cache, tmp_path):
 KILL_SCRIPT = """
 import os, sys
 from synth7t.training import trainer, config as train_config
-cfg = train_config.make_train_config("demo-cpu", epochs=2, batch_size=4, samples_per_epoch=16, crop=[64, 64],
+cfg = train_config.TrainConfig.from_preset("demo-cpu", epochs=2, batch_size=4, samples_per_epoch=16, crop=[64, 64],
                                      val_slices=8, ckpt_every=2, lambda_perc=0.0, perceptual_share=None,
                                      device="cpu", seed=0)
 t = trainer.Trainer(cfg, sys.argv[1], sys.argv[2], progress=False)
@@ -220,8 +220,8 @@ def test_lone_3t_prediction_template_and_native(trained_model, preprocessed_coho
 
     _, ds, _ = preprocessed_cohort
     s = ds[0]
-    cfg = preprocess.make_config("quick", target_spacing=1.6, grid_inplane=(128, 96), n4_3t=False,
-                                 registration_spacing=3.0, qc_figure=False)
+    cfg = preprocess.PreprocessConfig.from_preset("quick", target_spacing=1.6, grid_inplane=(128, 96), n4_3t=False,
+                                 registration={"spacing": 3.0}, qc_figure=False)
     rec = inference.predict_file(s.t3, tmp_path / "out.nii.gz", trained_model, age=s.age, sex=s.sex,
                                impaired=s.impaired, method="template", preprocess_preset=cfg, native=True,
                                t3_mask=s.t3_mask, device="cpu")
@@ -365,23 +365,23 @@ def test_baseline_presets_follow_the_paper_and_cui_et_al(cache, tmp_path):
     128, lr 1e-4; L1 only, no augmentation) with the paper's lr x 0.8 per epoch for 20 epochs."""
     from synth7t.models import get_model_config
 
-    v, w = tconf.make_train_config("paper-vnet"), tconf.make_train_config("paper-watnet")
+    v, w = tconf.TrainConfig.from_preset("paper-vnet"), tconf.TrainConfig.from_preset("paper-watnet")
     assert (v.model, v.batch_size, v.lr_g, v.weight_decay, v.lr_decay, v.epochs) == ("vnet", 40, 1e-3, 1e-5, 0.8, 20)
     assert (w.model, w.batch_size, w.lr_g, w.weight_decay, w.lr_decay, w.epochs) == ("watnet-2d", 128, 1e-4, 0.0, 0.8,
                                                                                     20)
-    for c in (v, w, tconf.make_train_config("demo-cpu-vnet"), tconf.make_train_config("demo-cpu-watnet")):
+    for c in (v, w, tconf.TrainConfig.from_preset("demo-cpu-vnet"), tconf.TrainConfig.from_preset("demo-cpu-watnet")):
         assert c.lambda_perc == 0 and not c.gan and not c.augment and c.crop is None and c.patch_overlap == 8
     assert get_model_config("vnet").patch_size == 64 and get_model_config("watnet-2d").patch_size == 64
     assert get_model_config("watnet-2d").n_input_slices == 3
     for bad, match in [({"weight_decay": -1.0}, "weight_decay"), ({"patch_overlap": -1}, "patch_overlap"),
                        ({"patch_overlap": 2.5}, "patch_overlap")]:
         with pytest.raises(ValueError, match=match):
-            tconf.make_train_config("demo-cpu-vnet", **bad)
+            tconf.TrainConfig.from_preset("demo-cpu-vnet", **bad)
     for bad, match in [({"crop": [32, 32]}, "crop and augment apply to slice models"),
                        ({"augment": True}, "crop and augment apply to slice models"),
                        ({"gan": True}, "without a critic"), ({"patch_overlap": 32}, "smaller than the patch size")]:
         with pytest.raises(ValueError, match=match):
-            trainer.Trainer(tconf.make_train_config("demo-cpu-vnet", **bad), cache, tmp_path / "bad", progress=False)
+            trainer.Trainer(tconf.TrainConfig.from_preset("demo-cpu-vnet", **bad), cache, tmp_path / "bad", progress=False)
 
 
 @pytest.mark.parametrize("preset,name,overrides", [
@@ -396,7 +396,7 @@ def test_baseline_trains_exports_reloads_and_predicts_a_volume(preset, name, ove
     from synth7t.training import patches
 
     derivatives, ds, _ = preprocessed_cohort
-    cfg = tconf.make_train_config(preset, epochs=1, **overrides)
+    cfg = tconf.TrainConfig.from_preset(preset, epochs=1, **overrides)
     tr = trainer.Trainer(cfg, cache, tmp_path / "run", progress=False)
     assert isinstance(tr.train_ds, patches.PatchDataset)
     assert tr.opt_g.param_groups[0]["weight_decay"] == cfg.weight_decay
@@ -494,7 +494,7 @@ def test_multiview_training_exports_its_planes_and_predicts_fused_volumes(prepro
     with pytest.raises(ValueError, match="plane condition"):
         trainer.Trainer(cfg.replace(plane_condition=False), root, tmp_path / "run", progress=False)
     with pytest.raises(ValueError, match="applies to the U-Nets only"):
-        trainer.Trainer(tconf.make_train_config("demo-cpu-vnet", planes=["coronal"]), root, tmp_path / "b",
+        trainer.Trainer(tconf.TrainConfig.from_preset("demo-cpu-vnet", planes=["coronal"]), root, tmp_path / "b",
                       progress=False)
     key = sorted(tr.cache.volumes.loc[tr.cache.volumes["split"] == "test", "key"])[0]
     inp = inference.preprocessed_inputs(derivatives, key)

@@ -17,7 +17,8 @@ def json_or_text(text: str) -> Any:
 
 def parse_key_values(items: Optional[Sequence[str]], option: str = "--set",
                      parse: Callable[[str], Any] = json_or_text) -> dict:
-    """``["lr_g=1e-4", "crop=[96, 96]"]`` -> ``{"lr_g": 0.0001, "crop": [96, 96]}``.
+    """``["lr_g=1e-4", "crop=[96, 96]"]`` -> ``{"lr_g": 0.0001, "crop": [96, 96]}``; a dotted key sets a
+    setting of a nested config: ``registration.spacing=1.5`` -> ``{"registration": {"spacing": 1.5}}``.
 
     Args:
         items: ``KEY=VALUE`` strings, as the command line gave them.
@@ -32,7 +33,13 @@ def parse_key_values(items: Optional[Sequence[str]], option: str = "--set",
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"{option} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = parse(value.strip())
+        outer, dot, inner = key.strip().partition(".")
+        if dot:
+            if not inner or not isinstance(out.setdefault(outer, {}), dict):
+                raise ValueError(f"{option}: {key.strip()!r} sets a setting of {outer!r}, which is given whole too")
+            out[outer][inner] = parse(value.strip())
+        else:
+            out[outer] = parse(value.strip())
     return out
 
 

@@ -9,7 +9,7 @@ from .common import add_executor_options, make_executor, parse_key_values, repor
 
 def run(args: argparse.Namespace) -> int:
     """Preprocess every (or the chosen) subject; exit status 1 when any failed (its row says why)."""
-    from ..preprocess import derivatives_dir, make_config, preprocess_dataset
+    from ..preprocess import PreprocessConfig, derivatives_dir, preprocess_dataset
 
     overrides = parse_key_values(args.set)
     if args.fast:
@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
         from ..runtime.batch import cores_per_worker
 
         overrides["threads_per_job"] = cores_per_worker(args.jobs)
-    cfg = make_config(args.preset, **overrides)
+    cfg = PreprocessConfig.from_preset(args.preset, **overrides)
     out = derivatives_dir(args.data_dir)
     executor = make_executor(args, output_dir=out, n_jobs=args.jobs, threads=cfg.threads_per_job)
     summary = preprocess_dataset(args.data_dir, cfg, subjects=args.subjects or None, n_jobs=args.jobs,

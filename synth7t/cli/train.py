@@ -32,9 +32,9 @@ def is_main_process() -> bool:
 def run(args: argparse.Namespace) -> int:
     """Resolve the config (preset and overrides), train, and print the final metrics as JSON on rank 0."""
     from ..training.trainer import train
-    from ..training.config import make_train_config
+    from ..training.config import TrainConfig
 
-    cfg = make_train_config(args.preset, **parse_key_values(args.set))
+    cfg = TrainConfig.from_preset(args.preset, **parse_key_values(args.set))
     metrics = train(cfg, args.cache, args.run_dir, resume=not args.no_resume)
     if is_main_process():
         print(json.dumps(metrics))

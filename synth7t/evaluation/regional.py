@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import io as sio
+from ..preprocess.config import RegistrationConfig
 
 PathLike = Union[str, Path]
 
@@ -45,6 +46,14 @@ def _volume(x, what: str) -> tuple[np.ndarray, np.ndarray]:
         return v.data, v.affine
     data, affine = x
     return np.asarray(data), np.asarray(affine, float)
+
+
+#: The registration that carries an image (and its labels) onto a reference image (§2.8.3, as the paper: affine, no
+#: SyN) at 2 mm: :func:`align_labels` and :func:`synth7t.studies.lone.align_to_references` (their ``transform`` and
+#: ``registration_spacing`` arguments change it).
+REFERENCE_ALIGNMENT = RegistrationConfig(
+    affine_iterations=(100, 50, 20), affine_shrink_factors=(4, 2, 1), affine_smoothing_sigmas=(2, 1, 0),
+    syn_iterations=(), syn_shrink_factors=(), syn_smoothing_sigmas=(), spacing=2.0)
 
 
 def align_labels(image, labels, reference, *, transform: str = "Affine",
@@ -65,7 +74,7 @@ def align_labels(image, labels, reference, *, transform: str = "Affine",
     Returns:
         The label map on the reference grid (int16).
     """
-    from ..preprocess import PreprocessConfig, apply_transforms, coarsen, register
+    from ..preprocess import apply_transforms, coarsen, register
 
     img, img_aff = _volume(image, "image")
     lab, lab_aff = _volume(labels, "labels")
@@ -76,13 +85,11 @@ def align_labels(image, labels, reference, *, transform: str = "Affine",
         raise ValueError(f"transform must be 'Affine' or 'Rigid', got {transform!r}")
     if interpolation not in ("genericLabel", "nearestNeighbor"):
         raise ValueError(f"interpolation must be 'genericLabel' or 'nearestNeighbor', got {interpolation!r}")
-    cfg = PreprocessConfig(aff_iterations=(100, 50, 20), aff_shrink_factors=(4, 2, 1),
-                           aff_smoothing_sigmas=(2, 1, 0))
+    cfg = REFERENCE_ALIGNMENT.replace(transform=transform, spacing=registration_spacing)
     with tempfile.TemporaryDirectory(prefix="synth7t-align-") as tmp:
-        fixed, fixed_aff = coarsen(np.asarray(ref, np.float32), ref_aff, registration_spacing)
-        moving, moving_aff = coarsen(np.asarray(img, np.float32), img_aff, registration_spacing)
-        reg = register(fixed, fixed_aff, moving, moving_aff, Path(tmp) / "reg_", cfg, syn=False,
-                       linear_transform=transform)
+        fixed, fixed_aff = coarsen(np.asarray(ref, np.float32), ref_aff, cfg.spacing)
+        moving, moving_aff = coarsen(np.asarray(img, np.float32), img_aff, cfg.spacing)
+        reg = register(fixed, fixed_aff, moving, moving_aff, Path(tmp) / "reg_", cfg)
         out = apply_transforms(lab.astype(np.float32), lab_aff, ref.shape, ref_aff, reg["transforms"],
                                interpolation)
     return np.rint(out).astype(np.int16)

@@ -54,17 +54,17 @@ def lone_preprocess_config(predictor: Predictor, preset="quick", *, t3_mask: Opt
     """
     from .. import preprocess as pp
 
-    cfg = pp.make_config(preset, qc_figure=False) if isinstance(preset, str) else preset
+    cfg = pp.PreprocessConfig.from_preset(preset, qc_figure=False) if isinstance(preset, str) else preset
     if predictor.kind != "imported":
         if predictor.grid:
-            cfg = pp.config_from_dict({**cfg.to_dict(), **predictor.grid})
+            cfg = cfg.replace(**predictor.grid)
         elif isinstance(preset, str):
             warnings.warn("the model folder does not record the voxel size it was trained on (exported before "
                           f"synth7t recorded it); aligning onto the {preset!r} preset's grid instead. "
                           "Pass a PreprocessConfig with the training target_spacing and grid_inplane to be sure.",
                           stacklevel=3)
     if t3_mask is not None:
-        cfg = pp.config_from_dict({**cfg.to_dict(), "mask_backend": "given"})
+        cfg = cfg.replace(mask_backend="given")
     return cfg
 
 

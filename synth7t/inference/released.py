@@ -79,10 +79,10 @@ def align_to_released_templates(t3_path: PathLike, templates: PathLike, config, 
     t0 = time.perf_counter()
     tpl3 = sio.load_volume(templates / "template_3T.nii.gz", reorient=True)
     grid = nib.load(str(templates / "template_7T.nii.gz"))  # as stored: their slicing axis counts its voxel order
-    fixed, fixed_aff = coarsen(tpl3.data, tpl3.affine, config.registration_spacing)
+    fixed, fixed_aff = coarsen(tpl3.data, tpl3.affine, config.registration.spacing)
     with tempfile.TemporaryDirectory(prefix="synth7t-released-") as tmp:
         reg = register(fixed, fixed_aff, t3 * mask3, aff3, Path(tmp) / "rigid_", config, syn=False,
-                       linear_transform="Rigid")
+                       transform="Rigid")
         rigid = read_affine(reg["affine"])  # 3T-template world -> scan world
     corr = ic.alignment_correlation(t3 * mask3, aff3, rigid, fixed, fixed_aff, fixed > 0, image_mask=mask3)
     findings += ic.enforce([ic.check_alignment(corr, ck)], what, force)

@@ -48,7 +48,7 @@ recorded with its reason and does not stop the others, subjects run in parallel 
 a summary table (status, seconds, reason) and a QC table (:func:`qc_table`, robust z-score outliers) are written.
 
 Reproducibility: the same inputs and config give the same bytes on the same machine when the ITK thread count is
-the same: registrations use a fixed ANTs seed (``registration_seed``) and each process runs ITK with
+the same: registrations use a fixed ANTs seed (``registration.seed``) and each process runs ITK with
 ``threads_per_job`` threads (default 1; more threads make ITK's Mattes mutual information vary from run to run).
 Each record stores the thread counts used (``threads``: ``itk``, ``torch``).
 
@@ -62,10 +62,10 @@ Presets (:data:`PRESETS`): ``paper`` (the settings above; ANTsPy's own ``SyN`` s
 ``quick`` (coarser N4 and registration for CPU demos; each setting documented in :data:`PRESETS`).
 """
 
-from .ants import (RegistrationSettings, apply_transforms, coarsen, from_ants, itk_threads, itk_threads_fixed,
+from .ants import (apply_transforms, coarsen, from_ants, itk_threads, itk_threads_fixed,
     read_affine, register, resample, set_itk_threads, to_ants, to_spacing)
 from .config import (MASK_BACKENDS, PIPELINE_NAME, PIPELINE_VERSION, PRESETS, PreprocessConfig, PreprocessError,
-    config_from_dict, make_config)
+    RegistrationConfig)
 from .grid import (GridBox, artefacts_on_grid, brain_slices, bounding_box, crop_affine, crop_to_brain, crop_to_grid,
     plan_grid, uncrop_from_grid)
 from .input_checks import InputCheckConfig, InputRefused, InputWarning
@@ -79,11 +79,11 @@ from .steps import (StepTimer, brain_mask, check_image, check_mask_volume, load_
 
 __all__ = [
     "MASK_BACKENDS", "PIPELINE_NAME", "PIPELINE_VERSION", "PRESETS", "QC_METRICS", "GeneralisedAffine", "GridBox",
-    "PreprocessConfig", "PreprocessError", "RegistrationSettings", "StepTimer", "apply_transforms",
+    "PreprocessConfig", "PreprocessError", "RegistrationConfig", "StepTimer", "apply_transforms",
     "artefacts_on_grid", "brain_mask", "brain_slices", "check_image", "check_mask_volume", "coarsen",
-    "bounding_box", "config_from_dict", "crop_affine", "crop_to_brain", "crop_to_grid",
+    "bounding_box", "crop_affine", "crop_to_brain", "crop_to_grid",
     "derivatives_dir", "estimate_generalised_affine", "from_ants", "generalised_affine_table", "input_stamp_of",
-    "is_done", "itk_threads", "itk_threads_fixed", "load_canonical", "load_records", "make_config", "n4", "nmi",
+    "is_done", "itk_threads", "itk_threads_fixed", "load_canonical", "load_records", "n4", "nmi",
     "normalise", "output_paths", "plan_grid", "plot_grid_images", "plot_qc", "plot_qc_arrays", "preprocess_dataset",
     "preprocess_lone_3t", "InputCheckConfig", "InputRefused", "InputWarning", "aligned_lone_3t",
     "preprocess_subject", "qc_table", "read_affine", "records_table", "register", "resample", "robust_z",

@@ -2,10 +2,10 @@
 
 Arrays carry RAS affines (nibabel's convention); ITK stores LPS, so :func:`to_ants` / :func:`from_ants` flip the
 first two world axes. :func:`register` drives ``antsRegistration`` with every option explicit (centre-of-mass
-start, a linear stage, optionally SyN) from one :class:`RegistrationSettings`.
+start, a linear stage, optionally SyN) from one :class:`synth7t.preprocess.config.RegistrationConfig`.
 
 Reproducibility: ANTs draws the affine stage's metric samples at random (``Regular`` sampling jitters every grid
-point), so :class:`RegistrationSettings` passes a fixed ``--random-seed`` by default; without one ANTs seeds from
+point), so :class:`~synth7t.preprocess.config.RegistrationConfig` passes a fixed ``--random-seed`` by default; without one ANTs seeds from
 the clock. ITK's Mattes mutual information (and N4) sum per-thread partial results, so the bytes written also depend
 on the number of ITK threads, and with more than one thread they change from run to run even with a seed. ITK reads
 ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` once per process, when the first ANTs image is made; :func:`itk_threads`
@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from .config import RegistrationConfig
 
 PathLike = Union[str, os.PathLike]
 _F = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (ITK's world convention)
@@ -160,81 +161,20 @@ def _resample_to_spacing(data, affine, spacing: np.ndarray, order: int = 1):
 # ---------------------------------------------------------------------------------------- registration
 
 
-@dataclass(frozen=True)
-class RegistrationSettings:
-    """Stages of one ``antsRegistration`` call: a linear stage, then (when ``syn_iterations`` is not empty) SyN.
-
-    Attributes:
-        linear_transform: ``"Affine"`` or ``"Rigid"``.
-        aff_iterations, aff_shrink_factors, aff_smoothing_sigmas: the linear stage, one value per level (sigmas in
-            voxels); its Mattes metric samples ``aff_sampling_rate`` of the voxels (regular sampling).
-        mi_bins: histogram bins of the Mattes mutual information (both stages).
-        syn_iterations, syn_shrink_factors, syn_smoothing_sigmas: the SyN stage per level; empty (or all zero
-            iterations) skips SyN.
-        syn_gradient_step, syn_flow_sigma, syn_total_sigma: SyN step and update/total field smoothing.
-        syn_metric: ``"mattes"`` or ``"cc"`` (local correlation of radius ``cc_radius`` voxels).
-        random_seed: seed of ANTs' metric sampling (the affine stage's ``Regular`` sampling jitters its points at
-            random); ``None`` lets ANTs seed from the clock, so every run differs.
-    """
-
-    linear_transform: str = "Affine"
-    aff_iterations: tuple = (2100, 1200, 1200, 0)
-    aff_shrink_factors: tuple = (4, 2, 2, 1)
-    aff_smoothing_sigmas: tuple = (3, 2, 1, 0)
-    aff_sampling_rate: float = 0.2
-    mi_bins: int = 32
-    syn_iterations: tuple = (40, 20, 0)
-    syn_shrink_factors: tuple = (4, 2, 1)
-    syn_smoothing_sigmas: tuple = (2, 1, 0)
-    syn_gradient_step: float = 0.2
-    syn_flow_sigma: float = 3.0
-    syn_total_sigma: float = 0.0
-    syn_metric: str = "mattes"
-    cc_radius: int = 1
-    random_seed: Optional[int] = 1
-
-    @property
-    def has_syn(self) -> bool:
-        return len(self.syn_iterations) > 0 and sum(self.syn_iterations) > 0
-
-    def arguments(self, fixed: str, moving: str) -> list[str]:
-        """The stage options of ``antsRegistration`` for two image pointers."""
-        levels = lambda v: "x".join(f"{x:g}" for x in v)  # noqa: E731
-        args = [
-            "--metric", f"Mattes[{fixed},{moving},1,{self.mi_bins},Regular,{self.aff_sampling_rate}]",
-            "--transform", f"{self.linear_transform}[0.25]",
-            "--convergence", f"[{levels(self.aff_iterations)},1e-6,10]",
-            "--smoothing-sigmas", levels(self.aff_smoothing_sigmas) + "vox",
-            "--shrink-factors", levels(self.aff_shrink_factors),
-        ]
-        if self.has_syn:
-            metric = (f"Mattes[{fixed},{moving},1,{self.mi_bins}]" if self.syn_metric == "mattes"
-                      else f"CC[{fixed},{moving},1,{self.cc_radius}]")
-            args += [
-                "--metric", metric,
-                "--transform", f"SyN[{self.syn_gradient_step},{self.syn_flow_sigma},{self.syn_total_sigma}]",
-                "--convergence", f"[{levels(self.syn_iterations)},1e-7,8]",
-                "--smoothing-sigmas", levels(self.syn_smoothing_sigmas) + "vox",
-                "--shrink-factors", levels(self.syn_shrink_factors),
-            ]
-        if self.random_seed is not None:
-            args += ["--random-seed", str(int(self.random_seed))]
-        return args
-
-
 def register(fixed: np.ndarray, fixed_affine: np.ndarray, moving: np.ndarray, moving_affine: np.ndarray,
              out_prefix: PathLike, settings=None, *, syn: bool = True,
-             linear_transform: Optional[str] = None) -> dict:
+             transform: Optional[str] = None) -> dict:
     """Register ``moving`` to ``fixed`` (ANTs): centre-of-mass start, a linear stage, then SyN.
 
     Args:
         fixed, moving: images ``(X, Y, Z)`` (brain-extracted) with their RAS affines.
         out_prefix: transforms are written as ``<prefix>0GenericAffine.mat`` and ``<prefix>1Warp.nii.gz``
             (with ``<prefix>1InverseWarp.nii.gz``).
-        settings: a :class:`RegistrationSettings`, or a config with a ``registration_settings()`` method
-            (``PreprocessConfig``, ``AtlasConfig``); default the paper's.
+        settings: a :class:`~synth7t.preprocess.config.RegistrationConfig`, or a config that holds one as its
+            ``registration`` (``PreprocessConfig``, ``AtlasConfig``); default the paper's. Its ``spacing`` is the
+            caller's business (the images come already coarsened).
         syn: False drops the SyN stage (linear only).
-        linear_transform: overrides the settings' ``Affine`` / ``Rigid``.
+        transform: overrides the settings' ``Affine`` / ``Rigid``.
 
     Returns:
         A dict with ``transforms`` (``[warp, affine]``, ANTs order, fixed-to-moving), ``affine`` (path),
@@ -246,12 +186,12 @@ def register(fixed: np.ndarray, fixed_affine: np.ndarray, moving: np.ndarray, mo
     """
     from ants.internal import get_lib_fn, get_pointer_string, process_arguments
 
-    st = settings if isinstance(settings, RegistrationSettings) else (
-        settings.registration_settings() if settings is not None else RegistrationSettings())
+    st = settings if isinstance(settings, RegistrationConfig) else (
+        settings.registration if settings is not None else RegistrationConfig())
     if not syn:
-        st = replace(st, syn_iterations=())
-    if linear_transform is not None:
-        st = replace(st, linear_transform=linear_transform)
+        st = st.replace(syn_iterations=(), syn_shrink_factors=(), syn_smoothing_sigmas=())
+    if transform is not None:
+        st = st.replace(transform=transform)
     prefix = str(out_prefix)
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     f, m = to_ants(fixed, fixed_affine), to_ants(moving, moving_affine)

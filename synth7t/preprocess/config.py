@@ -1,9 +1,11 @@
-"""Preprocessing settings: :class:`PreprocessConfig`, its presets and the pipeline's error type."""
+"""Preprocessing settings: :class:`PreprocessConfig` and its presets (``PreprocessConfig.from_preset``), the
+registration's stages (:class:`RegistrationConfig`, which the atlas segmentation shares) and the pipeline's error
+type."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Optional
 
 from ..configbase import Config
 
@@ -19,9 +21,118 @@ class PreprocessError(ValueError):
 # ------------------------------------------------------------------------------------------------- config
 
 
+@dataclass(frozen=True)
+class RegistrationConfig(Config):
+    """The stages of one ``antsRegistration`` call (:func:`synth7t.preprocess.ants.register`): a linear stage, then
+    (when ``syn_iterations`` is not empty) SyN. Preprocessing (3T to 7T, lone 3T to the template) and the atlas
+    segmentation (template to image) each hold one as their ``registration``; the defaults are the paper's 3T-to-7T
+    registration (ANTsPy's ``"SyN"``: Affine[0.25] 2100x1200x1200x0, then SyN[0.2,3,0] 40x20x0, Mattes 32 bins).
+
+    Attributes:
+        transform: the linear stage, ``"Affine"`` or ``"Rigid"``.
+        affine_iterations, affine_shrink_factors, affine_smoothing_sigmas: the linear stage, one value per level
+            (sigmas in voxels); its Mattes metric samples ``affine_sampling_rate`` of the voxels (``Regular``).
+        mi_bins: histogram bins of the Mattes mutual information (both stages).
+        syn_iterations, syn_shrink_factors, syn_smoothing_sigmas: the SyN stage per level; empty (or all zero
+            iterations) skips SyN.
+        syn_gradient_step, syn_flow_sigma, syn_total_sigma: SyN step and update/total field smoothing (voxels).
+        syn_metric: ``"mattes"`` or ``"cc"`` (local correlation of radius ``cc_radius`` voxels).
+        seed: ANTs' ``--random-seed`` (the affine stage's ``Regular`` sampling jitters its points at random);
+            ``None`` lets ANTs seed from the clock, so every run differs.
+        spacing: voxel size (mm) of the fixed image during the registration (smoothed and resampled to it, never
+            upsampled); ``None`` registers on the fixed image's own grid. The transforms live in world coordinates,
+            so the images are still resampled onto their full grids.
+    """
+
+    transform: str = "Affine"
+    affine_iterations: tuple = (2100, 1200, 1200, 0)
+    affine_shrink_factors: tuple = (4, 2, 2, 1)
+    affine_smoothing_sigmas: tuple = (3.0, 2.0, 1.0, 0.0)
+    affine_sampling_rate: float = 0.2
+    mi_bins: int = 32
+    syn_iterations: tuple = (40, 20, 0)
+    syn_shrink_factors: tuple = (4, 2, 1)
+    syn_smoothing_sigmas: tuple = (2.0, 1.0, 0.0)
+    syn_gradient_step: float = 0.2
+    syn_flow_sigma: float = 3.0
+    syn_total_sigma: float = 0.0
+    syn_metric: str = "mattes"
+    cc_radius: int = 1
+    seed: Optional[int] = 1
+    spacing: Optional[float] = None
+
+    def __post_init__(self):
+        for name in ("affine_iterations", "affine_shrink_factors", "syn_iterations", "syn_shrink_factors"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        for name in ("affine_smoothing_sigmas", "syn_smoothing_sigmas"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        if self.transform not in ("Affine", "Rigid"):
+            raise ValueError(f"registration transform must be 'Affine' or 'Rigid', got {self.transform!r}")
+        if not (len(self.affine_iterations) == len(self.affine_shrink_factors) == len(self.affine_smoothing_sigmas)
+                and len(self.affine_iterations) > 0):
+            raise ValueError("registration affine_iterations, affine_shrink_factors and affine_smoothing_sigmas need "
+                             f"one value per level, got {self.affine_iterations}, {self.affine_shrink_factors}, "
+                             f"{self.affine_smoothing_sigmas}")
+        if not len(self.syn_iterations) == len(self.syn_shrink_factors) == len(self.syn_smoothing_sigmas):
+            raise ValueError("registration syn_iterations, syn_shrink_factors and syn_smoothing_sigmas need one value "
+                             f"per level, got {self.syn_iterations}, {self.syn_shrink_factors}, "
+                             f"{self.syn_smoothing_sigmas}")
+        if any(f < 1 for f in self.affine_shrink_factors + self.syn_shrink_factors):
+            raise ValueError("registration shrink factors must be >= 1")
+        if not 0 < self.affine_sampling_rate <= 1:
+            raise ValueError(f"registration affine_sampling_rate must be in (0, 1], got {self.affine_sampling_rate}")
+        if self.syn_metric not in ("mattes", "cc"):
+            raise ValueError(f"registration syn_metric must be 'mattes' or 'cc', got {self.syn_metric!r}")
+        if self.spacing is not None and not 0.2 <= float(self.spacing) <= 8:
+            raise ValueError(f"registration spacing must be a voxel size in mm (0.2-8) or None, got {self.spacing!r}")
+
+    @property
+    def has_syn(self) -> bool:
+        """Whether the SyN stage runs (some level has iterations)."""
+        return len(self.syn_iterations) > 0 and sum(self.syn_iterations) > 0
+
+    def arguments(self, fixed: str, moving: str) -> list[str]:
+        """The stage options of ``antsRegistration`` for two image pointers."""
+        levels = lambda v: "x".join(f"{x:g}" for x in v)  # noqa: E731
+        args = [
+            "--metric", f"Mattes[{fixed},{moving},1,{self.mi_bins},Regular,{self.affine_sampling_rate}]",
+            "--transform", f"{self.transform}[0.25]",
+            "--convergence", f"[{levels(self.affine_iterations)},1e-6,10]",
+            "--smoothing-sigmas", levels(self.affine_smoothing_sigmas) + "vox",
+            "--shrink-factors", levels(self.affine_shrink_factors),
+        ]
+        if self.has_syn:
+            metric = (f"Mattes[{fixed},{moving},1,{self.mi_bins}]" if self.syn_metric == "mattes"
+                      else f"CC[{fixed},{moving},1,{self.cc_radius}]")
+            args += [
+                "--metric", metric,
+                "--transform", f"SyN[{self.syn_gradient_step},{self.syn_flow_sigma},{self.syn_total_sigma}]",
+                "--convergence", f"[{levels(self.syn_iterations)},1e-7,8]",
+                "--smoothing-sigmas", levels(self.syn_smoothing_sigmas) + "vox",
+                "--shrink-factors", levels(self.syn_shrink_factors),
+            ]
+        if self.seed is not None:
+            args += ["--random-seed", str(int(self.seed))]
+        return args
+
+
+#: Where the registration settings of configs written before they were one nested ``registration`` field live now
+#: (:attr:`synth7t.configbase.Config.RENAMED`): old preprocessing records and model cards read back.
+PREPROCESS_RENAMED = {
+    "aff_iterations": "registration.affine_iterations", "aff_shrink_factors": "registration.affine_shrink_factors",
+    "aff_smoothing_sigmas": "registration.affine_smoothing_sigmas",
+    "aff_sampling_rate": "registration.affine_sampling_rate", "mi_bins": "registration.mi_bins",
+    "registration_seed": "registration.seed", "registration_spacing": "registration.spacing",
+    **{f"syn_{k}": f"registration.syn_{k}" for k in ("iterations", "shrink_factors", "smoothing_sigmas",
+                                                     "gradient_step", "flow_sigma", "total_sigma")},
+}
+
+
 @dataclass
 class PreprocessConfig(Config):
-    """All preprocessing settings (flat, nanoGPT style). Defaults are the ``paper`` preset.
+    """All preprocessing settings (flat, nanoGPT style; the registration's stages nested as one
+    :class:`RegistrationConfig`). Defaults are the ``paper`` preset; ``PreprocessConfig.from_preset(name,
+    **overrides)`` makes a preset, ``PreprocessConfig.from_dict`` reads a record's settings back.
 
     Attributes:
         preset: name of the preset these values started from (recorded only).
@@ -41,16 +152,10 @@ class PreprocessConfig(Config):
         mask_threshold: probability threshold of the deepbet mask.
         min_brain_ml, max_brain_ml: plausible brain-mask volumes; outside them the input is rejected as
             "not a brain T1w" (a wrong image, a failed extraction).
-        aff_*: affine stage (iterations, shrink factors, smoothing sigmas in voxels per level; the fraction of
-            voxels sampled by the metric).
-        mi_bins: histogram bins of the Mattes mutual information (both stages).
-        registration_seed: ANTs' ``--random-seed`` for the affine stage's metric sampling (its ``Regular``
-            sampling jitters the points at random; without a seed ANTs seeds from the clock and every run differs).
-        syn_*: SyN stage: iterations, shrink factors and smoothing sigmas per level, gradient step, update-field
-            and total-field smoothing (voxels).
-        registration_spacing: voxel size (mm) of the fixed 7T during the registration; ``None`` registers on
-            7T space itself (the paper). The transforms live in world coordinates, so the 3T is still resampled
-            onto 7T space; 1.0 (``quick``) matches the 3T's own detail at a third of the voxels. Never upsamples.
+        registration: the 3T-to-7T registration (:class:`RegistrationConfig`; the paper's by default, on 7T space
+            itself: ``spacing`` None). ``quick`` registers against the 7T at 1 mm (``spacing`` 1.0: the 3T's own
+            detail at a third of the voxels) with fewer levels and iterations. The lone 3T's alignment to the
+            template uses the same stages.
         registration_crop_mm: each brain-extracted image registers on its brain's bounding box plus this margin
             (mm; :func:`synth7t.preprocess.grid.crop_to_brain`), the far background left out: about half the time
             (``benchmarks/bench_speed.py``); the transforms live in world coordinates and still apply to the whole
@@ -87,19 +192,7 @@ class PreprocessConfig(Config):
     min_brain_ml: float = 600.0
     max_brain_ml: float = 3000.0
     # registration (paper: ANTsPy's "SyN" = Affine[0.25] 2100x1200x1200x0 then SyN[0.2,3,0] 40x20x0)
-    aff_iterations: tuple = (2100, 1200, 1200, 0)
-    aff_shrink_factors: tuple = (4, 2, 2, 1)
-    aff_smoothing_sigmas: tuple = (3, 2, 1, 0)
-    aff_sampling_rate: float = 0.2
-    mi_bins: int = 32
-    registration_seed: int = 1
-    syn_iterations: tuple = (40, 20, 0)
-    syn_shrink_factors: tuple = (4, 2, 1)
-    syn_smoothing_sigmas: tuple = (2, 1, 0)
-    syn_gradient_step: float = 0.2
-    syn_flow_sigma: float = 3.0
-    syn_total_sigma: float = 0.0
-    registration_spacing: Optional[float] = None
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     registration_crop_mm: Optional[float] = 8.0
     # normalisation
     clip_low_percentile: float = 0.0
@@ -114,19 +207,18 @@ class PreprocessConfig(Config):
     threads_per_job: int = 1
 
     RUNTIME_FIELDS: ClassVar[tuple] = ("preset", "qc_figure", "threads_per_job")
+    RENAMED: ClassVar[dict] = PREPROCESS_RENAMED
 
     def __post_init__(self):
-        for name in ("n4_iterations", "aff_iterations", "aff_shrink_factors", "aff_smoothing_sigmas",
-                     "syn_iterations", "syn_shrink_factors", "syn_smoothing_sigmas", "grid_inplane"):
+        for name in ("n4_iterations", "grid_inplane"):
             setattr(self, name, tuple(int(v) for v in getattr(self, name)))
+        if isinstance(self.registration, Mapping):  # the settings it names over the paper's
+            self.registration = RegistrationConfig().replace(**self.registration)
+        if not isinstance(self.registration, RegistrationConfig):
+            raise ValueError(f"registration must be a RegistrationConfig or a mapping of its fields, got "
+                             f"{type(self.registration).__name__}")
         if self.mask_backend not in MASK_BACKENDS:
             raise ValueError(f"mask_backend must be one of {', '.join(MASK_BACKENDS)}, got {self.mask_backend!r}")
-        if not (len(self.aff_iterations) == len(self.aff_shrink_factors) == len(self.aff_smoothing_sigmas)):
-            raise ValueError("aff_iterations, aff_shrink_factors and aff_smoothing_sigmas need one value per level, "
-                             f"got {self.aff_iterations}, {self.aff_shrink_factors}, {self.aff_smoothing_sigmas}")
-        if not (len(self.syn_iterations) == len(self.syn_shrink_factors) == len(self.syn_smoothing_sigmas)):
-            raise ValueError("syn_iterations, syn_shrink_factors and syn_smoothing_sigmas need one value per level, "
-                             f"got {self.syn_iterations}, {self.syn_shrink_factors}, {self.syn_smoothing_sigmas}")
         if not 0 <= self.clip_low_percentile < self.clip_high_percentile <= 100:
             raise ValueError("need 0 <= clip_low_percentile < clip_high_percentile <= 100, got "
                              f"({self.clip_low_percentile}, {self.clip_high_percentile})")
@@ -139,18 +231,6 @@ class PreprocessConfig(Config):
             raise ValueError(f"axial_margin must be >= 0, got {self.axial_margin}")
         if not 0 < self.min_brain_ml < self.max_brain_ml:
             raise ValueError(f"need 0 < min_brain_ml < max_brain_ml, got {self.min_brain_ml}, {self.max_brain_ml}")
-
-    def registration_settings(self):
-        """The 3T-to-7T registration stages (:class:`synth7t.preprocess.ants.RegistrationSettings`)."""
-        from .ants import RegistrationSettings
-
-        return RegistrationSettings(
-            aff_iterations=self.aff_iterations, aff_shrink_factors=self.aff_shrink_factors,
-            aff_smoothing_sigmas=self.aff_smoothing_sigmas, aff_sampling_rate=self.aff_sampling_rate,
-            mi_bins=self.mi_bins, syn_iterations=self.syn_iterations, syn_shrink_factors=self.syn_shrink_factors,
-            syn_smoothing_sigmas=self.syn_smoothing_sigmas, syn_gradient_step=self.syn_gradient_step,
-            syn_flow_sigma=self.syn_flow_sigma, syn_total_sigma=self.syn_total_sigma,
-            random_seed=self.registration_seed)
 
     def fingerprint_dict(self) -> dict:
         """The settings that change the output images (runtime options left out), with the pipeline version."""
@@ -166,33 +246,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n4_iterations": (50, 50, 25),        # 3 fitting levels of at most 50/50/25 iterations instead of 4 x 150
         "n4_tolerance": 1e-5,                 # stop earlier
         "n4_shrink_factor": 4,                # as paper (N4 already works on a 4x shrunk image)
-        "aff_iterations": (500, 250, 50),     # affine: 3 levels instead of 4 and far fewer iterations ...
-        "aff_shrink_factors": (8, 4, 2),      # ... never at full resolution (the last level is at half)
-        "aff_smoothing_sigmas": (3, 2, 1),
-        "aff_sampling_rate": 0.1,             # half the sampled voxels per metric evaluation
-        "syn_iterations": (30, 10),           # SyN: 2 levels (1/4 and 1/2 resolution) instead of 40x20x0 ...
-        "syn_shrink_factors": (4, 2),         # ... the deformation is smooth enough for the 3T's 1 mm detail
-        "syn_smoothing_sigmas": (2, 1),
-        "registration_spacing": 1.0,          # register against the 7T at 1 mm (the 3T's resolution), ~3x fewer voxels
+        "registration": {
+            "affine_iterations": (500, 250, 50),   # affine: 3 levels instead of 4 and far fewer iterations ...
+            "affine_shrink_factors": (8, 4, 2),    # ... never at full resolution (the last level is at half)
+            "affine_smoothing_sigmas": (3, 2, 1),
+            "affine_sampling_rate": 0.1,           # half the sampled voxels per metric evaluation
+            "syn_iterations": (30, 10),            # SyN: 2 levels (1/4 and 1/2 resolution) instead of 40x20x0 ...
+            "syn_shrink_factors": (4, 2),          # ... the deformation is smooth enough for the 3T's 1 mm detail
+            "syn_smoothing_sigmas": (2, 1),
+            "spacing": 1.0,                        # against the 7T at 1 mm (the 3T's resolution), ~3x fewer voxels
+        },
     },
 }
-
-
-def make_config(preset: str = "paper", **overrides) -> PreprocessConfig:
-    """A config from a preset name plus overrides; unknown keys are errors.
-
-    Example:
-        >>> make_config("quick", mask_backend="given").n4_iterations
-        (50, 50, 25)
-    """
-    overrides.pop("preset", None)
-    return PreprocessConfig.from_preset(preset, preset=preset, **overrides)
-
-
-def config_from_dict(d: dict) -> PreprocessConfig:
-    """Rebuild a config (e.g. from ``config.json``); unknown keys are errors."""
-    d = dict(d)
-    return make_config(d.pop("preset", "paper"), **d)
 
 
 # the presets are defined after the class they configure; from_preset reads them from here

@@ -233,10 +233,10 @@ def _align_template(brain3: np.ndarray, aff3: np.ndarray, cfg: PreprocessConfig,
     tmask = sio.load_volume(src["mask"], reorient=True).data > 0.5
     brain3, aff3 = crop_to_brain(brain3, brain3 != 0, aff3, cfg.registration_crop_mm)  # the brain's box
     with tempfile.TemporaryDirectory(prefix=f"{key}-tpl-") as tmp:
-        # the template brain at registration_spacing (default 1 mm: its own grid)
-        fixed, fixed_aff = coarsen(tpl.data * tmask, tpl.affine, cfg.registration_spacing)
+        # the template brain at the registration's spacing (default 1 mm: its own grid)
+        fixed, fixed_aff = coarsen(tpl.data * tmask, tpl.affine, cfg.registration.spacing)
         reg = register(fixed, fixed_aff, brain3, aff3, Path(tmp) / "tpl_", cfg, syn=False,
-                       linear_transform=transform)
+                       transform=transform)
         world_map = read_affine(reg["affine"])
         corr = alignment_correlation(brain3, aff3, world_map, fixed, fixed_aff, fixed > 0)
         out_dir.mkdir(parents=True, exist_ok=True)

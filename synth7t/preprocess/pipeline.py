@@ -158,7 +158,7 @@ def _register_pair(fixed: np.ndarray, aff7: np.ndarray, moving: np.ndarray, aff3
     """Register the brain-extracted 3T to the brain-extracted 7T; keep the transforms under ``paths``."""
     # no "." before the random part of a temporary folder: ITK took ".../x.h5q3/reg_1Warp.nii.gz" for an HDF5 file
     with tempfile.TemporaryDirectory(prefix=f"{key}-reg-") as tmp:
-        fixed, fixed_aff = coarsen(fixed, aff7, cfg.registration_spacing)
+        fixed, fixed_aff = coarsen(fixed, aff7, cfg.registration.spacing)
         reg = register(fixed, fixed_aff, moving, aff3, Path(tmp) / "reg_", cfg)
         paths["affine"].parent.mkdir(parents=True, exist_ok=True)
         for name in ("affine", "warp", "inverse_warp"):

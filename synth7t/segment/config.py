@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Mapping, Optional, Union
 
 from ..configbase import Config
+from ..preprocess.config import RegistrationConfig
 from ..data.templates import APARC_LABELS as _APARC, LABELS
 
 PathLike = Union[str, os.PathLike]
@@ -43,29 +44,30 @@ class SegmentationBackendError(RuntimeError):
 # ------------------------------------------------------------------------------------------------- config
 
 
+#: The atlas backend's template-to-image registration (:attr:`AtlasConfig.registration`): a short affine stage and
+#: SyN with the local correlation (``cc``, the usual choice for a T1 template to a T1 image, and the one that uses an
+#: image's finer detail; ``mattes`` takes about half the time but on the demo segmented a blurrier 3T as well as the
+#: 7T, see :mod:`synth7t.segment`) at 2 mm (the input is smoothed and resampled to it; never upsampled; the labels
+#: are still warped onto the input's own grid).
+ATLAS_REGISTRATION = RegistrationConfig(
+    affine_iterations=(200, 100), affine_shrink_factors=(4, 2), affine_smoothing_sigmas=(2, 1),
+    affine_sampling_rate=0.25, syn_iterations=(40, 20, 5), syn_shrink_factors=(4, 2, 1),
+    syn_smoothing_sigmas=(2, 1, 0), syn_metric="cc", cc_radius=1, seed=1, spacing=2.0)
+
+
 @dataclass
 class AtlasConfig(Config):
-    """Settings of the atlas backend (flat, documented defaults; measured trade-offs in the module docstring).
+    """Settings of the atlas backend (documented defaults; measured trade-offs in the module docstring).
 
     Attributes:
-        registration_spacing: voxel size (mm) at which the input is registered (it is smoothed and resampled to
-            it; never upsampled). The labels are still warped onto the input's own grid.
-        metric: SyN similarity, ``"cc"`` (local correlation of radius ``cc_radius`` voxels, default: the usual
-            choice for a T1 template to a T1 image, and the one that uses an image's finer detail) or ``"mattes"``
-            (mutual information; about half the time, but on the demo it segmented a blurrier 3T as well as the
-            7T, see :mod:`synth7t.segment`).
-        mi_bins: histogram bins of the Mattes metric (affine and SyN stages).
-        cc_radius: neighbourhood radius of the ``cc`` metric, in voxels of the registration grid.
-        affine_iterations, affine_shrink_factors, affine_smoothing_sigmas: affine stage, per level (sigmas in
-            voxels of the registration grid); the affine metric samples ``affine_sampling_rate`` of the voxels.
-        syn_iterations, syn_shrink_factors, syn_smoothing_sigmas: SyN stage, per level.
-        syn_gradient_step, syn_flow_sigma, syn_total_sigma: SyN step and update/total field smoothing.
+        registration: the template-to-image registration (:class:`synth7t.preprocess.config.RegistrationConfig`,
+            :data:`ATLAS_REGISTRATION` by default); its ``spacing`` (0.5-8 mm, required) is the voxel size at which
+            the input is registered, its ``seed`` ANTs' ``--random-seed`` (``None`` lets ANTs pick one). With a
+            seed and one ITK thread the labels are identical run to run; with several threads the order of ITK's
+            floating-point sums varies and labels at region borders change (measured: about 1% of the brain voxels).
         label_interpolation: ``"genericLabel"`` (default: ANTs' per-label linear interpolation, smoother borders
             than nearest neighbour, about 0.01 more mean Dice for a few seconds more at 0.7 mm) or
             ``"nearestNeighbor"``.
-        random_seed: seed of ANTs' metric sampling (``--random-seed``); ``None`` lets ANTs pick one. With a seed
-            and one ITK thread the labels are identical run to run; with several threads the order of ITK's
-            floating-point sums varies and labels at region borders change (measured: about 1% of the brain voxels).
         threads: ITK threads per segmented image in :func:`segment_batch` (default 1: byte-identical labels run
             to run; more threads are faster but vary). ITK reads its thread count once per process, so in the
             calling process this applies only when it is set before the first ANTs call
@@ -80,69 +82,39 @@ class AtlasConfig(Config):
             instead of 7 s for a 0.7 mm brain box (218 x 270 x 232, one ITK thread, loaded cores).
     """
 
-    registration_spacing: float = 2.0
-    metric: str = "cc"
-    mi_bins: int = 32
-    cc_radius: int = 1
-    affine_iterations: tuple = (200, 100)
-    affine_shrink_factors: tuple = (4, 2)
-    affine_smoothing_sigmas: tuple = (2, 1)
-    affine_sampling_rate: float = 0.25
-    syn_iterations: tuple = (40, 20, 5)
-    syn_shrink_factors: tuple = (4, 2, 1)
-    syn_smoothing_sigmas: tuple = (2, 1, 0)
-    syn_gradient_step: float = 0.2
-    syn_flow_sigma: float = 3.0
-    syn_total_sigma: float = 0.0
+    registration: RegistrationConfig = ATLAS_REGISTRATION
     label_interpolation: str = "genericLabel"
-    random_seed: Optional[int] = 1
     threads: Optional[int] = None
     fill_holes: bool = True
     parc: bool = False
 
     RUNTIME_FIELDS: ClassVar[tuple] = ("threads",)
+    #: settings written flat before the registration was one nested field (old sidecars read back)
+    RENAMED: ClassVar[dict] = {
+        "registration_spacing": "registration.spacing", "metric": "registration.syn_metric",
+        "random_seed": "registration.seed",
+        **{k: f"registration.{k}" for k in (
+            "mi_bins", "cc_radius", "affine_iterations", "affine_shrink_factors", "affine_smoothing_sigmas",
+            "affine_sampling_rate", "syn_iterations", "syn_shrink_factors", "syn_smoothing_sigmas",
+            "syn_gradient_step", "syn_flow_sigma", "syn_total_sigma")}}
 
     def __post_init__(self):
-        for name in ("affine_iterations", "affine_shrink_factors", "syn_iterations", "syn_shrink_factors"):
-            setattr(self, name, tuple(int(v) for v in getattr(self, name)))
-        for name in ("affine_smoothing_sigmas", "syn_smoothing_sigmas"):
-            setattr(self, name, tuple(float(v) for v in getattr(self, name)))
-        if not (isinstance(self.registration_spacing, (int, float)) and 0.5 <= self.registration_spacing <= 8):
-            raise ValueError(f"registration_spacing must be a voxel size in mm between 0.5 and 8, got "
-                             f"{self.registration_spacing!r}")
-        if self.metric not in ("mattes", "cc"):
-            raise ValueError(f"metric must be 'mattes' or 'cc', got {self.metric!r}")
+        if isinstance(self.registration, Mapping):  # the settings it names over ATLAS_REGISTRATION
+            self.registration = ATLAS_REGISTRATION.replace(**self.registration)
+        if not isinstance(self.registration, RegistrationConfig):
+            raise ValueError(f"registration must be a RegistrationConfig or a mapping of its fields, got "
+                             f"{type(self.registration).__name__}")
+        spacing = self.registration.spacing
+        if not (isinstance(spacing, (int, float)) and 0.5 <= spacing <= 8):
+            raise ValueError(f"the atlas registration's spacing must be a voxel size in mm between 0.5 and 8, got "
+                             f"{spacing!r}")
         if self.label_interpolation not in ("nearestNeighbor", "genericLabel"):
             raise ValueError(f"label_interpolation must be 'nearestNeighbor' or 'genericLabel', got "
                              f"{self.label_interpolation!r}")
-        if not (len(self.affine_iterations) == len(self.affine_shrink_factors) == len(self.affine_smoothing_sigmas)
-                and len(self.affine_iterations) > 0):
-            raise ValueError("affine_iterations, affine_shrink_factors and affine_smoothing_sigmas need one value per "
-                             f"level, got {self.affine_iterations}, {self.affine_shrink_factors}, "
-                             f"{self.affine_smoothing_sigmas}")
-        if not len(self.syn_iterations) == len(self.syn_shrink_factors) == len(self.syn_smoothing_sigmas):
-            raise ValueError("syn_iterations, syn_shrink_factors and syn_smoothing_sigmas need one value per level, "
-                             f"got {self.syn_iterations}, {self.syn_shrink_factors}, {self.syn_smoothing_sigmas}")
-        if any(s < 1 for s in self.affine_shrink_factors + self.syn_shrink_factors):
-            raise ValueError("shrink factors must be >= 1")
-        if not 0 < self.affine_sampling_rate <= 1:
-            raise ValueError(f"affine_sampling_rate must be in (0, 1], got {self.affine_sampling_rate}")
         if self.threads is not None and int(self.threads) < 1:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
         if not isinstance(self.parc, bool):
             raise ValueError(f"parc must be True or False, got {self.parc!r}")
-
-    def registration_settings(self):
-        """The template-to-image registration stages (:class:`synth7t.preprocess.ants.RegistrationSettings`)."""
-        from ..preprocess.ants import RegistrationSettings
-
-        return RegistrationSettings(
-            aff_iterations=self.affine_iterations, aff_shrink_factors=self.affine_shrink_factors,
-            aff_smoothing_sigmas=self.affine_smoothing_sigmas, aff_sampling_rate=self.affine_sampling_rate,
-            mi_bins=self.mi_bins, syn_iterations=self.syn_iterations, syn_shrink_factors=self.syn_shrink_factors,
-            syn_smoothing_sigmas=self.syn_smoothing_sigmas, syn_gradient_step=self.syn_gradient_step,
-            syn_flow_sigma=self.syn_flow_sigma, syn_total_sigma=self.syn_total_sigma, syn_metric=self.metric,
-            cc_radius=self.cc_radius, random_seed=self.random_seed)
 
 
 @dataclass
@@ -188,7 +160,7 @@ def config_for(backend: str, config) -> Union[AtlasConfig, SynthSegConfig]:
     if config is None:
         return want()
     if isinstance(config, Mapping):
-        return want(**config)
+        return want().replace(**config)  # a nested mapping (``registration``) changes only the keys it names
     if not isinstance(config, want):
         raise ValueError(f"backend={backend!r} takes a {want.__name__}, got {type(config).__name__}")
     return config

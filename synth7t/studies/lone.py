@@ -133,7 +133,7 @@ def lone_config(derivatives: PathLike, models: Union[Mapping[str, PathLike], Seq
         ValueError: models trained on different grids (give each its own study, or retrain).
     """
     from ..inference import Predictor
-    from ..preprocess import config_from_dict
+    from ..preprocess import PreprocessConfig
 
     path = Path(derivatives) / "config.json"
     if not path.is_file():
@@ -151,7 +151,7 @@ def lone_config(derivatives: PathLike, models: Union[Mapping[str, PathLike], Seq
     divisors = [int(g["grid_divisor"]) for g in grids.values() if g.get("grid_divisor")]
     if divisors:  # a grid every model can take (a U-Net's 2^n; a baseline's 1)
         grid["grid_divisor"] = math.lcm(*divisors)
-    return config_from_dict({**d, "qc_figure": False, **grid, **overrides})
+    return PreprocessConfig.from_dict(d).replace(qc_figure=False, **grid, **overrides)
 
 
 # ------------------------------------------------------------------------------------- preprocessing
@@ -385,14 +385,15 @@ def align_to_references(images: pd.DataFrame, references: Mapping[str, tuple[Pat
     Returns:
         ``key, image_type, path`` of the images on the reference grids.
     """
-    from ..preprocess import PreprocessConfig, apply_transforms, coarsen, register
+    from ..evaluation.regional import REFERENCE_ALIGNMENT
+    from ..preprocess import apply_transforms, coarsen, register
 
     if transform not in ("Affine", "Rigid"):
         raise ValueError(f"transform must be 'Affine' or 'Rigid', got {transform!r}")
     out = Path(out_dir)
     xfm = out / "xfm"
     xfm.mkdir(parents=True, exist_ok=True)
-    cfg = PreprocessConfig(aff_iterations=(100, 50, 20), aff_shrink_factors=(4, 2, 1), aff_smoothing_sigmas=(2, 1, 0))
+    cfg = REFERENCE_ALIGNMENT.replace(transform=transform, spacing=registration_spacing)
     rows = []
     keys = list(dict.fromkeys(images["key"]))
     from tqdm.auto import tqdm
@@ -408,11 +409,10 @@ def align_to_references(images: pd.DataFrame, references: Mapping[str, tuple[Pat
         mat = xfm / f"{key}_0GenericAffine.mat"
         if not mat.is_file():
             b = sio.load_volume(base["path"].iloc[0])
-            fixed, fixed_aff = coarsen(ref_img.data, ref_img.affine, registration_spacing)
-            moving, moving_aff = coarsen(b.data, b.affine, registration_spacing)
+            fixed, fixed_aff = coarsen(ref_img.data, ref_img.affine, cfg.spacing)
+            moving, moving_aff = coarsen(b.data, b.affine, cfg.spacing)
             with tempfile.TemporaryDirectory(prefix="synth7t-ref-") as tmp:
-                reg = register(fixed, fixed_aff, moving, moving_aff, Path(tmp) / "reg_", cfg, syn=False,
-                               linear_transform=transform)
+                reg = register(fixed, fixed_aff, moving, moving_aff, Path(tmp) / "reg_", cfg)
                 Path(reg["affine"]).replace(mat)
         for r in group.itertuples(index=False):
             dst = _aligned_path(out, key, r.image_type)

@@ -1,4 +1,5 @@
-"""Training configuration: one flat dataclass with documented defaults and named presets (nanoGPT style).
+"""Training configuration: one flat dataclass with documented defaults and named presets (nanoGPT style):
+``TrainConfig.from_preset(name, **overrides)``, read back with ``TrainConfig.from_dict``.
 
 Presets follow Table A.2/A.3 of the paper (``paper-unet``, ``paper-gan``, their ``-nodiag`` variants) and its
 §2.6 for the baselines (``paper-vnet``, ``paper-watnet``: Cui et al.'s settings with the paper's learning-rate
@@ -18,8 +19,8 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Union
 
 from ..configbase import Config
 
-__all__ = ["TrainConfig", "TRAIN_PRESETS", "ADVERSARIAL_OBJECTIVES", "LR_SCHEDULES", "lr_factor", "PERCEPTUAL_NETWORKS", "make_train_config",
-           "train_config_from_dict", "load_train_config", "check_keys", "plane_conditioned",
+__all__ = ["TrainConfig", "TRAIN_PRESETS", "ADVERSARIAL_OBJECTIVES", "LR_SCHEDULES", "lr_factor", "PERCEPTUAL_NETWORKS",
+           "load_train_config", "check_keys", "plane_conditioned",
            "with_global_residual"]
 
 #: Named presets: overrides of the :class:`TrainConfig` defaults.
@@ -323,6 +324,15 @@ class TrainConfig(Config):
         """Whether the trained U-Net reads the plane (``plane_condition``, or by default several ``planes``)."""
         return bool(self.plane_condition) if self.plane_condition is not None else len(self.planes) > 1
 
+    @classmethod
+    def upgrade(cls, data: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A run's ``config.json`` as this version reads it: a GAN run saved before the ``adversarial`` field existed
+        was trained with the Wasserstein critic, so such a dict (``gan`` true, no ``adversarial`` key) is read back
+        as ``adversarial="wasserstein"``."""
+        if data.get("gan") and "adversarial" not in data:
+            return {**data, "adversarial": "wasserstein"}
+        return data
+
     def save(self, path: Union[str, Path]) -> Path:
         """Write :meth:`to_dict` as JSON (``config.json`` of a run); :func:`load_train_config` reads it back."""
         p = Path(path)
@@ -359,29 +369,9 @@ def check_keys(d: Mapping[str, Any], where: str = "config") -> None:
     TrainConfig.check_keys(d, where)
 
 
-def make_train_config(preset: str = "paper-unet", **overrides: Any) -> TrainConfig:
-    """A preset of :data:`TRAIN_PRESETS` with overrides applied, e.g. ``make_train_config(preset, **overrides)``.
-
-    Raises:
-        ValueError: unknown preset or key (the message lists the known ones), or an invalid value.
-    """
-    return TrainConfig.from_preset(preset, **overrides)
-
-
-def train_config_from_dict(d: Mapping[str, Any]) -> TrainConfig:
-    """Rebuild a config from its JSON form (``config.json`` of a run); unknown keys are ``ValueError``.
-
-    A GAN run saved before the ``adversarial`` field existed was trained with the Wasserstein critic, so such
-    a dict (``gan`` true, no ``adversarial`` key) is read back as ``adversarial="wasserstein"``.
-    """
-    if isinstance(d, Mapping) and d.get("gan") and "adversarial" not in d:
-        d = {**d, "adversarial": "wasserstein"}
-    return TrainConfig.from_dict(d)
-
-
 def load_train_config(path: Union[str, Path]) -> TrainConfig:
     """Read a config written by :meth:`TrainConfig.save`."""
-    return train_config_from_dict(json.loads(Path(path).read_text()))
+    return TrainConfig.from_dict(json.loads(Path(path).read_text()))
 
 
 def with_global_residual(model_config, on: bool, name: str = "the model"):

@@ -49,9 +49,9 @@ def limit_variants(model_name: str, preset: str, overrides: dict) -> Dict[str, d
         preset: its training preset.
         overrides: its ``config_overrides`` (the samples per epoch, ...).
     """
-    from .config import make_train_config
+    from .config import TrainConfig
 
-    base = make_train_config(preset, **overrides)
+    base = TrainConfig.from_preset(preset, **overrides)
     out = {"as in the demo": dict(overrides),
            "2x steps": {**overrides, "samples_per_epoch": 2 * base.samples_per_epoch}}
     if model_name in ("unet-nodiag", "vnet", "watnet"):

@@ -69,7 +69,7 @@ import numpy as np
 from .modelcard import build_model_card, read_validation_log, training_data_facts, write_model_card
 from .patches import BLEND_MODE, PatchDataset, patch_geometry
 from .slices import SliceCache, SliceDataset, check_slice_grid, validation_keys
-from .config import TrainConfig, lr_factor, plane_conditioned, train_config_from_dict, with_global_residual
+from .config import TrainConfig, lr_factor, plane_conditioned, with_global_residual
 from .runtime import (cxx_compiler, dist_info, frozen, epoch_order, init_generator, latest_checkpoint, load_state,
     load_weights, resolve_device, save_checkpoint, seed_everything, split_batch)
 from .validation import Validation, beats_identity  # noqa: F401  (re-exported)
@@ -416,7 +416,7 @@ class Trainer(Validation):
         if ck is None:
             return
         meta = json.loads((ck / "meta.json").read_text())
-        saved = train_config_from_dict(meta["config"])
+        saved = TrainConfig.from_dict(meta["config"])
         if (saved.model, saved.gan, saved.adversarial, saved.conditions_on_plane) != (
                 self.cfg.model, self.cfg.gan, self.cfg.adversarial, self.cfg.conditions_on_plane):
             raise ValueError(f"{ck}: checkpoint of model {saved.model!r} (gan={saved.gan}, adversarial="
