@@ -17,7 +17,7 @@ and a 7T of 0.7 mm (320 x 320 x 272, the paper's voxels; the same anatomy turned
 profile and noise), in the modes ``baseline`` (``--baseline``'s code, one thread), ``reproducible`` (this tree, one
 thread) and ``fast`` (this tree, ``threads_per_job`` = the CPUs: ``synth7t preprocess --fast``).
 
-For each mode (one row of ``benchmarks/results/speed_<lone|pair>.tsv``, which chapter 03 quotes): the wall
+For each mode (one row of ``benchmarks/results/speed_<lone|pair>.tsv``, which chapter 10 quotes): the wall
 seconds of every step (from the record the run writes), their share of the whole, the whole
 (for ``lone`` timed around the process: start-up, imports, model loading, checks and writing are the ``other``
 column), the ratio baseline / mode, and how far the mode's output is from the baseline's (largest and mean absolute
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
                     "c49fa91, the code before the speed work of issue 31)")
     ap.add_argument("--model", default=None, help="lone: a model folder (default: an untrained demo-cpu U-Net)")
     ap.add_argument("--tsv", default=None, help="the table (default: benchmarks/results/speed_<what>.tsv, which the "
-                    "book's chapter 03 quotes)")
+                    "book's chapter 10 quotes)")
     ap.add_argument("--json", default=None, help="also write the raw results here")
     args = ap.parse_args(argv)
     cpus = os.cpu_count() or 1

@@ -124,12 +124,13 @@ def smoke_book(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def smoke_run(preprocessed_cohort, tmp_path_factory, smoke_book):
-    """02 trains two batches on the preprocessed coarse cohort and 03 predicts its held-out subject in the three
-    spaces, both executed through papermill with the smoke profile; later chapters' tests start from this run."""
+    """02 trains two batches on the preprocessed coarse cohort, 03 predicts its held-out subject in the three
+    spaces and 10 runs the README's command and the gallery of bad inputs, executed through papermill with the smoke
+    profile; later chapters' tests start from this run."""
     derivatives, ds, _ = preprocessed_cohort
     root = tmp_path_factory.mktemp("smoke_run")
     overrides = {"data_dir": str(ds.root), "derivatives_dir": str(derivatives), "runs_dir": str(root / "runs")}
-    timings = profiles.run_profile("smoke", stages=["02", "03"], output_dir=smoke_book, cwd=root,
+    timings = profiles.run_profile("smoke", stages=["02", "03", "10"], output_dir=smoke_book, cwd=root,
                                    overrides=overrides, progress=False)
     return {"root": root, "runs": root / "runs", "book": smoke_book, "overrides": overrides, "timings": timings}
 
@@ -137,7 +138,7 @@ def smoke_run(preprocessed_cohort, tmp_path_factory, smoke_book):
 def test_train_and_predict_notebooks_smoke_run(smoke_run):
     out, runs = smoke_run["book"], smoke_run["runs"]
     assert list(smoke_run["timings"]["notebook"]) == ["02_train.ipynb", "02_train_unet-mv-nodiag.ipynb",
-                                                      "03_predict.ipynb"]
+                                                      "03_predict.ipynb", "10_lone_3t.ipynb"]
     for name in smoke_run["timings"]["notebook"]:
         nb = nbformat.read(out / name, as_version=4)
         assert not _errors(nb), name
@@ -156,11 +157,18 @@ def test_train_and_predict_notebooks_smoke_run(smoke_run):
         done = runs / "smoke" / "03_predict" / name
         assert len(list(done.glob(f"*_acq-{name}_space-grid_T1w.nii.gz"))) == len(table), name
         assert len(list(done.glob("*_uncertainty.nii.gz"))) == maps * 3 * len(table), name  # grid, 7T, 3T
-    # the gallery of bad inputs ran through the notebook: each case meant to be refused was (the warned and predicted
-    # outcomes, which depend on the model's training inputs, are checked in tests/test_train.py)
-    gallery = pd.read_csv(runs / "smoke" / "03_predict" / "gallery.tsv", sep="\t")
+    # the gallery's refusals ran through the notebook (the smoke profile's gallery_cases), beside the held-out scan,
+    # predicted; every case with its outcome is checked in tests/test_train.py
+    lone = runs / "smoke" / "10_lone_3t"
+    for name in ("unet-nodiag", "unet-mv-nodiag"):  # the README's command with each model, a sidecar beside each output
+        sidecars = [json.loads(p.read_text()) for p in (lone / name).glob("*.json")]
+        assert len(sidecars) == 1 and Path(sidecars[0]["native"]).is_file(), name
+        assert sidecars[0]["ood"]["score"] >= 0, name
+        assert {c["check"] for c in sidecars[0]["input_checks"]} >= {"affine", "brain_volume", "alignment"}, name
+    gallery = pd.read_csv(runs / "smoke" / "10_lone_3t" / "gallery.tsv", sep="\t")
     refused = gallery[gallery["expect"] == "refused"]
-    assert len(gallery) >= 12 and len(refused) == 6 and (refused["outcome"] == "refused").all(), gallery.to_string()
+    assert len(refused) == 6 and (refused["outcome"] == "refused").all(), gallery.to_string()
+    assert (gallery.loc[gallery["case"].str.startswith("held out"), "outcome"] == "predicted").all()
     quick = pd.read_csv(runs / "smoke" / "03_predict" / "quick_metrics.tsv", sep="\t")
     assert set(quick["image_type"]) == {"3T", "U-Net nodiag", "U-Net multi-view nodiag",
                                         "U-Net multi-view nodiag, axial view"} and quick["psnr"].notna().all()

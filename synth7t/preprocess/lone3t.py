@@ -254,7 +254,7 @@ def aligned_lone_3t(t3_path: PathLike, cache_dir: PathLike, config: PreprocessCo
                     checks: Optional[InputCheckConfig] = None, force: bool = False) -> dict:
     """:func:`preprocess_lone_3t` once per scan and setting: the aligned 3T is kept in ``cache_dir`` and reused.
 
-    Trying several models on one scan (``synth7t predict --alignment-cache DIR``, chapter 03) aligns it once when
+    Trying several models on one scan (``synth7t predict --alignment-cache DIR``, chapter 10) aligns it once when
     the models share a grid: the folder ``<cache_dir>/<scan>-<digest>`` is named by the SHA-256 of the scan's and
     the mask's bytes, the settings that change the images (the config's fingerprint less ``grid_divisor``, which
     only checks a grid) and the alignment (method, generalised affine). It is written under a temporary name and

@@ -1,5 +1,5 @@
 """What a scan costs: the tables of ``benchmarks/bench_speed.py`` (``speed_lone.tsv``, ``speed_pair.tsv``) as the
-book quotes them (chapter 03's "What a scan costs", the "Run it on your data" chapter)."""
+book quotes them (chapter 10's "What a scan costs", the "Run it on your data" chapter)."""
 
 from __future__ import annotations
 

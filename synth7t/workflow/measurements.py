@@ -75,7 +75,7 @@ SOURCES = (
            "segmented with Table 1's settings, and whether it leads on all three scores (chapter 04)."),
     *(Source(f"benchmarks/results/speed_{k}.tsv", f"What a scan costs: {v}", f"python benchmarks/bench_speed.py {k}",
              "Seconds per step, the code of a baseline revision against this one, in fresh processes of the same "
-             "run (chapter 03, *Run it on your data*).") for k, v in SPEED_TABLES.items()),
+             "run (chapter 10, *Run it on your data*).") for k, v in SPEED_TABLES.items()),
     Source("benchmarks/results/demo_training_limits.tsv", "What limits each demo model",
            "python benchmarks/demo_training_limits.py",
            "Each demo model retrained with one setting changed, its gain over its 3T input in dB (chapter 02).",
