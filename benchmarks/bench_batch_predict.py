@@ -78,29 +78,6 @@ def run_mode(mode: str, workers: int, threads: int, data: Path, out: Path) -> di
             "done": len(done), "peak_rss_mb": own if executor is None else children, "parent_rss_mb": own}
 
 
-def realistic_scan(path: Path) -> Path:
-    """A 1 mm T1w like a real 3T acquisition, made from the MNI 2009c T1: turned, shifted, bias field, noise."""
-    import nibabel as nib
-    import numpy as np
-    from scipy.ndimage import affine_transform
-
-    from synth7t.data.templates import template_sources
-
-    src = nib.as_closest_canonical(nib.load(str(template_sources()["t1"])))
-    data = np.asarray(src.dataobj, np.float32)
-    shape, a = (176, 240, 256), np.radians(7.0)
-    rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    out_aff = np.eye(4)
-    out_aff[:3, 3] = -(np.array(shape) - 1) / 2 + np.array([4.0, -6.0, 10.0])
-    m = np.linalg.inv(src.affine) @ np.block([[rot, np.zeros((3, 1))], [np.zeros((1, 3)), np.ones((1, 1))]]) @ out_aff
-    img = affine_transform(data, m[:3, :3], m[:3, 3], output_shape=shape, order=1)
-    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
-    bias = np.exp(0.25 * grid[0] - 0.2 * grid[1] ** 2 + 0.15 * grid[2]).astype(np.float32)
-    img = img * bias + np.abs(np.random.default_rng(0).normal(0, 2.0, shape)).astype(np.float32)
-    nib.save(nib.Nifti1Image(img.astype(np.float32), out_aff), str(path))
-    return path
-
-
 def per_scan(threads: int) -> int:
     """Print the cost of each step of one realistic lone 3T (see the module docstring)."""
     import numpy as np
@@ -110,6 +87,7 @@ def per_scan(threads: int) -> int:
     from synth7t.models import build_model
     from synth7t.inference.volume import default_batch_size, predict_volume
     from synth7t.data.templates import template_sources
+    from batch_data import realistic_scan
 
     torch.set_num_threads(threads)
     rows = []

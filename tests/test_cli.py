@@ -123,7 +123,8 @@ def test_preprocess_segment_and_the_rest_give_one_line_errors(tmp_path, capsys):
 
 
 def test_preprocess_fast_gives_each_subject_its_share_of_the_cpus(tmp_path, monkeypatch):
-    """``--fast``: ITK threads = the CPUs divided by ``--jobs``; without it one thread (identical bytes run to run)."""
+    """``--fast``: ITK threads = the CPUs divided by ``--jobs`` and :data:`FAST_SETTINGS` over the preset (a setting
+    given with ``--set`` wins); without it one thread (identical bytes run to run) and the preset as it is."""
     import os
 
     import synth7t.preprocess as pp
@@ -132,14 +133,15 @@ def test_preprocess_fast_gives_each_subject_its_share_of_the_cpus(tmp_path, monk
     seen = []
 
     def stop(data_dir, cfg, **kw):
-        seen.append(cfg.threads_per_job)
+        seen.append((cfg.threads_per_job, cfg.n4_shrink_factor, cfg.registration.spacing, cfg.n4_iterations))
         raise ValueError("stopped before any work")
 
     monkeypatch.setattr(pp, "preprocess_dataset", stop)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    for extra in (["--fast", "--jobs", "2"], ["--fast"], []):
+    for extra in (["--fast", "--jobs", "2"], ["--fast"], [], ["--fast", "--set", "registration.spacing=1.5"]):
         assert main(["preprocess", str(tmp_path), *extra]) == 1
-    assert seen == [4, 8, 1]
+    paper = (150,) * 4
+    assert seen == [(4, 6, 1.0, paper), (8, 6, 1.0, paper), (1, 4, None, paper), (8, 6, 1.5, paper)]
 
 
 def test_set_values_are_json_or_text():

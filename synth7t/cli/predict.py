@@ -195,7 +195,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="alignment of a lone 3T: MNI template registration or the paper's generalised affine")
     p.add_argument("--generalised-from", default=None, help="derivatives folder of preprocessed pairs "
                                                             "(for --method generalised)")
-    p.add_argument("--preset", default="quick", help="preprocessing preset (quick, paper)")
+    p.add_argument("--preset", default="lone", help="preprocessing preset: lone (default: N4 and the template "
+                   "alignment at the coarser settings a lone scan needs), quick (the demo's pairs), paper")
     p.add_argument("--mask", default=None, help="brain mask of the (single) input 3T instead of brain extraction")
     p.add_argument("--alignment-cache", default=None,
                    help="keep each aligned 3T in this folder and reuse it for the same scan and settings (trying "

@@ -45,7 +45,7 @@ def expand_inputs(inputs: Sequence[PathLike]) -> list[Path]:
     return out
 
 
-def lone_preprocess_config(predictor: Predictor, preset="quick", *, t3_mask: Optional[PathLike] = None):
+def lone_preprocess_config(predictor: Predictor, preset="lone", *, t3_mask: Optional[PathLike] = None):
     """The lone-3T preprocessing settings for ``predictor``: a preset name (or a ``PreprocessConfig``, whose
     normalisation and brain extraction are kept) with the model's grid (:attr:`Predictor.grid`) over it; with
     ``t3_mask``, the given mask instead of brain extraction.
@@ -117,7 +117,7 @@ def align_for(predictor: Predictor, t3_path: PathLike, config, *, method: str = 
 
 def predict_file(
     t3_path: PathLike, out_path: PathLike, model, *, age: float, sex: str, impaired: Optional[bool],
-    method: str = "template", generalised=None, preprocess_preset="quick", work_dir: Optional[PathLike] = None,
+    method: str = "template", generalised=None, preprocess_preset="lone", work_dir: Optional[PathLike] = None,
     native: bool = False, batch_size: Optional[int] = None, device: str = "cpu",
     t3_mask: Optional[PathLike] = None, views: Optional[Sequence[str]] = None, fusion: str = "mean",
     uncertainty: bool = False, flips: bool = False, alignment_cache: Optional[PathLike] = None,
@@ -131,7 +131,9 @@ def predict_file(
             :func:`synth7t.inference.load_model`.
         method: ``"template"`` (register to the MNI 2009c T1) or ``"generalised"`` (the paper's affine from
             training pairs; pass ``generalised``); an imported model takes its own templates.
-        preprocess_preset: a preprocessing preset name or a ``PreprocessConfig`` (:func:`lone_preprocess_config`).
+        preprocess_preset: a preprocessing preset name or a ``PreprocessConfig`` (:func:`lone_preprocess_config`);
+            ``"lone"`` (``PreprocessConfig.PRESETS``): the ``quick`` preset with N4 on a 6x shrunk image and the
+            template alignment on 2 mm images.
         t3_mask: a brain mask of the 3T to use instead of the configured brain extraction.
         views, fusion, uncertainty, flips: multi-view prediction (:func:`synth7t.inference.predict_subjects`); the
             uncertainty map goes beside the output (and beside the native output), ``<out>_uncertainty.nii.gz``.

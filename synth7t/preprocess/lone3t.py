@@ -232,10 +232,13 @@ def _align_template(brain3: np.ndarray, aff3: np.ndarray, cfg: PreprocessConfig,
     tpl = sio.load_volume(src["t1"], reorient=True)
     tmask = sio.load_volume(src["mask"], reorient=True).data > 0.5
     brain3, aff3 = crop_to_brain(brain3, brain3 != 0, aff3, cfg.registration_crop_mm)  # the brain's box
+    # both brains at the registration's spacing (coarsen never upsamples: a 1 mm scan at 1 mm is left as it is); a
+    # rigid pose needs no finer detail, and every level smooths and samples the moving image at its own voxels
+    moving, moving_aff = coarsen(brain3, aff3, cfg.registration.spacing)
     with tempfile.TemporaryDirectory(prefix=f"{key}-tpl-") as tmp:
         # the template brain at the registration's spacing (default 1 mm: its own grid)
         fixed, fixed_aff = coarsen(tpl.data * tmask, tpl.affine, cfg.registration.spacing)
-        reg = register(fixed, fixed_aff, brain3, aff3, Path(tmp) / "tpl_", cfg, syn=False,
+        reg = register(fixed, fixed_aff, moving, moving_aff, Path(tmp) / "tpl_", cfg, syn=False,
                        transform=transform)
         world_map = read_affine(reg["affine"])
         corr = alignment_correlation(brain3, aff3, world_map, fixed, fixed_aff, fixed > 0)

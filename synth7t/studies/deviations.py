@@ -239,6 +239,21 @@ DEVIATIONS: tuple[Deviation, ...] = (
         switches=("synth7t.preprocess.lone3t.preprocess_lone_3t.recentre",),
     ),
     Deviation(
+        topic="lone-3T preprocessing settings",
+        stage="inference",
+        paper="N4 with the paper's settings for every image (§2.3); a lone 3T takes the generalised affine, no "
+              "registration.",
+        authors_code="SynthStrip, N4 at ANTsPy's defaults, a rigid registration to their 3T template "
+                     "(func/inference/register_to_7T_template.py).",
+        synth7t="synth7t predict's preset lone: N4 on a 6x shrunk image (50/50/25 iterations), the rigid template "
+                "alignment on both brains at 2 mm (levels at 8, 4 and 2 mm). On a 1 mm scan of known bias field and "
+                "pose it leaves less of the field and lands closer than the quick preset, with N4 2.7x and the "
+                "alignment 1.8x as fast (benchmarks/lone_settings.py, results/lone_settings.tsv).",
+        switch="synth7t predict --preset quick (or paper); preprocess_preset= in synth7t.inference.predict_file.",
+        switches=("synth7t.inference.files.predict_file.preprocess_preset",
+                  "synth7t.preprocess.config.PreprocessConfig.n4_shrink_factor"),
+    ),
+    Deviation(
         topic="released models: which slice a stack predicts",
         stage="inference",
         paper="Three neighbouring slices predict the centre one (§2.4).",
