@@ -31,11 +31,9 @@ check-book: venv
 	$(PY) -m synth7t.cli book --browser
 
 # two pytest workers with one thread each (small CPU tests use a second thread poorly; two workers of two threads
-# would oversubscribe the cores); each test file stays in one worker, so a file's shared fixtures are built once,
-# and the files go out in collection order, the longest first (tests/conftest.py LONGEST_FIRST), not xdist's
-# most-tests-first, which started the notebooks' smoke runs last
+# would oversubscribe the cores); each test file stays in one worker, so a file's shared fixtures are built once
 test: venv
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile
 
 # JupyterLab on notebooks/; its kernels start in the repository root, as papermill's, so that the notebooks'
 # relative paths (data/demo, runs) mean the same (LAB_OPTS: e.g. --no-browser --port 8889; as root, as in a

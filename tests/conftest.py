@@ -15,17 +15,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # coarse voxels keep the demo generator fast in tests; the real demo uses 0.7 mm / 1 mm
 COARSE = dict(voxel_7t=1.6, voxel_3t=2.3)  # the smoke profile's grids: the paper's 3T/7T ratio, 1/0.7
 
-#: The longest test files, started first: ``make test`` runs files whole on two workers (``--dist loadfile``), and
-#: a worker takes the next file in collection order, so the notebooks' smoke runs (about 10 minutes of the suite's
-#: 13, in one file) would otherwise start only after the files that sort before them, and end last.
-LONGEST_FIRST = ("test_notebooks.py", "test_train.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    """Collection order with :data:`LONGEST_FIRST` at the front (the same on every worker: a fixed sort)."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))
-
 
 
 def design_results(path: Path, seeds=(0, 1, 2), generator_version="current") -> Path:
