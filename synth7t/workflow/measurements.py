@@ -76,6 +76,11 @@ SOURCES = (
     *(Source(f"benchmarks/results/speed_{k}.tsv", f"What a scan costs: {v}", f"python benchmarks/bench_speed.py {k}",
              "Seconds per step, the code of a baseline revision against this one, in fresh processes of the same "
              "run (chapter 10, *Run it on your data*).") for k, v in SPEED_TABLES.items()),
+    Source("benchmarks/results/lone_settings.tsv", "The lone preset against a scan of known bias field and pose",
+           "python benchmarks/lone_settings.py",
+           "N4's seconds and the bias field it leaves (SD of log(corrected / clean) in white matter), the template "
+           "alignment's seconds and its distance from the true pose, for the quick and lone presets on one ITK "
+           "thread (chapter 10, *Run it on your data*)."),
     Source("benchmarks/results/demo_training_limits.tsv", "What limits each demo model",
            "python benchmarks/demo_training_limits.py",
            "Each demo model retrained with one setting changed, its gain over its 3T input in dB (chapter 02).",
