@@ -27,18 +27,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the realistic scan: tests/batch_data.py
 
-CORNERS_MM = [(x, y, z) for x in (-70, 70) for y in (-90, 70) for z in (-60, 80)]  # the brain's box, MNI mm
-
-
-def pose_error_mm(world_map, truth) -> float:
-    """Largest distance (mm) between where ``world_map`` and ``truth`` (4 x 4, template world to scan world) put
-    the corners of the brain's box."""
-    import numpy as np
-
-    c = np.array([[*p, 1.0] for p in CORNERS_MM])
-    return float(np.linalg.norm((c @ np.asarray(world_map).T - c @ np.asarray(truth).T)[:, :3], axis=1).max())
-
-
 def residual_bias(corrected, clean, wm) -> float:
     """SD of log(corrected / clean) inside ``wm``: what is left of a multiplicative field (its scale left out)."""
     import numpy as np
@@ -55,13 +43,12 @@ def main(argv=None) -> int:
     import numpy as np
     import pandas as pd
 
-    from batch_data import realistic_scan, realistic_turn
+    from batch_data import realistic_pose_error_mm, realistic_scan
     from synth7t.data import io as sio
     from synth7t.preprocess import PreprocessConfig, preprocess_lone_3t, set_itk_threads
     from synth7t.preprocess.steps import brain_mask, load_canonical, n4
 
     set_itk_threads(1)
-    truth = np.linalg.inv(realistic_turn())
     rows = []
     with tempfile.TemporaryDirectory(prefix="lone-settings-") as tmp:
         tmp = Path(tmp)
@@ -84,7 +71,7 @@ def main(argv=None) -> int:
                          "residual_bias": round(residual_bias(corrected, clean, wm), 4),
                          "registration_spacing": cfg.registration.spacing,
                          "affine_shrink_factors": "x".join(map(str, cfg.registration.affine_shrink_factors)),
-                         "align_s": round(align_s, 2), "pose_error_mm": round(pose_error_mm(world_map, truth), 3)})
+                         "align_s": round(align_s, 2), "pose_error_mm": round(realistic_pose_error_mm(world_map), 3)})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     Path(args.tsv).parent.mkdir(parents=True, exist_ok=True)

@@ -130,6 +130,18 @@ def realistic_turn() -> np.ndarray:
     return turn
 
 
+#: corners of the brain's box in MNI mm (140 x 160 x 140), where an alignment's error is measured
+BRAIN_BOX_CORNERS_MM = [(x, y, z) for x in (-70, 70) for y in (-90, 70) for z in (-60, 80)]
+
+
+def realistic_pose_error_mm(world_map) -> float:
+    """Largest distance (mm) between where a template alignment (4 x 4, template world to scan world) and the true
+    pose (the inverse of :func:`realistic_turn`) put the corners of the brain's box."""
+    c = np.array([[*p, 1.0] for p in BRAIN_BOX_CORNERS_MM])
+    moved = c @ np.asarray(world_map, float).T - c @ np.linalg.inv(realistic_turn()).T
+    return float(np.linalg.norm(moved[:, :3], axis=1).max())
+
+
 def realistic_scan(path: Path, *, bias: bool = True, noise: bool = True) -> Path:
     """A 1 mm T1w like a real 3T acquisition, with skull, made from the MNI 2009c T1: turned
     (:func:`realistic_turn`), on a shifted grid of :data:`REALISTIC_SHAPE`, times a smooth bias field (a factor of
