@@ -79,8 +79,9 @@ SOURCES = (
     Source("benchmarks/results/lone_settings.tsv", "The lone preset against a scan of known bias field and pose",
            "python benchmarks/lone_settings.py",
            "N4's seconds and the bias field it leaves (SD of log(corrected / clean) in white matter), the template "
-           "alignment's seconds and its distance from the true pose, for the quick and lone presets on one ITK "
-           "thread (chapter 10, *Run it on your data*)."),
+           "alignment's seconds and its distance from the true pose (and the worst over three further turns of "
+           "the scan), for the quick preset, the first lone preset and today's on one ITK thread (chapter 10, "
+           "*Run it on your data*)."),
     Source("benchmarks/results/demo_training_limits.tsv", "What limits each demo model",
            "python benchmarks/demo_training_limits.py",
            "Each demo model retrained with one setting changed, its gain over its 3T input in dB (chapter 02).",
