@@ -117,7 +117,7 @@ def run_single(args: argparse.Namespace) -> int:
     from .. import inference
 
     t3, out = Path(args.inputs[0]), Path(args.output)
-    sio.read_nifti(t3)  # a bad input is named before the model is loaded
+    volume = sio.load_volume(t3, reorient=True)  # a bad input is named before the model is loaded; read once
     inference.check_output(t3, out, args.overwrite)
     if out.exists() and not args.overwrite:
         print(f"{out} exists: skipped (--overwrite to redo)")
@@ -131,7 +131,8 @@ def run_single(args: argparse.Namespace) -> int:
                                                    None if args.impaired is None else bool(args.impaired),
                                                    str(args.participants))
     try:
-        rec = inference.predict_file(t3, out, model, age=age, sex=sex, impaired=impaired, **_options(args))
+        rec = inference.predict_file(t3, out, model, age=age, sex=sex, impaired=impaired, volume=volume,
+                                     **_options(args))
     except (ValueError, RuntimeError, FileNotFoundError):
         raise  # already a message for the user
     except Exception as exc:  # e.g. a registration that fails inside ANTs: one line, not a traceback

@@ -70,9 +70,10 @@ def lone_preprocess_config(predictor: Predictor, preset="lone", *, t3_mask: Opti
 
 def align_for(predictor: Predictor, t3_path: PathLike, config, *, method: str = "template", generalised=None,
               t3_mask: Optional[PathLike] = None, work_dir: Optional[PathLike] = None,
-              alignment_cache: Optional[PathLike] = None, checks=None, force: bool = False) -> dict:
+              alignment_cache: Optional[PathLike] = None, checks=None, force: bool = False, volume=None) -> dict:
     """A lone 3T on the grid ``predictor`` predicts on, after the content checks of
-    :mod:`synth7t.preprocess.input_checks` (``checks``: their limits; ``force``: go on past a refusal).
+    :mod:`synth7t.preprocess.input_checks` (``checks``: their limits; ``force``: go on past a refusal); ``volume``:
+    the scan already read (:func:`synth7t.preprocess.preprocess_lone_3t`), for synth7t's own models.
 
     Returns:
         dict with ``image`` and ``mask`` (arrays on that grid), ``affine``, ``world_map`` (aligned-grid world ->
@@ -102,13 +103,15 @@ def align_for(predictor: Predictor, t3_path: PathLike, config, *, method: str = 
 
     if alignment_cache is not None:
         rec = pp.aligned_lone_3t(t3_path, alignment_cache, config, method=method, generalised=generalised,
-                                 t3_mask=t3_mask, checks=checks, force=force)
+                                 t3_mask=t3_mask, checks=checks, force=force, volume=volume)
         t3, mask = read(rec)
     else:
         with tempfile.TemporaryDirectory(prefix="synth7t-predict-", dir=work_dir) as tmp:
             rec = pp.preprocess_lone_3t(t3_path, tmp, config, method=method, generalised=generalised, t3_mask=t3_mask,
-                                        checks=checks, force=force)
-            t3, mask = read(rec)
+                                        checks=checks, force=force, volume=volume, write_images=False)
+        arrays = rec.pop("arrays")
+        t3 = sio.Volume(data=arrays["t3"], affine=np.asarray(rec["grid_affine"], float))
+        mask = arrays["mask"]
     return {"image": t3.data, "mask": mask, "affine": np.asarray(t3.affine, float),
             "world_map": np.asarray(rec["alignment"]["world_map"], float),
             "axial_range": (int(rec["bottom_slice"]), int(rec["top_slice"])), "space": rec["space"], "record": rec,
@@ -121,7 +124,7 @@ def predict_file(
     native: bool = False, batch_size: Optional[int] = None, device: str = "cpu",
     t3_mask: Optional[PathLike] = None, views: Optional[Sequence[str]] = None, fusion: str = "mean",
     uncertainty: bool = False, flips: bool = False, alignment_cache: Optional[PathLike] = None,
-    precision: str = "auto", checks=None, force: bool = False, reproducible: bool = False,
+    precision: str = "auto", checks=None, force: bool = False, reproducible: bool = False, volume=None,
 ) -> dict:
     """Synthetic 7T from a lone 3T file: aligned onto the model's grid (:func:`align_for`), predicted
     (:meth:`Predictor.predict`), written on that grid (and, with ``native``, resampled back onto the input 3T grid).
@@ -132,8 +135,8 @@ def predict_file(
         method: ``"template"`` (register to the MNI 2009c T1) or ``"generalised"`` (the paper's affine from
             training pairs; pass ``generalised``); an imported model takes its own templates.
         preprocess_preset: a preprocessing preset name or a ``PreprocessConfig`` (:func:`lone_preprocess_config`);
-            ``"lone"`` (``PreprocessConfig.PRESETS``): the ``quick`` preset with N4 on a 6x shrunk image and the
-            template alignment on 2 mm images.
+            ``"lone"`` (``PreprocessConfig.PRESETS``): the ``quick`` preset with N4 on every 6th voxel (its field
+            interpolated onto the scan's grid) and the template alignment on 2 mm images for fewer iterations.
         t3_mask: a brain mask of the 3T to use instead of the configured brain extraction.
         views, fusion, uncertainty, flips: multi-view prediction (:func:`synth7t.inference.predict_subjects`); the
             uncertainty map goes beside the output (and beside the native output), ``<out>_uncertainty.nii.gz``.
@@ -146,6 +149,8 @@ def predict_file(
             extraction, N4 and registration use this process's torch threads (all cores in a lone process, a
             worker's share in a batch): the same result up to float rounding, in about half the time on 2 cores
             (:func:`alignment_threads`).
+        volume: ``t3_path`` already read with ``synth7t.data.io.load_volume(t3_path, reorient=True)`` (the CLI reads
+            its input once); None reads it here.
 
     The record is also written beside the output as ``<out>.json`` (:func:`sidecar_path`): the input, the model,
     the findings of the content checks, the out-of-distribution score (:func:`score_input`; one warning line when it
@@ -166,7 +171,8 @@ def predict_file(
     from .precision import choose_precision
 
     t3_path, out_path = Path(t3_path), Path(out_path)
-    sio.read_nifti(t3_path)  # one clear error for a bad input before any work
+    # one clear error for a bad input before any work; the scan is read once for the whole path
+    volume = volume if volume is not None else sio.load_volume(t3_path, reorient=True)
     if not sio.is_nifti_path(out_path):
         raise ValueError(f"{out_path}: output must end in .nii or .nii.gz")
     if sex not in ("F", "M"):
@@ -180,7 +186,7 @@ def predict_file(
     cfg = lone_preprocess_config(predictor, preprocess_preset, t3_mask=t3_mask)
     cfg = replace(cfg, threads_per_job=alignment_threads(reproducible))
     aligned = align_for(predictor, t3_path, cfg, method=method, generalised=generalised, t3_mask=t3_mask,
-                        work_dir=work_dir, alignment_cache=alignment_cache, checks=checks, force=force)
+                        work_dir=work_dir, alignment_cache=alignment_cache, checks=checks, force=force, volume=volume)
     t0 = time.perf_counter()
     pred = predictor.predict(aligned["image"], age=float(age), sex=sex, impaired=impaired, mask=aligned["mask"],
                              axial_range=aligned["axial_range"], batch_size=batch_size, views=views, fusion=fusion,

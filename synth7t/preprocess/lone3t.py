@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -17,13 +18,13 @@ from scipy import ndimage as ndi
 from ..data import io as sio
 from ..runtime.batch import write_json
 from ..data.templates import template_sources
-from .ants import PathLike, coarsen, read_affine, register, resample, set_itk_threads
+from .ants import BackgroundImport, PathLike, coarsen, read_affine, register, resample, set_itk_threads
 from .config import PreprocessConfig, PreprocessError
 from .grid import brain_slices, crop_to_brain, crop_to_grid, plan_grid
 from .input_checks import (InputCheckConfig, alignment_correlation, check_alignment, check_brain_volume,
     check_header, check_tissue_order, enforce)
 from .records import load_records, thread_counts
-from .steps import StepTimer, brain_mask, load_canonical, n4, normalise
+from .steps import StepTimer, brain_mask, check_image, load_canonical, n4, normalise
 
 # ----------------------------------------------------------------------------------------- lone 3T
 
@@ -107,7 +108,7 @@ def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[Pr
                        method: str = "generalised", generalised: Optional[GeneralisedAffine] = None,
                        recentre: str = "always", template_transform: str = "Rigid", key: Optional[str] = None,
                        t3_mask: Optional[PathLike] = None, checks: Optional[InputCheckConfig] = None,
-                       force: bool = False) -> dict:
+                       force: bool = False, volume: Optional[sio.Volume] = None, write_images: bool = True) -> dict:
     """Preprocess a 3T with no 7T (inference): N4, brain mask, onto a 0.7 mm grid, normalise, crop.
 
     Args:
@@ -126,6 +127,11 @@ def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[Pr
             :class:`InputCheckConfig`), each made as soon as it can be: the header on loading, the brain volume after
             brain extraction, the tissue order after N4, the alignment after a template registration.
         force: go on past a refused check (it is recorded as ``forced`` and warned).
+        volume: ``t3_path`` already read (``synth7t.data.io.load_volume(t3_path, reorient=True)``), so that it is not
+            read again (``synth7t predict`` reads its input once).
+        write_images: False keeps the aligned 3T and its mask in memory, as the record's ``arrays`` (``t3``,
+            ``mask``), instead of writing them (``synth7t predict`` without an alignment cache needs them only
+            there); the record's ``files`` is then empty.
 
     Returns:
         The record (also written as JSON), with ``grid``, ``normalisation``, ``bottom_slice``, ``top_slice`` and
@@ -147,14 +153,21 @@ def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[Pr
     itk = set_itk_threads(cfg.threads_per_job)  # before the first ANTs call (see synth7t.preprocess.ants)
     ck = checks or InputCheckConfig()
     what = f"{key} 3T ({t3_path})"
-    with tm("start_ants"):  # ANTsPy's import (about 2 s), paid by a process's first scan
-        import ants  # noqa: F401
+    ants_import = BackgroundImport()  # ANTsPy's import (about 1.2 s, a process's first scan) behind the brain mask
     with tm("load"):
-        t3, aff3, _ = load_canonical(t3_path, f"{key} 3T")
+        if volume is None:
+            t3, aff3, _ = load_canonical(t3_path, f"{key} 3T")
+        else:
+            if nib.aff2axcodes(volume.affine) != ("R", "A", "S"):
+                raise ValueError(f"{t3_path}: volume= must be read with reorient=True (RAS voxel order)")
+            t3, aff3 = volume.data, np.asarray(volume.affine, float)
+            check_image(t3, f"{key} 3T {t3_path}")
         findings = enforce(check_header(aff3, t3.shape, cfg.target_spacing, ck), what, force)
     with tm("mask_3t"):
         mask3 = brain_mask(t3, aff3, cfg.mask_backend, given=t3_mask, threshold=cfg.mask_threshold, what=f"{key} 3T")
         findings += enforce([check_brain_volume(mask3, aff3, ck)], what, force)
+    with tm("start_ants"):  # what is left of the import to wait for
+        ants_import.wait()
     if cfg.n4_3t:
         with tm("n4_3t"):
             t3 = n4(t3, aff3, mask3, cfg)
@@ -186,9 +199,11 @@ def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[Pr
         g, gm = crop_to_grid(norm, box), crop_to_grid(mask.astype(np.uint8), box)
         bottom, top = brain_slices(gm > 0)
     base = out_dir / f"{key}_acq-3T_space-{space}"
-    files = {"t3": Path(f"{base}_desc-preproc_T1w.nii.gz"), "mask": Path(f"{base}_desc-brain_mask.nii.gz")}
-    sio.save_volume(files["t3"], g, box.affine, dtype=np.float32)
-    sio.save_volume(files["mask"], gm, box.affine, dtype=np.uint8)
+    files = {}
+    if write_images:
+        files = {"t3": Path(f"{base}_desc-preproc_T1w.nii.gz"), "mask": Path(f"{base}_desc-brain_mask.nii.gz")}
+        sio.save_volume(files["t3"], g, box.affine, dtype=np.float32)
+        sio.save_volume(files["mask"], gm, box.affine, dtype=np.uint8)
     record = {"key": key, "status": "done", "mode": "lone-3t", "input": str(t3_path), "space": space,
               "alignment": info, "normalisation": {"t3": params}, "grid": box.to_dict(),
               "grid_affine": box.affine.tolist(), "bottom_slice": bottom, "top_slice": top, "excluded_slices": [],
@@ -197,6 +212,8 @@ def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[Pr
               "files": {k: str(v) for k, v in files.items()}, "timings": tm.t, "threads": thread_counts(itk),
               "seconds": round(time.perf_counter() - t_start, 2)}
     write_json(out_dir / f"{key}_acq-3T_space-{space}_desc-preproc.json", record)
+    if not write_images:
+        record["arrays"] = {"t3": g.astype(np.float32, copy=False), "mask": gm.astype(np.uint8, copy=False)}
     return record
 
 
@@ -254,7 +271,8 @@ def _align_template(brain3: np.ndarray, aff3: np.ndarray, cfg: PreprocessConfig,
 
 def aligned_lone_3t(t3_path: PathLike, cache_dir: PathLike, config: PreprocessConfig, *, method: str = "template",
                     generalised: Optional[GeneralisedAffine] = None, t3_mask: Optional[PathLike] = None,
-                    checks: Optional[InputCheckConfig] = None, force: bool = False) -> dict:
+                    checks: Optional[InputCheckConfig] = None, force: bool = False,
+                    volume: Optional[sio.Volume] = None) -> dict:
     """:func:`preprocess_lone_3t` once per scan and setting: the aligned 3T is kept in ``cache_dir`` and reused.
 
     Trying several models on one scan (``synth7t predict --alignment-cache DIR``, chapter 10) aligns it once when
@@ -287,7 +305,7 @@ def aligned_lone_3t(t3_path: PathLike, cache_dir: PathLike, config: PreprocessCo
         tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=folder.parent))
         try:
             preprocess_lone_3t(t3_path, tmp, config, method=method, generalised=generalised, t3_mask=t3_mask,
-                               checks=ck, force=force)
+                               checks=ck, force=force, volume=volume)
             tmp.rename(folder)
         except OSError:
             if not folder.is_dir():  # another process finished the same folder first: use theirs
