@@ -96,6 +96,48 @@ def test_predict_is_the_pass_of_each_kind_number_for_number(imported):
                                                           impaired=None, mask=mask))
 
 
+def test_cpu_slice_workers_give_the_serial_bytes_and_keep_the_callers_precision():
+    """With n torch threads on a CPU the slice loop runs in n threads of one torch thread each: the bytes of the loop
+    on one thread, in two threads (a loop left serial fails here), torch's thread count restored after, and the
+    caller's bf16 autocast in every worker (autocast is per thread: a worker without it predicts in fp32)."""
+    import threading
+    import time
+
+    from synth7t.inference.precision import inference_precision
+    from synth7t.inference.volume import cpu_slice_workers
+
+    t3, g = _t3(), _unet()[0]
+    ctx = dict(age=70.0, sex="F", impaired=True, bottom=1, top=7, mask=_brain())
+    seen = set()
+
+    def note(module, args, output):
+        seen.add(threading.current_thread().name)
+        time.sleep(0.01)  # the other worker takes the next slice meanwhile
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert cpu_slice_workers("cpu", 8) == 1
+        serial = predict_volume(g, t3, **ctx)
+        with inference_precision("bf16", "cpu"):
+            serial_bf16 = predict_volume(g, t3, **ctx)
+        assert np.abs(serial_bf16 - serial).max() > 1e-4  # bf16 changes the numbers
+        torch.set_num_threads(2)
+        assert cpu_slice_workers("cpu", 8) == 2 and cpu_slice_workers("cpu", 1) == 1
+        assert cpu_slice_workers("cuda", 8) == 1
+        hook = g.register_forward_hook(note)
+        try:
+            np.testing.assert_array_equal(predict_volume(g, t3, **ctx), serial)
+        finally:
+            hook.remove()
+        assert len(seen) == 2 and threading.current_thread().name not in seen
+        assert torch.get_num_threads() == 2
+        with inference_precision("bf16", "cpu"):
+            np.testing.assert_array_equal(predict_volume(g, t3, **ctx), serial_bf16)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_requests_a_model_cannot_serve_fail_before_any_work(imported):
     t3 = _t3()
     unet = Predictor(*_unet())

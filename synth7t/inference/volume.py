@@ -15,7 +15,7 @@ import numpy as np
 
 from ..training.patches import DEFAULT_OVERLAP, PatchGeometry, nonzero_box, patch_geometry, sliding_window_predict
 
-__all__ = ["default_batch_size", "grid_divisor_of", "patch_overlap_of", "predict_volume", "predict_volume_patches",
+__all__ = ["cpu_slice_workers", "default_batch_size", "grid_divisor_of", "patch_overlap_of", "predict_volume", "predict_volume_patches",
            "predict_volume_released", "released_normalise", "uses_context"]
 
 
@@ -57,6 +57,18 @@ def default_batch_size(device, geometry: Optional[PatchGeometry] = None) -> int:
     if geometry is None:
         return 1
     return 64 if geometry.spatial_dims == 2 else 2
+
+
+def cpu_slice_workers(device, n_batches: int) -> int:
+    """Threads for a volume's slice loop: on a CPU one per torch thread (each then runs its slices on one core; with
+    the threads at 1 in all of them a slice gives the same bytes as in a loop on one thread), else 1. On 2 cores
+    the demo U-Net takes 40 ms per slice this way against 46 ms with both cores on each slice in turn (torch's
+    small convolutions and attention do not keep two cores busy; ``benchmarks/bench_speed.py lone``)."""
+    import torch
+
+    if torch.device(device).type != "cpu":
+        return 1
+    return max(1, min(torch.get_num_threads(), int(n_batches)))
 
 
 def predict_volume(
@@ -122,9 +134,12 @@ def predict_volume(
     use_ctx = uses_context(generator)
     from tqdm.auto import tqdm
 
-    with torch.no_grad():
-        for b0 in tqdm(range(0, len(todo), batch_size), desc="slices", disable=not progress, leave=False):
-            zs = todo[b0:b0 + batch_size]
+    # grad mode and autocast are per thread: the workers take the caller's (bf16 autocast, inference_precision)
+    cast = {"device_type": device.type, "enabled": torch.is_autocast_enabled(device.type),
+            "dtype": torch.get_autocast_dtype(device.type)}
+
+    def one(zs: np.ndarray) -> None:
+        with torch.no_grad(), torch.autocast(**cast):
             rows = np.clip(zs[:, None] + np.arange(-half, half + 1)[None], 0, depth - 1)
             x = torch.from_numpy(stack[rows]).to(device)
             if device.type == "cpu":
@@ -137,6 +152,25 @@ def predict_volume(
             else:
                 y = generator(x)
             out[zs] = y.float().clamp(0, 1)[:, 0].cpu().numpy()
+
+    batches = [todo[b0:b0 + batch_size] for b0 in range(0, len(todo), batch_size)]
+    workers = cpu_slice_workers(device, len(batches))
+    with tqdm(total=len(batches), desc="slices", disable=not progress, leave=False) as bar:
+        if workers == 1:
+            for zs in batches:
+                one(zs)
+                bar.update()
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # each worker runs its slices on its own core
+            try:
+                with ThreadPoolExecutor(workers, thread_name_prefix="synth7t-slices") as pool:
+                    for _ in pool.map(one, batches):
+                        bar.update()
+            finally:
+                torch.set_num_threads(threads)
     vol = np.transpose(out, (2, 1, 0))
     if mask is not None:
         vol = vol * mask
