@@ -61,9 +61,9 @@ def input_features(image: np.ndarray, mask: np.ndarray, spacing_mm: float, *, se
     if not m.any():
         raise ValueError("the brain mask is empty")
     aff = np.diag([spacing_mm] * 3 + [1.0])
-    ratio, detail = tissue_depth_ratio(img, m, aff, seed=seed)
+    _, detail = tissue_depth_ratio(img, m, aff, seed=seed, depths=False)  # the classes' centres
     if not detail["centre"] or detail["centre"][2] <= 0:  # too little brain for three tissue classes
-        return {"depth_ratio": float("nan"), **{name: float("nan") for name in FEATURES}}
+        return {name: float("nan") for name in FEATURES}
     csf, gm, wm = detail["centre"]
     core = ndi.binary_erosion(m, iterations=max(1, int(round(CORE_MM / spacing_mm))))
     core = core if core.any() else m
@@ -77,7 +77,7 @@ def input_features(image: np.ndarray, mask: np.ndarray, spacing_mm: float, *, se
     noise = float(1.4826 * np.median(np.abs(fine - np.median(fine)))) if fine.size else float("nan")
     return {"white_spread": round(spread, 5), "noise": round(noise, 5),
             "brain_ml": round(float(m.sum() * spacing_mm**3 / 1000), 2),
-            "depth_ratio": round(float(ratio), 4), "grey_white": round(float(gm / wm), 4),
+            "grey_white": round(float(gm / wm), 4),
             "csf_white": round(float(csf / wm), 4), "sharpness": round(float(grad[core].mean() / wm), 5)}
 
 

@@ -175,10 +175,11 @@ def check_header(affine: np.ndarray, shape: Sequence[int], grid_spacing: Optiona
 
 
 def brain_depth(data: np.ndarray, mask: np.ndarray, affine: np.ndarray,
-                step_mm: float = DEPTH_STEP_MM) -> tuple[np.ndarray, np.ndarray]:
+                step_mm: float = DEPTH_STEP_MM, *, depths: bool = True) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """``(intensities, depths)`` of the brain's voxels on a grid of about ``step_mm`` (every n-th voxel of the mask's
     bounding box; the depth in mm below the mask's surface): the tissue measures need no finer grid, and a 1 mm
-    volume's distance transform costs 8 times as much as a 2 mm one's."""
+    volume's distance transform costs 8 times as much as a 2 mm one's. ``depths=False``: the intensities only
+    (depths None), without the distance transform."""
     m = np.asarray(mask, bool)
     if not m.any():
         return np.zeros(0), np.zeros(0)
@@ -186,6 +187,8 @@ def brain_depth(data: np.ndarray, mask: np.ndarray, affine: np.ndarray,
     step = max(1, int(step_mm // vox.min()))
     idx = np.argwhere(m)
     box = tuple(slice(int(a), int(b) + 1, step) for a, b in zip(idx.min(0), idx.max(0)))
+    if not depths:
+        return np.asarray(data, np.float64)[box][m[box]], None
     mb = np.pad(m[box], 1)  # outside the box is outside the brain
     depth = ndi.distance_transform_edt(mb, sampling=vox * step)[1:-1, 1:-1, 1:-1]
     mb = mb[1:-1, 1:-1, 1:-1]
@@ -193,18 +196,19 @@ def brain_depth(data: np.ndarray, mask: np.ndarray, affine: np.ndarray,
 
 
 def tissue_depth_ratio(data: np.ndarray, mask: np.ndarray, affine: np.ndarray, sample: int = 50_000,
-                       seed: int = 0) -> tuple[float, dict]:
+                       seed: int = 0, *, depths: bool = True) -> tuple[float, dict]:
     """Three k-means intensity classes of the brain and their mean depth (mm below the mask's surface): the ratio of
     the brightest class's depth to the deeper of the other two (> 1 for a T1w: white matter lies deepest), and the
     classes' centres (:mod:`synth7t.inference.ood` measures contrast with them).
 
     Returns:
         ``(ratio, detail)`` with each class's mean depth (mm), fraction of the brain and centre (in ``data``'s
-        units), darkest first.
+        units), darkest first. ``depths=False``: the centres only, the same (no distance transform; the ratio NaN,
+        the depths and fractions empty).
     """
     from sklearn.cluster import KMeans
 
-    vals, depth = brain_depth(data, mask, affine)
+    vals, depth = brain_depth(data, mask, affine, depths=depths)
     if vals.size < 1000:
         return float("nan"), {"depth_mm": [], "fraction": [], "centre": []}
     lo, hi = np.percentile(vals, [1, 99])
@@ -212,12 +216,14 @@ def tissue_depth_ratio(data: np.ndarray, mask: np.ndarray, affine: np.ndarray, s
     rng = np.random.default_rng(seed)
     sub = x[rng.choice(len(x), min(len(x), sample), replace=False)]
     km = KMeans(3, n_init=3, random_state=seed).fit(sub)
+    centres = np.sort(km.cluster_centers_[:, 0]) * (hi - lo) + lo
+    if not depths:
+        return float("nan"), {"depth_mm": [], "fraction": [], "centre": [float(c) for c in centres]}
     rank = np.argsort(np.argsort(km.cluster_centers_[:, 0]))  # cluster -> 0 darkest .. 2 brightest
     cls = rank[km.predict(x)]
     dep = np.array([depth[cls == k].mean() if np.any(cls == k) else 0.0 for k in range(3)])
     frac = [float(np.mean(cls == k)) for k in range(3)]
     ratio = float(dep[2] / max(dep[0], dep[1], 1e-9))
-    centres = np.sort(km.cluster_centers_[:, 0]) * (hi - lo) + lo
     return ratio, {"depth_mm": [round(float(d), 2) for d in dep], "fraction": [round(f, 3) for f in frac],
                    "centre": [float(c) for c in centres]}
 
