@@ -270,8 +270,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # interpolated linearly onto the scan's grid, ``n4_field``) and the rigid template alignment on both brains at 2 mm (levels at 8, 4 and 2 mm, 100/50/10 iterations).
 # benchmarks/lone_settings.py measures both against a scan whose bias field and pose are known: N4 leaves less of the
 # field than quick's 50/50/25 iterations (more iterations fit some anatomy into the field), and the pose lands as
-# close to the truth as with 500/250/50 iterations (within 0.32 mm also for the scan turned a further 10-15 degrees
-# about each axis); at 2.5 or 3 mm it lands up to 0.44 mm off
+# close to the truth as with 500/250/50 iterations (0.23 mm; within 0.29 mm for the scan turned a further 10-15
+# degrees about each axis); at 2.5 or 3 mm it lands up to 0.44 mm off
 PRESETS["lone"] = {
     **PRESETS["quick"],
     "n4_shrink_factor": 6,
