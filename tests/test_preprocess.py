@@ -242,6 +242,7 @@ def test_deepbet_mask_matches_the_ground_truth(coarse_cohort):
 
 
 
+@pytest.mark.slow
 def test_deepbet_mask_is_deepbets_own_mask():
     """synth7t's deepbet glue (no copies, quantiles by selection) gives deepbet's ``run`` mask voxel for voxel on a
     1 mm head with skull (the MNI 2009c T1), and a head in another orientation goes through ``run`` itself. About
