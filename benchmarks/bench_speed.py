@@ -1,6 +1,6 @@
 """What one scan costs, step by step, against another revision of synth7t in the same run.
 
-    python benchmarks/bench_speed.py lone                      # synth7t predict on one 1 mm 3T (about 2.5 minutes)
+    python benchmarks/bench_speed.py lone                      # synth7t predict on one 1 mm 3T (about 2 minutes)
     python benchmarks/bench_speed.py pair                      # one 3T/7T pair at the paper preset (about 15 minutes)
     python benchmarks/bench_speed.py lone --baseline c49fa91 --model runs/demo/02_train/unet-nodiag/model
 

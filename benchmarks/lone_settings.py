@@ -5,8 +5,9 @@
 The scan is ``tests/batch_data.py``'s realistic 1 mm 3T with skull (the MNI 2009c T1 turned by 7 degrees on a shifted
 grid, times a smooth bias field, plus noise); its clean twin (no bias field, no noise) is the truth. For each preset
 (``quick``, the lone path's settings before any ``lone`` preset; ``lone-2mm``, the first ``lone`` preset: N4 for
-50/50/25 iterations with ANTs' B-spline field, the alignment at 2 mm for 500/250/50; and ``lone``, ``synth7t predict``'s default), in one
-process with one ITK thread (the ratio is what matters; ``synth7t predict`` uses every core), through
+50/50/25 iterations with ANTs' B-spline field, the alignment at 2 mm for 500/250/50; and ``lone``, ``synth7t
+predict``'s default), in one process with one ITK thread (the ratio is what matters; ``synth7t predict`` uses every
+core), through
 ``synth7t.preprocess.preprocess_lone_3t`` (its record's step times and alignment):
 
 - ``n4_s``, ``residual_bias``: N4's seconds, and the bias it leaves: the SD of log(corrected / clean) in the white

@@ -224,7 +224,8 @@ def test_n4_flattens_a_bias_field(field):
     assert cv(out) < 0.5 * cv(img)
     if field == "linear":
         ants_field = pp.n4(img, np.eye(4), mask, cfg)
-        assert np.abs(np.log(out[mask] / ants_field[mask])).max() < 0.02
+        diff = np.abs(np.log(out[mask] / ants_field[mask])).max()
+        assert 1e-4 < diff < 0.02  # not ANTs' own field (a linear path that fell back to it would be), yet close
 
 
 # ----------------------------------------------------------------------------------- mask backends

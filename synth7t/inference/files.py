@@ -97,22 +97,18 @@ def align_for(predictor: Predictor, t3_path: PathLike, config, *, method: str = 
                 "axial_range": None, "space": "released-7T-template", "record": None, "timings": a["timings"],
                 "input_checks": a["input_checks"]}
 
-    def read(rec):
-        t3 = sio.load_volume(rec["files"]["t3"])
-        return t3, sio.load_volume(rec["files"]["mask"], dtype=None).data
-
-    if alignment_cache is not None:
+    if alignment_cache is not None:  # the cache holds the aligned 3T as files
         rec = pp.aligned_lone_3t(t3_path, alignment_cache, config, method=method, generalised=generalised,
                                  t3_mask=t3_mask, checks=checks, force=force, volume=volume)
-        t3, mask = read(rec)
-    else:
+        t3 = sio.load_volume(rec["files"]["t3"])
+        image, mask, affine = t3.data, sio.load_volume(rec["files"]["mask"], dtype=None).data, t3.affine
+    else:  # a temporary folder for the record; the aligned 3T stays in memory
         with tempfile.TemporaryDirectory(prefix="synth7t-predict-", dir=work_dir) as tmp:
             rec = pp.preprocess_lone_3t(t3_path, tmp, config, method=method, generalised=generalised, t3_mask=t3_mask,
                                         checks=checks, force=force, volume=volume, write_images=False)
         arrays = rec.pop("arrays")
-        t3 = sio.Volume(data=arrays["t3"], affine=np.asarray(rec["grid_affine"], float))
-        mask = arrays["mask"]
-    return {"image": t3.data, "mask": mask, "affine": np.asarray(t3.affine, float),
+        image, mask, affine = arrays["t3"], arrays["mask"], rec["grid_affine"]
+    return {"image": image, "mask": mask, "affine": np.asarray(affine, float),
             "world_map": np.asarray(rec["alignment"]["world_map"], float),
             "axial_range": (int(rec["bottom_slice"]), int(rec["top_slice"])), "space": rec["space"], "record": rec,
             "timings": rec.get("timings", {}), "input_checks": rec.get("input_checks", [])}

@@ -15,8 +15,8 @@ import numpy as np
 
 from ..training.patches import DEFAULT_OVERLAP, PatchGeometry, nonzero_box, patch_geometry, sliding_window_predict
 
-__all__ = ["cpu_slice_workers", "default_batch_size", "grid_divisor_of", "patch_overlap_of", "predict_volume", "predict_volume_patches",
-           "predict_volume_released", "released_normalise", "uses_context"]
+__all__ = ["cpu_slice_workers", "default_batch_size", "grid_divisor_of", "patch_overlap_of", "predict_volume",
+           "predict_volume_patches", "predict_volume_released", "released_normalise", "uses_context"]
 
 
 def patch_overlap_of(meta: dict) -> Optional[int]:

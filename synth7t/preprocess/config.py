@@ -144,13 +144,15 @@ class PreprocessConfig(Config):
         n4_histogram_bins: histogram bins of the sharpening (ITK default 200; not in the paper).
         n4_shrink_factor: N4 works on the image shrunk by this factor (ANTsPy default 4; not in the paper).
         n4_spline_mesh: B-spline mesh size at the first level (ANTsPy default 1; SimpleITK's 4 control points).
+            N4 runs without intensity rescaling (ANTsPy's default), so corrected intensities may drift in scale;
+            the normalisation step removes the scale.
         n4_field: how the bias field fitted on the shrunk image reaches the full image: ``"bspline"`` (ANTs: N4
             shrinks the image itself and evaluates its B-spline at every voxel, the paper's) or ``"linear"`` (synth7t
             samples every ``n4_shrink_factor``-th voxel, N4 fits that image as it is and its log field is interpolated
             linearly onto the full grid: the ``lone`` preset; on a 1 mm head half of N4's time is the B-spline's
             evaluation at 10 M voxels, and a field of 4 control points per axis is linear at the scale of 6 mm).
-            N4 runs without intensity rescaling (ANTsPy's default), so corrected intensities may drift in scale;
-            the normalisation step removes the scale.
+            An image whose sample holds fewer than 1000 brain voxels (a small phantom), or a shrink factor of 1,
+            takes ANTs' own field: there is nothing to save and too few voxels for N4's histogram.
         mask_backend: ``deepbet``, ``synthstrip`` or ``given`` (the layout's ``_desc-brain_mask`` files).
         remask_7t: extract the 7T brain again after N4 (the paper's order; a ``given`` mask is used as it is).
         remask_3t: the same for the 3T (off: the paper's 3T was stripped once, by FreeSurfer).
@@ -267,7 +269,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 # the lone-3T default of ``synth7t predict``: ``quick`` with N4 on every 6th voxel for 20/20/10 iterations (its field
-# interpolated linearly onto the scan's grid, ``n4_field``) and the rigid template alignment on both brains at 2 mm (levels at 8, 4 and 2 mm, 100/50/10 iterations).
+# interpolated linearly onto the scan's grid, ``n4_field``) and the rigid template alignment on both brains at 2 mm
+# (levels at 8, 4 and 2 mm, 100/50/10 iterations).
 # benchmarks/lone_settings.py measures both against a scan whose bias field and pose are known: N4 leaves less of the
 # field than quick's 50/50/25 iterations (more iterations fit some anatomy into the field), and the pose lands as
 # close to the truth as with 500/250/50 iterations (0.23 mm; within 0.29 mm for the scan turned a further 10-15

@@ -153,7 +153,6 @@ def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[Pr
     itk = set_itk_threads(cfg.threads_per_job)  # before the first ANTs call (see synth7t.preprocess.ants)
     ck = checks or InputCheckConfig()
     what = f"{key} 3T ({t3_path})"
-    ants_import = BackgroundImport()  # ANTsPy's import (about 1.2 s, a process's first scan) behind the brain mask
     with tm("load"):
         if volume is None:
             t3, aff3, _ = load_canonical(t3_path, f"{key} 3T")
@@ -163,6 +162,8 @@ def preprocess_lone_3t(t3_path: PathLike, out_dir: PathLike, config: Optional[Pr
             t3, aff3 = volume.data, np.asarray(volume.affine, float)
             check_image(t3, f"{key} 3T {t3_path}")
         findings = enforce(check_header(aff3, t3.shape, cfg.target_spacing, ck), what, force)
+    # ANTsPy's import (about 1.2 s, a process's first scan) behind the brain mask; not during the read of a gzip
+    ants_import = BackgroundImport()
     with tm("mask_3t"):
         mask3 = brain_mask(t3, aff3, cfg.mask_backend, given=t3_mask, threshold=cfg.mask_threshold, what=f"{key} 3T")
         findings += enforce([check_brain_volume(mask3, aff3, ck)], what, force)
